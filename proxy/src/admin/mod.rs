@@ -1,0 +1,176 @@
+//! The admin API on hyper: metrics, health, config, reload and shutdown.
+//!
+//! It runs on its own small runtime so that a saturated data plane never delays a
+//! readiness probe or a scrape.
+
+use crate::lifecycle::Lifecycle;
+use crate::reload::Reloader;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// What the admin handlers need.
+pub struct Admin {
+    pub metrics: PrometheusHandle,
+    pub lifecycle: Arc<Lifecycle>,
+    pub reloader: Arc<Reloader>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+// === impl Admin ===
+
+impl Admin {
+    /// Serves until the process exits.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off rather than spin.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, std::convert::Infallible>(admin.handle(req, peer).await) }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                // A stuck admin client must not hold a task forever.
+                let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::GET, "/metrics") => self.metrics(),
+            (&Method::GET, "/ready") => {
+                if self.lifecycle.is_ready() {
+                    text(StatusCode::OK, "ready\n")
+                } else if self.lifecycle.is_draining() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                }
+            }
+            (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+            (&Method::GET, "/config") => self.config(),
+            (&Method::POST, "/reload") => match self.authorize(&req, peer) {
+                Err(resp) => resp,
+                Ok(()) => self.reload().await,
+            },
+            (&Method::POST, "/shutdown") => match self.authorize(&req, peer) {
+                Err(resp) => resp,
+                Ok(()) => {
+                    let first = self.lifecycle.begin_drain();
+                    let msg = if first {
+                        "draining\n"
+                    } else {
+                        "already draining\n"
+                    };
+                    text(StatusCode::ACCEPTED, msg)
+                }
+            },
+            (_, "/metrics" | "/ready" | "/live" | "/config" | "/reload" | "/shutdown") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn metrics(&self) -> Resp {
+        let body = self.metrics.render();
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
+    }
+
+    fn config(&self) -> Resp {
+        let body = serde_json::json!({
+            "generation": self.reloader.generation(),
+            "restart_required": *self.reloader.restart_required(),
+            "config": self.reloader.current().redacted_json(),
+        });
+        json(StatusCode::OK, &body)
+    }
+
+    async fn reload(&self) -> Resp {
+        let reloader = self.reloader.clone();
+        // Reading files and resolving endpoints blocks; keep it off the admin reactor.
+        match tokio::task::spawn_blocking(move || reloader.reload()).await {
+            Ok(Ok(outcome)) => json(StatusCode::OK, &outcome),
+            Ok(Err(e)) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": e.to_string(), "kept_generation": self.reloader.generation() }),
+            ),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("reload task failed: {e}\n"),
+            ),
+        }
+    }
+
+    /// Control endpoints: loopback peers only, plus the bearer token when configured.
+    fn authorize(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Resp> {
+        if !peer.ip().is_loopback() {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "control endpoints answer loopback only\n",
+            ));
+        }
+        if let Some(token) = &self.reloader.current().admin.token {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(token.expose()) {
+                return Err(text(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong bearer token\n",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Resp {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,189 @@
+//! The `clusters:` section: upstream endpoints and how to talk to them.
+
+use super::runtime::bounded;
+use super::Invalid;
+use serde::{Deserialize, Serialize};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A named set of upstream endpoints with one protocol and one set of timeouts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Bounded by the file: names become metric label values.
+    pub name: String,
+    /// `host:port` entries, resolved when the config is loaded or reloaded. An empty
+    /// list is allowed (a service scaled to zero): requests get 503.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Idle keep-alive connections kept for this cluster.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// Concurrent streams per upstream h2 connection before another is opened.
+    #[serde(default = "default_streams")]
+    pub max_h2_streams: usize,
+    /// Extra connection attempts on other endpoints when connecting fails. Connecting
+    /// sent nothing, so this is safe for every method.
+    #[serde(default = "default_retries")]
+    pub connect_retries: usize,
+}
+
+#[derive(Copy, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 (over TLS when `tls` is set).
+    #[default]
+    H1,
+    /// HTTP/2 with prior knowledge over plain text.
+    H2c,
+    /// HTTP/2 over TLS, negotiated by ALPN.
+    H2,
+}
+
+/// Upstream TLS. With no `ca`, the system roots are used.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Server name to send and verify; defaults to the endpoint's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+}
+
+/// Upstream timeouts. Each is bounded; none may be switched off.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP (and TLS) connection establishment.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Longest wait for any single read from the upstream (response header or a body
+    /// chunk); past it the answer is 504.
+    #[serde(with = "humantime_serde")]
+    pub read: Duration,
+    /// Longest wait for any single write to the upstream.
+    #[serde(with = "humantime_serde")]
+    pub write: Duration,
+    /// How long an idle pooled connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+}
+
+fn default_pool() -> usize {
+    128
+}
+fn default_streams() -> usize {
+    100
+}
+fn default_retries() -> usize {
+    2
+}
+
+// === impl ClusterConfig ===
+
+impl ClusterConfig {
+    /// A cluster with no endpoints and every default: plain HTTP/1.1, default timeouts.
+    pub fn named(name: String) -> Self {
+        Self {
+            name,
+            endpoints: Vec::new(),
+            protocol: Protocol::H1,
+            tls: None,
+            timeouts: Timeouts::default(),
+            pool_size: default_pool(),
+            max_h2_streams: default_streams(),
+            connect_retries: 0,
+        }
+    }
+
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(UpstreamTls { ca: Some(ca), .. }) = &mut self.tls {
+            *ca = base.join(&*ca);
+        }
+    }
+
+    /// Resolves every endpoint to socket addresses (DNS happens here, never on the data
+    /// path). Each `host:port` may yield several addresses.
+    pub fn resolve(&self) -> Result<Vec<(String, SocketAddr)>, String> {
+        let mut out = Vec::new();
+        for ep in &self.endpoints {
+            let addrs = ep
+                .to_socket_addrs()
+                .map_err(|e| format!("endpoint {ep:?}: {e}"))?;
+            let host = ep.rsplit_once(':').map_or(ep.as_str(), |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            out.extend(addrs.map(|a| (host.to_string(), a)));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err(Invalid::new("name", "must be 1 to 64 characters").at("name", &self.name));
+        }
+        match (self.protocol, &self.tls) {
+            (Protocol::H2, None) => {
+                return Err(Invalid::new(
+                    "protocol",
+                    "h2 is HTTP/2 over TLS and needs a tls section; use h2c for plain text",
+                )
+                .at("protocol", "h2"))
+            }
+            (Protocol::H2c, Some(_)) => {
+                return Err(Invalid::new(
+                    "protocol",
+                    "h2c is plain text; use h2 with a tls section",
+                )
+                .at("protocol", "h2c"))
+            }
+            _ => {}
+        }
+        if let Err(e) = self.resolve() {
+            return Err(Invalid::new("endpoints", e).at("name", &self.name));
+        }
+        if let Some(UpstreamTls { ca: Some(ca), .. }) = &self.tls {
+            crate::tls::ca_certs(ca).map_err(|e| {
+                Invalid::new("tls.ca", e.to_string()).at("ca", &ca.display().to_string())
+            })?;
+        }
+        if !(1..=10_000).contains(&self.pool_size) {
+            return Err(Invalid::new("pool_size", "must be between 1 and 10000"));
+        }
+        if !(1..=10_000).contains(&self.max_h2_streams) {
+            return Err(Invalid::new(
+                "max_h2_streams",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.connect_retries > 10 {
+            return Err(Invalid::new("connect_retries", "must be at most 10"));
+        }
+        let t = &self.timeouts;
+        bounded("connect", t.connect)
+            .and_then(|_| bounded("read", t.read))
+            .and_then(|_| bounded("write", t.write))
+            .and_then(|_| bounded("idle", t.idle))
+            .map_err(|e| e.under("timeouts"))
+    }
+}
+
+// === impl Timeouts ===
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}

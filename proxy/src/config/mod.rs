@@ -1,0 +1,205 @@
+//! The mesh config: one YAML file, parsed strictly, validated once, with errors that
+//! name the file, the line and the reason.
+//!
+//! The whole file is assembled here rather than in the binary because reload (SIGHUP,
+//! `POST /reload`) happens in this crate and must parse exactly what startup parsed.
+//! Each crate still owns its section: `profiler:` and `policies:` are their types.
+
+mod admin;
+mod cluster;
+mod error;
+mod listener;
+mod locate;
+mod runtime;
+
+pub use self::admin::{AdminConfig, Secret};
+pub use self::cluster::{ClusterConfig, Protocol, Timeouts, UpstreamTls};
+pub use self::error::ConfigError;
+pub use self::listener::{Direction, ListenerConfig, ListenerTls, RouteConfig};
+pub use self::runtime::{DownstreamLimits, DrainConfig, RuntimeConfig};
+
+use prescale_policies::PoliciesConfig;
+use prescale_profiler::ProfilerConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// The whole mesh config file. Unknown keys anywhere are an error, not ignored: a typo
+/// in a timeout name must not silently fall back to a default.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub drain: DrainConfig,
+    #[serde(default)]
+    pub limits: DownstreamLimits,
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    #[serde(default)]
+    pub profiler: ProfilerConfig,
+    #[serde(default)]
+    pub policies: PoliciesConfig,
+}
+
+/// A semantic problem found after parsing, with where to look for it in the file.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    /// The config path, e.g. `listeners[1].cluster`.
+    pub path: String,
+    pub reason: String,
+    /// A `key: value` pair to find the line by, when there is one.
+    pub anchor: Option<(String, String)>,
+}
+
+// === impl MeshConfig ===
+
+impl MeshConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used only to name the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let mut cfg: MeshConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ConfigError::Invalid {
+                file: file.clone(),
+                line,
+                column,
+                reason: e.to_string(),
+            }
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        cfg.resolve_paths(base);
+        cfg.validate().map_err(|inv| {
+            let (line, column) = inv
+                .anchor
+                .as_ref()
+                .and_then(|(k, v)| locate::find(text, k, v))
+                .unwrap_or((0, 0));
+            ConfigError::Invalid {
+                file,
+                line,
+                column,
+                reason: format!("{}: {}", inv.path, inv.reason),
+            }
+        })?;
+        Ok(cfg)
+    }
+
+    /// The effective config as JSON, with secrets replaced by `<redacted>`.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        // Secrets serialize as "<redacted>" (see `Secret`), so plain serialization is safe.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// Makes file paths in the config relative to the config file, not the process.
+    fn resolve_paths(&mut self, base: &Path) {
+        for l in &mut self.listeners {
+            l.resolve_paths(base);
+        }
+        for c in &mut self.clusters {
+            c.resolve_paths(base);
+        }
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.listeners.is_empty() {
+            return Err(Invalid::new(
+                "listeners",
+                "at least one listener is required",
+            ));
+        }
+        let mut cluster_names = HashSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            if !cluster_names.insert(c.name.as_str()) {
+                return Err(Invalid::new(
+                    format!("clusters[{i}].name"),
+                    format!("duplicate cluster name {:?}", c.name),
+                )
+                .at("name", &c.name));
+            }
+            c.validate()
+                .map_err(|e| e.under(format!("clusters[{i}]")))?;
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let at = format!("listeners[{i}]");
+            if !names.insert(l.name.as_str()) {
+                return Err(Invalid::new(
+                    format!("{at}.name"),
+                    format!("duplicate listener name {:?}", l.name),
+                )
+                .at("name", &l.name));
+            }
+            if !addrs.insert(l.address) {
+                return Err(Invalid::new(
+                    format!("{at}.address"),
+                    format!("address {} is used by another listener", l.address),
+                )
+                .at("address", &l.address.to_string()));
+            }
+            if l.address == self.admin.address {
+                return Err(Invalid::new(
+                    format!("{at}.address"),
+                    format!("address {} is the admin address", l.address),
+                )
+                .at("address", &l.address.to_string()));
+            }
+            l.validate(&cluster_names).map_err(|e| e.under(at))?;
+        }
+        self.runtime.validate().map_err(|e| e.under("runtime"))?;
+        self.drain.validate().map_err(|e| e.under("drain"))?;
+        self.limits.validate().map_err(|e| e.under("limits"))?;
+        self.profiler
+            .validate()
+            .map_err(|e| Invalid::new(format!("profiler.{}", e.field), e.reason))?;
+        self.policies
+            .validate()
+            .map_err(|e| Invalid::new(format!("policies.{}", e.field), e.reason))?;
+        Ok(())
+    }
+}
+
+// === impl Invalid ===
+
+impl Invalid {
+    pub(crate) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+            anchor: None,
+        }
+    }
+
+    /// Names the `key: value` line this problem is about, so the error can cite it.
+    pub(crate) fn at(mut self, key: &str, value: &str) -> Self {
+        self.anchor = Some((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Prefixes the path with the enclosing element, e.g. `clusters[2]`.
+    pub(crate) fn under(mut self, parent: impl AsRef<str>) -> Self {
+        self.path = format!("{}.{}", parent.as_ref(), self.path);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+//! The `runtime:`, `drain:` and `limits:` sections: threads, shutdown and downstream bounds.
+
+use super::Invalid;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Worker threads and process-wide settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads per listener; 0 means one per available core.
+    pub worker_threads: usize,
+}
+
+/// How the process stops on SIGTERM or `POST /shutdown`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// In-flight requests get at most this long to finish; the process exits as soon as
+    /// none are left. The default stays under Kubernetes' 30 s termination grace.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+/// Bounds on what a downstream client may send.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownstreamLimits {
+    /// Request line plus headers, in bytes; beyond it the answer is 431.
+    pub max_request_header_bytes: usize,
+    /// Number of request headers; beyond it the answer is 431.
+    pub max_request_headers: usize,
+    /// Declared or streamed request body size; beyond it the answer is 413. None: unbounded
+    /// (bodies stream, so memory stays bounded either way).
+    pub max_request_body_bytes: Option<u64>,
+    /// How long a client may pause while sending a request body; then 408.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// How long an idle HTTP/1.1 keep-alive connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+}
+
+// === impl RuntimeConfig ===
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self { worker_threads: 0 }
+    }
+}
+
+impl RuntimeConfig {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.worker_threads > 256 {
+            return Err(Invalid::new("worker_threads", "must be at most 256"));
+        }
+        Ok(())
+    }
+
+    /// The thread count to give each listener.
+    pub fn threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+// === impl DrainConfig ===
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(25),
+        }
+    }
+}
+
+impl DrainConfig {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.grace_period > Duration::from_secs(3600) {
+            return Err(Invalid::new("grace_period", "must be at most 1h"));
+        }
+        Ok(())
+    }
+}
+
+// === impl DownstreamLimits ===
+
+impl Default for DownstreamLimits {
+    fn default() -> Self {
+        Self {
+            // Envoy's default is 60 KiB; most servers refuse well before pingora's 1 MiB.
+            max_request_header_bytes: 64 * 1024,
+            max_request_headers: 100,
+            max_request_body_bytes: None,
+            body_read_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DownstreamLimits {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        // pingora refuses anything over 1 MiB of headers or 256 headers with a 400 before
+        // we see it, so larger limits would be a promise we cannot keep.
+        if !(1024..=1024 * 1024).contains(&self.max_request_header_bytes) {
+            return Err(Invalid::new(
+                "max_request_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        if !(1..=256).contains(&self.max_request_headers) {
+            return Err(Invalid::new(
+                "max_request_headers",
+                "must be between 1 and 256",
+            ));
+        }
+        bounded("body_read_timeout", self.body_read_timeout)?;
+        bounded("keepalive_timeout", self.keepalive_timeout)?;
+        Ok(())
+    }
+}
+
+/// Every timeout is positive and at most an hour: never unbounded, never zero.
+pub(crate) fn bounded(field: &str, d: Duration) -> Result<(), Invalid> {
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(Invalid::new(
+            field,
+            format!("must be more than 0 and at most 1h, got {d:?}"),
+        ));
+    }
+    Ok(())
+}

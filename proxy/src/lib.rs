@@ -1,0 +1,245 @@
+//! The prescale data plane: pingora listeners, the admin API, metrics, reload and drain.
+//!
+//! `run` turns a validated [`MeshConfig`] into a running sidecar. Everything that sends
+//! a packet lives in this crate; decisions live in `prescale-policies` and
+//! `prescale-profiler`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod lifecycle;
+pub mod metrics;
+pub mod reload;
+pub mod routes;
+pub mod service;
+pub mod tls;
+
+pub use config::{ConfigError, MeshConfig};
+
+use arc_swap::ArcSwap;
+use lifecycle::{DrainSignal, Lifecycle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use reload::Reloader;
+use routes::Snapshot;
+use service::Sidecar;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot bind {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Build(#[from] routes::BuildError),
+    #[error("listener {0}: {1}")]
+    Tls(String, tls::TlsError),
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("admin runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Latency buckets for request durations, from 0.5 ms (a local hop) to 30 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How long listeners get to come up before the process gives up.
+const BIND_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the sidecar until it is drained or stopped. Returns only on a startup error;
+/// otherwise the process exits from the drain path.
+pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
+    pingora::tls::install_default_crypto_provider();
+    let metrics = install_metrics()?;
+    precheck_binds(&cfg)?;
+
+    let lifecycle = Arc::new(Lifecycle::default());
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1)?));
+    let reloader = Arc::new(Reloader::new(path, cfg.clone(), snapshot.clone()));
+
+    let mut conf = ServerConf {
+        threads: cfg.runtime.threads(),
+        grace_period_seconds: Some(cfg.drain.grace_period.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: cfg
+            .clusters
+            .iter()
+            .map(|c| c.pool_size)
+            .sum::<usize>()
+            .max(1),
+        ..ServerConf::default()
+    };
+    conf.max_retries = 11;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    for l in &cfg.listeners {
+        let sidecar = Sidecar::new(
+            l.name.clone(),
+            l.tls.is_some(),
+            snapshot.clone(),
+            lifecycle.clone(),
+        );
+        let mut svc =
+            pingora::proxy::http_proxy_service_with_name(&server.configuration, sidecar, &l.name);
+        if let Some(proxy) = svc.app_logic_mut() {
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = l.h2c && l.tls.is_none();
+            proxy.server_options = Some(opts);
+        }
+        let addr = l.address.to_string();
+        match &l.tls {
+            Some(t) => {
+                let settings = tls::server_config(t)
+                    .and_then(|s| s.settings())
+                    .map_err(|e| RunError::Tls(l.name.clone(), e))?;
+                svc.add_tls_with_settings(&addr, None, settings);
+            }
+            None => svc.add_tcp(&addr),
+        }
+        server.add_service(svc);
+    }
+
+    spawn_admin(&cfg, metrics, lifecycle.clone(), reloader)?;
+
+    let addrs: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
+    let ready = lifecycle.clone();
+    std::thread::spawn(move || {
+        if ready.await_bound(&addrs, BIND_DEADLINE) {
+            tracing::info!(listeners = ?addrs, "ready");
+        } else {
+            tracing::error!(listeners = ?addrs, "listeners did not come up; exiting");
+            std::process::exit(1);
+        }
+    });
+
+    let drain = lifecycle.clone();
+    let grace = cfg.drain.grace_period;
+    std::thread::spawn(move || {
+        drain.await_drained(grace);
+        // pingora would sleep out the whole grace period; once nothing is in flight
+        // there is nothing left to wait for.
+        std::process::exit(0);
+    });
+
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainSignal(lifecycle)),
+    });
+    Ok(())
+}
+
+fn install_metrics() -> Result<PrometheusHandle, RunError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(metrics::REQUEST_DURATION.into()),
+            DURATION_BUCKETS,
+        )
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| RunError::Metrics(e.to_string()))?;
+    metrics::describe();
+    ::metrics::gauge!(metrics::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    ::metrics::gauge!(metrics::START_TIME).set(reload::unix_now());
+    ::metrics::gauge!(metrics::READY).set(0.0);
+    ::metrics::gauge!(metrics::DRAINING).set(0.0);
+    Ok(handle)
+}
+
+/// pingora panics inside a service task when a bind fails, leaving a process that
+/// looks alive; binding once here first turns that into a clear startup error.
+fn precheck_binds(cfg: &MeshConfig) -> Result<(), RunError> {
+    let all = cfg
+        .listeners
+        .iter()
+        .map(|l| (l.address, format!("listener {}", l.name)))
+        .chain([(cfg.admin.address, "admin".to_string())]);
+    for (addr, what) in all {
+        std::net::TcpListener::bind(addr).map_err(|source| RunError::Bind {
+            addr,
+            what,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn spawn_admin(
+    cfg: &MeshConfig,
+    metrics: PrometheusHandle,
+    lifecycle: Arc<Lifecycle>,
+    reloader: Arc<Reloader>,
+) -> Result<(), RunError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("admin")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let addr = cfg.admin.address;
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|source| RunError::Bind {
+        addr,
+        what: "admin".into(),
+        source,
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(RunError::Runtime)?;
+    let admin = Arc::new(admin::Admin {
+        metrics,
+        lifecycle,
+        reloader: reloader.clone(),
+    });
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin listener failed");
+                        return;
+                    }
+                };
+                tokio::spawn(reload_on_sighup(reloader));
+                tokio::spawn(upkeep(admin.metrics.clone()));
+                tracing::info!(%addr, "admin API listening");
+                admin.serve(listener).await;
+            })
+        })
+        .map_err(RunError::Runtime)?;
+    Ok(())
+}
+
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; reload with POST /reload");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading config");
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+    }
+}
+
+/// Histograms keep raw samples until rendered; drain them periodically so memory stays
+/// bounded even when nothing scrapes.
+async fn upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}

@@ -1,0 +1,246 @@
+//! Every metric the proxy exports: names, help texts, and pre-registered handles.
+//!
+//! Handles are looked up once (at startup or reload) and kept in the routing snapshot,
+//! so the data path only touches atomics. Label values come from the config file
+//! (listener and cluster names) or from fixed sets (status class, error kind): no
+//! request-derived value ever becomes a label.
+
+use metrics::{
+    describe_counter, describe_gauge, describe_histogram, Counter, Gauge, Histogram, Unit,
+};
+
+pub const REQUESTS: &str = "prescale_requests_total";
+pub const REQUEST_DURATION: &str = "prescale_request_duration_seconds";
+pub const REQUESTS_IN_FLIGHT: &str = "prescale_requests_in_flight";
+pub const REQUEST_BYTES: &str = "prescale_request_body_bytes_total";
+pub const RESPONSE_BYTES: &str = "prescale_response_body_bytes_total";
+pub const LOCAL_RESPONSES: &str = "prescale_local_responses_total";
+pub const UPSTREAM_REQUESTS: &str = "prescale_upstream_requests_total";
+pub const UPSTREAM_CONNECT_ERRORS: &str = "prescale_upstream_connect_errors_total";
+pub const CONFIG_RELOADS: &str = "prescale_config_reloads_total";
+pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
+    "prescale_config_last_reload_success_timestamp_seconds";
+pub const CONFIG_RESTART_REQUIRED: &str = "prescale_config_restart_required";
+pub const READY: &str = "prescale_ready";
+pub const DRAINING: &str = "prescale_draining";
+pub const BUILD_INFO: &str = "prescale_build_info";
+pub const START_TIME: &str = "prescale_process_start_time_seconds";
+
+/// Status classes used as label values; index 0 is "no response was written".
+const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Why the proxy answered by itself instead of forwarding (a fixed set).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LocalReason {
+    BadRequest,
+    HeaderTooLarge,
+    BodyTooLarge,
+    ClientTimeout,
+    NoRoute,
+    NoEndpoint,
+    UpstreamConnect,
+    UpstreamTimeout,
+    UpstreamReset,
+    UpstreamProtocol,
+    Internal,
+}
+
+/// Where a connection attempt to an upstream failed (a fixed set).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConnectErrorKind {
+    Refused,
+    Timeout,
+    Tls,
+    Other,
+}
+
+/// Per-listener handles.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    requests: [Counter; 6],
+    pub duration: Histogram,
+    pub in_flight: Gauge,
+    pub request_bytes: Counter,
+    pub response_bytes: Counter,
+    local: [Counter; LocalReason::ALL.len()],
+}
+
+/// Per-cluster handles.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    requests: [Counter; 6],
+    connect_errors: [Counter; 4],
+}
+
+/// Registers help texts and units, so `/metrics` passes `promtool check metrics`.
+pub fn describe() {
+    describe_counter!(
+        REQUESTS,
+        "Requests received, by listener and response status class."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request header to the end of the response, by listener."
+    );
+    describe_gauge!(
+        REQUESTS_IN_FLIGHT,
+        "Requests being served now, by listener."
+    );
+    describe_counter!(
+        REQUEST_BYTES,
+        Unit::Bytes,
+        "Request body bytes read from clients, by listener."
+    );
+    describe_counter!(
+        RESPONSE_BYTES,
+        Unit::Bytes,
+        "Response body bytes written to clients, by listener."
+    );
+    describe_counter!(
+        LOCAL_RESPONSES,
+        "Responses the proxy generated itself instead of forwarding, by listener and reason."
+    );
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "Requests forwarded to a cluster, by response status class."
+    );
+    describe_counter!(
+        UPSTREAM_CONNECT_ERRORS,
+        "Failed connection attempts to a cluster's endpoints, by kind."
+    );
+    describe_counter!(CONFIG_RELOADS, "Config reload attempts, by result.");
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last successful config load."
+    );
+    describe_gauge!(
+        CONFIG_RESTART_REQUIRED,
+        "1 when the file on disk has changes that only a restart applies."
+    );
+    describe_gauge!(
+        READY,
+        "1 when every listener is bound and the proxy is not draining."
+    );
+    describe_gauge!(DRAINING, "1 while the proxy drains before exiting.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+    describe_gauge!(START_TIME, Unit::Seconds, "Unix time the process started.");
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100),
+        _ => 0,
+    }
+}
+
+// === impl LocalReason ===
+
+impl LocalReason {
+    pub const ALL: [LocalReason; 11] = [
+        Self::BadRequest,
+        Self::HeaderTooLarge,
+        Self::BodyTooLarge,
+        Self::ClientTimeout,
+        Self::NoRoute,
+        Self::NoEndpoint,
+        Self::UpstreamConnect,
+        Self::UpstreamTimeout,
+        Self::UpstreamReset,
+        Self::UpstreamProtocol,
+        Self::Internal,
+    ];
+
+    /// The label value, also sent to clients in `x-prescale-error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::HeaderTooLarge => "header_too_large",
+            Self::BodyTooLarge => "body_too_large",
+            Self::ClientTimeout => "client_timeout",
+            Self::NoRoute => "no_route",
+            Self::NoEndpoint => "no_endpoint",
+            Self::UpstreamConnect => "upstream_connect",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamReset => "upstream_reset",
+            Self::UpstreamProtocol => "upstream_protocol",
+            Self::Internal => "internal",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+// === impl ConnectErrorKind ===
+
+impl ConnectErrorKind {
+    const ALL: [ConnectErrorKind; 4] = [Self::Refused, Self::Timeout, Self::Tls, Self::Other];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Tls => "tls",
+            Self::Other => "other",
+        }
+    }
+}
+
+// === impl ListenerMetrics ===
+
+impl ListenerMetrics {
+    pub fn new(listener: &str) -> Self {
+        let l = listener.to_string();
+        Self {
+            requests: CLASSES.map(|c| {
+                metrics::counter!(REQUESTS, "listener" => l.clone(), "code_class" => c)
+            }),
+            duration: metrics::histogram!(REQUEST_DURATION, "listener" => l.clone()),
+            in_flight: metrics::gauge!(REQUESTS_IN_FLIGHT, "listener" => l.clone()),
+            request_bytes: metrics::counter!(REQUEST_BYTES, "listener" => l.clone()),
+            response_bytes: metrics::counter!(RESPONSE_BYTES, "listener" => l.clone()),
+            local: LocalReason::ALL.map(|r| {
+                metrics::counter!(LOCAL_RESPONSES, "listener" => l.clone(), "reason" => r.as_str())
+            }),
+        }
+    }
+
+    pub fn request(&self, status: u16) {
+        self.requests[class_index(status)].increment(1);
+    }
+
+    pub fn local(&self, reason: LocalReason) {
+        self.local[reason.index()].increment(1);
+    }
+}
+
+// === impl ClusterMetrics ===
+
+impl ClusterMetrics {
+    pub fn new(cluster: &str) -> Self {
+        let c = cluster.to_string();
+        Self {
+            requests: CLASSES.map(|class| {
+                metrics::counter!(UPSTREAM_REQUESTS, "cluster" => c.clone(), "code_class" => class)
+            }),
+            connect_errors: ConnectErrorKind::ALL.map(|k| {
+                metrics::counter!(UPSTREAM_CONNECT_ERRORS, "cluster" => c.clone(), "kind" => k.as_str())
+            }),
+        }
+    }
+
+    pub fn response(&self, status: u16) {
+        self.requests[class_index(status)].increment(1);
+    }
+
+    pub fn connect_error(&self, kind: ConnectErrorKind) {
+        let i = ConnectErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(3);
+        self.connect_errors[i].increment(1);
+    }
+}

@@ -1,0 +1,212 @@
+//! The routing snapshot: clusters with resolved endpoints and each listener's routes,
+//! built from a validated config and swapped whole (ArcSwap) on reload.
+
+use crate::config::{ClusterConfig, Direction, DownstreamLimits, MeshConfig, Protocol};
+use crate::metrics::{ClusterMetrics, ListenerMetrics};
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, WrappedX509};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Everything the data path reads that a reload may change.
+pub struct Snapshot {
+    /// Bumped on every successful reload; shown in `/config` and logs.
+    pub generation: u64,
+    pub limits: DownstreamLimits,
+    listeners: HashMap<String, Arc<ListenerRoutes>>,
+}
+
+/// Where one listener sends requests.
+pub struct ListenerRoutes {
+    pub direction: Direction,
+    /// Inbound: the local service. Outbound: where unmatched requests go.
+    pub default: Option<Arc<Cluster>>,
+    /// Lower-cased `host` or `host:port` → cluster.
+    by_authority: HashMap<String, Arc<Cluster>>,
+    /// Connection settings towards original destinations; set when the listener
+    /// forwards unmatched requests to the connection's original destination.
+    pub passthrough: Option<Arc<Cluster>>,
+    pub metrics: ListenerMetrics,
+}
+
+/// A cluster: its endpoints as ready-made peers, picked round-robin.
+pub struct Cluster {
+    pub name: Arc<str>,
+    endpoints: Vec<HttpPeer>,
+    next: AtomicUsize,
+    pub connect_retries: usize,
+    config: ClusterConfig,
+    ca: Option<Arc<[WrappedX509]>>,
+    pub metrics: ClusterMetrics,
+}
+
+/// A config that validated but cannot be turned into routes (e.g. DNS changed since).
+#[derive(Debug, thiserror::Error)]
+#[error("cluster {cluster}: {reason}")]
+pub struct BuildError {
+    cluster: String,
+    reason: String,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    pub fn build(cfg: &MeshConfig, generation: u64) -> Result<Self, BuildError> {
+        let mut clusters = HashMap::new();
+        for c in &cfg.clusters {
+            clusters.insert(c.name.clone(), Arc::new(Cluster::new(c)?));
+        }
+        let get = |name: &Option<String>| name.as_ref().and_then(|n| clusters.get(n).cloned());
+        let mut listeners = HashMap::new();
+        for l in &cfg.listeners {
+            let by_authority = l
+                .routes
+                .iter()
+                .filter_map(|r| {
+                    let c = clusters.get(&r.cluster)?.clone();
+                    Some((r.authority.to_ascii_lowercase(), c))
+                })
+                .collect();
+            let default = get(&l.cluster);
+            let passthrough = match (&default, l.original_dst) {
+                (_, false) => None,
+                (Some(c), true) => Some(c.clone()),
+                // Plain HTTP/1.1 with default timeouts when the listener names no cluster.
+                (None, true) => Some(Arc::new(Cluster::new(&ClusterConfig::named(format!(
+                    "{}-passthrough",
+                    l.name
+                )))?)),
+            };
+            let routes = ListenerRoutes {
+                direction: l.direction,
+                default,
+                by_authority,
+                passthrough,
+                metrics: ListenerMetrics::new(&l.name),
+            };
+            listeners.insert(l.name.clone(), Arc::new(routes));
+        }
+        Ok(Self {
+            generation,
+            limits: cfg.limits.clone(),
+            listeners,
+        })
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&Arc<ListenerRoutes>> {
+        self.listeners.get(name)
+    }
+}
+
+// === impl ListenerRoutes ===
+
+impl ListenerRoutes {
+    /// The cluster for an authority (`host` or `host:port`), if a route names it.
+    pub fn route(&self, authority: &str) -> Option<&Arc<Cluster>> {
+        if self.by_authority.is_empty() {
+            return None;
+        }
+        // Authorities are case-insensitive; most clients already send lower case, so only
+        // allocate when they did not.
+        let lowered;
+        let key = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = authority.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            authority
+        };
+        self.by_authority.get(key).or_else(|| {
+            let host = key.rsplit_once(':').map(|(h, _)| h)?;
+            self.by_authority.get(host)
+        })
+    }
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    fn new(cfg: &ClusterConfig) -> Result<Self, BuildError> {
+        let err = |reason: String| BuildError {
+            cluster: cfg.name.clone(),
+            reason,
+        };
+        let ca = match cfg.tls.as_ref().and_then(|t| t.ca.as_ref()) {
+            Some(path) => {
+                let certs = crate::tls::ca_certs(path).map_err(|e| err(e.to_string()))?;
+                let wrapped: Vec<WrappedX509> = certs
+                    .into_iter()
+                    .map(|c| WrappedX509::new(c.to_vec(), parse_x509))
+                    .collect();
+                Some(Arc::from(wrapped))
+            }
+            None => None,
+        };
+        let mut cluster = Self {
+            name: Arc::from(cfg.name.as_str()),
+            endpoints: Vec::new(),
+            next: AtomicUsize::new(0),
+            connect_retries: cfg.connect_retries,
+            config: cfg.clone(),
+            ca,
+            metrics: ClusterMetrics::new(&cfg.name),
+        };
+        let resolved = cfg.resolve().map_err(err)?;
+        cluster.endpoints = resolved
+            .into_iter()
+            .map(|(host, addr)| cluster.peer(addr, &host))
+            .collect();
+        Ok(cluster)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// The next endpoint, round-robin; `None` when the cluster has no endpoints.
+    pub fn pick(&self) -> Option<Box<HttpPeer>> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        self.endpoints.get(i).map(|p| Box::new(p.clone()))
+    }
+
+    /// A peer for an address outside the endpoint list (an original destination),
+    /// with this cluster's protocol and timeouts.
+    pub fn peer_for(&self, addr: SocketAddr) -> Box<HttpPeer> {
+        Box::new(self.peer(addr, &addr.ip().to_string()))
+    }
+
+    fn peer(&self, addr: SocketAddr, host: &str) -> HttpPeer {
+        let cfg = &self.config;
+        let sni = cfg
+            .tls
+            .as_ref()
+            .and_then(|t| t.sni.clone())
+            .unwrap_or_else(|| host.to_string());
+        let mut peer = HttpPeer::new(addr, cfg.tls.is_some(), sni);
+        let o = &mut peer.options;
+        let t = &cfg.timeouts;
+        o.connection_timeout = Some(t.connect);
+        // Covers TCP and the TLS handshake together.
+        o.total_connection_timeout = Some(t.connect * 2);
+        o.read_timeout = Some(t.read);
+        o.write_timeout = Some(t.write);
+        o.idle_timeout = Some(t.idle);
+        o.max_h2_streams = cfg.max_h2_streams;
+        o.alpn = match cfg.protocol {
+            Protocol::H1 => ALPN::H1,
+            // Without TLS, pingora speaks h2 with prior knowledge (h2c).
+            Protocol::H2 | Protocol::H2c => ALPN::H2,
+        };
+        o.ca = self.ca.clone();
+        peer
+    }
+}

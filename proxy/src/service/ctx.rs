@@ -1,0 +1,55 @@
+//! What one request learns on its way through the phases.
+
+use crate::lifecycle::InFlight;
+use crate::metrics::LocalReason;
+use crate::routes::{Cluster, ListenerRoutes};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request state, created in `new_ctx` and carried through every phase.
+pub struct RequestCtx {
+    pub start: Instant,
+    /// Keeps the request counted for drain until the context is dropped.
+    _in_flight: InFlight,
+    /// The listener's routes, loaded once per request from the current snapshot.
+    pub routes: Option<Arc<ListenerRoutes>>,
+    /// Where the request goes.
+    pub target: Target,
+    /// Upstream connection attempts so far.
+    pub attempts: usize,
+    /// Set when the proxy answers by itself; becomes the `x-prescale-error` header.
+    pub local: Option<LocalReason>,
+}
+
+/// The upstream chosen for a request.
+#[derive(Default)]
+pub enum Target {
+    #[default]
+    Unrouted,
+    Cluster(Arc<Cluster>),
+    /// The connection's SO_ORIGINAL_DST, with the given cluster's connection settings.
+    OriginalDst(SocketAddr, Arc<Cluster>),
+}
+
+// === impl RequestCtx ===
+
+impl RequestCtx {
+    pub fn new(in_flight: InFlight) -> Self {
+        Self {
+            start: Instant::now(),
+            _in_flight: in_flight,
+            routes: None,
+            target: Target::Unrouted,
+            attempts: 0,
+            local: None,
+        }
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match &self.target {
+            Target::Unrouted => None,
+            Target::Cluster(c) | Target::OriginalDst(_, c) => Some(c),
+        }
+    }
+}

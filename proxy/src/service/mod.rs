@@ -1,0 +1,249 @@
+//! The data path: our `ProxyHttp` implementation, one instance per listener.
+//!
+//! Read top-down, the phases are the life of a request: limits and routing in
+//! `request_filter`, endpoint choice in `upstream_peer`, forwarding headers in
+//! `upstream_request_filter`, failures in `fail_to_connect`/`fail_to_proxy`, and
+//! accounting in `logging`. Decisions that belong to policies or the profiler are
+//! called from here, never made here.
+
+mod ctx;
+mod errors;
+mod forwarded;
+
+pub use self::ctx::{RequestCtx, Target};
+
+use crate::config::Direction;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::LocalReason;
+use crate::routes::Snapshot;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use std::sync::Arc;
+
+/// The proxy logic of one listener.
+pub struct Sidecar {
+    listener: String,
+    tls: bool,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+// === impl Sidecar ===
+
+impl Sidecar {
+    pub fn new(
+        listener: String,
+        tls: bool,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
+        Self {
+            listener,
+            tls,
+            snapshot,
+            lifecycle,
+        }
+    }
+
+    /// Chooses where the request goes; `None` means no route matches.
+    fn route(&self, session: &Session, ctx: &RequestCtx) -> Option<Target> {
+        let routes = ctx.routes.as_ref()?;
+        if routes.direction == Direction::Inbound {
+            return routes.default.clone().map(Target::Cluster);
+        }
+        if let Some(c) = authority(session.req_header()).and_then(|a| routes.route(a)) {
+            return Some(Target::Cluster(c.clone()));
+        }
+        if let Some(passthrough) = &routes.passthrough {
+            if let Some(dst) = original_dst(session) {
+                return Some(Target::OriginalDst(dst, passthrough.clone()));
+            }
+        }
+        routes.default.clone().map(Target::Cluster)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Sidecar {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new(self.lifecycle.enter())
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let snapshot = self.snapshot.load();
+        ctx.routes = snapshot.listener(&self.listener).cloned();
+        if let Some(routes) = &ctx.routes {
+            routes.metrics.in_flight.increment(1.0);
+        }
+        let limits = &snapshot.limits;
+        session.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+        // A client may stall between body chunks; bound each wait.
+        session.set_read_timeout(Some(limits.body_read_timeout));
+
+        let req = session.req_header();
+        let too_large = req.headers.len() > limits.max_request_headers
+            || forwarded::header_bytes(req) > limits.max_request_header_bytes;
+        if too_large {
+            return self
+                .answer(session, ctx, 431, LocalReason::HeaderTooLarge)
+                .await;
+        }
+        if let (Some(max), Some(len)) = (limits.max_request_body_bytes, content_length(req)) {
+            if len > max {
+                return self
+                    .answer(session, ctx, 413, LocalReason::BodyTooLarge)
+                    .await;
+            }
+        }
+        match self.route(session, ctx) {
+            Some(target) => {
+                ctx.target = target;
+                Ok(false)
+            }
+            None => self.answer(session, ctx, 404, LocalReason::NoRoute).await,
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        ctx.attempts += 1;
+        let peer = match &ctx.target {
+            Target::Cluster(c) => c.pick(),
+            Target::OriginalDst(dst, c) => Some(c.peer_for(*dst)),
+            Target::Unrouted => None,
+        };
+        peer.ok_or_else(|| {
+            ctx.local = Some(LocalReason::NoEndpoint);
+            Error::explain(ErrorType::HTTPStatus(503), "no endpoint available")
+        })
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(PingoraAddr::as_inet)
+            .map(|a| a.ip());
+        forwarded::append(upstream_request, client, self.tls)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(c) = ctx.cluster() {
+            c.metrics.connect_error(errors::connect_kind(&e));
+            // Nothing was sent, so another endpoint is safe for any method.
+            if c.len() > 1 && ctx.attempts <= c.connect_retries {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (status, reason) = errors::classify(e);
+        let reason = ctx.local.unwrap_or(reason);
+        if status > 0 && session.response_written().is_none() {
+            ctx.local = Some(reason);
+            if let Some(r) = &ctx.routes {
+                r.metrics.local(reason);
+            }
+            if let Err(err) = errors::respond(session, status, reason).await {
+                tracing::debug!(%err, "could not write error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let Some(routes) = &ctx.routes else { return };
+        let m = &routes.metrics;
+        m.in_flight.decrement(1.0);
+        m.request(status);
+        m.duration.record(ctx.start.elapsed().as_secs_f64());
+        m.request_bytes.increment(session.body_bytes_read() as u64);
+        m.response_bytes.increment(session.body_bytes_sent() as u64);
+        // Only count the cluster for answers that came from it.
+        if ctx.local.is_none() {
+            if let Some(c) = ctx.cluster() {
+                c.metrics.response(status);
+            }
+        }
+    }
+}
+
+impl Sidecar {
+    /// Answers locally and tells pingora the request is done.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        reason: LocalReason,
+    ) -> pingora::Result<bool> {
+        ctx.local = Some(reason);
+        if let Some(r) = &ctx.routes {
+            r.metrics.local(reason);
+        }
+        errors::respond(session, status, reason).await?;
+        Ok(true)
+    }
+}
+
+/// The request's authority: `:authority`/absolute-form first, then `Host`.
+fn authority(req: &RequestHeader) -> Option<&str> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())
+}
+
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// SO_ORIGINAL_DST of the downstream connection, if it was redirected here.
+fn original_dst(session: &Session) -> Option<std::net::SocketAddr> {
+    let digest = session.digest()?.socket_digest.as_ref()?;
+    let dst = digest.original_dst()?.as_inet().copied()?;
+    let local = digest.local_addr().and_then(PingoraAddr::as_inet).copied();
+    // Without a REDIRECT the original destination is the listener itself; forwarding
+    // there would loop.
+    (Some(dst) != local).then_some(dst)
+}

@@ -1,0 +1,83 @@
+//! The `prescale` binary: command line, logging, and the hand-off to the proxy.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use prescale_proxy::MeshConfig;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// sysexits' EX_USAGE: the operator handed us something unusable.
+const EXIT_BAD_CONFIG: u8 = 64;
+
+/// A service-mesh sidecar that profiles requests, forecasts demand and pre-scales.
+#[derive(Parser)]
+#[command(name = "prescale", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Run {
+        /// The mesh config file (YAML).
+        #[arg(short, long, default_value = "deploy/examples/sidecar.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit: 0 when valid, 64 with file:line:column otherwise.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => match MeshConfig::load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} listeners, {} clusters)",
+                    config.display(),
+                    cfg.listeners.len(),
+                    cfg.clusters.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match MeshConfig::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            match prescale_proxy::run(config, cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`, pingora's chatter at warn).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
