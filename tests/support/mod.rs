@@ -1,0 +1,399 @@
+//! Test harness: a real upstream (hyper, h1 + h2c, optional TLS) and the real
+//! `prescale` binary started from a config written to a temp dir.
+//!
+//! Upstream endpoints (any method):
+//! - `/bytes/N` streams N bytes of `x` in 64 KiB chunks;
+//! - `/sink` reads the whole body as it streams and answers its length;
+//! - `/delay/MS` answers after MS milliseconds;
+//! - `/status/N` answers status N;
+//! - `/upgrade` answers 101 and echoes bytes on the upgraded connection;
+//! - anything else answers JSON `{method, path, version, headers}` describing the request.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A free loopback port (bound, then released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A self-signed CA-less certificate for `localhost` / 127.0.0.1, written as PEM files.
+pub struct TestCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn self_signed(dir: &Path, name: &str) -> TestCert {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("rcgen");
+    let cert_pem = ck.cert.pem();
+    let key_pem = ck.key_pair.serialize_pem();
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+    TestCert {
+        cert,
+        key,
+        cert_pem,
+        key_pem,
+    }
+}
+
+/// A running upstream test service.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Requests it has started serving.
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Plain text: HTTP/1.1 and h2c prior knowledge on one port.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// TLS with ALPN h2 and http/1.1.
+    pub async fn start_tls(cert: &TestCert) -> Self {
+        let certs = rustls_pemfile::certs(&mut cert.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let counter = counter.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        handle(req)
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(s) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                .await;
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, hits, task }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+    let path = req.uri().path().to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let head = parts.next().unwrap_or("");
+    let arg = parts.next().unwrap_or("");
+    match head {
+        "bytes" => {
+            let n: usize = arg.parse().unwrap_or(0);
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_util::stream::unfold(n, move |left| {
+                let chunk = chunk.clone();
+                async move {
+                    if left == 0 {
+                        return None;
+                    }
+                    let take = left.min(chunk.len());
+                    Some((
+                        Ok::<_, std::io::Error>(Frame::data(chunk.slice(..take))),
+                        left - take,
+                    ))
+                }
+            });
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut().insert("content-length", n.into());
+            Ok(resp)
+        }
+        "sink" => {
+            let mut body = req.into_body();
+            let mut total = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(std::io::Error::other)?;
+                if let Some(d) = frame.data_ref() {
+                    total += d.len();
+                }
+            }
+            Ok(full(StatusCode::OK, total.to_string()))
+        }
+        "delay" => {
+            let ms: u64 = arg.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(full(StatusCode::OK, format!("slept {ms}ms")))
+        }
+        "status" => {
+            let code = arg.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            Ok(full(
+                code.unwrap_or(StatusCode::BAD_REQUEST),
+                "status".into(),
+            ))
+        }
+        "upgrade" => {
+            let upgrade = hyper::upgrade::on(req);
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            resp.headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
+            Ok(resp)
+        }
+        _ => {
+            let headers: BTreeMap<String, String> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            let body = serde_json::json!({
+                "method": req.method().as_str(),
+                "path": path,
+                "version": format!("{:?}", req.version()),
+                "headers": headers,
+            });
+            Ok(full(StatusCode::OK, body.to_string()))
+        }
+    }
+}
+
+fn full(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *resp.status_mut() = status;
+    resp
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+}
+
+/// The real `prescale` binary, running with a config written to a temp dir.
+pub struct Proxy {
+    pub child: Child,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Proxy {
+    /// Writes `yaml` to `<tmp>/config.yaml`, starts the binary, waits for `/ready`.
+    /// The yaml must set `admin.address` to `admin`.
+    pub fn start(yaml: &str, admin: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, yaml, admin)
+    }
+
+    /// Like `start`, in a dir the caller prepared (e.g. with certificates in it).
+    pub fn start_in(dir: tempfile::TempDir, yaml: &str, admin: SocketAddr) -> Self {
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = dir.path().join("prescale.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn prescale");
+        let mut proxy = Self {
+            child,
+            admin,
+            dir,
+            config,
+            log,
+        };
+        proxy.wait_ready(Duration::from_secs(20));
+        proxy
+    }
+
+    pub fn wait_ready(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("prescale exited early ({status}):\n{}", self.logs());
+            }
+            if admin_get(self.admin, "/ready").map(|(s, _)| s) == Some(200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prescale not ready:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Rewrites the config file in place (for reload tests).
+    pub fn rewrite_config(&self, yaml: &str) {
+        let mut f = std::fs::File::create(&self.config).unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The value of one metric series in `/metrics`, matched by name and a label
+    /// substring such as `listener="inbound",code_class="2xx"`.
+    pub fn metric(&self, name: &str, labels: &str) -> Option<f64> {
+        let (_, body) = admin_get(self.admin, "/metrics")?;
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking GET/POST to the admin API over a raw socket; returns (status, body).
+pub fn admin_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    admin_request(addr, "GET", path)
+}
+
+pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Runs curl with the given args; returns (exit code, stdout).
+pub fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl is installed (apt-get install curl)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A minimal inbound config: one listener in front of `upstream`.
+pub fn inbound_config(
+    admin: SocketAddr,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    extra_cluster: &str,
+) -> String {
+    format!(
+        "admin:\n  address: {admin}\ndrain:\n  grace_period: 10s\nlisteners:\n  - name: inbound\n    direction: inbound\n    address: {listen}\n    cluster: local\nclusters:\n  - name: local\n    endpoints: [\"{upstream}\"]\n{extra_cluster}"
+    )
+}
