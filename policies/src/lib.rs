@@ -2,6 +2,17 @@
 //!
 //! Pure code: it never touches the network or the wall clock; `now` is an argument.
 #![forbid(unsafe_code)]
+// A panic here takes the service beside us down with it: outside tests, every
+// fallible step must be handled (reasoned, local `allow`s where truly unreachable).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod config;
 

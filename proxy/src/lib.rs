@@ -4,6 +4,17 @@
 //! a packet lives in this crate; decisions live in `prescale-policies` and
 //! `prescale-profiler`.
 #![forbid(unsafe_code)]
+// A panic here takes the service beside us down with it: outside tests, every
+// fallible step must be handled (reasoned, local `allow`s where truly unreachable).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod admin;
 pub mod config;

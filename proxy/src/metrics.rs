@@ -29,7 +29,8 @@ pub const START_TIME: &str = "prescale_process_start_time_seconds";
 /// Status classes used as label values; index 0 is "no response was written".
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// Why the proxy answered by itself instead of forwarding (a fixed set).
+/// Why the proxy answered by itself instead of forwarding (a fixed set). The
+/// discriminant is the index into `ALL` and into the per-reason counters.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum LocalReason {
     BadRequest,
@@ -45,7 +46,8 @@ pub enum LocalReason {
     Internal,
 }
 
-/// Where a connection attempt to an upstream failed (a fixed set).
+/// Where a connection attempt to an upstream failed (a fixed set); the discriminant
+/// is the index into `ALL`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ConnectErrorKind {
     Refused,
@@ -128,6 +130,14 @@ pub fn describe() {
     describe_gauge!(START_TIME, Unit::Seconds, "Unix time the process started.");
 }
 
+/// Increments one counter of a fixed array; indexes come from enums and status classes
+/// whose ranges match the arrays, so a miss would be a bug worth ignoring, not a panic.
+fn bump(counters: &[Counter], i: usize) {
+    if let Some(c) = counters.get(i) {
+        c.increment(1);
+    }
+}
+
 fn class_index(status: u16) -> usize {
     match status {
         100..=599 => usize::from(status / 100),
@@ -168,10 +178,6 @@ impl LocalReason {
             Self::Internal => "internal",
         }
     }
-
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
-    }
 }
 
 // === impl ConnectErrorKind ===
@@ -209,11 +215,11 @@ impl ListenerMetrics {
     }
 
     pub fn request(&self, status: u16) {
-        self.requests[class_index(status)].increment(1);
+        bump(&self.requests, class_index(status));
     }
 
     pub fn local(&self, reason: LocalReason) {
-        self.local[reason.index()].increment(1);
+        bump(&self.local, reason as usize);
     }
 }
 
@@ -233,14 +239,31 @@ impl ClusterMetrics {
     }
 
     pub fn response(&self, status: u16) {
-        self.requests[class_index(status)].increment(1);
+        bump(&self.requests, class_index(status));
     }
 
     pub fn connect_error(&self, kind: ConnectErrorKind) {
-        let i = ConnectErrorKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(3);
-        self.connect_errors[i].increment(1);
+        bump(&self.connect_errors, kind as usize);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_discriminants_index_their_counter_arrays() {
+        // `bump` silently ignores an out-of-range index, so a reordered enum would lose
+        // counts without failing anything else.
+        for (i, r) in LocalReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        for (i, k) in ConnectErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
+        assert_eq!(class_index(204), 2);
+        assert_eq!(class_index(599), 5);
+        assert_eq!(class_index(0), 0);
+        assert_eq!(class_index(600), 0);
     }
 }

@@ -71,13 +71,13 @@ impl Admin {
             }
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/config") => self.config(),
-            (&Method::POST, "/reload") => match self.authorize(&req, peer) {
-                Err(resp) => resp,
-                Ok(()) => self.reload().await,
+            (&Method::POST, "/reload") => match self.refuse(&req, peer) {
+                Some(resp) => resp,
+                None => self.reload().await,
             },
-            (&Method::POST, "/shutdown") => match self.authorize(&req, peer) {
-                Err(resp) => resp,
-                Ok(()) => {
+            (&Method::POST, "/shutdown") => match self.refuse(&req, peer) {
+                Some(resp) => resp,
+                None => {
                     let first = self.lifecycle.begin_drain();
                     let msg = if first {
                         "draining\n"
@@ -130,9 +130,10 @@ impl Admin {
     }
 
     /// Control endpoints: loopback peers only, plus the bearer token when configured.
-    fn authorize(&self, req: &Request<Incoming>, peer: SocketAddr) -> Result<(), Resp> {
+    /// Returns the refusal to send, if any.
+    fn refuse(&self, req: &Request<Incoming>, peer: SocketAddr) -> Option<Resp> {
         if !peer.ip().is_loopback() {
-            return Err(text(
+            return Some(text(
                 StatusCode::FORBIDDEN,
                 "control endpoints answer loopback only\n",
             ));
@@ -143,15 +144,20 @@ impl Admin {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(token.expose()) {
-                return Err(text(
+            if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes())) {
+                return Some(text(
                     StatusCode::UNAUTHORIZED,
                     "missing or wrong bearer token\n",
                 ));
             }
         }
-        Ok(())
+        None
     }
+}
+
+/// Compares without an early exit, so response timing does not leak the token prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn text(status: StatusCode, body: &str) -> Resp {

@@ -127,32 +127,28 @@ impl ClusterConfig {
 
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if self.name.is_empty() || self.name.len() > 64 {
-            return Err(Invalid::new("name", "must be 1 to 64 characters").at("name", &self.name));
+            return Err(Invalid::new("name", "must be 1 to 64 characters"));
         }
         match (self.protocol, &self.tls) {
             (Protocol::H2, None) => {
                 return Err(Invalid::new(
                     "protocol",
                     "h2 is HTTP/2 over TLS and needs a tls section; use h2c for plain text",
-                )
-                .at("protocol", "h2"))
+                ))
             }
             (Protocol::H2c, Some(_)) => {
                 return Err(Invalid::new(
                     "protocol",
                     "h2c is plain text; use h2 with a tls section",
-                )
-                .at("protocol", "h2c"))
+                ))
             }
             _ => {}
         }
         if let Err(e) = self.resolve() {
-            return Err(Invalid::new("endpoints", e).at("name", &self.name));
+            return Err(Invalid::new("endpoints", e));
         }
         if let Some(UpstreamTls { ca: Some(ca), .. }) = &self.tls {
-            crate::tls::ca_certs(ca).map_err(|e| {
-                Invalid::new("tls.ca", e.to_string()).at("ca", &ca.display().to_string())
-            })?;
+            crate::tls::ca_certs(ca).map_err(|e| Invalid::new("tls.ca", e.to_string()))?;
         }
         if !(1..=10_000).contains(&self.pool_size) {
             return Err(Invalid::new("pool_size", "must be between 1 and 10000"));

@@ -83,13 +83,13 @@ impl ListenerConfig {
 
     pub(crate) fn validate(&self, clusters: &HashSet<&str>) -> Result<(), Invalid> {
         if self.name.is_empty() || self.name.len() > 64 {
-            return Err(Invalid::new("name", "must be 1 to 64 characters").at("name", &self.name));
+            return Err(Invalid::new("name", "must be 1 to 64 characters"));
         }
         let known = |field: &str, c: &str| {
             if clusters.contains(c) {
                 Ok(())
             } else {
-                Err(Invalid::new(field, format!("unknown cluster {c:?}")).at("cluster", c))
+                Err(Invalid::new(field, format!("unknown cluster {c:?}")))
             }
         };
         match self.direction {
@@ -98,16 +98,14 @@ impl ListenerConfig {
                     return Err(Invalid::new(
                         "cluster",
                         "an inbound listener needs the cluster of the local service",
-                    )
-                    .at("name", &self.name));
+                    ));
                 };
                 known("cluster", c)?;
                 if !self.routes.is_empty() || self.original_dst {
                     return Err(Invalid::new(
                         "routes",
                         "routes and original_dst are for outbound listeners",
-                    )
-                    .at("name", &self.name));
+                    ));
                 }
             }
             Direction::Outbound => {
@@ -122,23 +120,19 @@ impl ListenerConfig {
                         return Err(Invalid::new(
                             format!("routes[{i}].authority"),
                             format!("empty or duplicate authority {:?}", r.authority),
-                        )
-                        .at("authority", &r.authority));
+                        ));
                     }
                 }
                 if self.cluster.is_none() && self.routes.is_empty() && !self.original_dst {
                     return Err(Invalid::new(
                         "routes",
                         "an outbound listener needs routes, a default cluster, or original_dst",
-                    )
-                    .at("name", &self.name));
+                    ));
                 }
             }
         }
         if let Some(tls) = &self.tls {
-            crate::tls::server_config(tls).map_err(|e| {
-                Invalid::new("tls", e.to_string()).at("cert", &tls.cert.display().to_string())
-            })?;
+            crate::tls::server_config(tls).map_err(|e| Invalid::new("tls", e.to_string()))?;
         }
         Ok(())
     }

@@ -46,14 +46,12 @@ pub struct MeshConfig {
     pub policies: PoliciesConfig,
 }
 
-/// A semantic problem found after parsing, with where to look for it in the file.
+/// A semantic problem found after parsing; its path also finds its line in the file.
 #[derive(Debug)]
 pub(crate) struct Invalid {
     /// The config path, e.g. `listeners[1].cluster`.
     pub path: String,
     pub reason: String,
-    /// A `key: value` pair to find the line by, when there is one.
-    pub anchor: Option<(String, String)>,
 }
 
 // === impl MeshConfig ===
@@ -83,11 +81,7 @@ impl MeshConfig {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         cfg.resolve_paths(base);
         cfg.validate().map_err(|inv| {
-            let (line, column) = inv
-                .anchor
-                .as_ref()
-                .and_then(|(k, v)| locate::find(text, k, v))
-                .unwrap_or((0, 0));
+            let (line, column) = locate::find(text, &inv.path).unwrap_or((0, 0));
             ConfigError::Invalid {
                 file,
                 line,
@@ -131,8 +125,7 @@ impl MeshConfig {
                 return Err(Invalid::new(
                     format!("clusters[{i}].name"),
                     format!("duplicate cluster name {:?}", c.name),
-                )
-                .at("name", &c.name));
+                ));
             }
             c.validate()
                 .map_err(|e| e.under(format!("clusters[{i}]")))?;
@@ -145,22 +138,19 @@ impl MeshConfig {
                 return Err(Invalid::new(
                     format!("{at}.name"),
                     format!("duplicate listener name {:?}", l.name),
-                )
-                .at("name", &l.name));
+                ));
             }
             if !addrs.insert(l.address) {
                 return Err(Invalid::new(
                     format!("{at}.address"),
                     format!("address {} is used by another listener", l.address),
-                )
-                .at("address", &l.address.to_string()));
+                ));
             }
             if l.address == self.admin.address {
                 return Err(Invalid::new(
                     format!("{at}.address"),
                     format!("address {} is the admin address", l.address),
-                )
-                .at("address", &l.address.to_string()));
+                ));
             }
             l.validate(&cluster_names).map_err(|e| e.under(at))?;
         }
@@ -184,14 +174,7 @@ impl Invalid {
         Self {
             path: path.into(),
             reason: reason.into(),
-            anchor: None,
         }
-    }
-
-    /// Names the `key: value` line this problem is about, so the error can cite it.
-    pub(crate) fn at(mut self, key: &str, value: &str) -> Self {
-        self.anchor = Some((key.to_string(), value.to_string()));
-        self
     }
 
     /// Prefixes the path with the enclosing element, e.g. `clusters[2]`.

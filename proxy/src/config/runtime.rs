@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Worker threads and process-wide settings.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Worker threads per listener; 0 means one per available core.
@@ -42,12 +42,6 @@ pub struct DownstreamLimits {
 }
 
 // === impl RuntimeConfig ===
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self { worker_threads: 0 }
-    }
-}
 
 impl RuntimeConfig {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
