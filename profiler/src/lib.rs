@@ -3,7 +3,21 @@
 //! Pure code: it never touches the network, a runtime or the wall clock. Callers pass
 //! `now` in, so the live proxy and `prescale replay` run exactly the same logic.
 #![forbid(unsafe_code)]
+// A panic here takes the service beside us down with it: outside tests, every
+// fallible step must be handled (reasoned, local `allow`s where truly unreachable).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod config;
+pub mod fanout;
+pub mod route;
+pub mod trace;
 
 pub use config::{ProfilerConfig, ProfilerConfigError};
