@@ -17,7 +17,10 @@
 
 mod config;
 pub mod fanout;
+pub mod recorder;
 pub mod route;
+pub mod sample;
+pub mod signature;
 pub mod trace;
 
 pub use config::{ProfilerConfig, ProfilerConfigError};

@@ -1,0 +1,85 @@
+//! Load signatures: kinds of work, found by clustering request feature vectors.
+//!
+//! [`refit`] is pure and may take a while (it runs off the data path); [`Model`] is the
+//! cheap, immutable result the data path consults.
+
+pub mod features;
+pub mod fit;
+pub mod model;
+
+pub use self::fit::FitParams;
+pub use self::model::{Model, SignatureId};
+
+use self::features::{Scaler, Vector};
+use crate::sample::Sample;
+use std::collections::HashMap;
+
+/// A route is mapped to a signature when at least this share of its sampled requests
+/// fell in that signature; otherwise its requests are classified by their features.
+const ROUTE_MAJORITY: f64 = 0.6;
+
+/// New centroids within this distance (in standard deviations) of an old one inherit
+/// its id.
+const MATCH_RADIUS: f64 = 1.5;
+
+/// Fits a new model on `samples`, keeping ids of signatures that did not move.
+/// `next_id` is the first id a brand-new signature may take; it is advanced.
+pub fn refit(
+    samples: &[Sample],
+    previous: &Model,
+    params: &FitParams,
+    next_id: &mut SignatureId,
+) -> Option<Model> {
+    let raw: Vec<Vector> = samples.iter().map(features::of_sample).collect();
+    let scaler = Scaler::fit(&raw);
+    let points: Vec<Vector> = raw.iter().map(|v| scaler.apply(v)).collect();
+    let clustering = fit::cluster(&points, params)?;
+
+    // Old centroids re-expressed in the new scaler's space, so distances compare.
+    let old: Vec<Vector> = previous
+        .signatures
+        .iter()
+        .map(|(_, c)| scaler.apply(&previous.scaler.invert(c)))
+        .collect();
+    let matched = fit::match_centroids(&clustering.centroids, &old, MATCH_RADIUS);
+    let ids: Vec<SignatureId> = matched
+        .iter()
+        .map(|m| match m.and_then(|j| previous.signatures.get(j)) {
+            Some((id, _)) => *id,
+            None => {
+                let id = *next_id;
+                *next_id += 1;
+                id
+            }
+        })
+        .collect();
+
+    let mut per_route: HashMap<u64, HashMap<SignatureId, u32>> = HashMap::new();
+    for (s, label) in samples.iter().zip(&clustering.labels) {
+        if let Some(id) = ids.get(*label) {
+            *per_route
+                .entry(s.arrival.shape.template_hash)
+                .or_default()
+                .entry(*id)
+                .or_default() += 1;
+        }
+    }
+    let by_route = per_route
+        .into_iter()
+        .filter_map(|(route, votes)| {
+            let total: u32 = votes.values().sum();
+            let (id, n) = votes.into_iter().max_by_key(|(_, n)| *n)?;
+            (f64::from(n) >= ROUTE_MAJORITY * f64::from(total)).then_some((route, id))
+        })
+        .collect();
+
+    Some(Model {
+        version: previous.version + 1,
+        scaler,
+        signatures: ids.into_iter().zip(clustering.centroids).collect(),
+        by_route,
+    })
+}
+
+#[cfg(test)]
+mod tests;

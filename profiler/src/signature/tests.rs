@@ -1,0 +1,182 @@
+use super::*;
+use crate::route::PathShape;
+use crate::sample::{Arrival, Completion, InlinePath, Method};
+use rand_xoshiro::rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256Plus;
+
+/// Three kinds of work whose sizes and costs differ by about 10× from each other.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    /// GET /api/items/{id}: 2 KB, 2 ms, no fanout.
+    Read,
+    /// GET /api/search?q=..: 20 KB, 20 ms, 3 downstream calls.
+    Search,
+    /// POST /api/upload: 200 KB in, 200 B out, 200 ms, 1 call.
+    Upload,
+}
+
+const KINDS: [Kind; 3] = [Kind::Read, Kind::Search, Kind::Upload];
+
+fn noise(rng: &mut Xoshiro256Plus) -> f64 {
+    // Log-normal-ish jitter, about ±30 %.
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    ((u - 0.5) * 0.6).exp()
+}
+
+fn sample(kind: Kind, rng: &mut Xoshiro256Plus) -> Sample {
+    let n = rng.next_u64() % 100_000;
+    let (method, target, req, resp, us, fanout) = match kind {
+        Kind::Read => (
+            Method::Get,
+            format!("/api/items/{n}"),
+            0.0,
+            2_000.0,
+            2_000.0,
+            0,
+        ),
+        Kind::Search => (
+            Method::Get,
+            format!("/api/search?q=w{n}"),
+            0.0,
+            20_000.0,
+            20_000.0,
+            3,
+        ),
+        Kind::Upload => (
+            Method::Post,
+            "/api/upload".to_string(),
+            200_000.0,
+            200.0,
+            200_000.0,
+            1,
+        ),
+    };
+    let mut j = || noise(rng);
+    Sample {
+        at: 0,
+        arrival: Arrival {
+            method,
+            shape: PathShape::of(&target),
+            request_bytes: (req * j()) as u64,
+            source: 0,
+            tier: 0,
+        },
+        completion: Completion {
+            request_bytes: (req * j()) as u64,
+            response_bytes: (resp * j()) as u64,
+            service_time_us: (us * j()) as u64,
+            status: 200,
+            fanout,
+        },
+        path: InlinePath::new(&target),
+        guess: None,
+    }
+}
+
+fn population(seed: u64, n: usize) -> (Vec<Sample>, Vec<Kind>) {
+    let mut rng = Xoshiro256Plus::seed_from_u64(seed);
+    let kinds: Vec<Kind> = (0..n).map(|i| KINDS[i % 3]).collect();
+    let samples = kinds.iter().map(|k| sample(*k, &mut rng)).collect();
+    (samples, kinds)
+}
+
+fn params() -> FitParams {
+    FitParams {
+        min_k: 1,
+        max_k: 6,
+        min_silhouette: 0.4,
+        silhouette_sample: 500,
+        seed: 7,
+    }
+}
+
+/// Share of samples whose signature's majority kind is their own kind.
+fn purity(model: &Model, samples: &[Sample], kinds: &[Kind]) -> f64 {
+    let mut votes: HashMap<SignatureId, HashMap<Kind, usize>> = HashMap::new();
+    for (s, k) in samples.iter().zip(kinds) {
+        let id = model
+            .assign(s)
+            .expect("a fitted model assigns every sample");
+        *votes.entry(id).or_default().entry(*k).or_default() += 1;
+    }
+    let majority: usize = votes
+        .values()
+        .map(|v| v.values().max().copied().unwrap_or(0))
+        .sum();
+    majority as f64 / samples.len() as f64
+}
+
+/// The signature most samples of `kind` fall in.
+fn home(model: &Model, samples: &[Sample], kinds: &[Kind], kind: Kind) -> SignatureId {
+    let mut votes: HashMap<SignatureId, usize> = HashMap::new();
+    for (s, k) in samples.iter().zip(kinds) {
+        if *k == kind {
+            *votes.entry(model.assign(s).unwrap()).or_default() += 1;
+        }
+    }
+    votes.into_iter().max_by_key(|(_, n)| *n).unwrap().0
+}
+
+#[test]
+fn separates_populations_that_differ_tenfold() {
+    let (samples, kinds) = population(1, 3_000);
+    let mut next = 1;
+    let model = refit(&samples, &Model::empty(), &params(), &mut next).unwrap();
+    assert_eq!(model.signatures.len(), 3, "k chosen automatically");
+    let p = purity(&model, &samples, &kinds);
+    assert!(p >= 0.95, "purity {p}");
+    // Each kind has a signature of its own.
+    let homes: std::collections::HashSet<_> = KINDS
+        .iter()
+        .map(|k| home(&model, &samples, &kinds, *k))
+        .collect();
+    assert_eq!(homes.len(), 3);
+}
+
+#[test]
+fn ids_stay_stable_across_refits_of_the_same_population() {
+    let (a, kinds_a) = population(1, 3_000);
+    let mut next = 1;
+    let first = refit(&a, &Model::empty(), &params(), &mut next).unwrap();
+    // A fresh draw of the same traffic, fitted with a different seed.
+    let (b, kinds_b) = population(2, 3_000);
+    let mut p = params();
+    p.seed = 99;
+    let second = refit(&b, &first, &p, &mut next).unwrap();
+    assert_eq!(second.version, first.version + 1);
+    for kind in KINDS {
+        assert_eq!(
+            home(&first, &a, &kinds_a, kind),
+            home(&second, &b, &kinds_b, kind),
+            "{kind:?} changed signature id"
+        );
+    }
+    // No id was minted for a signature that merely moved a little.
+    assert_eq!(next, 4);
+}
+
+#[test]
+fn arrival_classifier_agrees_with_completion_assignment() {
+    let (samples, _) = population(3, 3_000);
+    let mut next = 1;
+    let model = refit(&samples, &Model::empty(), &params(), &mut next).unwrap();
+    let (fresh, _) = population(4, 3_000);
+    let agree = fresh
+        .iter()
+        .filter(|s| model.classify(&s.arrival) == model.assign(s))
+        .count();
+    let accuracy = agree as f64 / fresh.len() as f64;
+    assert!(accuracy >= 0.95, "arrival accuracy {accuracy}");
+}
+
+#[test]
+fn uniform_traffic_is_one_signature_and_tiny_inputs_do_not_fail() {
+    let mut rng = Xoshiro256Plus::seed_from_u64(5);
+    let same: Vec<Sample> = (0..500).map(|_| sample(Kind::Read, &mut rng)).collect();
+    let mut next = 1;
+    let model = refit(&same, &Model::empty(), &params(), &mut next).unwrap();
+    assert_eq!(model.signatures.len(), 1);
+    assert!(refit(&[], &Model::empty(), &params(), &mut next).is_none());
+    let one = refit(&same[..1], &Model::empty(), &params(), &mut next).unwrap();
+    assert_eq!(one.signatures.len(), 1);
+}
