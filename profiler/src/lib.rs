@@ -20,7 +20,10 @@ pub mod fanout;
 pub mod recorder;
 pub mod route;
 pub mod sample;
+pub mod series;
 pub mod signature;
+pub mod store;
+pub mod topk;
 pub mod trace;
 
 pub use config::{ProfilerConfig, ProfilerConfigError};

@@ -23,13 +23,12 @@ const ROUTE_MAJORITY: f64 = 0.6;
 const MATCH_RADIUS: f64 = 1.5;
 
 /// Fits a new model on `samples`, keeping ids of signatures that did not move.
-/// `next_id` is the first id a brand-new signature may take; it is advanced.
-pub fn refit(
-    samples: &[Sample],
-    previous: &Model,
-    params: &FitParams,
-    next_id: &mut SignatureId,
-) -> Option<Model> {
+///
+/// A new signature takes the smallest id (from 1) that no kept signature holds, so ids
+/// stay within `1..=max_k`: they are metric label values and must stay bounded. A
+/// retired id may thus return for a different kind of work later; `version` tells
+/// models apart.
+pub fn refit(samples: &[Sample], previous: &Model, params: &FitParams) -> Option<Model> {
     let raw: Vec<Vector> = samples.iter().map(features::of_sample).collect();
     let scaler = Scaler::fit(&raw);
     let points: Vec<Vector> = raw.iter().map(|v| scaler.apply(v)).collect();
@@ -42,15 +41,22 @@ pub fn refit(
         .map(|(_, c)| scaler.apply(&previous.scaler.invert(c)))
         .collect();
     let matched = fit::match_centroids(&clustering.centroids, &old, MATCH_RADIUS);
-    let ids: Vec<SignatureId> = matched
+    let kept: Vec<Option<SignatureId>> = matched
         .iter()
-        .map(|m| match m.and_then(|j| previous.signatures.get(j)) {
-            Some((id, _)) => *id,
-            None => {
-                let id = *next_id;
-                *next_id += 1;
+        .map(|m| {
+            m.and_then(|j| previous.signatures.get(j))
+                .map(|(id, _)| *id)
+        })
+        .collect();
+    let mut taken: Vec<SignatureId> = kept.iter().flatten().copied().collect();
+    let ids: Vec<SignatureId> = kept
+        .into_iter()
+        .map(|k| {
+            k.unwrap_or_else(|| {
+                let id = (1..).find(|id| !taken.contains(id)).unwrap_or(1);
+                taken.push(id);
                 id
-            }
+            })
         })
         .collect();
 
