@@ -17,13 +17,19 @@
 
 mod config;
 pub mod fanout;
+mod profile;
 pub mod recorder;
 pub mod route;
 pub mod sample;
 pub mod series;
 pub mod signature;
+mod stats;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod topk;
 pub mod trace;
 
-pub use config::{ProfilerConfig, ProfilerConfigError};
+pub use config::{ProfilerConfig, ProfilerConfigError, StoreConfig};
+pub use profile::{Profile, ProfileView, RouteView, SignatureView};
+pub use stats::CostSummary;

@@ -83,11 +83,11 @@ impl Series {
         }
     }
 
-    pub fn fine(&self) -> impl Iterator<Item = &Bucket> {
+    pub fn fine(&self) -> impl DoubleEndedIterator<Item = &Bucket> {
         self.fine.buckets.iter()
     }
 
-    pub fn minutes(&self) -> impl Iterator<Item = &Bucket> {
+    pub fn minutes(&self) -> impl DoubleEndedIterator<Item = &Bucket> {
         self.minutes.buckets.iter()
     }
 

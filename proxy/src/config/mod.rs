@@ -110,6 +110,7 @@ impl MeshConfig {
         for c in &mut self.clusters {
             c.resolve_paths(base);
         }
+        self.profiler.resolve_paths(base);
     }
 
     fn validate(&self) -> Result<(), Invalid> {
