@@ -20,6 +20,7 @@ pub mod admin;
 pub mod config;
 pub mod lifecycle;
 pub mod metrics;
+pub mod profiling;
 pub mod reload;
 pub mod routes;
 pub mod service;
@@ -33,6 +34,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
+use profiling::Profiling;
 use reload::Reloader;
 use routes::Snapshot;
 use service::Sidecar;
@@ -77,6 +79,10 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     precheck_binds(&cfg)?;
 
     let lifecycle = Arc::new(Lifecycle::default());
+    let profiling = Profiling::new(&cfg.profiler);
+    profiling
+        .spawn(cfg.profiler.clone())
+        .map_err(RunError::Runtime)?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1)?));
     let reloader = Arc::new(Reloader::new(path, cfg.clone(), snapshot.clone()));
 
@@ -99,9 +105,11 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     for l in &cfg.listeners {
         let sidecar = Sidecar::new(
             l.name.clone(),
+            l.direction,
             l.tls.is_some(),
             snapshot.clone(),
             lifecycle.clone(),
+            profiling.clone(),
         );
         let mut svc =
             pingora::proxy::http_proxy_service_with_name(&server.configuration, sidecar, &l.name);
@@ -123,7 +131,13 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
         server.add_service(svc);
     }
 
-    spawn_admin(&cfg, metrics, lifecycle.clone(), reloader)?;
+    spawn_admin(
+        &cfg,
+        metrics,
+        lifecycle.clone(),
+        reloader,
+        profiling.clone(),
+    )?;
 
     let addrs: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
     let ready = lifecycle.clone();
@@ -137,9 +151,11 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     });
 
     let drain = lifecycle.clone();
+    let exit_profiling = profiling.clone();
     let grace = cfg.drain.grace_period;
     std::thread::spawn(move || {
         drain.await_drained(grace);
+        exit_profiling.flush_before_exit(Duration::from_secs(2));
         // pingora would sleep out the whole grace period; once nothing is in flight
         // there is nothing left to wait for.
         std::process::exit(0);
@@ -190,6 +206,7 @@ fn spawn_admin(
     metrics: PrometheusHandle,
     lifecycle: Arc<Lifecycle>,
     reloader: Arc<Reloader>,
+    profiling: Arc<Profiling>,
 ) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -210,6 +227,7 @@ fn spawn_admin(
         metrics,
         lifecycle,
         reloader: reloader.clone(),
+        profiling,
     });
     std::thread::Builder::new()
         .name("admin".into())

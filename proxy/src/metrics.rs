@@ -25,6 +25,20 @@ pub const READY: &str = "prescale_ready";
 pub const DRAINING: &str = "prescale_draining";
 pub const BUILD_INFO: &str = "prescale_build_info";
 pub const START_TIME: &str = "prescale_process_start_time_seconds";
+pub const PROFILER_SAMPLES: &str = "prescale_profiler_samples_total";
+pub const PROFILER_DROPPED: &str = "prescale_profiler_dropped_samples_total";
+pub const FANOUT_UNTRACKED: &str = "prescale_profiler_fanout_untracked_total";
+pub const SIGNATURE_REFITS: &str = "prescale_signature_refits_total";
+pub const SIGNATURES: &str = "prescale_signatures";
+pub const CLASSIFIER_ACCURACY: &str = "prescale_signature_classifier_accuracy_ratio";
+pub const SIGNATURE_REQUESTS: &str = "prescale_signature_requests_total";
+pub const SIGNATURE_WORK: &str = "prescale_signature_work_seconds_total";
+pub const SIGNATURE_DEMAND: &str = "prescale_signature_demand_concurrency";
+pub const SIGNATURE_SHARE: &str = "prescale_signature_share_ratio";
+pub const SIGNATURE_FANOUT: &str = "prescale_signature_mean_fanout";
+pub const SIGNATURE_SERVICE_TIME: &str = "prescale_signature_service_time_seconds";
+pub const STORE_WRITES: &str = "prescale_store_writes_total";
+pub const STORE_SET_ASIDE: &str = "prescale_store_set_aside_total";
 
 /// Status classes used as label values; index 0 is "no response was written".
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -128,6 +142,55 @@ pub fn describe() {
     describe_gauge!(DRAINING, "1 while the proxy drains before exiting.");
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
     describe_gauge!(START_TIME, Unit::Seconds, "Unix time the process started.");
+    describe_counter!(PROFILER_SAMPLES, "Requests handed to the profiler.");
+    describe_counter!(
+        PROFILER_DROPPED,
+        "Samples dropped because the profiler queue was full."
+    );
+    describe_counter!(
+        FANOUT_UNTRACKED,
+        "Inbound requests whose fanout could not be tracked (table full)."
+    );
+    describe_counter!(
+        SIGNATURE_REFITS,
+        "Times the load signatures were re-fitted."
+    );
+    describe_gauge!(SIGNATURES, "Load signatures in the current model.");
+    describe_gauge!(
+        CLASSIFIER_ACCURACY,
+        "Share of arrival-time signature guesses confirmed at completion, since the last re-fit."
+    );
+    describe_counter!(
+        SIGNATURE_REQUESTS,
+        "Finished requests by load signature (0: not yet classified)."
+    );
+    describe_counter!(
+        SIGNATURE_WORK,
+        Unit::Seconds,
+        "Total service time by load signature, in whole seconds."
+    );
+    describe_gauge!(
+        SIGNATURE_DEMAND,
+        "Busy concurrency (Little's law) by signature over the last complete 10 s."
+    );
+    describe_gauge!(SIGNATURE_SHARE, "Share of recent requests by signature.");
+    describe_gauge!(
+        SIGNATURE_FANOUT,
+        "Mean downstream calls per request by signature."
+    );
+    describe_gauge!(
+        SIGNATURE_SERVICE_TIME,
+        Unit::Seconds,
+        "Service time quantiles by signature."
+    );
+    describe_counter!(
+        STORE_WRITES,
+        "Writes of series to the embedded store, by result."
+    );
+    describe_counter!(
+        STORE_SET_ASIDE,
+        "Unreadable store files renamed aside at startup."
+    );
 }
 
 /// Increments one counter of a fixed array; indexes come from enums and status classes

@@ -137,6 +137,10 @@ fn restart_only_changes(old: &MeshConfig, new: &MeshConfig) -> Vec<String> {
     if old.drain != new.drain {
         out.push("drain".into());
     }
+    // The profiler thread, its queue and its store are built once at startup.
+    if old.profiler != new.profiler {
+        out.push("profiler".into());
+    }
     out
 }
 

@@ -23,6 +23,7 @@ pub struct Admin {
     pub metrics: PrometheusHandle,
     pub lifecycle: Arc<Lifecycle>,
     pub reloader: Arc<Reloader>,
+    pub profiling: Arc<crate::profiling::Profiling>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -71,6 +72,11 @@ impl Admin {
             }
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/config") => self.config(),
+            (&Method::GET, "/v1/signatures") => json(StatusCode::OK, &**self.profiling.view.load()),
+            (&Method::GET, "/v1/series") => json(
+                StatusCode::OK,
+                &serde_json::json!({ "step_seconds": 60, "minutes": &**self.profiling.minutes.load() }),
+            ),
             (&Method::POST, "/reload") => match self.refuse(&req, peer) {
                 Some(resp) => resp,
                 None => self.reload().await,
@@ -87,9 +93,11 @@ impl Admin {
                     text(StatusCode::ACCEPTED, msg)
                 }
             },
-            (_, "/metrics" | "/ready" | "/live" | "/config" | "/reload" | "/shutdown") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-            }
+            (
+                _,
+                "/metrics" | "/ready" | "/live" | "/config" | "/reload" | "/shutdown"
+                | "/v1/signatures" | "/v1/series",
+            ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }

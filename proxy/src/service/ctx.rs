@@ -2,6 +2,7 @@
 
 use crate::lifecycle::InFlight;
 use crate::metrics::LocalReason;
+use crate::profiling::RequestProfile;
 use crate::routes::{Cluster, ListenerRoutes};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub struct RequestCtx {
     pub attempts: usize,
     /// Set when the proxy answers by itself; becomes the `x-prescale-error` header.
     pub local: Option<LocalReason>,
+    /// Arrival features of a profiled (inbound, routed) request.
+    pub profile: Option<RequestProfile>,
 }
 
 /// The upstream chosen for a request.
@@ -43,6 +46,7 @@ impl RequestCtx {
             target: Target::Unrouted,
             attempts: 0,
             local: None,
+            profile: None,
         }
     }
 

@@ -15,22 +15,26 @@ pub use self::ctx::{RequestCtx, Target};
 use crate::config::Direction;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::LocalReason;
+use crate::profiling::Profiling;
 use crate::routes::Snapshot;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
+use prescale_profiler::sample::Completion;
 use std::sync::Arc;
 
 /// The proxy logic of one listener.
 pub struct Sidecar {
     listener: String,
+    direction: Direction,
     tls: bool,
     snapshot: Arc<ArcSwap<Snapshot>>,
     lifecycle: Arc<Lifecycle>,
+    profiling: Arc<Profiling>,
 }
 
 // === impl Sidecar ===
@@ -38,15 +42,19 @@ pub struct Sidecar {
 impl Sidecar {
     pub fn new(
         listener: String,
+        direction: Direction,
         tls: bool,
         snapshot: Arc<ArcSwap<Snapshot>>,
         lifecycle: Arc<Lifecycle>,
+        profiling: Arc<Profiling>,
     ) -> Self {
         Self {
             listener,
+            direction,
             tls,
             snapshot,
             lifecycle,
+            profiling,
         }
     }
 
@@ -87,7 +95,13 @@ impl ProxyHttp for Sidecar {
             routes.metrics.in_flight.increment(1.0);
         }
         let limits = &snapshot.limits;
-        session.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+        // pingora turns keep-alive off for requests read after a shutdown began; keep it
+        // off, so clients stop reusing a connection that is about to close.
+        if self.lifecycle.is_draining() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(limits.keepalive_timeout.as_secs()));
+        }
         // A client may stall between body chunks; bound each wait.
         session.set_read_timeout(Some(limits.body_read_timeout));
 
@@ -109,10 +123,62 @@ impl ProxyHttp for Sidecar {
         match self.route(session, ctx) {
             Some(target) => {
                 ctx.target = target;
+                // Inbound requests are the load we profile; outbound ones are the
+                // service's calls, counted as fanout of the inbound request they serve.
+                let req = session.req_header();
+                match self.direction {
+                    Direction::Inbound => {
+                        let client = session
+                            .client_addr()
+                            .and_then(PingoraAddr::as_inet)
+                            .map(|a| a.ip());
+                        ctx.profile = self.profiling.arrive(req, client);
+                    }
+                    Direction::Outbound => self.profiling.outbound_call(req),
+                }
                 Ok(false)
             }
             None => self.answer(session, ctx, 404, LocalReason::NoRoute).await,
         }
+    }
+
+    /// Enforces `max_request_body_bytes` on bodies without a content-length (chunked
+    /// HTTP/1.1, h2 DATA frames), which `request_filter` cannot see in advance.
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        // After a 101 the bytes are the upgraded protocol's, not a request body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
+        let max = self.snapshot.load().limits.max_request_body_bytes;
+        if max.is_some_and(|max| session.body_bytes_read() as u64 > max) {
+            ctx.local = Some(LocalReason::BodyTooLarge);
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body over max_request_body_bytes",
+            );
+        }
+        Ok(())
+    }
+
+    /// During a drain every response says `connection: close`, including those of
+    /// requests that were already in flight when it began: the connection is closed
+    /// after them, and a client told so does not send its next request into the close.
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if self.lifecycle.is_draining() {
+            session.set_keepalive(None);
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -171,6 +237,8 @@ impl ProxyHttp for Sidecar {
         let (status, reason) = errors::classify(e);
         let reason = ctx.local.unwrap_or(reason);
         if status > 0 && session.response_written().is_none() {
+            // The connection is not reused (below); say so instead of `keep-alive`.
+            session.set_keepalive(None);
             ctx.local = Some(reason);
             if let Some(r) = &ctx.routes {
                 r.metrics.local(reason);
@@ -194,6 +262,16 @@ impl ProxyHttp for Sidecar {
         m.duration.record(ctx.start.elapsed().as_secs_f64());
         m.request_bytes.increment(session.body_bytes_read() as u64);
         m.response_bytes.increment(session.body_bytes_sent() as u64);
+        if let Some(p) = ctx.profile.take() {
+            let completion = Completion {
+                request_bytes: session.body_bytes_read() as u64,
+                response_bytes: session.body_bytes_sent() as u64,
+                service_time_us: u64::try_from(ctx.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                status,
+                fanout: 0,
+            };
+            self.profiling.complete(p, completion);
+        }
         // Only count the cluster for answers that came from it.
         if ctx.local.is_none() {
             if let Some(c) = ctx.cluster() {

@@ -1,0 +1,336 @@
+//! The profiler at the edge: cheap hooks on the data path, and one thread off it that
+//! drains samples, re-fits signatures, persists series and exports metrics.
+//!
+//! The data path only reads the model through an `ArcSwap`, bumps lock-free counters
+//! and pushes `Copy` samples into a bounded queue; everything slow happens on the
+//! profiler thread, which never holds anything the data path waits for.
+
+use crate::metrics as m;
+use arc_swap::ArcSwap;
+use pingora::http::RequestHeader;
+use prescale_profiler::fanout::{FanoutTable, Slot};
+use prescale_profiler::recorder::Recorder;
+use prescale_profiler::route::PathShape;
+use prescale_profiler::sample::{Arrival, Completion, InlinePath, Method, Millis, Sample};
+use prescale_profiler::series::Bucket;
+use prescale_profiler::signature::Model;
+use prescale_profiler::store::Store;
+use prescale_profiler::trace::TraceId;
+use prescale_profiler::{Profile, ProfileView, ProfilerConfig};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Shared between the data path, the admin API and the profiler thread.
+pub struct Profiling {
+    enabled: bool,
+    pub recorder: Recorder,
+    pub model: ArcSwap<Model>,
+    pub fanout: Arc<FanoutTable>,
+    trace_headers: Vec<String>,
+    source_header: Option<String>,
+    pub view: ArcSwap<ProfileView>,
+    /// The last hour of minute buckets, for `GET /v1/series`.
+    pub minutes: ArcSwap<Vec<Bucket>>,
+    /// Asks the profiler thread for a final flush; it answers on the enclosed sender.
+    flush: Mutex<Option<Sender<SyncSender<()>>>>,
+}
+
+/// What the data path keeps about a request between `request_filter` and `logging`.
+pub struct RequestProfile {
+    at: Millis,
+    arrival: Arrival,
+    guess: Option<u32>,
+    path: InlinePath,
+    fanout: FanoutGuard,
+}
+
+/// A claimed fanout slot, released when the request ends however it ends.
+struct FanoutGuard {
+    table: Arc<FanoutTable>,
+    slot: Option<Slot>,
+}
+
+// === impl Profiling ===
+
+impl Profiling {
+    pub fn new(cfg: &ProfilerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            enabled: cfg.enabled,
+            recorder: Recorder::new(cfg.queue_capacity),
+            model: ArcSwap::from_pointee(Model::empty()),
+            fanout: Arc::new(FanoutTable::new(cfg.fanout_capacity)),
+            trace_headers: cfg.trace_headers.clone(),
+            source_header: cfg.source_header.clone(),
+            view: ArcSwap::from_pointee(Profile::new(cfg, 0).view(0)),
+            minutes: ArcSwap::from_pointee(Vec::new()),
+            flush: Mutex::new(None),
+        })
+    }
+
+    /// Arrival hook for inbound requests: features, the expected signature, and a
+    /// fanout slot for the request's trace id. O(path length + signatures).
+    pub fn arrive(&self, req: &RequestHeader, client: Option<IpAddr>) -> Option<RequestProfile> {
+        if !self.enabled {
+            return None;
+        }
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let arrival = Arrival {
+            method: Method::parse(req.method.as_str()),
+            shape: PathShape::of(target),
+            request_bytes: header(req, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            source: self.source(req, client),
+            tier: 0,
+        };
+        let guess = self.model.load().classify(&arrival);
+        let slot = self.trace_id(req).and_then(|id| self.fanout.begin(id));
+        Some(RequestProfile {
+            at: now_ms(),
+            arrival,
+            guess,
+            path: InlinePath::new(target),
+            fanout: FanoutGuard {
+                table: self.fanout.clone(),
+                slot,
+            },
+        })
+    }
+
+    /// Outbound hook: counts a call towards the inbound request with the same trace id.
+    pub fn outbound_call(&self, req: &RequestHeader) {
+        if self.enabled {
+            if let Some(id) = self.trace_id(req) {
+                self.fanout.record_call(id);
+            }
+        }
+    }
+
+    /// Completion hook: hands the finished request to the profiler thread.
+    pub fn complete(&self, mut p: RequestProfile, completion: Completion) {
+        let fanout = p.fanout.finish();
+        self.recorder.record(Sample {
+            at: p.at,
+            arrival: p.arrival,
+            completion: Completion {
+                fanout,
+                ..completion
+            },
+            path: p.path,
+            guess: p.guess,
+        });
+    }
+
+    fn trace_id(&self, req: &RequestHeader) -> Option<TraceId> {
+        self.trace_headers
+            .iter()
+            .find_map(|h| TraceId::parse(h, header(req, h)?))
+    }
+
+    fn source(&self, req: &RequestHeader, client: Option<IpAddr>) -> u64 {
+        let from_header = self.source_header.as_deref().and_then(|h| header(req, h));
+        match (from_header, client) {
+            (Some(v), _) => fnv(v.as_bytes()),
+            (None, Some(ip)) => match ip {
+                IpAddr::V4(a) => fnv(&a.octets()),
+                IpAddr::V6(a) => fnv(&a.octets()),
+            },
+            (None, None) => 0,
+        }
+    }
+
+    /// Flushes the store before the process exits; waits at most `limit`.
+    pub fn flush_before_exit(&self, limit: Duration) {
+        let Some(tx) = self.flush.lock().ok().and_then(|g| g.clone()) else {
+            return;
+        };
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+        if tx.send(ack_tx).is_ok() {
+            let _ = ack_rx.recv_timeout(limit);
+        }
+    }
+
+    /// Starts the profiler thread.
+    pub fn spawn(self: &Arc<Self>, cfg: ProfilerConfig) -> std::io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut g) = self.flush.lock() {
+            *g = Some(tx);
+        }
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("profiler".into())
+            .spawn(move || me.run(cfg, rx))
+            .map(|_| ())
+    }
+
+    fn run(&self, cfg: ProfilerConfig, flush_rx: Receiver<SyncSender<()>>) {
+        let now = now_ms();
+        let mut profile = Profile::new(&cfg, now);
+        let store = open_store(&cfg, &mut profile, now);
+        let retention = cfg.store.retention.as_millis() as Millis;
+        let mut last_flush = Instant::now();
+        let mut exported = BTreeSet::new();
+        let mut batch = Vec::with_capacity(4096);
+        loop {
+            let exit = match flush_rx.recv_timeout(cfg.tick) {
+                Ok(ack) => Some(ack),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let now = now_ms();
+            self.recorder.drain_into(&mut batch);
+            profile.ingest(&batch);
+            batch.clear();
+            let started = Instant::now();
+            if profile.maybe_refit(now) {
+                let model = profile.model();
+                tracing::info!(
+                    version = model.version,
+                    signatures = model.signatures.len(),
+                    took = ?started.elapsed(),
+                    "signatures re-fitted"
+                );
+                self.model.store(model);
+            }
+            if let Some(store) = &store {
+                if exit.is_some() || last_flush.elapsed() >= cfg.store.flush_interval {
+                    flush(store, &mut profile, now.saturating_sub(retention));
+                    last_flush = Instant::now();
+                }
+            }
+            export(&profile, &self.recorder, &self.fanout, &mut exported, now);
+            self.view.store(Arc::new(profile.view(now)));
+            let hour: Vec<Bucket> = profile
+                .series()
+                .minutes_since(now.saturating_sub(3_600_000))
+                .cloned()
+                .collect();
+            self.minutes.store(Arc::new(hour));
+            if let Some(ack) = exit {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+fn open_store(cfg: &ProfilerConfig, profile: &mut Profile, now: Millis) -> Option<Store> {
+    let path = cfg.store.path.as_ref()?;
+    match Store::open(path, now) {
+        Ok(opened) => {
+            if let Some((aside, reason)) = &opened.set_aside {
+                tracing::warn!(path = %path.display(), aside = %aside.display(), %reason,
+                    "store could not be read; kept it aside and started a fresh one");
+                ::metrics::counter!(m::STORE_SET_ASIDE).increment(1);
+            }
+            // History restored into memory: the last day of minutes.
+            match opened.store.load(now.saturating_sub(86_400_000)) {
+                Ok(rows) => {
+                    tracing::info!(minutes = rows.len(), path = %path.display(), "store opened");
+                    profile.series_mut().restore_minutes(rows);
+                }
+                Err(e) => tracing::warn!(error = %e, "store history unreadable"),
+            }
+            Some(opened.store)
+        }
+        Err(e) => {
+            // Profiling degrades; proxying is unaffected.
+            tracing::error!(error = %e, "store unavailable; series stay in memory only");
+            ::metrics::counter!(m::STORE_WRITES, "result" => "failure").increment(1);
+            None
+        }
+    }
+}
+
+fn flush(store: &Store, profile: &mut Profile, keep_from: Millis) {
+    let result = store.write(&profile.unflushed_minutes(), keep_from);
+    let label = if result.is_ok() { "success" } else { "failure" };
+    ::metrics::counter!(m::STORE_WRITES, "result" => label).increment(1);
+    match result {
+        Ok(()) => profile.mark_flushed(),
+        Err(e) => tracing::warn!(error = %e, "store flush failed; will retry"),
+    }
+}
+
+/// Publishes profiler metrics. Signature ids are bounded (0..=16), and a signature
+/// that leaves the model has its gauges zeroed rather than left stale.
+fn export(
+    profile: &Profile,
+    recorder: &Recorder,
+    fanout: &FanoutTable,
+    exported: &mut BTreeSet<u32>,
+    now: Millis,
+) {
+    ::metrics::counter!(m::PROFILER_SAMPLES).absolute(recorder.recorded());
+    ::metrics::counter!(m::PROFILER_DROPPED).absolute(recorder.dropped());
+    ::metrics::counter!(m::FANOUT_UNTRACKED).absolute(fanout.untracked());
+    ::metrics::counter!(m::SIGNATURE_REFITS).absolute(profile.refits());
+    if let Some(a) = profile.classifier_accuracy() {
+        ::metrics::gauge!(m::CLASSIFIER_ACCURACY).set(a);
+    }
+    for (sig, (requests, work_us)) in profile.totals() {
+        let id = sig.to_string();
+        ::metrics::counter!(m::SIGNATURE_REQUESTS, "signature" => id.clone()).absolute(*requests);
+        ::metrics::counter!(m::SIGNATURE_WORK, "signature" => id).absolute(work_us / 1_000_000);
+    }
+    let view = profile.view(now);
+    ::metrics::gauge!(m::SIGNATURES).set(view.signatures.len() as f64);
+    let current: BTreeSet<u32> = view.signatures.iter().map(|s| s.id).collect();
+    for gone in exported.difference(&current) {
+        let id = gone.to_string();
+        ::metrics::gauge!(m::SIGNATURE_DEMAND, "signature" => id.clone()).set(0.0);
+        ::metrics::gauge!(m::SIGNATURE_SHARE, "signature" => id).set(0.0);
+    }
+    for s in &view.signatures {
+        let id = s.id.to_string();
+        ::metrics::gauge!(m::SIGNATURE_DEMAND, "signature" => id.clone()).set(s.demand);
+        ::metrics::gauge!(m::SIGNATURE_SHARE, "signature" => id.clone()).set(s.share);
+        ::metrics::gauge!(m::SIGNATURE_FANOUT, "signature" => id.clone()).set(s.mean_fanout);
+        let cost = &s.service_time_seconds;
+        for (q, v) in [("0.5", cost.p50), ("0.9", cost.p90), ("0.99", cost.p99)] {
+            ::metrics::gauge!(m::SIGNATURE_SERVICE_TIME, "signature" => id.clone(), "quantile" => q).set(v);
+        }
+    }
+    *exported = current;
+}
+
+// === impl RequestProfile ===
+
+impl RequestProfile {
+    /// Where the request started, for service time.
+    pub fn arrived_at(&self) -> Millis {
+        self.at
+    }
+}
+
+// === impl FanoutGuard ===
+
+impl FanoutGuard {
+    fn finish(&mut self) -> u32 {
+        self.slot.take().map_or(0, |s| self.table.finish(s))
+    }
+}
+
+impl Drop for FanoutGuard {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name)?.to_str().ok()
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
