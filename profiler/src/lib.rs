@@ -25,8 +25,8 @@ pub mod series;
 pub mod signature;
 mod stats;
 pub mod store;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod topk;
 pub mod trace;
 

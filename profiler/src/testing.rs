@@ -76,7 +76,7 @@ pub fn sample(kind: Kind, rng: &mut Xoshiro256Plus) -> Sample {
 
 pub fn population(seed: u64, n: usize) -> (Vec<Sample>, Vec<Kind>) {
     let mut rng = Xoshiro256Plus::seed_from_u64(seed);
-    let kinds: Vec<Kind> = (0..n).map(|i| KINDS[i % 3]).collect();
+    let kinds: Vec<Kind> = KINDS.iter().copied().cycle().take(n).collect();
     let samples = kinds.iter().map(|k| sample(*k, &mut rng)).collect();
     (samples, kinds)
 }

@@ -64,7 +64,7 @@ impl<K: std::hash::Hash + Eq + Clone> TopK<K> {
     /// The `n` largest entries, largest first.
     pub fn top(&self, n: usize) -> Vec<(K, u64)> {
         let mut v: Vec<(K, u64)> = self.counts.iter().map(|(k, c)| (k.clone(), *c)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
         v.truncate(n);
         v
     }

@@ -169,12 +169,17 @@ impl Cluster {
         self.endpoints.len()
     }
 
-    /// The next endpoint, round-robin; `None` when the cluster has no endpoints.
-    pub fn pick(&self) -> Option<Box<HttpPeer>> {
+    /// The endpoint for a request's `attempt` (1-based): the first attempt takes the
+    /// next endpoint round-robin and records it in `base`; a retry takes the endpoint
+    /// after its previous try, so retries walk the cluster instead of advancing the
+    /// shared counter again (which would send every request to a dead endpoint first
+    /// when there are two). `None` when the cluster has no endpoints.
+    pub fn pick(&self, base: &mut Option<usize>, attempt: usize) -> Option<Box<HttpPeer>> {
         if self.endpoints.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        let start = *base.get_or_insert_with(|| self.next.fetch_add(1, Ordering::Relaxed));
+        let i = start.wrapping_add(attempt.saturating_sub(1)) % self.endpoints.len();
         self.endpoints.get(i).map(|p| Box::new(p.clone()))
     }
 

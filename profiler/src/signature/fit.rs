@@ -106,7 +106,7 @@ fn single(points: &[Vector]) -> Clustering {
 fn distinct_points(points: &[Vector], cap: usize) -> usize {
     let mut seen: Vec<&Vector> = Vec::new();
     for v in points {
-        if !seen.iter().any(|s| *s == v) {
+        if !seen.contains(&v) {
             seen.push(v);
             if seen.len() >= cap {
                 break;

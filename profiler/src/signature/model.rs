@@ -42,7 +42,7 @@ impl Model {
     /// The signature of a finished request: nearest centroid on the full vector.
     pub fn assign(&self, s: &Sample) -> Option<SignatureId> {
         let v = self.scaler.apply(&features::of_sample(s));
-        self.nearest(&v, |a, b| distance2(a, b))
+        self.nearest(&v, distance2)
     }
 
     /// The expected signature of an arriving request: its route's signature when the

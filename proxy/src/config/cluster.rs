@@ -176,7 +176,9 @@ impl ClusterConfig {
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
-            connect: Duration::from_secs(1),
+            // Above the kernel's first SYN retransmit (1 s): one dropped SYN must not
+            // become a 504.
+            connect: Duration::from_secs(3),
             read: Duration::from_secs(30),
             write: Duration::from_secs(30),
             idle: Duration::from_secs(60),

@@ -19,6 +19,8 @@ pub struct RequestCtx {
     pub target: Target,
     /// Upstream connection attempts so far.
     pub attempts: usize,
+    /// The round-robin position of the first attempt; retries continue from it.
+    pub rr_base: Option<usize>,
     /// Set when the proxy answers by itself; becomes the `x-prescale-error` header.
     pub local: Option<LocalReason>,
     /// Arrival features of a profiled (inbound, routed) request.
@@ -45,6 +47,7 @@ impl RequestCtx {
             routes: None,
             target: Target::Unrouted,
             attempts: 0,
+            rr_base: None,
             local: None,
             profile: None,
         }

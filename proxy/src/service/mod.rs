@@ -188,7 +188,7 @@ impl ProxyHttp for Sidecar {
     ) -> pingora::Result<Box<HttpPeer>> {
         ctx.attempts += 1;
         let peer = match &ctx.target {
-            Target::Cluster(c) => c.pick(),
+            Target::Cluster(c) => c.pick(&mut ctx.rr_base, ctx.attempts),
             Target::OriginalDst(dst, c) => Some(c.peer_for(*dst)),
             Target::Unrouted => None,
         };
