@@ -397,3 +397,151 @@ pub fn inbound_config(
         "admin:\n  address: {admin}\ndrain:\n  grace_period: 10s\nlisteners:\n  - name: inbound\n    direction: inbound\n    address: {listen}\n    cluster: local\nclusters:\n  - name: local\n    endpoints: [\"{upstream}\"]\n{extra_cluster}"
     )
 }
+
+// === network namespaces (tests that need root) ===
+
+/// Whether this process may create network namespaces and iptables rules. When it
+/// may not, prints why and returns false so the test can return early; under
+/// `CI=true` it panics instead, since CI runs as root with iproute2 and iptables.
+pub fn netns_usable(test: &str, also_needs: &[&str]) -> bool {
+    let why = netns_unusable_reason(also_needs);
+    let Some(why) = why else { return true };
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(!ci, "{test}: cannot run under CI=true: {why}");
+    // Straight to stderr: libtest captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {why} (needs root, `ip netns` and iptables; CI=true makes this fail)"
+    );
+    false
+}
+
+fn netns_unusable_reason(also_needs: &[&str]) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    if euid != "0" {
+        return Some(format!("not root (euid {euid})"));
+    }
+    for tool in ["ip", "iptables", "curl"].iter().chain(also_needs) {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    // Creating one is the only reliable test (containers may lack CAP_SYS_ADMIN).
+    match Netns::create("probe") {
+        Ok(_) => None,
+        Err(e) => Some(format!("`ip netns add` failed: {e}")),
+    }
+}
+
+/// A network namespace named uniquely for this process, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+static NETNS_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Netns {
+    /// `ip netns add psc-<tag>-<pid>-<n>`, with `lo` up.
+    pub fn create(tag: &str) -> Result<Self, String> {
+        let n = NETNS_SEQ.fetch_add(1, Ordering::SeqCst);
+        let name = format!("psc-{tag}-{}-{n}", std::process::id());
+        run_checked("ip", &["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run_checked("ip", &all)
+    }
+
+    /// Runs a command inside the namespace and waits for it.
+    pub fn run(&self, cmd: &str, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["netns", "exec", &self.name, cmd];
+        all.extend_from_slice(args);
+        run_checked("ip", &all)
+    }
+
+    /// A command that will run inside the namespace (`ip netns exec` execs it, so the
+    /// child's pid is the command's own).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// curl inside the namespace with a 5 s bound; returns (exit code, status, headers
+    /// and body as one string).
+    pub fn curl(&self, args: &[&str]) -> (i32, u16, String) {
+        let out = self
+            .command("curl")
+            .args(["-sS", "-i", "--max-time", "5"])
+            .args(args)
+            .output()
+            .expect("curl is installed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let status = text
+            .lines()
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (out.status.code().unwrap_or(-1), status, text)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run_checked("ip", &["netns", "del", &self.name]);
+    }
+}
+
+fn run_checked(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{cmd} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of one series in a Prometheus text exposition, matched by metric name and
+/// a label substring such as `listener="outbound",code_class="2xx"`.
+pub fn metric_value(exposition: &str, name: &str, labels: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
