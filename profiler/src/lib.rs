@@ -17,6 +17,7 @@
 
 mod config;
 pub mod fanout;
+pub mod forecast;
 mod profile;
 pub mod recorder;
 pub mod route;
