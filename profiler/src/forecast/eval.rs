@@ -75,6 +75,10 @@ pub fn evaluate(series: &[f64], params: ForecastParams, start: usize) -> Evaluat
             let Some(actual) = series.get(target) else {
                 break;
             };
+            // A gap has no actual to score against.
+            if !actual.is_finite() {
+                continue;
+            }
             rows.push(EvalRow {
                 origin,
                 target,
@@ -106,6 +110,7 @@ fn in_sample_scale(train: &[f64], period: Option<usize>) -> f64 {
         .iter()
         .zip(train.iter().skip(m))
         .map(|(a, b)| (b - a).abs())
+        .filter(|d| d.is_finite())
         .collect();
     if diffs.is_empty() {
         return 1.0;
@@ -150,7 +155,8 @@ fn summarize(
                     .iter()
                     .filter_map(|r| {
                         let hist = series.get(..r.origin)?;
-                        Some((r.actual - model::seasonal_naive(hist, m, h)?).abs())
+                        let e = (r.actual - model::seasonal_naive(hist, m, h)?).abs();
+                        e.is_finite().then_some(e)
                     })
                     .collect();
                 let base = errs.iter().sum::<f64>() / errs.len().max(1) as f64;

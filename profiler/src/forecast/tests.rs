@@ -133,3 +133,29 @@ fn nab_elb_requests_beat_seasonal_naive_at_15_minutes() {
 fn nab_nyc_taxi_beats_seasonal_naive_at_15_minutes() {
     assert_beats_seasonal_naive_with_calibrated_intervals("nab_nyc_taxi.csv", 30);
 }
+
+#[test]
+fn gaps_are_not_scored_and_summaries_stay_finite() {
+    let series: Vec<f64> = (0..600)
+        .map(|i| {
+            if i % 50 == 7 {
+                f64::NAN
+            } else {
+                // Noise keeps seasonal-naive's error above zero, so there is a ratio.
+                10.0 + (i % 24) as f64 + ((i * 7919) % 13) as f64 / 4.0
+            }
+        })
+        .collect();
+    let ev = evaluate(&series, params(3, vec![24]), 100);
+    assert!(ev.rows.iter().all(|r| r.actual.is_finite()));
+    for h in &ev.horizons {
+        assert!(
+            h.mae.is_finite() && h.mase.is_finite() && h.smape.is_finite(),
+            "{h:?}"
+        );
+        assert!(
+            h.relative_to_seasonal_naive.is_some_and(f64::is_finite),
+            "{h:?}"
+        );
+    }
+}

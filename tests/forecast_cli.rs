@@ -1,0 +1,91 @@
+//! `prescale forecast` end to end: the real binary on a real NAB series and on bad input.
+
+use std::process::Command;
+
+fn prescale() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_prescale"))
+}
+
+#[test]
+fn forecast_writes_rows_and_a_summary_that_agree() {
+    let input = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/traces/nab_elb_request_count_8c0756.csv"
+    );
+    if !std::path::Path::new(input).exists() {
+        eprintln!("SKIP: {input} is absent; this test needs ../shared/traces/");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let status = prescale()
+        .args(["forecast", "--input", input, "--horizon", "15m", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    // 5-minute data, 15 minutes ahead: three horizon steps, each scored.
+    assert_eq!(summary["step_seconds"], 300);
+    assert_eq!(summary["horizon_steps"], 3);
+    let horizons = summary["horizons"].as_array().unwrap();
+    assert_eq!(horizons.len(), 3);
+
+    let rows = std::fs::read_to_string(out.path().join("forecasts.csv")).unwrap();
+    let mut lines = rows.lines();
+    assert_eq!(
+        lines.next(),
+        Some("origin,target,horizon_steps,actual,point,lower,upper,model")
+    );
+    let body: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // The summary's forecast counts are the rows of the CSV, per horizon.
+    for h in horizons {
+        let step = h["horizon_steps"].as_u64().unwrap().to_string();
+        let n = body.iter().filter(|r| r[2] == step).count() as u64;
+        assert_eq!(h["forecasts"].as_u64().unwrap(), n);
+    }
+    // Every row is ordered lower <= point <= upper, and coverage matches the rows.
+    let at15: Vec<_> = body.iter().filter(|r| r[2] == "3").collect();
+    let inside = at15
+        .iter()
+        .filter(|r| {
+            let v: Vec<f64> = r[3..7].iter().map(|x| x.parse().unwrap()).collect();
+            assert!(v[2] <= v[1] && v[1] <= v[3], "{r:?}");
+            (v[2]..=v[3]).contains(&v[0])
+        })
+        .count();
+    let coverage = horizons[2]["coverage"].as_f64().unwrap();
+    assert!((coverage - inside as f64 / at15.len() as f64).abs() < 1e-9);
+    assert!((0.85..=0.95).contains(&coverage), "coverage {coverage}");
+    assert!(horizons[2]["relative_to_seasonal_naive"].as_f64().unwrap() < 1.0);
+}
+
+#[test]
+fn malformed_csv_is_refused_with_its_line_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.csv");
+    std::fs::write(
+        &input,
+        "timestamp,value\n2014-04-10 00:00:00,1\n2014-04-10 00:05:00,abc\n",
+    )
+    .unwrap();
+    let out = prescale()
+        .args(["forecast", "--input"])
+        .arg(&input)
+        .args(["--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.csv:3: unreadable value"), "{err}");
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing written for bad input"
+    );
+}
