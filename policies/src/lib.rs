@@ -15,5 +15,7 @@
 )]
 
 mod config;
+pub mod hpa;
 
 pub use config::{PoliciesConfig, PoliciesConfigError};
+pub use hpa::{Hpa, HpaDecision, HpaReason, HpaSpec, HpaSpecError, HpaSyncError, MetricSample};
