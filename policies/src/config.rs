@@ -4,13 +4,14 @@ use serde::{Deserialize, Serialize};
 
 /// Settings for tiers, admission and scaling.
 ///
-/// Only the global shadow switch exists so far: tiers, admission and scaling add their
-/// settings here as they land.
+/// Tiers and admission add their settings here as they land.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoliciesConfig {
     /// Decide and count, but never enforce: lets operators trial a policy safely.
     pub shadow: bool,
+    /// How forecast demand becomes desired replicas.
+    pub scaling: crate::scale::ScalingConfig,
 }
 
 /// A policies setting that is out of its bounds.
@@ -26,6 +27,9 @@ pub struct PoliciesConfigError {
 impl PoliciesConfig {
     /// Checks bounds that serde cannot express.
     pub fn validate(&self) -> Result<(), PoliciesConfigError> {
-        Ok(())
+        self.scaling.validate().map_err(|e| PoliciesConfigError {
+            field: "scaling",
+            reason: e.to_string(),
+        })
     }
 }

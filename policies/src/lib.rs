@@ -16,6 +16,7 @@
 
 mod config;
 pub mod hpa;
+pub mod scale;
 
 pub use config::{PoliciesConfig, PoliciesConfigError};
 pub use hpa::{Hpa, HpaDecision, HpaReason, HpaSpec, HpaSpecError, HpaSyncError, MetricSample};

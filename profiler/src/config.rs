@@ -36,6 +36,31 @@ pub struct ProfilerConfig {
     /// Header naming the caller (e.g. `x-client-id`); without it, the client address.
     pub source_header: Option<String>,
     pub store: StoreConfig,
+    pub forecast: ForecastConfig,
+}
+
+/// How demand is forecast (the horizon comes from the scaling lead time).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastConfig {
+    /// Step of the forecast series.
+    #[serde(with = "humantime_serde")]
+    pub step: Duration,
+    /// Central prediction-interval level.
+    pub level: f64,
+    /// Refit the expensive models this often.
+    #[serde(with = "humantime_serde")]
+    pub refit_interval: Duration,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            step: Duration::from_secs(60),
+            level: 0.9,
+            refit_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Where per-signature history is persisted.
@@ -80,6 +105,7 @@ impl Default for ProfilerConfig {
                 .collect(),
             source_header: None,
             store: StoreConfig::default(),
+            forecast: ForecastConfig::default(),
         }
     }
 }
@@ -154,6 +180,24 @@ impl ProfilerConfig {
                     ),
                 );
             }
+        }
+        let f = &self.forecast;
+        // The series are minute buckets: the forecast step is a whole number of them.
+        if f.step.as_secs() < 60 || f.step.as_secs() % 60 != 0 || f.step > Duration::from_secs(3600)
+        {
+            return err(
+                "forecast.step",
+                "must be a whole number of minutes, at most 1h".into(),
+            );
+        }
+        if !(0.5..1.0).contains(&f.level) {
+            return err("forecast.level", "must be in [0.5, 1)".into());
+        }
+        if f.refit_interval < f.step {
+            return err(
+                "forecast.refit_interval",
+                "must be at least one step".into(),
+            );
         }
         if self.store.flush_interval < Duration::from_secs(1)
             || self.store.retention < Duration::from_secs(3600)

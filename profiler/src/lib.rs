@@ -31,6 +31,6 @@ pub mod testing;
 pub mod topk;
 pub mod trace;
 
-pub use config::{ProfilerConfig, ProfilerConfigError, StoreConfig};
+pub use config::{ForecastConfig, ProfilerConfig, ProfilerConfigError, StoreConfig};
 pub use profile::{Profile, ProfileView, RouteView, SignatureView};
 pub use stats::CostSummary;

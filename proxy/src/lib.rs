@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod forecasting;
 pub mod lifecycle;
 pub mod metrics;
 pub mod profiling;
@@ -29,6 +30,7 @@ pub mod tls;
 pub use config::{ConfigError, MeshConfig};
 
 use arc_swap::ArcSwap;
+use forecasting::Forecasting;
 use lifecycle::{DrainSignal, Lifecycle};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pingora::apps::HttpServerOptions;
@@ -79,9 +81,12 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     precheck_binds(&cfg)?;
 
     let lifecycle = Arc::new(Lifecycle::default());
+    let forecasting =
+        Forecasting::spawn(cfg.profiler.forecast.clone(), cfg.policies.scaling.clone())
+            .map_err(RunError::Runtime)?;
     let profiling = Profiling::new(&cfg.profiler);
     profiling
-        .spawn(cfg.profiler.clone())
+        .spawn(cfg.profiler.clone(), forecasting.clone())
         .map_err(RunError::Runtime)?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1)?));
     let reloader = Arc::new(Reloader::new(path, cfg.clone(), snapshot.clone()));
@@ -137,6 +142,7 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
         lifecycle.clone(),
         reloader,
         profiling.clone(),
+        forecasting,
     )?;
 
     let addrs: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
@@ -207,6 +213,7 @@ fn spawn_admin(
     lifecycle: Arc<Lifecycle>,
     reloader: Arc<Reloader>,
     profiling: Arc<Profiling>,
+    forecasting: Arc<Forecasting>,
 ) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -228,6 +235,7 @@ fn spawn_admin(
         lifecycle,
         reloader: reloader.clone(),
         profiling,
+        forecasting,
     });
     std::thread::Builder::new()
         .name("admin".into())

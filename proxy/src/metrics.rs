@@ -39,6 +39,14 @@ pub const SIGNATURE_FANOUT: &str = "prescale_signature_mean_fanout";
 pub const SIGNATURE_SERVICE_TIME: &str = "prescale_signature_service_time_seconds";
 pub const STORE_WRITES: &str = "prescale_store_writes_total";
 pub const STORE_SET_ASIDE: &str = "prescale_store_set_aside_total";
+pub const FORECAST_DEMAND: &str = "prescale_forecast_demand";
+pub const FORECAST_ERROR: &str = "prescale_forecast_error_ratio";
+pub const FORECAST_COVERAGE: &str = "prescale_forecast_interval_coverage_ratio";
+pub const FORECAST_UPDATES_DROPPED: &str = "prescale_forecast_updates_dropped_total";
+pub const DESIRED_REPLICAS: &str = "prescale_desired_replicas";
+pub const DESIRED_REPLICAS_BY_RULE: &str = "prescale_desired_replicas_by_rule";
+pub const DEMAND: &str = "prescale_demand_concurrency";
+pub const SCALE_DECISIONS: &str = "prescale_scale_decisions_total";
 
 /// Status classes used as label values; index 0 is "no response was written".
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -191,6 +199,29 @@ pub fn describe() {
         STORE_SET_ASIDE,
         "Unreadable store files renamed aside at startup."
     );
+    describe_gauge!(FORECAST_DEMAND, "Forecast demand (busy concurrency) by series (total or signature id), q (0.5 is the point, the others the interval bounds) and horizon.");
+    describe_gauge!(FORECAST_ERROR, "Forecast MAE relative to seasonal-naive at the longest horizon (below 1 is better), by series.");
+    describe_gauge!(
+        FORECAST_COVERAGE,
+        "Share of recent actuals inside the forecast interval, by series."
+    );
+    describe_counter!(
+        FORECAST_UPDATES_DROPPED,
+        "Series updates dropped because the forecaster fell behind."
+    );
+    describe_gauge!(
+        DESIRED_REPLICAS,
+        "Replicas the service should have by the end of the lead time."
+    );
+    describe_gauge!(
+        DESIRED_REPLICAS_BY_RULE,
+        "Replicas asked for by the forecast (predictive) and by current demand (reactive)."
+    );
+    describe_gauge!(
+        DEMAND,
+        "Total demand (busy concurrency) over the last complete 10 s."
+    );
+    describe_counter!(SCALE_DECISIONS, "Scaling decisions, by reason.");
 }
 
 /// Increments one counter of a fixed array; indexes come from enums and status classes

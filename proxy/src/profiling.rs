@@ -5,6 +5,7 @@
 //! and pushes `Copy` samples into a bounded queue; everything slow happens on the
 //! profiler thread, which never holds anything the data path waits for.
 
+use crate::forecasting::{Forecasting, Update};
 use crate::metrics as m;
 use arc_swap::ArcSwap;
 use pingora::http::RequestHeader;
@@ -12,7 +13,7 @@ use prescale_profiler::fanout::{FanoutTable, Slot};
 use prescale_profiler::recorder::Recorder;
 use prescale_profiler::route::PathShape;
 use prescale_profiler::sample::{Arrival, Completion, InlinePath, Method, Millis, Sample};
-use prescale_profiler::series::Bucket;
+use prescale_profiler::series::{Bucket, FINE_STEP_MS, MINUTE_MS};
 use prescale_profiler::signature::Model;
 use prescale_profiler::store::Store;
 use prescale_profiler::trace::TraceId;
@@ -153,8 +154,13 @@ impl Profiling {
         }
     }
 
-    /// Starts the profiler thread.
-    pub fn spawn(self: &Arc<Self>, cfg: ProfilerConfig) -> std::io::Result<()> {
+    /// Starts the profiler thread; completed minutes and current demand go to
+    /// `forecasting`.
+    pub fn spawn(
+        self: &Arc<Self>,
+        cfg: ProfilerConfig,
+        forecasting: Arc<Forecasting>,
+    ) -> std::io::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
         if let Ok(mut g) = self.flush.lock() {
             *g = Some(tx);
@@ -162,18 +168,24 @@ impl Profiling {
         let me = self.clone();
         std::thread::Builder::new()
             .name("profiler".into())
-            .spawn(move || me.run(cfg, rx))
+            .spawn(move || me.run(cfg, rx, forecasting))
             .map(|_| ())
     }
 
-    fn run(&self, cfg: ProfilerConfig, flush_rx: Receiver<SyncSender<()>>) {
+    fn run(
+        &self,
+        cfg: ProfilerConfig,
+        flush_rx: Receiver<SyncSender<()>>,
+        forecasting: Arc<Forecasting>,
+    ) {
         let now = now_ms();
         let mut profile = Profile::new(&cfg, now);
-        let store = open_store(&cfg, &mut profile, now);
+        let mut store = open_store(&cfg, &mut profile, now);
         let retention = cfg.store.retention.as_millis() as Millis;
         let mut last_flush = Instant::now();
         let mut exported = BTreeSet::new();
         let mut batch = Vec::with_capacity(4096);
+        let mut sent_through: Option<Millis> = None;
         loop {
             let exit = match flush_rx.recv_timeout(cfg.tick) {
                 Ok(ack) => Some(ack),
@@ -202,6 +214,7 @@ impl Profiling {
                 }
             }
             export(&profile, &self.recorder, &self.fanout, &mut exported, now);
+            feed_forecasts(&profile, &forecasting, &mut sent_through, now);
             self.view.store(Arc::new(profile.view(now)));
             let hour: Vec<Bucket> = profile
                 .series()
@@ -210,10 +223,40 @@ impl Profiling {
                 .collect();
             self.minutes.store(Arc::new(hour));
             if let Some(ack) = exit {
+                // Close the store before the process exits, so the next start finds a
+                // cleanly closed file (no repair, no safety copy).
+                drop(store.take());
                 let _ = ack.send(());
             }
         }
     }
+}
+
+/// Sends minutes that are complete (with a little grace for late samples) and the
+/// demand of the last complete 10 s bucket.
+fn feed_forecasts(
+    profile: &Profile,
+    forecasting: &Forecasting,
+    sent_through: &mut Option<Millis>,
+    now: Millis,
+) {
+    const GRACE_MS: Millis = 2_000;
+    for b in profile.series().minutes() {
+        let complete = b.start + MINUTE_MS + GRACE_MS <= now;
+        if complete && sent_through.is_none_or(|s| b.start > s) {
+            forecasting.send(Update::Minute(b.clone()));
+            *sent_through = Some(b.start);
+        }
+    }
+    let current = now - now % FINE_STEP_MS;
+    let last = current.saturating_sub(FINE_STEP_MS);
+    let demand = profile
+        .series()
+        .fine()
+        .rev()
+        .find(|b| b.start == last)
+        .map_or(0.0, |b| b.total.demand(FINE_STEP_MS));
+    forecasting.send(Update::Now { at: now, demand });
 }
 
 fn open_store(cfg: &ProfilerConfig, profile: &mut Profile, now: Millis) -> Option<Store> {
@@ -281,7 +324,12 @@ fn export(
     for gone in exported.difference(&current) {
         let id = gone.to_string();
         ::metrics::gauge!(m::SIGNATURE_DEMAND, "signature" => id.clone()).set(0.0);
-        ::metrics::gauge!(m::SIGNATURE_SHARE, "signature" => id).set(0.0);
+        ::metrics::gauge!(m::SIGNATURE_SHARE, "signature" => id.clone()).set(0.0);
+        ::metrics::gauge!(m::SIGNATURE_FANOUT, "signature" => id.clone()).set(0.0);
+        for q in ["0.5", "0.9", "0.99"] {
+            ::metrics::gauge!(m::SIGNATURE_SERVICE_TIME, "signature" => id.clone(), "q" => q)
+                .set(0.0);
+        }
     }
     for s in &view.signatures {
         let id = s.id.to_string();
@@ -289,8 +337,11 @@ fn export(
         ::metrics::gauge!(m::SIGNATURE_SHARE, "signature" => id.clone()).set(s.share);
         ::metrics::gauge!(m::SIGNATURE_FANOUT, "signature" => id.clone()).set(s.mean_fanout);
         let cost = &s.service_time_seconds;
+        // `quantile` is reserved for summaries: a gauge carrying it fails
+        // `promtool check metrics`, so the level is the `q` label.
         for (q, v) in [("0.5", cost.p50), ("0.9", cost.p90), ("0.99", cost.p99)] {
-            ::metrics::gauge!(m::SIGNATURE_SERVICE_TIME, "signature" => id.clone(), "quantile" => q).set(v);
+            ::metrics::gauge!(m::SIGNATURE_SERVICE_TIME, "signature" => id.clone(), "q" => q)
+                .set(v);
         }
     }
     *exported = current;

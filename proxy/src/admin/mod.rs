@@ -24,6 +24,7 @@ pub struct Admin {
     pub lifecycle: Arc<Lifecycle>,
     pub reloader: Arc<Reloader>,
     pub profiling: Arc<crate::profiling::Profiling>,
+    pub forecasting: Arc<crate::forecasting::Forecasting>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -73,6 +74,10 @@ impl Admin {
             (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
             (&Method::GET, "/config") => self.config(),
             (&Method::GET, "/v1/signatures") => json(StatusCode::OK, &**self.profiling.view.load()),
+            (&Method::GET, "/v1/forecast") => {
+                json(StatusCode::OK, &**self.forecasting.forecast.load())
+            }
+            (&Method::GET, "/v1/scale") => json(StatusCode::OK, &**self.forecasting.scale.load()),
             (&Method::GET, "/v1/series") => json(
                 StatusCode::OK,
                 &serde_json::json!({ "step_seconds": 60, "minutes": &**self.profiling.minutes.load() }),
@@ -96,7 +101,7 @@ impl Admin {
             (
                 _,
                 "/metrics" | "/ready" | "/live" | "/config" | "/reload" | "/shutdown"
-                | "/v1/signatures" | "/v1/series",
+                | "/v1/signatures" | "/v1/series" | "/v1/forecast" | "/v1/scale",
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }

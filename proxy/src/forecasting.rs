@@ -1,0 +1,377 @@
+//! Forecasts and scaling decisions at the edge: a thread that turns completed minute
+//! buckets into per-signature demand forecasts, decides desired replicas every sync
+//! period, and publishes both (metrics, `/v1/forecast`, `/v1/scale`).
+//!
+//! It runs apart from the profiler thread because model fits take up to a few hundred
+//! milliseconds; nothing here is on the data path.
+
+use crate::metrics as m;
+use arc_swap::ArcSwap;
+use prescale_policies::scale::{ScaleDecision, ScaleInput, Scaler, ScalingConfig};
+use prescale_profiler::forecast::{Accuracy, Forecast, ForecastParams, Forecaster, ModelKind};
+use prescale_profiler::sample::Millis;
+use prescale_profiler::series::{Bucket, MINUTE_MS, UNCLASSIFIED};
+use prescale_profiler::ForecastConfig;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the profiler thread sends.
+pub enum Update {
+    /// A completed minute bucket (in order; restored history first).
+    Minute(Bucket),
+    /// Total demand over the last complete 10 s bucket, for the reactive floor.
+    Now { at: Millis, demand: f64 },
+}
+
+/// The series forecast: the total, or one signature.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SeriesKey {
+    Total,
+    Signature(u32),
+}
+
+/// `GET /v1/forecast`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ForecastView {
+    pub step_seconds: u64,
+    pub level: f64,
+    pub horizon_steps: usize,
+    /// Unix milliseconds of the last observed step.
+    pub origin: Option<Millis>,
+    /// `total` and each signature id.
+    pub series: BTreeMap<String, SeriesForecast>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SeriesForecast {
+    pub model: ModelKind,
+    pub calibrated: bool,
+    /// Demand (busy concurrency) observed in the last step.
+    pub last: f64,
+    pub points: Vec<PointView>,
+    pub accuracy: Accuracy,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PointView {
+    /// Unix milliseconds at the end of the forecast step.
+    pub at: Millis,
+    pub point: f64,
+    pub lower: f64,
+    pub upper: f64,
+}
+
+/// `GET /v1/scale`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScaleView {
+    pub at: Option<Millis>,
+    pub decision: Option<ScaleDecision>,
+    pub current_demand: f64,
+    pub forecast_upper: Option<f64>,
+    pub capacity_per_replica: f64,
+    pub target_utilization: f64,
+}
+
+/// Shared with the admin API and the profiler thread.
+pub struct Forecasting {
+    tx: SyncSender<Update>,
+    pub forecast: ArcSwap<ForecastView>,
+    pub scale: ArcSwap<ScaleView>,
+}
+
+// === impl Forecasting ===
+
+impl Forecasting {
+    /// Starts the forecasting thread.
+    pub fn spawn(fc: ForecastConfig, scaling: ScalingConfig) -> std::io::Result<Arc<Self>> {
+        // A day of minutes fits; beyond that the oldest updates are dropped.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1440);
+        let me = Arc::new(Self {
+            tx,
+            forecast: ArcSwap::from_pointee(ForecastView::default()),
+            scale: ArcSwap::from_pointee(ScaleView::default()),
+        });
+        let shared = me.clone();
+        std::thread::Builder::new()
+            .name("forecaster".into())
+            .spawn(move || run(shared, rx, fc, scaling))?;
+        Ok(me)
+    }
+
+    /// Never blocks the profiler thread: a full queue drops the update.
+    pub fn send(&self, u: Update) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(u) {
+            ::metrics::counter!(m::FORECAST_UPDATES_DROPPED).increment(1);
+        }
+    }
+}
+
+struct State {
+    fc: ForecastConfig,
+    params: ForecastParams,
+    step_ms: Millis,
+    /// Per series: its forecaster, the step being accumulated, the last step fed.
+    series: BTreeMap<SeriesKey, Forecaster>,
+    pending_step: Option<(Millis, BTreeMap<SeriesKey, f64>)>,
+    last_fed: Option<Millis>,
+    latest: BTreeMap<SeriesKey, (Forecast, f64)>,
+}
+
+fn run(shared: Arc<Forecasting>, rx: Receiver<Update>, fc: ForecastConfig, scaling: ScalingConfig) {
+    let step_s = fc.step.as_secs().max(60);
+    let lead = scaling.lead_time();
+    let horizon = (lead.as_secs().div_ceil(step_s) as usize).max(1);
+    let mut params = ForecastParams::for_step(step_s, horizon);
+    params.level = fc.level;
+    params.refit_every = ((fc.refit_interval.as_secs() / step_s) as usize).max(1);
+    let mut st = State {
+        step_ms: step_s * 1000,
+        params,
+        fc,
+        series: BTreeMap::new(),
+        pending_step: None,
+        last_fed: None,
+        latest: BTreeMap::new(),
+    };
+    let mut scaler = Scaler::new(scaling.clone());
+    let mut now_demand: Option<(Millis, f64)> = None;
+    // The sidecar does not see the platform's replica count; its own last decision
+    // stands in for it (the platform converges to it).
+    let mut current = scaling.min_replicas;
+    let sync = scaling.sync_period;
+    let mut next_sync = Instant::now() + sync;
+    loop {
+        let wait = next_sync.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(Update::Minute(b)) => {
+                if st.add_minute(&b) {
+                    shared.forecast.store(Arc::new(st.view()));
+                    st.export();
+                }
+            }
+            Ok(Update::Now { at, demand }) => now_demand = Some((at, demand)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if Instant::now() >= next_sync {
+            next_sync = Instant::now() + sync;
+            if let Some((at, demand)) = now_demand {
+                let view = st.decide(&mut scaler, current, at, demand);
+                if let Some(d) = &view.decision {
+                    current = d.desired;
+                }
+                shared.scale.store(Arc::new(view));
+            }
+        }
+    }
+}
+
+// === impl State ===
+
+impl State {
+    /// Folds a minute into its forecast step; returns whether forecasts were updated.
+    fn add_minute(&mut self, b: &Bucket) -> bool {
+        let step_start = b.start - b.start % self.step_ms;
+        let mut updated = false;
+        if let Some((start, _)) = &self.pending_step {
+            if *start != step_start {
+                updated = self.close_step();
+            }
+        }
+        let (_, acc) = self
+            .pending_step
+            .get_or_insert_with(|| (step_start, BTreeMap::new()));
+        let demand = |work_us: u64| work_us as f64 / (self.step_ms as f64 * 1000.0);
+        *acc.entry(SeriesKey::Total).or_default() += demand(b.total.work_us);
+        for (sig, cell) in &b.by_signature {
+            if *sig != UNCLASSIFIED {
+                *acc.entry(SeriesKey::Signature(*sig)).or_default() += demand(cell.work_us);
+            }
+        }
+        // A minute that completes its step closes it at once.
+        if b.start + MINUTE_MS >= step_start + self.step_ms {
+            updated |= self.close_step();
+        }
+        updated
+    }
+
+    /// Feeds the accumulated step to every series (zeros for series and steps with no
+    /// traffic), then forecasts each.
+    fn close_step(&mut self) -> bool {
+        let Some((start, acc)) = self.pending_step.take() else {
+            return false;
+        };
+        if self.last_fed.is_some_and(|l| start <= l) {
+            return false; // out of order: already fed
+        }
+        // Steps with no traffic at all were never reported: they are zeros. A gap
+        // longer than the history kept is cut short.
+        let missing = self
+            .last_fed
+            .map_or(0, |l| {
+                ((start - l) / self.step_ms).saturating_sub(1) as usize
+            })
+            .min(self.params.max_history);
+        for key in acc.keys() {
+            if !self.series.contains_key(key) {
+                let mut f = Forecaster::new(self.params.clone());
+                // A new signature had no demand before it appeared.
+                if self.last_fed.is_some() && *key != SeriesKey::Total {
+                    for _ in 0..missing.min(60) {
+                        f.observe(0.0);
+                    }
+                }
+                self.series.insert(*key, f);
+            }
+        }
+        for (key, f) in &mut self.series {
+            for _ in 0..missing {
+                f.observe(0.0);
+            }
+            f.observe(acc.get(key).copied().unwrap_or(0.0));
+        }
+        self.last_fed = Some(start);
+        self.latest.clear();
+        for (key, f) in &mut self.series {
+            if let Some(fc) = f.forecast() {
+                self.latest
+                    .insert(*key, (fc, acc.get(key).copied().unwrap_or(0.0)));
+            }
+        }
+        true
+    }
+
+    fn view(&self) -> ForecastView {
+        let origin = self.last_fed;
+        let series = self
+            .latest
+            .iter()
+            .map(|(key, (fc, last))| {
+                let points = fc
+                    .points
+                    .iter()
+                    .map(|p| PointView {
+                        at: origin.unwrap_or(0) + self.step_ms * (p.step as u64 + 1),
+                        point: p.point,
+                        lower: p.lower,
+                        upper: p.upper,
+                    })
+                    .collect();
+                let accuracy = self
+                    .series
+                    .get(key)
+                    .map(Forecaster::accuracy)
+                    .unwrap_or_default();
+                (
+                    label(*key),
+                    SeriesForecast {
+                        model: fc.model,
+                        calibrated: fc.calibrated,
+                        last: *last,
+                        points,
+                        accuracy,
+                    },
+                )
+            })
+            .collect();
+        ForecastView {
+            step_seconds: self.step_ms / 1000,
+            level: self.fc.level,
+            horizon_steps: self.params.horizon,
+            origin,
+            series,
+        }
+    }
+
+    fn decide(&self, scaler: &mut Scaler, current: u32, at: Millis, demand: f64) -> ScaleView {
+        let forecast_upper = self
+            .latest
+            .get(&SeriesKey::Total)
+            .map(|(fc, _)| fc.points.iter().map(|p| p.upper).fold(0.0, f64::max));
+        let d = scaler.decide(ScaleInput {
+            now: at,
+            current_replicas: current,
+            current_demand: demand,
+            forecast_upper,
+        });
+        ::metrics::gauge!(m::DESIRED_REPLICAS).set(f64::from(d.desired));
+        ::metrics::gauge!(m::DESIRED_REPLICAS_BY_RULE, "rule" => "predictive")
+            .set(f64::from(d.predictive));
+        ::metrics::gauge!(m::DESIRED_REPLICAS_BY_RULE, "rule" => "reactive")
+            .set(f64::from(d.reactive));
+        ::metrics::gauge!(m::DEMAND).set(demand);
+        let reason = serde_json::to_value(d.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        ::metrics::counter!(m::SCALE_DECISIONS, "reason" => reason).increment(1);
+        let cfg = scaler.config();
+        ScaleView {
+            at: Some(at),
+            decision: Some(d),
+            current_demand: demand,
+            forecast_upper,
+            capacity_per_replica: cfg.capacity_per_replica,
+            target_utilization: cfg.target_utilization,
+        }
+    }
+
+    /// Publishes forecast gauges: each series' point and bounds per horizon step, and
+    /// its accuracy. Labels: series (`total` or a signature id, ≤ 17 values),
+    /// `q` (the point as 0.5 and the interval bounds as their quantiles; `quantile` is
+    /// reserved for summaries), horizon (≤ horizon_steps values).
+    fn export(&self) {
+        let lo = format!(
+            "{}",
+            ((1.0 - self.fc.level) / 2.0 * 1000.0).round() / 1000.0
+        );
+        let hi = format!(
+            "{}",
+            ((1.0 + self.fc.level) / 2.0 * 1000.0).round() / 1000.0
+        );
+        for (key, (fc, _)) in &self.latest {
+            let sig = label(*key);
+            for p in &fc.points {
+                let horizon = format!("{}s", p.step as u64 * self.step_ms / 1000);
+                for (q, v) in [
+                    ("0.5", p.point),
+                    (lo.as_str(), p.lower),
+                    (hi.as_str(), p.upper),
+                ] {
+                    ::metrics::gauge!(m::FORECAST_DEMAND, "signature" => sig.clone(), "q" => q.to_string(), "horizon" => horizon.clone()).set(v);
+                }
+            }
+            // The whole lead window in one series: what the scaling rule uses, and what
+            // an HPA External metric or a KEDA query sums across the fleet.
+            let max = |f: fn(&prescale_profiler::forecast::ForecastPoint) -> f64| {
+                fc.points.iter().map(f).fold(0.0, f64::max)
+            };
+            for (q, v) in [
+                ("0.5", max(|p| p.point)),
+                (lo.as_str(), max(|p| p.lower)),
+                (hi.as_str(), max(|p| p.upper)),
+            ] {
+                ::metrics::gauge!(m::FORECAST_DEMAND, "signature" => sig.clone(), "q" => q.to_string(), "horizon" => "lead").set(v);
+            }
+            if let Some(f) = self.series.get(key) {
+                let acc = f.accuracy();
+                if let Some(Some(r)) = acc.relative_mae.last() {
+                    ::metrics::gauge!(m::FORECAST_ERROR, "signature" => sig.clone()).set(*r);
+                }
+                if let Some(c) = acc.coverage {
+                    ::metrics::gauge!(m::FORECAST_COVERAGE, "signature" => sig.clone()).set(c);
+                }
+            }
+        }
+    }
+}
+
+fn label(key: SeriesKey) -> String {
+    match key {
+        SeriesKey::Total => "total".into(),
+        SeriesKey::Signature(id) => id.to_string(),
+    }
+}
