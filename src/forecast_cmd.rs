@@ -8,13 +8,25 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Options of the `forecast` command.
+/// Evaluate the sidecar's forecaster on a `timestamp,value` CSV (rolling origin).
+#[derive(clap::Args)]
 pub struct ForecastArgs {
+    #[arg(short, long)]
     pub input: PathBuf,
+    /// Series step, e.g. 1m or 5m; inferred from the data when omitted.
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub step: Option<Duration>,
+    /// How far ahead to forecast, e.g. 15m.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub horizon: Duration,
+    /// Central prediction-interval level.
+    #[arg(long, default_value_t = 0.9)]
     pub level: f64,
+    /// History before the first scored forecast (default: 4 days or a fifth).
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub warmup: Option<Duration>,
+    /// Directory for forecasts.csv and summary.json.
+    #[arg(short, long)]
     pub out: PathBuf,
 }
 

@@ -34,25 +34,7 @@ enum Command {
         config: PathBuf,
     },
     /// Evaluate the sidecar's forecaster on a `timestamp,value` CSV (rolling origin).
-    Forecast {
-        #[arg(short, long)]
-        input: PathBuf,
-        /// Series step, e.g. 1m or 5m; inferred from the data when omitted.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        step: Option<std::time::Duration>,
-        /// How far ahead to forecast, e.g. 15m.
-        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
-        horizon: std::time::Duration,
-        /// Central prediction-interval level.
-        #[arg(long, default_value_t = 0.9)]
-        level: f64,
-        /// History before the first scored forecast (default: 4 days or a fifth).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        warmup: Option<std::time::Duration>,
-        /// Directory for forecasts.csv and summary.json.
-        #[arg(short, long)]
-        out: PathBuf,
-    },
+    Forecast(forecast_cmd::ForecastArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,30 +56,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
-        Command::Forecast {
-            input,
-            step,
-            horizon,
-            level,
-            warmup,
-            out,
-        } => {
-            let args = forecast_cmd::ForecastArgs {
-                input,
-                step,
-                horizon,
-                level,
-                warmup,
-                out,
-            };
-            match forecast_cmd::run(&args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(EXIT_BAD_CONFIG)
-                }
+        Command::Forecast(args) => match forecast_cmd::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
             }
-        }
+        },
         Command::Run { config } => {
             let cfg = match MeshConfig::load(&config) {
                 Ok(cfg) => cfg,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
@@ -270,26 +270,7 @@ async fn admin_api_health_metrics_config_and_guarded_control() {
 
     let (status, body) = admin(&proxy, "GET", "/metrics", None).await;
     assert_eq!(status, 200);
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package prometheus)");
-    {
-        use std::io::Write;
-        let mut stdin = promtool.stdin.take().unwrap();
-        stdin.write_all(body.as_bytes()).unwrap();
-    }
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {:?}\n{}{}\n--- metrics ---\n{body}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    promtool_check(&body);
     let mut names = std::collections::BTreeSet::new();
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
         let name = if let Some(rest) = line

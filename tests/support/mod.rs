@@ -545,3 +545,28 @@ pub fn metric_value(exposition: &str, name: &str, labels: &str) -> Option<f64> {
         .filter(|l| l.starts_with(name) && l.contains(labels))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// Pipes a `/metrics` body through `promtool check metrics` and asserts it is clean
+/// (exit 0, no lint output).
+pub fn promtool_check(body: &str) {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package prometheus)");
+    {
+        use std::io::Write;
+        let mut stdin = promtool.stdin.take().unwrap();
+        stdin.write_all(body.as_bytes()).unwrap();
+    }
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {:?}\n{}{}\n--- metrics ---\n{body}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+}
