@@ -73,6 +73,9 @@ free_port() {
 UP_PORT=$(free_port)
 PS_PORT=$(free_port)
 PS_ADMIN=$(free_port)
+# A second prescale with the profiler off: the profiling-overhead pair.
+PS0_PORT=$(free_port)
+PS0_ADMIN=$(free_port)
 NG_PORT=$(free_port)
 HA_PORT=$(free_port)
 
@@ -95,6 +98,10 @@ render upstream-nginx.conf "$WORK/up/nginx.conf" "$WORK/up" "$UP_PORT"
 render nginx-proxy.conf "$WORK/ng/nginx.conf" "$WORK/ng" "$NG_PORT"
 render haproxy.cfg "$WORK/ha/haproxy.cfg" "$WORK/ha" "$HA_PORT"
 render prescale.yaml "$WORK/ps/prescale.yaml" "$WORK/ps" "$PS_PORT"
+mkdir -p "$WORK/ps0"
+render prescale.yaml "$WORK/ps0/prescale.yaml" "$WORK/ps0" "$PS0_PORT"
+sed -i "s|127.0.0.1:$PS_ADMIN|127.0.0.1:$PS0_ADMIN|" "$WORK/ps0/prescale.yaml"
+printf 'profiler:\n  enabled: false\n' >>"$WORK/ps0/prescale.yaml"
 
 # --- build -------------------------------------------------------------------------------
 
@@ -132,6 +139,8 @@ start UP "$WORK/up/stderr" nginx -p "$WORK/up" -e "$WORK/up/error.log" -c "$WORK
 wait_http "http://127.0.0.1:$UP_PORT/" upstream "$UP_PID" || { cat "$WORK/up/stderr" "$WORK/up/error.log" >&2; exit 1; }
 start PS "$WORK/ps/stderr" env RUST_LOG=warn "$PRESCALE" run --config "$WORK/ps/prescale.yaml"
 wait_http "http://127.0.0.1:$PS_ADMIN/ready" prescale "$PS_PID" || { cat "$WORK/ps/stderr" >&2; exit 1; }
+start PS0 "$WORK/ps0/stderr" env RUST_LOG=warn "$PRESCALE" run --config "$WORK/ps0/prescale.yaml"
+wait_http "http://127.0.0.1:$PS0_ADMIN/ready" prescale-noprof "$PS0_PID" || { cat "$WORK/ps0/stderr" >&2; exit 1; }
 start NG "$WORK/ng/stderr" nginx -p "$WORK/ng" -e "$WORK/ng/error.log" -c "$WORK/ng/nginx.conf"
 wait_http "http://127.0.0.1:$NG_PORT/" nginx "$NG_PID" || { cat "$WORK/ng/stderr" "$WORK/ng/error.log" >&2; exit 1; }
 start HA "$WORK/ha/stderr" haproxy -db -f "$WORK/ha/haproxy.cfg"
@@ -237,7 +246,7 @@ echo "  nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 echo "  haproxy:   $(haproxy -v | head -1)"
 echo "  wrk:       $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
 echo "  upstream:  nginx, worker_processes $UPSTREAM_WORKERS, 'return 200' with a ${#BODY}-byte body, 127.0.0.1:$UP_PORT"
-echo "  config:    benches/load/prescale.yaml (profiler at its default: enabled)"
+echo "  config:    benches/load/prescale.yaml (profiler at its default: enabled); 'noprof' is the same with profiler.enabled: false"
 echo "  workers:   $WORKERS per proxy (prescale runtime.worker_threads=$WORKERS, nginx worker_processes=$WORKERS, haproxy nbthread=$WORKERS)"
 echo "  proxies:   HTTP/1.1 keep-alive both sides; upstream pools: prescale pool_size 128,"
 echo "             nginx 'keepalive 128', haproxy 'http-reuse always'; all add x-forwarded-for/-proto"
@@ -249,6 +258,7 @@ echo
 
 measure direct "http://127.0.0.1:$UP_PORT/"
 measure prescale "http://127.0.0.1:$PS_PORT/" "$PS_PID"
+measure noprof "http://127.0.0.1:$PS0_PORT/" "$PS0_PID"
 measure nginx "http://127.0.0.1:$NG_PORT/" "$NG_PID"
 measure haproxy "http://127.0.0.1:$HA_PORT/" "$HA_PID"
 
@@ -266,7 +276,7 @@ printf '%-9s %10s %7s | %8s %8s %9s %7s %8s | %11s %11s | %9s\n' \
     "" "(c=$CONNS)" "" "@$RATE/s" "@$RATE/s" "@$RATE/s" "" "(gen)" "(wrk)" "(@$RATE/s)" "us/req"
 printf -- '-%.0s' $(seq 1 118)
 echo
-for t in direct prescale nginx haproxy; do
+for t in direct prescale noprof nginx haproxy; do
     printf '%-9s %10s %7s | %8s %8s %9s %7s %8s | %11s %11s | %9s\n' \
         "$t" "${RPS[$t]}" "${WRKERR[$t]}" "${P50[$t]}" "${P99[$t]}" "${P999[$t]}" "${LERR[$t]}" \
         "${LAG99[$t]}" "${CPU_WRK[$t]}" "${CPU_FIXED[$t]}" "${UP_CPU[$t]}"
@@ -293,6 +303,7 @@ echo "  prescale / nginx   throughput:           $(ratio "${RPS[prescale]}" "${R
 echo "  prescale / haproxy throughput:           $(ratio "${RPS[prescale]}" "${RPS[haproxy]}")"
 echo "  prescale / nginx   CPU per request:      $(ratio "${CPU_WRK[prescale]}" "${CPU_WRK[nginx]}") (wrk), $(ratio "${CPU_FIXED[prescale]}" "${CPU_FIXED[nginx]}") (@$RATE/s)"
 echo "  prescale / haproxy CPU per request:      $(ratio "${CPU_WRK[prescale]}" "${CPU_WRK[haproxy]}") (wrk), $(ratio "${CPU_FIXED[prescale]}" "${CPU_FIXED[haproxy]}") (@$RATE/s)"
+echo "  profiling overhead (prescale / noprof) CPU per request: $(ratio "${CPU_WRK[prescale]}" "${CPU_WRK[noprof]}") (wrk), $(ratio "${CPU_FIXED[prescale]}" "${CPU_FIXED[noprof]}") (@$RATE/s)"
 echo "  prescale / haproxy added p99:            $(ratio_added "$ps_add99" "$ha_add99")  (${ps_add99} us vs ${ha_add99} us)"
 echo
 echo "  load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (after; the machine is shared, so compare within one run)"
