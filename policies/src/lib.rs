@@ -14,9 +14,22 @@
     )
 )]
 
+pub mod admission;
 mod config;
 pub mod hpa;
 pub mod scale;
+pub mod sources;
+pub mod tiers;
 
+pub use admission::{
+    Admission, AdmissionConfig, AdmissionSnapshot, Decision, Outcome, Permit, PreShed,
+    PreShedInput, RejectReason, Rejection,
+};
 pub use config::{PoliciesConfig, PoliciesConfigError};
 pub use hpa::{Hpa, HpaDecision, HpaReason, HpaSpec, HpaSpecError, HpaSyncError, MetricSample};
+pub use sources::SourcesConfig;
+pub use tiers::{Classification, RequestParts, RequestView, TierId, TierTable, TiersConfig};
+
+/// Microseconds on the caller's clock (any fixed epoch: process start, Unix, a trace's
+/// first record), the time unit of admission and rate limits.
+pub type Micros = u64;

@@ -1,0 +1,199 @@
+//! The `policies.admission` config section: the adaptive limit, shedding and pre-shedding.
+
+use crate::PoliciesConfigError;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How requests are admitted against each upstream cluster's adaptive limit.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// Enforce the concurrency limit. Off: every request is admitted (per-source rate
+    /// limits still apply) and the limit is still learned and reported.
+    pub enabled: bool,
+    /// The adaptive concurrency limit, one per upstream cluster.
+    pub limit: LimitConfig,
+    /// Fraction of the limit (at least one slot) a sheddable tier leaves free for each
+    /// priority level above it, so at the limit lower tiers are refused first (e.g.
+    /// 0.1 with a limit of 100: the third level may fill only 80 slots). Larger is
+    /// stricter priority; the adaptive limit grows to make up for the room a lone low
+    /// tier leaves. 0: no priority order beyond the shares.
+    pub priority_headroom: f64,
+    /// Most slots one request may count for when its cost is above the median (cost
+    /// weighting applies to sheddable tiers when they borrow).
+    pub max_cost_weight: f64,
+    /// `Retry-After` for overload and pre-shed rejections (rate limits compute theirs).
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Shedding ahead of forecast overload.
+    pub preshed: PreShedConfig,
+}
+
+/// Gradient2 (Netflix concurrency-limits) settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitConfig {
+    /// Limit before anything is learned.
+    pub initial: u32,
+    /// The limit never goes below this.
+    pub floor: u32,
+    /// ... nor above this.
+    pub ceiling: u32,
+    /// Weight of each new estimate, in (0, 1].
+    pub smoothing: f64,
+    /// How much slower than the long-term RTT a window may be before the limit shrinks
+    /// (≥ 1; Netflix uses 1.5).
+    pub tolerance: f64,
+    /// Queue allowance added each update; absent: √limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<f64>,
+    /// Samples are averaged over windows at least this long ...
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// ... holding at least this many samples.
+    pub min_samples: u32,
+    /// Windows in the long-term RTT's exponential average.
+    pub long_window: u32,
+    /// The live minimum RTT is the lowest window average within this period; it keeps
+    /// the long-term RTT from drifting up under a standing queue.
+    #[serde(with = "humantime_serde")]
+    pub min_rtt_window: Duration,
+    /// Multiplier applied to the limit after a window in which the upstream signalled
+    /// overload (timeouts, refused connections, 503), in (0, 1].
+    pub backoff: f64,
+}
+
+/// Pre-shedding: shrink sheddable tiers before a forecast shortfall lands.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreShedConfig {
+    /// Apply the level at all (off by default).
+    pub enabled: bool,
+    /// How fast the level falls once capacity arrives, per second (1.0: at once within a
+    /// second; 0.1: over ten seconds), so new replicas are not stampeded.
+    pub release_rate: f64,
+}
+
+// === impl AdmissionConfig ===
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            limit: LimitConfig::default(),
+            priority_headroom: 0.1,
+            max_cost_weight: 8.0,
+            retry_after: Duration::from_secs(1),
+            preshed: PreShedConfig::default(),
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// Checks bounds serde cannot express.
+    pub fn validate(&self) -> Result<(), PoliciesConfigError> {
+        let err = |f: &str, r: &str| Err(PoliciesConfigError::new(format!("admission.{f}"), r));
+        self.limit.validate()?;
+        if !(0.0..0.5).contains(&self.priority_headroom) {
+            return err("priority_headroom", "must be in [0, 0.5)");
+        }
+        if !(self.max_cost_weight.is_finite() && self.max_cost_weight >= 1.0) {
+            return err("max_cost_weight", "must be at least 1");
+        }
+        if self.retry_after < Duration::from_secs(1) || self.retry_after > Duration::from_secs(3600)
+        {
+            return err(
+                "retry_after",
+                "must be in [1s, 1h] (Retry-After is whole seconds)",
+            );
+        }
+        if !(self.preshed.release_rate.is_finite() && self.preshed.release_rate > 0.0) {
+            return err("preshed.release_rate", "must be a positive number");
+        }
+        Ok(())
+    }
+}
+
+// === impl LimitConfig ===
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            initial: 20,
+            floor: 4,
+            ceiling: 1000,
+            smoothing: 0.2,
+            tolerance: 1.5,
+            queue_size: None,
+            window: Duration::from_millis(100),
+            min_samples: 10,
+            long_window: 600,
+            min_rtt_window: Duration::from_secs(30),
+            backoff: 0.9,
+        }
+    }
+}
+
+impl LimitConfig {
+    /// A limit that never moves: floor = ceiling = initial = `n` (tests, or a hand-set
+    /// limit).
+    pub fn fixed(n: u32) -> Self {
+        Self {
+            initial: n,
+            floor: n,
+            ceiling: n,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), PoliciesConfigError> {
+        let err =
+            |f: &str, r: &str| Err(PoliciesConfigError::new(format!("admission.limit.{f}"), r));
+        if self.floor < 1 || self.floor > self.initial || self.initial > self.ceiling {
+            return err("initial", "need 1 <= floor <= initial <= ceiling");
+        }
+        if self.ceiling > 1_000_000 {
+            return err("ceiling", "must be at most 1000000");
+        }
+        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
+            return err("smoothing", "must be in (0, 1]");
+        }
+        if !(self.tolerance.is_finite() && self.tolerance >= 1.0) {
+            return err("tolerance", "must be at least 1");
+        }
+        if self
+            .queue_size
+            .is_some_and(|q| !(q.is_finite() && q >= 0.0))
+        {
+            return err("queue_size", "must be a non-negative number");
+        }
+        if self.window < Duration::from_millis(1) || self.window > Duration::from_secs(60) {
+            return err("window", "must be in [1ms, 60s]");
+        }
+        if self.min_samples < 1 || self.long_window < 1 {
+            return err(
+                "min_samples",
+                "min_samples and long_window must be at least 1",
+            );
+        }
+        if self.min_rtt_window < self.window {
+            return err("min_rtt_window", "must be at least one window");
+        }
+        if !(self.backoff > 0.0 && self.backoff <= 1.0) {
+            return err("backoff", "must be in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
+// === impl PreShedConfig ===
+
+impl Default for PreShedConfig {
+    /// Off: it acts on forecasts, so operators opt in (ideally after a shadow trial).
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            release_rate: 0.1,
+        }
+    }
+}

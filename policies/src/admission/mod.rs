@@ -1,0 +1,297 @@
+//! Admission control: per-source rate limits, an adaptive concurrency limit per
+//! upstream cluster, tier shares with borrowing, priority and cost-aware shedding,
+//! pre-shedding and shadow mode — decided per request without locks or allocation.
+//!
+//! Use: build an [`Admission`] per config (it compiles the [`TierTable`] too); per
+//! request, `classify` with [`Admission::tiers`], then [`Admission::try_acquire`]. An
+//! admitted request carries its [`Permit`] and releases it with the upstream's latency.
+//!
+//! Order of checks: the source's rate limit (429), then the tier's slot on its
+//! cluster (503, see `shares.rs` for the rule). A tier routed to its own `cluster`
+//! uses that cluster's limit; other tiers share the route's cluster. In shadow mode
+//! (global `policies.shadow` or the tier's `shadow`) a refusal is counted and a permit
+//! returned anyway; shadow-admitted requests do not occupy slots, so shadow counts
+//! match what enforcement would decide.
+//!
+//! Not done (debts): no waiting queue — a request is admitted or refused at once (the
+//! CoDel-style short queue of the issue is left out: rejections are answered
+//! immediately instead); one limit config for all clusters; on reload the learned
+//! limits and counters carry over but in-flight counts restart from zero.
+
+mod atomic;
+mod config;
+mod counters;
+mod decision;
+mod limit;
+mod permit;
+mod preshed;
+mod report;
+mod shares;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::config::{AdmissionConfig, LimitConfig, PreShedConfig};
+pub use self::counters::{
+    AdmissionSnapshot, ClusterSnapshot, DecisionKind, ReasonCounts, SourcesSnapshot, TierSnapshot,
+};
+pub use self::decision::{Decision, RejectReason, Rejection};
+pub use self::limit::{ConcurrencyLimit, LimitStats, Outcome};
+pub use self::permit::Permit;
+pub use self::preshed::{preshed_level, PreShed, PreShedInput, PreShedLevel};
+
+use self::atomic::{AtomicF64, FrugalMedian};
+use self::counters::Counters;
+use self::shares::{ClusterState, TierPlan};
+use crate::sources::SourceTable;
+use crate::tiers::{TierId, TierTable};
+use crate::{Micros, PoliciesConfig, PoliciesConfigError};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Admission state for one config: cheap to clone, shared by all workers.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    tiers: Arc<TierTable>,
+    /// Indexed by tier.
+    plans: Vec<TierPlan>,
+    /// Index 0 is the route's own cluster; then each named tier cluster.
+    clusters: Vec<ClusterState>,
+    sources: SourceTable,
+    counters: Counters,
+    preshed: AtomicF64,
+    median_cost: FrugalMedian,
+    enabled: bool,
+    shadow: bool,
+    headroom: f64,
+    max_cost_weight: f64,
+    retry_after_secs: u32,
+}
+
+// === impl Admission ===
+
+impl Admission {
+    /// Validates `cfg` and builds admission for it; limiter windows start at `now`.
+    pub fn new(cfg: &PoliciesConfig, now: Micros) -> Result<Self, PoliciesConfigError> {
+        cfg.validate()?;
+        let tiers = Arc::new(TierTable::new(cfg)?);
+        let a = &cfg.admission;
+
+        let mut names: Vec<Option<String>> = vec![None];
+        let named: BTreeSet<&str> = tiers
+            .iter()
+            .filter_map(|(_, t)| t.cluster.as_deref())
+            .collect();
+        names.extend(named.into_iter().map(|n| Some(n.to_string())));
+        let cluster_of = |c: &Option<String>| names.iter().position(|n| n == c).unwrap_or(0);
+
+        let mut plans = Vec::with_capacity(tiers.len());
+        for (_, t) in tiers.iter() {
+            let cluster = cluster_of(&t.cluster);
+            let levels: BTreeSet<u8> = tiers
+                .iter()
+                .filter(|(_, u)| cluster_of(&u.cluster) == cluster && u.priority < t.priority)
+                .map(|(_, u)| u.priority)
+                .collect();
+            plans.push(TierPlan {
+                cluster,
+                share: t.share,
+                sheddable: t.sheddable,
+                shadow: t.shadow,
+                rank: levels.len() as u8,
+            });
+        }
+        let clusters = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| ClusterState {
+                name,
+                limit: ConcurrencyLimit::new(&a.limit, now),
+                inflight: AtomicU32::new(0),
+                tier_inflight: std::array::from_fn(|_| AtomicU32::new(0)),
+                shadow_inflight: AtomicU32::new(0),
+                fixed: tiers
+                    .iter()
+                    .filter(|(id, t)| {
+                        !t.sheddable && plans.get(id.index()).is_some_and(|p| p.cluster == i)
+                    })
+                    .fold(0u16, |m, (id, _)| m | 1 << id.index()),
+            })
+            .collect();
+
+        let shared = Shared {
+            tiers,
+            plans,
+            clusters,
+            sources: SourceTable::new(&cfg.sources),
+            counters: Counters::new(),
+            preshed: AtomicF64::new(0.0),
+            median_cost: FrugalMedian::new(),
+            enabled: a.enabled,
+            shadow: cfg.shadow,
+            headroom: a.priority_headroom,
+            max_cost_weight: a.max_cost_weight,
+            retry_after_secs: u32::try_from(a.retry_after.as_secs())
+                .unwrap_or(u32::MAX)
+                .max(1),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The tier table to classify requests with.
+    pub fn tiers(&self) -> &Arc<TierTable> {
+        &self.shared.tiers
+    }
+
+    /// Decides one request of `tier` (from [`TierTable::classify`]) from `source`
+    /// (identity or client address, for rate limits and weights) with the expected
+    /// service time of its signature as `cost_hint` (any unit, consistently; `None`
+    /// when unknown). O(tiers), no allocation, no lock.
+    pub fn try_acquire(
+        &self,
+        tier: TierId,
+        cost_hint: Option<f64>,
+        source: Option<&str>,
+        now: Micros,
+    ) -> Decision {
+        let s = &self.shared;
+        // A tier id from an older table (after a reload) falls back to the default.
+        let tier = if tier.index() < s.plans.len() {
+            tier
+        } else {
+            s.tiers.default_tier()
+        };
+        let t = tier.index();
+        let Some(plan) = s.plans.get(t) else {
+            // Unreachable (a table has its default tier); fail open without a slot.
+            return Decision::Admit(Permit::new(self.shared.clone(), tier, usize::MAX, 0, None));
+        };
+
+        let weight = source.map_or(1.0, |src| s.sources.weight(src));
+        if let Some(src) = source {
+            if let Err(wait) = s.sources.check(src, weight, now) {
+                let secs = u32::try_from(wait.div_ceil(1_000_000))
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                return self.refuse(tier, plan, RejectReason::RateLimited, secs);
+            }
+        }
+
+        let need = s.need(plan, cost_hint, weight);
+        if !s.enabled {
+            let c = s.clusters.get(plan.cluster);
+            if let Some(c) = c {
+                c.inflight.fetch_add(1, Relaxed);
+                if let Some(f) = c.tier_inflight.get(t) {
+                    f.fetch_add(1, Relaxed);
+                }
+            }
+            let inflight = c.map_or(0, |c| c.inflight.load(Relaxed));
+            s.counters.count(t, DecisionKind::Admitted, None);
+            return Decision::Admit(Permit::new(
+                self.shared.clone(),
+                tier,
+                plan.cluster,
+                inflight,
+                None,
+            ));
+        }
+
+        let p = s.preshed.load();
+        if let Some(inflight) = s.take(t, plan, need, p) {
+            s.counters.count(t, DecisionKind::Admitted, None);
+            return Decision::Admit(Permit::new(
+                self.shared.clone(),
+                tier,
+                plan.cluster,
+                inflight,
+                None,
+            ));
+        }
+        let reason = if p > 0.0 && plan.sheddable && s.would_take(t, plan, need, 0.0) {
+            RejectReason::PreShed
+        } else {
+            RejectReason::Overload
+        };
+        self.refuse(tier, plan, reason, s.retry_after_secs)
+    }
+
+    /// Refuses, or in shadow mode counts the refusal and admits outside the limit.
+    fn refuse(
+        &self,
+        tier: TierId,
+        plan: &TierPlan,
+        reason: RejectReason,
+        retry_after_secs: u32,
+    ) -> Decision {
+        let s = &self.shared;
+        let t = tier.index();
+        if s.shadow || plan.shadow {
+            s.counters
+                .count(t, DecisionKind::ShadowRejected, Some(reason));
+            let inflight = s.clusters.get(plan.cluster).map_or(0, |c| {
+                c.shadow_inflight.fetch_add(1, Relaxed);
+                c.inflight.load(Relaxed) + c.shadow_inflight.load(Relaxed)
+            });
+            return Decision::Admit(Permit::new(
+                self.shared.clone(),
+                tier,
+                plan.cluster,
+                inflight,
+                Some(reason),
+            ));
+        }
+        s.counters.count(t, DecisionKind::Rejected, Some(reason));
+        Decision::Reject(Rejection {
+            tier,
+            reason,
+            retry_after_secs,
+        })
+    }
+
+    /// Sets the pre-shed level in [0, 1] (from [`PreShed::update`]); NaN counts as 0.
+    pub fn set_preshed(&self, level: f64) {
+        let level = if level.is_nan() {
+            0.0
+        } else {
+            level.clamp(0.0, 1.0)
+        };
+        self.shared.preshed.store(level);
+    }
+
+    /// The pre-shed level in force.
+    pub fn preshed(&self) -> f64 {
+        self.shared.preshed.load()
+    }
+
+    /// The current limit of the cluster `tier` is routed to.
+    pub fn limit(&self, tier: TierId) -> Option<u32> {
+        let c = self.shared.plans.get(tier.index())?.cluster;
+        Some(self.shared.clusters.get(c)?.limit.current())
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Slots a request counts for when borrowing: its cost pressure (cost over the
+    /// median, over the source's weight) for sheddable tiers, else 1.
+    fn need(&self, plan: &TierPlan, cost_hint: Option<f64>, weight: f64) -> f64 {
+        let ratio = match cost_hint {
+            Some(c) if c.is_finite() && c > 0.0 => c / self.median_cost.observe(c),
+            _ => 1.0,
+        };
+        if !plan.sheddable {
+            return 1.0;
+        }
+        (ratio / weight).clamp(1.0, self.max_cost_weight)
+    }
+}

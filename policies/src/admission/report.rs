@@ -1,0 +1,119 @@
+//! What admission tells the outside: snapshots for `/v1/tiers` and metrics, and what
+//! it carries over a config reload.
+
+use super::counters::{
+    AdmissionSnapshot, ClusterSnapshot, DecisionKind, SourcesSnapshot, TierSnapshot,
+};
+use super::Admission;
+use crate::{Micros, PoliciesConfig, PoliciesConfigError};
+use std::sync::atomic::Ordering::Relaxed;
+
+// === impl Admission ===
+
+impl Admission {
+    /// Builds admission for a reloaded `cfg`, keeping what this one learned: each
+    /// cluster's limit (by name), the decision counters (by tier name), the pre-shed
+    /// level and the median cost. Permits taken before keep freeing slots here.
+    pub fn reconfigure(
+        &self,
+        cfg: &PoliciesConfig,
+        now: Micros,
+    ) -> Result<Self, PoliciesConfigError> {
+        let next = Self::new(cfg, now)?;
+        let (old, new) = (&self.shared, &next.shared);
+        for c in &new.clusters {
+            if let Some(o) = old.clusters.iter().find(|o| o.name == c.name) {
+                c.limit.inherit(&o.limit);
+            }
+        }
+        for (id, t) in new.tiers.iter() {
+            if let Some(old_id) = old.tiers.by_name(&t.name) {
+                new.counters
+                    .carry(id.index(), &old.counters, old_id.index());
+            }
+        }
+        new.preshed.store(old.preshed.load());
+        if let Some(m) = old.median_cost.get() {
+            new.median_cost.observe(m);
+        }
+        Ok(next)
+    }
+
+    /// Share of admitted in-flight requests in sheddable tiers (1 when idle): a stand-in
+    /// for [`PreShedInput::sheddable_fraction`] when the forecast has no tier split.
+    pub fn sheddable_fraction(&self) -> f64 {
+        let s = &self.shared;
+        let (mut shed, mut all) = (0u64, 0u64);
+        for c in &s.clusters {
+            for (t, plan) in s.plans.iter().enumerate() {
+                let n = c
+                    .tier_inflight
+                    .get(t)
+                    .map_or(0, |a| u64::from(a.load(Relaxed)));
+                all += n;
+                if plan.sheddable {
+                    shed += n;
+                }
+            }
+        }
+        if all == 0 {
+            1.0
+        } else {
+            shed as f64 / all as f64
+        }
+    }
+
+    /// Counters, limits and occupancy now. Allocates; not for the hot path.
+    pub fn snapshot(&self) -> AdmissionSnapshot {
+        let s = &self.shared;
+        let tiers = s
+            .tiers
+            .iter()
+            .map(|(id, t)| {
+                let i = id.index();
+                let inflight = s
+                    .plans
+                    .get(i)
+                    .and_then(|p| s.clusters.get(p.cluster))
+                    .and_then(|c| c.tier_inflight.get(i))
+                    .map_or(0, |a| a.load(Relaxed));
+                TierSnapshot {
+                    name: t.name.clone(),
+                    priority: t.priority,
+                    share: t.share,
+                    sheddable: t.sheddable,
+                    shadow: t.shadow,
+                    cluster: t.cluster.clone(),
+                    inflight,
+                    admitted: s.counters.get(i, DecisionKind::Admitted, None),
+                    rejected: s.counters.reasons(i, DecisionKind::Rejected),
+                    shadow_rejected: s.counters.reasons(i, DecisionKind::ShadowRejected),
+                }
+            })
+            .collect();
+        let clusters = s
+            .clusters
+            .iter()
+            .map(|c| ClusterSnapshot {
+                cluster: c.name.clone(),
+                inflight: c.inflight.load(Relaxed),
+                shadow_inflight: c.shadow_inflight.load(Relaxed),
+                limit: c.limit.stats(),
+            })
+            .collect();
+        AdmissionSnapshot {
+            enabled: s.enabled,
+            shadow: s.shadow,
+            preshed_level: s.preshed.load(),
+            median_cost: s.median_cost.get(),
+            tiers,
+            clusters,
+            sources: SourcesSnapshot {
+                rate_limit: s.sources.is_limiting(),
+                tracked: s.sources.tracked(),
+                capacity: s.sources.capacity(),
+                other: s.sources.other(),
+            },
+        }
+    }
+}
