@@ -1,7 +1,9 @@
 //! The `prescale` binary: command line, logging, and the hand-off to the proxy.
 #![forbid(unsafe_code)]
 
+mod demo;
 mod forecast_cmd;
+mod replay;
 mod series_csv;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,12 @@ enum Command {
     },
     /// Evaluate the sidecar's forecaster on a `timestamp,value` CSV (rolling origin).
     Forecast(forecast_cmd::ForecastArgs),
+    /// What-if: replay an access log or request-count series against scaling policies
+    /// (prescale, the Kubernetes HPA, a perfect-foresight oracle, a static peak fleet).
+    Replay(replay::ReplayArgs),
+    /// Run the whole product locally for about a minute: a sample service, the sidecar
+    /// in front of it, a compressed day of traffic and a live view of what it learns.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Forecast(args) => match forecast_cmd::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+        Command::Demo(args) => demo::run(&args),
+        Command::Replay(args) => match replay::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -54,11 +54,6 @@ pub fn evaluate(series: &[f64], params: ForecastParams, start: usize) -> Evaluat
     let n = series.len();
     let start = start.clamp(1, n.max(1));
     let level = params.level;
-    let period = params
-        .periods
-        .iter()
-        .copied()
-        .find(|p| *p >= 2 && *p < start);
     let mut f = Forecaster::new(params);
     let mut rows = Vec::new();
     let mut models: BTreeMap<String, usize> = BTreeMap::new();
@@ -91,9 +86,7 @@ pub fn evaluate(series: &[f64], params: ForecastParams, start: usize) -> Evaluat
             });
         }
     }
-    let train = series.get(..start).unwrap_or(series);
-    let scale = in_sample_scale(train, period);
-    let horizons = summarize(series, &rows, f.params().horizon, period, scale);
+    let (horizons, period) = score(series, &rows, f.params(), start);
     Evaluation {
         rows,
         horizons,
@@ -101,6 +94,28 @@ pub fn evaluate(series: &[f64], params: ForecastParams, start: usize) -> Evaluat
         level,
         seasonal_period: period,
     }
+}
+
+/// Scores the rows whose origin is at least `from` (rows may start earlier, e.g. when
+/// `prescale replay` forecasts from the first step but scores after a warm-up). The
+/// seasonal-naive baseline uses the first period with a whole season before `from`.
+pub fn score(
+    series: &[f64],
+    rows: &[EvalRow],
+    params: &ForecastParams,
+    from: usize,
+) -> (Vec<HorizonSummary>, Option<usize>) {
+    let from = from.clamp(1, series.len().max(1));
+    let period = params
+        .periods
+        .iter()
+        .copied()
+        .find(|p| *p >= 2 && *p < from);
+    let scored: Vec<EvalRow> = rows.iter().filter(|r| r.origin >= from).cloned().collect();
+    let train = series.get(..from).unwrap_or(series);
+    let scale = in_sample_scale(train, period);
+    let horizons = summarize(series, &scored, params.horizon, period, scale);
+    (horizons, period)
 }
 
 /// In-sample one-step (seasonal-)naive MAE: the MASE denominator.

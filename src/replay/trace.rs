@@ -1,0 +1,347 @@
+//! Turns input records into what the simulation needs: arrivals per second of trace
+//! time, and (for request logs) the shipped profiler's signatures and their mix.
+
+use super::input::{Record, Request};
+use prescale_profiler::route::PathShape;
+use prescale_profiler::sample::{Arrival, Completion, InlinePath, Method, Sample};
+use prescale_profiler::{Profile, ProfileView, ProfilerConfig};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+/// How a request's service time is modelled when the log does not carry one.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceModel {
+    pub base: Duration,
+    /// Response bytes per second (bandwidth-bound part of a response).
+    pub bytes_per_second: f64,
+}
+
+/// Arrivals per second, from the first record's second on.
+pub struct Trace {
+    pub start_unix: u64,
+    pub arrivals: Vec<f64>,
+    pub requests: u64,
+    /// Seconds per row of an aggregated input (0 for request logs).
+    pub interval: u64,
+    /// Requests whose service time came from the log rather than the model.
+    pub timed_requests: u64,
+    pub profile: Option<Profiled>,
+}
+
+/// The profiler's view of a request log.
+pub struct Profiled {
+    pub view: ProfileView,
+    /// Signature ids in column order for `mix`.
+    pub ids: Vec<u32>,
+    /// Requests per (row, signature column); rows every `row_every` seconds.
+    pub mix: Vec<Vec<u32>>,
+    pub row_seconds: u64,
+    pub refits: u64,
+}
+
+/// Requests handed to the profiler per batch (the sidecar's profiler drains similar).
+const BATCH: usize = 1024;
+/// A trace longer than this is an input mistake, not a replay (10 years).
+const MAX_SPAN_SECONDS: u64 = 10 * 365 * 86_400;
+
+pub struct Builder {
+    service: ServiceModel,
+    row_every: u64,
+    trace: Trace,
+    profile: Option<Profile>,
+    batch: Vec<Sample>,
+    /// Mix by row and raw signature id (ids ≤ max signatures, so small).
+    mix: Vec<Vec<u32>>,
+    started: bool,
+    refit_every_ms: u64,
+    last_refit_ms: u64,
+}
+
+impl Builder {
+    /// `profile_span` is the trace's expected length: re-fits are spread over it (at
+    /// most ~48), so a long log does not spend its time clustering.
+    pub fn new(service: ServiceModel, row_every: u64, profile_span: Option<u64>) -> Self {
+        let refit_every_ms =
+            profile_span.map_or(3_600_000, |s| (s * 1000 / 48).clamp(300_000, 86_400_000));
+        Self {
+            service,
+            row_every: row_every.max(1),
+            trace: Trace {
+                start_unix: 0,
+                arrivals: Vec::new(),
+                requests: 0,
+                interval: 0,
+                timed_requests: 0,
+                profile: None,
+            },
+            profile: None,
+            batch: Vec::with_capacity(BATCH),
+            mix: Vec::new(),
+            started: false,
+            refit_every_ms,
+            last_refit_ms: 0,
+        }
+    }
+
+    fn second(&mut self, ts: f64) -> Option<usize> {
+        if !ts.is_finite() || ts < 0.0 {
+            return None;
+        }
+        let s = ts.floor() as u64;
+        if !self.started {
+            self.started = true;
+            self.trace.start_unix = s;
+        }
+        let offset = s.checked_sub(self.trace.start_unix)?;
+        if offset > MAX_SPAN_SECONDS {
+            return None;
+        }
+        let i = offset as usize;
+        if self.trace.arrivals.len() <= i {
+            self.trace.arrivals.resize(i + 1, 0.0);
+        }
+        Some(i)
+    }
+
+    pub fn add(&mut self, record: &Record) {
+        match record {
+            Record::Count {
+                ts,
+                count,
+                interval,
+            } => {
+                let secs = interval.round().max(1.0) as usize;
+                self.trace.interval = self.trace.interval.max(secs as u64);
+                let Some(i) = self.second(*ts) else { return };
+                let end = i + secs;
+                if self.trace.arrivals.len() < end {
+                    self.trace.arrivals.resize(end, 0.0);
+                }
+                let per = count.max(0.0) / secs as f64;
+                if let Some(w) = self.trace.arrivals.get_mut(i..end) {
+                    w.iter_mut().for_each(|a| *a += per);
+                }
+                self.trace.requests += count.max(0.0).round() as u64;
+            }
+            Record::Request(r) => {
+                let Some(i) = self.second(r.ts) else { return };
+                if let Some(a) = self.trace.arrivals.get_mut(i) {
+                    *a += 1.0;
+                }
+                self.trace.requests += 1;
+                self.profile_request(r);
+            }
+        }
+    }
+
+    fn profile_request(&mut self, r: &Request) {
+        let service = match r.duration.or(r.upstream_time) {
+            Some(d) if d.is_finite() && d >= 0.0 => {
+                self.trace.timed_requests += 1;
+                d
+            }
+            _ => {
+                self.service.base.as_secs_f64()
+                    + r.bytes as f64 / self.service.bytes_per_second.max(1.0)
+            }
+        };
+        let at = (r.ts * 1000.0) as u64;
+        let sample = Sample {
+            at,
+            arrival: Arrival {
+                method: Method::parse(&r.method),
+                shape: PathShape::of(&r.path),
+                request_bytes: r.request_bytes.unwrap_or(0),
+                source: r.source.as_deref().map_or(0, hash),
+                tier: 0,
+            },
+            completion: Completion {
+                request_bytes: r.request_bytes.unwrap_or(0),
+                response_bytes: r.bytes,
+                service_time_us: (service * 1e6) as u64,
+                status: r.status,
+                fanout: 0,
+            },
+            path: InlinePath::new(&r.path),
+            guess: None,
+        };
+        self.batch.push(sample);
+        if self.batch.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let profile = self
+            .profile
+            .get_or_insert_with(|| Profile::new(&ProfilerConfig::default(), 0x7072_6573));
+        profile.ingest(&self.batch);
+        let model = profile.model();
+        let start_ms = self.trace.start_unix * 1000;
+        for s in &self.batch {
+            let sig = model.assign(s).unwrap_or(0) as usize;
+            let row = (s.at.saturating_sub(start_ms) / 1000 / self.row_every) as usize;
+            if self.mix.len() <= row {
+                self.mix.resize(row + 1, Vec::new());
+            }
+            if let Some(r) = self.mix.get_mut(row) {
+                if r.len() <= sig {
+                    r.resize(sig + 1, 0);
+                }
+                if let Some(c) = r.get_mut(sig) {
+                    *c += 1;
+                }
+            }
+        }
+        let now = self.batch.last().map_or(0, |s| s.at);
+        self.batch.clear();
+        // The live profiler re-fits on its interval; here the interval is scaled to
+        // the trace so clustering cost stays bounded.
+        if now.saturating_sub(self.last_refit_ms) >= self.refit_every_ms && profile.maybe_refit(now)
+        {
+            self.last_refit_ms = now;
+        } else if profile.refits() == 0 {
+            profile.maybe_refit(now);
+        }
+    }
+
+    pub fn finish(mut self) -> Trace {
+        self.flush();
+        if let Some(p) = self.profile.take() {
+            let now = (self.trace.start_unix + self.trace.arrivals.len() as u64) * 1000;
+            let view = p.view(now);
+            let width = self.mix.iter().map(Vec::len).max().unwrap_or(0);
+            let ids: Vec<u32> = (0..width as u32).collect();
+            let mix = self
+                .mix
+                .into_iter()
+                .map(|mut r| {
+                    r.resize(width, 0);
+                    r
+                })
+                .collect();
+            self.trace.profile = Some(Profiled {
+                view,
+                ids,
+                mix,
+                row_seconds: self.row_every,
+                refits: p.refits(),
+            });
+        }
+        self.trace
+    }
+}
+
+fn hash(s: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+impl Trace {
+    /// Demand per second: arrivals averaged over windows of `resolution` seconds
+    /// (bursts shorter than that are assumed absorbed by queues).
+    pub fn demand(&self, resolution: u64) -> Vec<f64> {
+        let r = resolution.max(1) as usize;
+        let mut out = Vec::with_capacity(self.arrivals.len());
+        for w in self.arrivals.chunks(r) {
+            let mean = w.iter().sum::<f64>() / r as f64;
+            out.extend(std::iter::repeat_n(mean, w.len()));
+        }
+        out
+    }
+
+    /// Mean arrival rate per step of `step` seconds (the forecaster's series).
+    pub fn step_series(&self, step: u64) -> Vec<f64> {
+        let s = step.max(1) as usize;
+        self.arrivals
+            .chunks(s)
+            .map(|w| w.iter().sum::<f64>() / s as f64)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(ts: f64, path: &str, bytes: u64) -> Record {
+        Record::Request(Request {
+            ts,
+            method: "GET".into(),
+            path: path.into(),
+            status: 200,
+            bytes,
+            duration: None,
+            upstream_time: None,
+            source: Some("10.0.0.1".into()),
+            request_bytes: None,
+        })
+    }
+
+    fn model() -> ServiceModel {
+        ServiceModel {
+            base: Duration::from_millis(5),
+            bytes_per_second: 1e6,
+        }
+    }
+
+    #[test]
+    fn counts_arrivals_per_second_and_spreads_rate_rows() {
+        let mut b = Builder::new(model(), 60, None);
+        b.add(&req(1000.2, "/a", 10));
+        b.add(&req(1000.9, "/a", 10));
+        b.add(&req(1003.0, "/b", 10));
+        let t = b.finish();
+        assert_eq!(t.start_unix, 1000);
+        assert_eq!(t.arrivals, vec![2.0, 0.0, 0.0, 1.0]);
+        assert_eq!(t.requests, 3);
+
+        let mut b = Builder::new(model(), 60, None);
+        b.add(&Record::Count {
+            ts: 0.0,
+            count: 600.0,
+            interval: 300.0,
+        });
+        let t = b.finish();
+        assert_eq!(t.arrivals.len(), 300);
+        assert!(t.arrivals.iter().all(|a| (*a - 2.0).abs() < 1e-12));
+        assert_eq!(t.step_series(60), vec![2.0; 5]);
+        assert!(t.profile.is_none(), "a rate series has no request features");
+    }
+
+    #[test]
+    fn demand_is_the_window_mean() {
+        let t = Trace {
+            start_unix: 0,
+            arrivals: vec![4.0, 0.0, 0.0, 0.0, 2.0],
+            requests: 6,
+            interval: 0,
+            timed_requests: 0,
+            profile: None,
+        };
+        assert_eq!(t.demand(4), vec![1.0, 1.0, 1.0, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn request_logs_are_profiled_into_signatures() {
+        let mut b = Builder::new(model(), 60, Some(4000));
+        for i in 0..3000u64 {
+            let ts = 1_000_000.0 + i as f64;
+            if i % 3 == 0 {
+                b.add(&req(ts, &format!("/images/{i}.png"), 2_000_000));
+            } else {
+                b.add(&req(ts, "/api/ping", 40));
+            }
+        }
+        let t = b.finish();
+        let p = t.profile.expect("profiled");
+        assert!(p.refits >= 1);
+        assert!(!p.view.signatures.is_empty());
+        let total: u32 = p.mix.iter().flatten().sum();
+        assert_eq!(total, 3000);
+    }
+}
