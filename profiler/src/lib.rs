@@ -15,6 +15,7 @@
     )
 )]
 
+pub mod anomaly;
 mod config;
 pub mod fanout;
 pub mod forecast;
