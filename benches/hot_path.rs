@@ -11,6 +11,7 @@ use prescale_profiler::sample::{Arrival, InlinePath, Method, Sample};
 use prescale_profiler::signature::{self, FitParams, Model};
 use prescale_profiler::testing::population;
 use prescale_profiler::trace::TraceId;
+use std::time::Duration;
 
 fn paths() -> Vec<String> {
     let log = concat!(
@@ -103,5 +104,55 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The tier decision per request: classify (three tiers with header, path, method and
+/// route rules; the tier header present but untrusted), then try_acquire with a cost
+/// hint and a per-source rate limit, then release with a latency sample.
+fn admission(c: &mut Criterion) {
+    use prescale_policies::{Admission, Decision, Outcome, PoliciesConfig, RequestParts};
+    let cfg: PoliciesConfig = serde_yaml_ng::from_str(
+        r#"
+tiers:
+  trusted_sources: ["10.0.0.0/8", "ingress-gateway"]
+  list:
+    - { name: critical, priority: 0, share: 0.5, sheddable: false, match: { path_prefix: ["/checkout"], sources: ["payments-app"] } }
+    - { name: batch, priority: 2, match: { headers: { x-job: "*" }, methods: [POST], route: ["/reports/{id}"] } }
+    - { name: standard, priority: 1, share: 0.3 }
+  default: standard
+sources:
+  rate_limit: { rps: 1000000, burst: 1000000 }
+admission:
+  limit: { initial: 1000, floor: 1000, ceiling: 1000 }
+"#,
+    )
+    .expect("bench config");
+    let admission = Admission::new(&cfg, 0).expect("valid config");
+    let headers = [("x-prescale-tier", "critical"), ("user-agent", "bench")];
+    let client = Some("203.0.113.9".parse().expect("address"));
+    let mut now = 0u64;
+    let mut group = c.benchmark_group("admission");
+    group.bench_function("classify + try_acquire + release", |b| {
+        b.iter(|| {
+            now += 10;
+            let req = RequestParts {
+                method: "GET",
+                path: "/search/items",
+                route: None,
+                source: Some("203.0.113.9"),
+                client_ip: client,
+                headers: &headers,
+            };
+            let class = admission.tiers().classify(black_box(&req));
+            match admission.try_acquire(class.tier, Some(0.02), req.source, now) {
+                Decision::Admit(p) => p.release(Duration::from_millis(20), Outcome::Success, now),
+                Decision::Reject(r) => {
+                    black_box(r);
+                }
+            }
+            black_box(class.strip_header)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, admission);
 criterion_main!(benches);

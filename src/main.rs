@@ -3,6 +3,8 @@
 
 mod demo;
 mod forecast_cmd;
+mod inject;
+mod iptables;
 mod replay;
 mod series_csv;
 
@@ -43,6 +45,12 @@ enum Command {
     /// Run the whole product locally for about a minute: a sample service, the sidecar
     /// in front of it, a compressed day of traffic and a live view of what it learns.
     Demo(demo::DemoArgs),
+    /// Add the prescale sidecar to Kubernetes workloads (Deployment, StatefulSet,
+    /// DaemonSet, Pod, ...) read from a file or stdin; --uninject removes it.
+    Inject(inject::InjectArgs),
+    /// Set up transparent interception with iptables in this network namespace (the
+    /// injected init container runs this); --dry-run prints the rules.
+    InitIptables(iptables::InitIptablesArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +80,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo(args) => demo::run(&args),
+        Command::Inject(args) => inject::main(&args),
+        Command::InitIptables(args) => iptables::main(&args),
         Command::Replay(args) => match replay::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,6 +1,7 @@
 //! `prescale demo` end to end: the real binary runs a short compressed day through the
 //! real sidecar (its own child process) and must exit 0, report successful requests,
-//! and leave no sidecar process behind.
+//! show a forecast within seconds (from the seeded synthetic history, and say so), and
+//! leave no sidecar process behind.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +15,22 @@ fn value_after(line: &str, key: &str) -> Option<u64> {
         }
     }
     None
+}
+
+/// A progress line's elapsed seconds and its forecast (point, upper), when it has one:
+/// `[   3s/10s 07:12] … forecast 1.32/1.37 (seeded) …`.
+fn forecast_at(line: &str) -> Option<(u64, f64, f64)> {
+    let elapsed = line
+        .strip_prefix('[')?
+        .trim_start()
+        .split('s')
+        .next()?
+        .parse()
+        .ok()?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "forecast")?;
+    let (point, upper) = words.next()?.split_once('/')?;
+    Some((elapsed, point.parse().ok()?, upper.parse().ok()?))
 }
 
 #[test]
@@ -41,6 +58,26 @@ fn demo_runs_a_short_day_and_cleans_up() {
         "{report}"
     );
     assert!(stdout.contains("curl http://127.0.0.1:"), "{report}");
+
+    // The store was seeded with synthetic history, and the output says so.
+    let note = "forecast seeded with 2 days of synthetic history (demo only)";
+    assert!(
+        stdout.contains(&format!("prescale demo: {note}")),
+        "{report}"
+    );
+    assert!(stdout.contains(&format!("history     {note}")), "{report}");
+    // So a forecast shows within the first 5 s, not after whole live minutes: a
+    // positive point with an upper bound at or above it, tagged as seeded.
+    let first = stdout
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .find_map(forecast_at)
+        .unwrap_or_else(|| panic!("no forecast shown\n{report}"));
+    let (at, point, upper) = first;
+    assert!(at <= 5, "first forecast at {at} s\n{report}");
+    assert!(point > 0.0 && upper >= point, "{first:?}\n{report}");
+    assert!(stdout.contains(" (seeded)"), "{report}");
+    assert!(stdout.contains("  forecast    next "), "{report}");
 
     let requests = stdout
         .lines()
@@ -77,6 +114,14 @@ fn demo_runs_a_short_day_and_cleans_up() {
 
 #[test]
 fn demo_refuses_bad_arguments() {
+    // `--no-history` is accepted (the usage error is about the address, exit 64).
+    let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["demo", "--no-history", "--admin", "0.0.0.0:0"])
+        .output()
+        .expect("run prescale demo");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+
     let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
         .args(["demo", "--admin", "0.0.0.0:0"])
         .output()

@@ -788,3 +788,65 @@ async fn memory_and_labels_stay_bounded_under_distinct_paths() {
         view["refits"]
     );
 }
+
+/// Days of history the store holds before the sidecar starts. A daily season needs two
+/// whole days in the forecaster; the profile keeps only one in memory, so this checks
+/// that the forecaster is fed the store's whole retention, not the in-memory day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forecaster_learns_from_the_stores_whole_history() {
+    use prescale_profiler::series::{Bucket, Cell, MINUTE_MS, UNCLASSIFIED};
+    use prescale_profiler::store::Store;
+    const DAYS: u64 = 3;
+    let upstream = Upstream::start().await;
+    let keep = tempfile::tempdir().unwrap();
+    let store = keep.path().join("series.redb");
+    let now = now_ms();
+    let current = now - now % MINUTE_MS;
+    // A strong daily cycle (busy concurrency 2..=10), the same every day.
+    let minutes: Vec<Bucket> = (1..=DAYS * 1440)
+        .rev()
+        .map(|back| {
+            let start = current - back * MINUTE_MS;
+            let phase = (start % 86_400_000) as f64 / 86_400_000.0 * std::f64::consts::TAU;
+            let demand = 6.0 + 4.0 * phase.sin();
+            let cell = Cell {
+                requests: (demand * 600.0) as u64,
+                work_us: (demand * 60e6) as u64,
+            };
+            Bucket {
+                start,
+                total: cell,
+                by_signature: std::collections::BTreeMap::from([(UNCLASSIFIED, cell)]),
+            }
+        })
+        .collect();
+    {
+        let opened = Store::open(&store, now).unwrap();
+        let refs: Vec<&Bucket> = minutes.iter().collect();
+        opened.store.write(&refs, 0).unwrap();
+    }
+    let (admin, listen) = (addr(free_port()), addr(free_port()));
+    let proxy = start(store_config(admin, listen, upstream.addr, &store), admin).await;
+    let forecast = poll(Duration::from_secs(60), || async {
+        let v = admin_json(&proxy, "/v1/forecast").await;
+        v["series"]["total"].is_object().then_some(v)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no forecast from restored history:\n{}", proxy.logs()));
+    let total = &forecast["series"]["total"];
+    // One day of history cannot support a daily season; three can.
+    let model = total["model"].as_str().unwrap();
+    assert!(
+        matches!(model, "seasonal_naive" | "mstl"),
+        "model {model} from {DAYS} days of daily cycles: {total}"
+    );
+    // And it follows the cycle: the forecast is near the curve one step ahead.
+    let at = total["points"][0]["at"].as_u64().unwrap();
+    let phase = (at % 86_400_000) as f64 / 86_400_000.0 * std::f64::consts::TAU;
+    let expected = 6.0 + 4.0 * phase.sin();
+    let point = total["points"][0]["point"].as_f64().unwrap();
+    assert!(
+        (point - expected).abs() < 1.0,
+        "forecast {point} vs the cycle's {expected}: {total}"
+    );
+}

@@ -298,13 +298,27 @@ async fn tls_listener_serves_h2_and_http1_by_alpn() {
     let _proxy = start_in(dir, cfg, admin).await;
     let url = format!("https://{listen}/tls");
 
-    let h2 = curl_async(strings(&["-k", "--http2", "-w", "\n%{http_version}", &url])).await;
+    // A client without a certificate cannot name itself: the identity header is dropped.
+    let h2 = curl_async(strings(&[
+        "-k",
+        "--http2",
+        "-H",
+        "x-prescale-client-id: forged",
+        "-w",
+        "\n%{http_version}",
+        &url,
+    ]))
+    .await;
     assert_eq!(h2.code, 0, "{}", h2.stderr);
     let (body, version) = split_trailer(&h2.stdout);
     assert_eq!(version, "2", "ALPN chose h2");
     let seen = echo(body);
     assert_eq!(seen["path"], "/tls");
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    assert!(
+        seen["headers"].get("x-prescale-client-id").is_none(),
+        "{seen}"
+    );
 
     let h1 = curl_async(strings(&[
         "-k",
@@ -428,6 +442,8 @@ async fn mtls_listener_requires_a_client_certificate_from_its_ca() {
             &good_cert,
             "--key",
             &good_key,
+            "-H",
+            "x-prescale-client-id: admin",
             "-w",
             "\n%{http_code}",
             &url,
@@ -436,7 +452,14 @@ async fn mtls_listener_requires_a_client_certificate_from_its_ca() {
         assert_eq!(ok.code, 0, "{version}: {}", ok.stderr);
         let (body, status) = split_trailer(&ok.stdout);
         assert_eq!(status, "200");
-        assert_eq!(echo(body)["path"], "/mtls");
+        let seen = echo(body);
+        assert_eq!(seen["path"], "/mtls");
+        // The verified certificate names the client (its DNS SAN); the forged header
+        // the client sent is replaced, not appended to.
+        assert_eq!(
+            seen["headers"]["x-prescale-client-id"], "good.client.test",
+            "{seen}"
+        );
     }
     assert_eq!(upstream.hits(), 2);
 }

@@ -5,7 +5,9 @@
 //! It runs apart from the profiler thread because model fits take up to a few hundred
 //! milliseconds; nothing here is on the data path.
 
+use crate::config::WarmStartConfig;
 use crate::metrics as m;
+use crate::signals::{Decision, ForecastSummary, SentSignal, Signals};
 use arc_swap::ArcSwap;
 use prescale_policies::scale::{ScaleDecision, ScaleInput, Scaler, ScalingConfig};
 use prescale_profiler::forecast::{Accuracy, Forecast, ForecastParams, Forecaster, ModelKind};
@@ -22,6 +24,9 @@ use std::time::Instant;
 pub enum Update {
     /// A completed minute bucket (in order; restored history first).
     Minute(Bucket),
+    /// Minutes restored from the store at start, oldest first, in one message: the
+    /// store may hold two weeks (20 160 minutes), more than the channel holds.
+    History(Vec<Bucket>),
     /// Total demand over the last complete 10 s bucket, for the reactive floor.
     Now { at: Millis, demand: f64 },
 }
@@ -73,6 +78,11 @@ pub struct ScaleView {
     pub forecast_upper: Option<f64>,
     pub capacity_per_replica: f64,
     pub target_utilization: f64,
+    /// The last signal deliveries (webhook), newest first; filled in when read.
+    pub last_signals: Vec<SentSignal>,
+    /// Replica start-up time learned from readiness (the `kubernetes` signal); filled
+    /// in when read. The decision still uses the configured `startup_time`.
+    pub learned_startup: Option<crate::signals::startup::LearnedStartup>,
 }
 
 /// Shared with the admin API and the profiler thread.
@@ -80,25 +90,55 @@ pub struct Forecasting {
     tx: SyncSender<Update>,
     pub forecast: ArcSwap<ForecastView>,
     pub scale: ArcSwap<ScaleView>,
+    /// Where decisions go besides the metrics.
+    pub signals: Arc<Signals>,
+    /// The live tier admission, whose pre-shed level follows each decision.
+    tiers: std::sync::OnceLock<crate::tiers::LiveTiers>,
 }
 
 // === impl Forecasting ===
 
 impl Forecasting {
-    /// Starts the forecasting thread.
+    /// Starts the forecasting thread, with no signals besides the metrics.
     pub fn spawn(fc: ForecastConfig, scaling: ScalingConfig) -> std::io::Result<Arc<Self>> {
+        Self::spawn_with(fc, scaling, Signals::none(), None)
+    }
+
+    /// Starts the forecasting thread; decisions also go to `signals`, and when the
+    /// store brings no history, `warm_start` seeds the total forecast.
+    pub fn spawn_with(
+        fc: ForecastConfig,
+        scaling: ScalingConfig,
+        signals: Arc<Signals>,
+        warm_start: Option<WarmStartConfig>,
+    ) -> std::io::Result<Arc<Self>> {
         // A day of minutes fits; beyond that the oldest updates are dropped.
         let (tx, rx) = std::sync::mpsc::sync_channel(1440);
         let me = Arc::new(Self {
             tx,
             forecast: ArcSwap::from_pointee(ForecastView::default()),
             scale: ArcSwap::from_pointee(ScaleView::default()),
+            signals,
+            tiers: std::sync::OnceLock::new(),
         });
         let shared = me.clone();
         std::thread::Builder::new()
             .name("forecaster".into())
-            .spawn(move || run(shared, rx, fc, scaling))?;
+            .spawn(move || run(shared, rx, fc, scaling, warm_start))?;
         Ok(me)
+    }
+
+    /// `GET /v1/scale`: the last decision and the last signal deliveries.
+    pub fn scale_view(&self) -> ScaleView {
+        let mut view = (**self.scale.load()).clone();
+        view.last_signals = self.signals.recent();
+        view.learned_startup = self.signals.learned_startup();
+        view
+    }
+
+    /// Pre-sheds on `tiers` after each scaling decision (set once, at startup).
+    pub fn protect(&self, tiers: crate::tiers::LiveTiers) {
+        let _ = self.tiers.set(tiers);
     }
 
     /// Never blocks the profiler thread: a full queue drops the update.
@@ -118,9 +158,18 @@ struct State {
     pending_step: Option<(Millis, BTreeMap<SeriesKey, f64>)>,
     last_fed: Option<Millis>,
     latest: BTreeMap<SeriesKey, (Forecast, f64)>,
+    /// While replaying restored history, steps before this only train the models:
+    /// forecasting (and scoring) every old step would cost a refit per hour of it.
+    quiet_before: Option<Millis>,
 }
 
-fn run(shared: Arc<Forecasting>, rx: Receiver<Update>, fc: ForecastConfig, scaling: ScalingConfig) {
+fn run(
+    shared: Arc<Forecasting>,
+    rx: Receiver<Update>,
+    fc: ForecastConfig,
+    scaling: ScalingConfig,
+    mut warm_start: Option<WarmStartConfig>,
+) {
     let step_s = fc.step.as_secs().max(60);
     let lead = scaling.lead_time();
     let horizon = (lead.as_secs().div_ceil(step_s) as usize).max(1);
@@ -134,6 +183,7 @@ fn run(shared: Arc<Forecasting>, rx: Receiver<Update>, fc: ForecastConfig, scali
         series: BTreeMap::new(),
         pending_step: None,
         last_fed: None,
+        quiet_before: None,
         latest: BTreeMap::new(),
     };
     let mut scaler = Scaler::new(scaling.clone());
@@ -141,18 +191,38 @@ fn run(shared: Arc<Forecasting>, rx: Receiver<Update>, fc: ForecastConfig, scali
     // The sidecar does not see the platform's replica count; its own last decision
     // stands in for it (the platform converges to it).
     let mut current = scaling.min_replicas;
+    let mut previous: Option<u32> = None;
+    let mut preshed = crate::tiers::PreShedding::new(&scaling);
     let sync = scaling.sync_period;
     let mut next_sync = Instant::now() + sync;
     loop {
         let wait = next_sync.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
+            Ok(Update::History(rows)) => {
+                warm_start = None;
+                if st.replay(&rows) {
+                    shared.forecast.store(Arc::new(st.view()));
+                    st.export();
+                }
+            }
             Ok(Update::Minute(b)) => {
+                // The profiler sends restored history before anything else: the store
+                // was not empty, so there is nothing to warm-start.
+                warm_start = None;
                 if st.add_minute(&b) {
                     shared.forecast.store(Arc::new(st.view()));
                     st.export();
                 }
             }
-            Ok(Update::Now { at, demand }) => now_demand = Some((at, demand)),
+            Ok(Update::Now { at, demand }) => {
+                if let Some(cfg) = warm_start.take() {
+                    if st.warm_start(&cfg, at) {
+                        shared.forecast.store(Arc::new(st.view()));
+                        st.export();
+                    }
+                }
+                now_demand = Some((at, demand));
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -161,7 +231,18 @@ fn run(shared: Arc<Forecasting>, rx: Receiver<Update>, fc: ForecastConfig, scali
             if let Some((at, demand)) = now_demand {
                 let view = st.decide(&mut scaler, current, at, demand);
                 if let Some(d) = &view.decision {
+                    shared.signals.publish(&Decision {
+                        desired: d.desired,
+                        previous,
+                        reason: d.reason,
+                        lead_time_seconds: d.lead_time_seconds,
+                        forecast: st.summary(),
+                        current_demand: demand,
+                        at,
+                    });
+                    previous = Some(d.desired);
                     current = d.desired;
+                    preshed.after_decision(shared.tiers.get(), d.desired, view.forecast_upper, at);
                 }
                 shared.scale.store(Arc::new(view));
             }
@@ -172,6 +253,38 @@ fn run(shared: Arc<Forecasting>, rx: Receiver<Update>, fc: ForecastConfig, scali
 // === impl State ===
 
 impl State {
+    /// Seeds the total forecast from Prometheus history before any live step (see
+    /// `warm_start`); returns whether a forecast was made.
+    fn warm_start(&mut self, cfg: &WarmStartConfig, now: Millis) -> bool {
+        let params = self.params.clone();
+        let Some((mut f, last_start, last)) =
+            crate::warm_start::seed(cfg, now, self.step_ms, || Forecaster::new(params))
+        else {
+            return false;
+        };
+        let fc = f.forecast();
+        self.series.insert(SeriesKey::Total, f);
+        self.last_fed = Some(last_start);
+        if let Some(fc) = fc {
+            self.latest.insert(SeriesKey::Total, (fc, last));
+        }
+        true
+    }
+
+    /// The total forecast over the lead window, as sent with a decision.
+    fn summary(&self) -> Option<ForecastSummary> {
+        let (fc, _) = self.latest.get(&SeriesKey::Total)?;
+        let end = fc.points.last()?;
+        Some(ForecastSummary {
+            demand_upper: fc.points.iter().map(|p| p.upper).fold(0.0, f64::max),
+            point: end.point,
+            lower: end.lower,
+            upper: end.upper,
+            level: self.fc.level,
+            horizon_seconds: fc.points.len() as u64 * self.step_ms / 1000,
+        })
+    }
+
     /// Folds a minute into its forecast step; returns whether forecasts were updated.
     fn add_minute(&mut self, b: &Bucket) -> bool {
         let step_start = b.start - b.start % self.step_ms;
@@ -195,6 +308,20 @@ impl State {
         if b.start + MINUTE_MS >= step_start + self.step_ms {
             updated |= self.close_step();
         }
+        updated
+    }
+
+    /// Feeds restored minutes; only the last `calibration_window` steps are also
+    /// forecast, which is what calibrates the intervals and scores the models.
+    fn replay(&mut self, rows: &[Bucket]) -> bool {
+        let last = rows.last().map_or(0, |b| b.start);
+        let span = self.step_ms * self.params.calibration_window as Millis;
+        self.quiet_before = Some(last.saturating_sub(span));
+        let mut updated = false;
+        for b in rows {
+            updated |= self.add_minute(b);
+        }
+        self.quiet_before = None;
         updated
     }
 
@@ -234,6 +361,9 @@ impl State {
             f.observe(acc.get(key).copied().unwrap_or(0.0));
         }
         self.last_fed = Some(start);
+        if self.quiet_before.is_some_and(|q| start < q) {
+            return false;
+        }
         self.latest.clear();
         for (key, f) in &mut self.series {
             if let Some(fc) = f.forecast() {
@@ -316,6 +446,8 @@ impl State {
             forecast_upper,
             capacity_per_replica: cfg.capacity_per_replica,
             target_utilization: cfg.target_utilization,
+            last_signals: Vec::new(),
+            learned_startup: None,
         }
     }
 

@@ -19,13 +19,18 @@
 pub mod admin;
 pub mod config;
 pub mod forecasting;
+pub mod health;
 pub mod lifecycle;
 pub mod metrics;
+pub mod peer_identity;
 pub mod profiling;
 pub mod reload;
 pub mod routes;
 pub mod service;
+pub mod signals;
+pub mod tiers;
 pub mod tls;
+pub mod warm_start;
 
 pub use config::{ConfigError, MeshConfig};
 
@@ -63,6 +68,9 @@ pub enum RunError {
     Metrics(String),
     #[error("admin runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A signal sender that cannot start (e.g. an unreadable `ca_file`).
+    #[error("{0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// Latency buckets for request durations, from 0.5 ms (a local hop) to 30 s.
@@ -81,14 +89,21 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     precheck_binds(&cfg)?;
 
     let lifecycle = Arc::new(Lifecycle::default());
-    let forecasting =
-        Forecasting::spawn(cfg.profiler.forecast.clone(), cfg.policies.scaling.clone())
-            .map_err(RunError::Runtime)?;
+    let signals =
+        signals::Signals::start(&cfg.signals, &cfg.policies.scaling).map_err(RunError::Signals)?;
+    let forecasting = Forecasting::spawn_with(
+        cfg.profiler.forecast.clone(),
+        cfg.policies.scaling.clone(),
+        signals,
+        cfg.warm_start.clone(),
+    )
+    .map_err(RunError::Runtime)?;
     let profiling = Profiling::new(&cfg.profiler);
     profiling
         .spawn(cfg.profiler.clone(), forecasting.clone())
         .map_err(RunError::Runtime)?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1)?));
+    forecasting.protect(tiers::LiveTiers::new(snapshot.clone()));
     let reloader = Arc::new(Reloader::new(path, cfg.clone(), snapshot.clone()));
 
     let mut conf = ServerConf {

@@ -47,6 +47,18 @@ pub const DESIRED_REPLICAS: &str = "prescale_desired_replicas";
 pub const DESIRED_REPLICAS_BY_RULE: &str = "prescale_desired_replicas_by_rule";
 pub const DEMAND: &str = "prescale_demand_concurrency";
 pub const SCALE_DECISIONS: &str = "prescale_scale_decisions_total";
+pub const SIGNAL_SENDS: &str = "prescale_signal_sends_total";
+pub const SIGNAL_LAST_SUCCESS: &str = "prescale_signal_last_success_timestamp_seconds";
+pub const LEARNED_STARTUP: &str = "prescale_learned_startup_seconds";
+pub const WARM_STARTS: &str = "prescale_forecast_warm_starts_total";
+pub const WARM_START_POINTS: &str = "prescale_forecast_warm_start_points";
+pub const ADMISSION_DECISIONS: &str = "prescale_admission_decisions_total";
+pub const ADMISSION_LIMIT: &str = "prescale_admission_limit";
+pub const ADMISSION_IN_FLIGHT: &str = "prescale_admission_in_flight";
+pub const ADMISSION_CLUSTER_IN_FLIGHT: &str = "prescale_admission_cluster_in_flight";
+pub const PRESHED_LEVEL: &str = "prescale_preshed_level";
+pub const UPSTREAM_EJECTIONS: &str = "prescale_upstream_ejections_total";
+pub const UPSTREAM_OVERFLOWS: &str = "prescale_upstream_overflow_requests_total";
 
 /// Status classes used as label values; index 0 is "no response was written".
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -66,6 +78,10 @@ pub enum LocalReason {
     UpstreamReset,
     UpstreamProtocol,
     Internal,
+    /// Admission shed the request (503: overload or pre-shedding).
+    Shed,
+    /// The request's source is over its rate limit (429).
+    RateLimited,
 }
 
 /// Where a connection attempt to an upstream failed (a fixed set); the discriminant
@@ -94,6 +110,8 @@ pub struct ListenerMetrics {
 pub struct ClusterMetrics {
     requests: [Counter; 6],
     connect_errors: [Counter; 4],
+    pub ejections: Counter,
+    pub overflows: Counter,
 }
 
 /// Registers help texts and units, so `/metrics` passes `promtool check metrics`.
@@ -222,6 +240,56 @@ pub fn describe() {
         "Total demand (busy concurrency) over the last complete 10 s."
     );
     describe_counter!(SCALE_DECISIONS, "Scaling decisions, by reason.");
+    describe_counter!(
+        SIGNAL_SENDS,
+        "Scale signal deliveries by signal and outcome (ok, failed, dropped; kubernetes also unchanged and refused_hpa_owned), and retried attempts (retry)."
+    );
+    describe_gauge!(
+        SIGNAL_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last scale signal the receiver accepted (0: none yet), by signal."
+    );
+    describe_gauge!(
+        LEARNED_STARTUP,
+        Unit::Seconds,
+        "Replica start-up time learned from the Deployment's readiness: median of recent scale-ups, from request to readyReplicas reaching it."
+    );
+    describe_counter!(
+        WARM_STARTS,
+        "Forecast warm starts from Prometheus, by result (loaded, empty, failed)."
+    );
+    describe_gauge!(
+        WARM_START_POINTS,
+        "Forecast steps with data loaded from Prometheus at warm start."
+    );
+    describe_counter!(
+        ADMISSION_DECISIONS,
+        "Admission decisions by tier, decision (admitted, rejected, shadow_rejected) and reason (none, overload, rate_limited, pre_shed)."
+    );
+    describe_gauge!(
+        ADMISSION_LIMIT,
+        "Adaptive concurrency limit admission enforces, by upstream cluster."
+    );
+    describe_gauge!(
+        ADMISSION_IN_FLIGHT,
+        "Admitted requests holding a slot, by cluster and tier."
+    );
+    describe_gauge!(
+        ADMISSION_CLUSTER_IN_FLIGHT,
+        "Admitted requests holding a slot, by cluster (shadow-admitted ones excluded)."
+    );
+    describe_counter!(
+        UPSTREAM_EJECTIONS,
+        "Endpoints ejected by passive health after consecutive failures, by cluster."
+    );
+    describe_counter!(
+        UPSTREAM_OVERFLOWS,
+        "Requests sent to a cluster's overflow cluster because it had no endpoint left, by cluster."
+    );
+    describe_gauge!(
+        PRESHED_LEVEL,
+        "Share of sheddable tiers' room withheld ahead of a forecast shortfall, in [0, 1]."
+    );
 }
 
 /// Increments one counter of a fixed array; indexes come from enums and status classes
@@ -242,7 +310,7 @@ fn class_index(status: u16) -> usize {
 // === impl LocalReason ===
 
 impl LocalReason {
-    pub const ALL: [LocalReason; 11] = [
+    pub const ALL: [LocalReason; 13] = [
         Self::BadRequest,
         Self::HeaderTooLarge,
         Self::BodyTooLarge,
@@ -254,6 +322,8 @@ impl LocalReason {
         Self::UpstreamReset,
         Self::UpstreamProtocol,
         Self::Internal,
+        Self::Shed,
+        Self::RateLimited,
     ];
 
     /// The label value, also sent to clients in `x-prescale-error`.
@@ -270,6 +340,8 @@ impl LocalReason {
             Self::UpstreamReset => "upstream_reset",
             Self::UpstreamProtocol => "upstream_protocol",
             Self::Internal => "internal",
+            Self::Shed => "shed",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -329,6 +401,8 @@ impl ClusterMetrics {
             connect_errors: ConnectErrorKind::ALL.map(|k| {
                 metrics::counter!(UPSTREAM_CONNECT_ERRORS, "cluster" => c.clone(), "kind" => k.as_str())
             }),
+            ejections: metrics::counter!(UPSTREAM_EJECTIONS, "cluster" => c.clone()),
+            overflows: metrics::counter!(UPSTREAM_OVERFLOWS, "cluster" => c.clone()),
         }
     }
 

@@ -73,7 +73,12 @@ impl Profiling {
 
     /// Arrival hook for inbound requests: features, the expected signature, and a
     /// fanout slot for the request's trace id. O(path length + signatures).
-    pub fn arrive(&self, req: &RequestHeader, client: Option<IpAddr>) -> Option<RequestProfile> {
+    pub fn arrive(
+        &self,
+        req: &RequestHeader,
+        peer: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Option<RequestProfile> {
         if !self.enabled {
             return None;
         }
@@ -84,7 +89,7 @@ impl Profiling {
             request_bytes: header(req, "content-length")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
-            source: self.source(req, client),
+            source: self.source(req, peer, client),
             tier: 0,
         };
         let guess = self.model.load().classify(&arrival);
@@ -99,6 +104,18 @@ impl Profiling {
                 slot,
             },
         })
+    }
+
+    /// Mean service time in seconds of signature `id` in the last published view: the
+    /// cost hint admission weighs a request by. O(signatures), no lock.
+    pub fn expected_service_time(&self, id: u32) -> Option<f64> {
+        self.view
+            .load()
+            .signatures
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.service_time_seconds.mean)
+            .filter(|t| t.is_finite() && *t > 0.0)
     }
 
     /// Outbound hook: counts a call towards the inbound request with the same trace id.
@@ -131,9 +148,11 @@ impl Profiling {
             .find_map(|h| TraceId::parse(h, header(req, h)?))
     }
 
-    fn source(&self, req: &RequestHeader, client: Option<IpAddr>) -> u64 {
+    /// Source identity: the configured header, else the mTLS peer name, else the
+    /// client address.
+    fn source(&self, req: &RequestHeader, peer: Option<&str>, client: Option<IpAddr>) -> u64 {
         let from_header = self.source_header.as_deref().and_then(|h| header(req, h));
-        match (from_header, client) {
+        match (from_header.or(peer), client) {
             (Some(v), _) => fnv(v.as_bytes()),
             (None, Some(ip)) => match ip {
                 IpAddr::V4(a) => fnv(&a.octets()),
@@ -180,12 +199,16 @@ impl Profiling {
     ) {
         let now = now_ms();
         let mut profile = Profile::new(&cfg, now);
-        let mut store = open_store(&cfg, &mut profile, now);
+        let (mut store, history) = open_store(&cfg, &mut profile, now);
         let retention = cfg.store.retention.as_millis() as Millis;
         let mut last_flush = Instant::now();
         let mut exported = BTreeSet::new();
         let mut batch = Vec::with_capacity(4096);
-        let mut sent_through: Option<Millis> = None;
+        // The forecaster gets the whole restored history at once; live minutes follow.
+        let mut sent_through: Option<Millis> = history.last().map(|b| b.start);
+        if !history.is_empty() {
+            forecasting.send(Update::History(history));
+        }
         loop {
             let exit = match flush_rx.recv_timeout(cfg.tick) {
                 Ok(ack) => Some(ack),
@@ -259,8 +282,17 @@ fn feed_forecasts(
     forecasting.send(Update::Now { at: now, demand });
 }
 
-fn open_store(cfg: &ProfilerConfig, profile: &mut Profile, now: Millis) -> Option<Store> {
-    let path = cfg.store.path.as_ref()?;
+/// Opens the store and restores its history: the last day into the profile's series,
+/// everything within retention returned for the forecaster (daily seasonality needs
+/// two days, weekly two weeks).
+fn open_store(
+    cfg: &ProfilerConfig,
+    profile: &mut Profile,
+    now: Millis,
+) -> (Option<Store>, Vec<Bucket>) {
+    let Some(path) = cfg.store.path.as_ref() else {
+        return (None, Vec::new());
+    };
     match Store::open(path, now) {
         Ok(opened) => {
             if let Some((aside, reason)) = &opened.set_aside {
@@ -268,21 +300,28 @@ fn open_store(cfg: &ProfilerConfig, profile: &mut Profile, now: Millis) -> Optio
                     "store could not be read; kept it aside and started a fresh one");
                 ::metrics::counter!(m::STORE_SET_ASIDE).increment(1);
             }
-            // History restored into memory: the last day of minutes.
-            match opened.store.load(now.saturating_sub(86_400_000)) {
+            let retention = cfg.store.retention.as_millis() as Millis;
+            let history = match opened.store.load(now.saturating_sub(retention)) {
                 Ok(rows) => {
                     tracing::info!(minutes = rows.len(), path = %path.display(), "store opened");
-                    profile.series_mut().restore_minutes(rows);
+                    let day = now.saturating_sub(86_400_000);
+                    profile
+                        .series_mut()
+                        .restore_minutes(rows.iter().filter(|b| b.start >= day).cloned());
+                    rows
                 }
-                Err(e) => tracing::warn!(error = %e, "store history unreadable"),
-            }
-            Some(opened.store)
+                Err(e) => {
+                    tracing::warn!(error = %e, "store history unreadable");
+                    Vec::new()
+                }
+            };
+            (Some(opened.store), history)
         }
         Err(e) => {
             // Profiling degrades; proxying is unaffected.
             tracing::error!(error = %e, "store unavailable; series stay in memory only");
             ::metrics::counter!(m::STORE_WRITES, "result" => "failure").increment(1);
-            None
+            (None, Vec::new())
         }
     }
 }
@@ -353,6 +392,16 @@ impl RequestProfile {
     /// Where the request started, for service time.
     pub fn arrived_at(&self) -> Millis {
         self.at
+    }
+
+    /// The signature the arrival classifier expects, if the model has one.
+    pub fn guess(&self) -> Option<u32> {
+        self.guess
+    }
+
+    /// Records the tier admission put the request in (an arrival feature).
+    pub fn set_tier(&mut self, tier: u8) {
+        self.arrival.tier = tier;
     }
 }
 

@@ -69,6 +69,11 @@ impl Reloader {
         self.restart_required.load_full()
     }
 
+    /// The routing snapshot in force (tiers and admission included).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
     /// Re-reads the file and applies it; on error nothing changes.
     pub fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -89,7 +94,8 @@ impl Reloader {
     fn try_reload(&self) -> Result<ReloadOutcome, ReloadError> {
         let cfg = MeshConfig::load(&self.path)?;
         let generation = self.generation() + 1;
-        let snapshot = Snapshot::build(&cfg, generation)?;
+        // Tier admission keeps what it learned (limits, counters) across the swap.
+        let snapshot = Snapshot::build_after(&cfg, generation, Some(&self.snapshot.load()))?;
         let restart_required = restart_only_changes(&self.started, &cfg);
         self.snapshot.store(Arc::new(snapshot));
         self.current.store(Arc::new(cfg));
@@ -140,6 +146,13 @@ fn restart_only_changes(old: &MeshConfig, new: &MeshConfig) -> Vec<String> {
     // The profiler thread, its queue and its store are built once at startup.
     if old.profiler != new.profiler {
         out.push("profiler".into());
+    }
+    // Signal senders and warm start are set up once, with the forecaster.
+    if old.signals != new.signals {
+        out.push("signals".into());
+    }
+    if old.warm_start != new.warm_start {
+        out.push("warm_start".into());
     }
     out
 }

@@ -2,14 +2,16 @@
 //! built from a validated config and swapped whole (ArcSwap) on reload.
 
 use crate::config::{ClusterConfig, Direction, DownstreamLimits, MeshConfig, Protocol};
+use crate::health::PassiveHealth;
 use crate::metrics::{ClusterMetrics, ListenerMetrics};
+use crate::tiers::TierPolicy;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, WrappedX509};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Everything the data path reads that a reload may change.
 pub struct Snapshot {
@@ -17,6 +19,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub limits: DownstreamLimits,
     listeners: HashMap<String, Arc<ListenerRoutes>>,
+    /// Tiers and admission for inbound listeners; `None` without one.
+    pub tiers: Option<Arc<TierPolicy>>,
 }
 
 /// Where one listener sends requests.
@@ -32,7 +36,8 @@ pub struct ListenerRoutes {
     pub metrics: ListenerMetrics,
 }
 
-/// A cluster: its endpoints as ready-made peers, picked round-robin.
+/// A cluster: its endpoints as ready-made peers, picked round-robin, skipping those
+/// passive health has ejected.
 pub struct Cluster {
     pub name: Arc<str>,
     endpoints: Vec<HttpPeer>,
@@ -41,13 +46,18 @@ pub struct Cluster {
     config: ClusterConfig,
     ca: Option<Arc<[WrappedX509]>>,
     pub metrics: ClusterMetrics,
+    /// Per-endpoint failure runs and ejections, when `passive_health` is configured.
+    health: Option<PassiveHealth>,
+    /// Takes the requests while no endpoint is left (set once, at build).
+    overflow: OnceLock<Arc<Cluster>>,
 }
 
 /// A config that validated but cannot be turned into routes (e.g. DNS changed since).
 #[derive(Debug, thiserror::Error)]
-#[error("cluster {cluster}: {reason}")]
+#[error("{what}: {reason}")]
 pub struct BuildError {
-    cluster: String,
+    /// `cluster <name>`, or the `policies.` config path at fault.
+    what: String,
     reason: String,
 }
 
@@ -55,9 +65,27 @@ pub struct BuildError {
 
 impl Snapshot {
     pub fn build(cfg: &MeshConfig, generation: u64) -> Result<Self, BuildError> {
+        Self::build_after(cfg, generation, None)
+    }
+
+    /// Builds the snapshot for a reload: tier admission takes over what `previous`
+    /// learned (limits, counters, pre-shed level).
+    pub fn build_after(
+        cfg: &MeshConfig,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, BuildError> {
         let mut clusters = HashMap::new();
         for c in &cfg.clusters {
             clusters.insert(c.name.clone(), Arc::new(Cluster::new(c)?));
+        }
+        // Validated: overflow targets exist and do not overflow themselves.
+        for c in &cfg.clusters {
+            let from = clusters.get(&c.name);
+            let to = c.overflow.as_ref().and_then(|o| clusters.get(o));
+            if let (Some(from), Some(to)) = (from, to) {
+                let _ = from.overflow.set(to.clone());
+            }
         }
         let get = |name: &Option<String>| name.as_ref().and_then(|n| clusters.get(n).cloned());
         let mut listeners = HashMap::new();
@@ -89,10 +117,18 @@ impl Snapshot {
             };
             listeners.insert(l.name.clone(), Arc::new(routes));
         }
+        let old_tiers = previous.and_then(|p| p.tiers.as_deref());
+        let tiers = TierPolicy::build(cfg, &clusters, old_tiers)
+            .map_err(|e| BuildError {
+                what: format!("policies.{}", e.field),
+                reason: e.reason,
+            })?
+            .map(Arc::new);
         Ok(Self {
             generation,
             limits: cfg.limits.clone(),
             listeners,
+            tiers,
         })
     }
 
@@ -130,7 +166,7 @@ impl ListenerRoutes {
 impl Cluster {
     fn new(cfg: &ClusterConfig) -> Result<Self, BuildError> {
         let err = |reason: String| BuildError {
-            cluster: cfg.name.clone(),
+            what: format!("cluster {}", cfg.name),
             reason,
         };
         let ca = match cfg.tls.as_ref().and_then(|t| t.ca.as_ref()) {
@@ -152,12 +188,18 @@ impl Cluster {
             config: cfg.clone(),
             ca,
             metrics: ClusterMetrics::new(&cfg.name),
+            health: None,
+            overflow: OnceLock::new(),
         };
         let resolved = cfg.resolve().map_err(err)?;
         cluster.endpoints = resolved
             .into_iter()
             .map(|(host, addr)| cluster.peer(addr, &host))
             .collect();
+        cluster.health = cfg
+            .passive_health
+            .as_ref()
+            .map(|h| PassiveHealth::new(h, cluster.endpoints.len()));
         Ok(cluster)
     }
 
@@ -169,18 +211,67 @@ impl Cluster {
         self.endpoints.len()
     }
 
-    /// The endpoint for a request's `attempt` (1-based): the first attempt takes the
-    /// next endpoint round-robin and records it in `base`; a retry takes the endpoint
-    /// after its previous try, so retries walk the cluster instead of advancing the
-    /// shared counter again (which would send every request to a dead endpoint first
-    /// when there are two). `None` when the cluster has no endpoints.
-    pub fn pick(&self, base: &mut Option<usize>, attempt: usize) -> Option<Box<HttpPeer>> {
-        if self.endpoints.is_empty() {
+    /// The endpoint for a request's `attempt` (1-based) and its index: the first
+    /// attempt takes the next endpoint round-robin and records it in `base`; a retry
+    /// takes the endpoint after its previous try, so retries walk the cluster instead
+    /// of advancing the shared counter again (which would send every request to a dead
+    /// endpoint first when there are two). Ejected endpoints are skipped; if all are
+    /// ejected, `None` when there is an overflow cluster to go to, else the endpoint
+    /// anyway. `None` when the cluster has no endpoints.
+    pub fn pick(
+        &self,
+        base: &mut Option<usize>,
+        attempt: usize,
+        now: u64,
+    ) -> Option<(usize, Box<HttpPeer>)> {
+        let n = self.endpoints.len();
+        if n == 0 {
             return None;
         }
         let start = *base.get_or_insert_with(|| self.next.fetch_add(1, Ordering::Relaxed));
-        let i = start.wrapping_add(attempt.saturating_sub(1)) % self.endpoints.len();
-        self.endpoints.get(i).map(|p| Box::new(p.clone()))
+        let first = start.wrapping_add(attempt.saturating_sub(1)) % n;
+        let i = match &self.health {
+            None => first,
+            Some(h) => match (0..n)
+                .map(|k| (first + k) % n)
+                .find(|i| !h.is_ejected(*i, now))
+            {
+                Some(i) => i,
+                None if self.overflow().is_some() => return None,
+                None => first,
+            },
+        };
+        self.endpoints.get(i).map(|p| (i, Box::new(p.clone())))
+    }
+
+    /// The cluster that takes this one's requests when it has no endpoint left.
+    pub fn overflow(&self) -> Option<&Arc<Cluster>> {
+        self.overflow.get()
+    }
+
+    /// Whether a request should go to the overflow cluster instead: there is one, and
+    /// every endpoint here is ejected (or there are none).
+    pub fn should_overflow(&self, now: u64) -> bool {
+        self.overflow().is_some()
+            && (self.endpoints.is_empty()
+                || self.health.as_ref().is_some_and(|h| !h.any_healthy(now)))
+    }
+
+    /// Passive health: endpoint `i` failed. Counts an ejection if it caused one.
+    pub fn endpoint_failed(&self, i: usize, now: u64) {
+        if let Some(h) = &self.health {
+            if h.failure(i, now) {
+                self.metrics.ejections.increment(1);
+                tracing::warn!(cluster = %self.name, endpoint = i, ejected = h.ejected(now), "endpoint ejected after consecutive failures");
+            }
+        }
+    }
+
+    /// Passive health: endpoint `i` answered.
+    pub fn endpoint_ok(&self, i: usize) {
+        if let Some(h) = &self.health {
+            h.success(i);
+        }
     }
 
     /// A peer for an address outside the endpoint list (an original destination),

@@ -37,7 +37,11 @@ pub struct ServerTls {
 impl ServerTls {
     /// pingora settings: h2 and HTTP/1.1 by ALPN, TLS 1.2+ (pingora's rustls defaults).
     pub fn settings(&self) -> Result<TlsSettings, TlsError> {
-        let mut settings = TlsSettings::intermediate("", "").map_err(|e| err("listener", e))?;
+        // Same rustls defaults as `intermediate` (TLS 1.2+), plus the hook that names a
+        // verified client certificate's peer.
+        let mut settings =
+            TlsSettings::with_callbacks(Box::new(crate::peer_identity::PeerIdentityCallback))
+                .map_err(|e| err("listener", e))?;
         settings.set_cert_resolver(Arc::new(FixedCert(self.cert.clone())));
         if let Some(roots) = &self.client_roots {
             let verifier = WebPkiClientVerifier::builder(roots.clone())

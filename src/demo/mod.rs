@@ -6,7 +6,12 @@
 //! shows what the sidecar learns (signatures, demand vs forecast, desired replicas,
 //! sheds) live, prints a summary and shuts the sidecar down. Everything binds to
 //! loopback; every file lives in a temporary directory removed at the end.
+//!
+//! Unless `--no-history` is given, the sidecar's store is first seeded with two days
+//! of synthetic per-minute history (see `history`), so a forecast shows within
+//! seconds instead of after whole minutes; the view and the summary say so.
 
+mod history;
 mod load;
 mod shape;
 mod sidecar;
@@ -48,6 +53,10 @@ pub struct DemoArgs {
     /// Admin API address of the demo's sidecar (loopback; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
+    /// Start the sidecar with an empty store instead of two days of synthetic history
+    /// (the forecast then waits for whole minutes of live traffic).
+    #[arg(long)]
+    pub no_history: bool,
 }
 
 /// Why the demo could not run.
@@ -186,6 +195,11 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         .map_err(|e| DemoError::io("creating a temporary directory", e))?;
     let tty = std::io::stdout().is_terminal();
     println!("prescale demo: starting the sample service and the sidecar ...");
+    let seeded = if args.no_history {
+        None
+    } else {
+        seed_history(dir.path(), f64::from(args.rate))
+    };
 
     let (mut child, ports, _upstreams, admin) = {
         let mut attempt = 0;
@@ -223,6 +237,7 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         duration: args.duration,
         peak_rate: f64::from(args.rate),
         sidecar_pid: child.pid(),
+        seeded: seeded.clone(),
     };
     println!(
         "prescale demo: sidecar pid {} ready; inbound http://{}  outbound http://{}  admin http://{}",
@@ -294,7 +309,15 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         None => child.shutdown(&admin, EXIT_LIMIT).await,
     };
     let sidecar_ok = matches!(&stop, Stopped::Clean(s) if s.success());
-    print_summary(&snap, &last, &stop, child.pid(), interrupted, &child);
+    print_summary(
+        &snap,
+        &last,
+        &stop,
+        child.pid(),
+        interrupted,
+        &child,
+        seeded.as_deref(),
+    );
     drop(child);
     drop(dir);
     Ok(Outcome {
@@ -305,6 +328,26 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
     })
 }
 
+/// Seeds the sidecar's store (`<dir>/store.redb`, as the config says) with synthetic
+/// history; returns the note to show, or None (with a warning) when it failed: the
+/// demo then runs as with `--no-history`.
+fn seed_history(dir: &std::path::Path, peak_rate: f64) -> Option<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match history::seed(&dir.join(sidecar::STORE_FILE), now, peak_rate) {
+        Ok(minutes) => {
+            let note = history::note();
+            println!("prescale demo: {note}: {minutes} minutes (--no-history turns it off)");
+            Some(note)
+        }
+        Err(e) => {
+            eprintln!("warning: cannot seed the demo's history ({e}); the forecast waits for live minutes");
+            None
+        }
+    }
+}
+
 fn print_summary(
     snap: &load::Snapshot,
     obs: &Observed,
@@ -312,6 +355,7 @@ fn print_summary(
     pid: u32,
     interrupted: bool,
     child: &Sidecar,
+    seeded: Option<&str>,
 ) {
     let mut s = String::new();
     use std::fmt::Write as _;
@@ -386,6 +430,9 @@ fn print_summary(
             );
         }
     }
+    if let Some(note) = seeded {
+        let _ = writeln!(s, "  history     {note}");
+    }
     match &obs.scale {
         Some(sc) => {
             let _ = writeln!(
@@ -410,6 +457,8 @@ fn print_summary(
     if !matches!(stop, Stopped::Clean(st) if st.success()) {
         let _ = writeln!(s, "  sidecar log (last lines):\n{}", child.log_tail(15));
     }
-    print!("{s}");
-    let _ = std::io::stdout().flush();
+    // A closed pipe (`prescale demo | head`) is not worth a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
 }

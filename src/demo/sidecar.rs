@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 /// The shipped example config: the demo runs exactly this, re-pointed at loopback.
 const EXAMPLE: &str = include_str!("../../deploy/examples/sidecar.yaml");
 const EXAMPLE_NAME: &str = "deploy/examples/sidecar.yaml";
+/// The sidecar's embedded store, inside the demo's temporary directory.
+pub const STORE_FILE: &str = "store.redb";
 
 /// Where the sidecar listens (all loopback).
 #[derive(Copy, Clone, Debug)]
@@ -103,7 +105,7 @@ pub fn write_config(
     p.enabled = true;
     p.refit_interval = Duration::from_secs(10);
     p.min_samples = p.min_samples.min(150);
-    p.store.path = Some(dir.join("store.redb"));
+    p.store.path = Some(dir.join(STORE_FILE));
     p.store.flush_interval = Duration::from_secs(5);
     let s = &mut cfg.policies.scaling;
     // At its peak the demo's service keeps ~1.5 workers busy; half a worker per

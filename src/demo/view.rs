@@ -90,6 +90,8 @@ pub struct Header {
     pub duration: Duration,
     pub peak_rate: f64,
     pub sidecar_pid: u32,
+    /// The note shown when the store was seeded with synthetic history.
+    pub seeded: Option<String>,
 }
 
 // === impl AdminClient ===
@@ -390,6 +392,9 @@ pub fn screen(h: &Header, elapsed: Duration, load: &Snapshot, obs: &Observed) ->
             );
         }
     }
+    if let Some(note) = &h.seeded {
+        let _ = writeln!(s, "          {DIM}{note}{RESET}");
+    }
     match &obs.scale {
         Some(sc) => {
             let _ = writeln!(
@@ -424,7 +429,8 @@ pub fn line(h: &Header, elapsed: Duration, load: &Snapshot, obs: &Observed) -> S
         format!("{} [{}]", s.list.len(), routes.join(" "))
     });
     let fc = obs.forecast.as_ref().map_or("waiting".to_string(), |f| {
-        format!("{:.2}/{:.2}", f.point, f.upper)
+        let seeded = if h.seeded.is_some() { " (seeded)" } else { "" };
+        format!("{:.2}/{:.2}{seeded}", f.point, f.upper)
     });
     let replicas = obs
         .scale

@@ -41,6 +41,8 @@ pub struct Profiled {
 
 /// Requests handed to the profiler per batch (the sidecar's profiler drains similar).
 const BATCH: usize = 1024;
+/// Batches that may try for a first model before the regular schedule takes over.
+const FIRST_FIT_ATTEMPTS: u64 = 8;
 /// A trace longer than this is an input mistake, not a replay (10 years).
 const MAX_SPAN_SECONDS: u64 = 10 * 365 * 86_400;
 
@@ -55,6 +57,7 @@ pub struct Builder {
     started: bool,
     refit_every_ms: u64,
     last_refit_ms: u64,
+    attempts: u64,
 }
 
 impl Builder {
@@ -80,6 +83,7 @@ impl Builder {
             started: false,
             refit_every_ms,
             last_refit_ms: 0,
+            attempts: 0,
         }
     }
 
@@ -200,10 +204,12 @@ impl Builder {
         self.batch.clear();
         // The live profiler re-fits on its interval; here the interval is scaled to
         // the trace so clustering cost stays bounded.
-        if now.saturating_sub(self.last_refit_ms) >= self.refit_every_ms && profile.maybe_refit(now)
-        {
+        // An attempt counts even when no model came of it (too few distinct samples, a
+        // poor clustering): retrying every batch would spend the replay clustering.
+        let due = now.saturating_sub(self.last_refit_ms) >= self.refit_every_ms;
+        if due || (profile.refits() == 0 && self.attempts < FIRST_FIT_ATTEMPTS) {
+            self.attempts += 1;
             self.last_refit_ms = now;
-        } else if profile.refits() == 0 {
             profile.maybe_refit(now);
         }
     }

@@ -570,3 +570,323 @@ pub fn promtool_check(body: &str) {
         String::from_utf8_lossy(&out.stderr),
     );
 }
+
+// === a webhook receiver (signals tests) ===
+
+/// One request a [`Receiver`] got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Bytes,
+}
+
+/// How a [`Receiver`] answers one request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// This status, with a `Retry-After` header when given.
+    Status(u16, Option<&'static str>),
+    /// Read the request, then answer nothing for this long.
+    Stall(Duration),
+}
+
+/// A real HTTP receiver on loopback (hyper, HTTP/1.1, plain or TLS) that records every
+/// request and answers from a script: the n-th request gets `script[n]`, later ones
+/// `then`.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub requests: Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start(script: Vec<Reply>, then: Reply) -> Self {
+        Self::start_with(script, then, None).await
+    }
+
+    pub async fn start_tls(script: Vec<Reply>, then: Reply, cert: &TestCert) -> Self {
+        let certs = rustls_pemfile::certs(&mut cert.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
+            .unwrap()
+            .unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        Self::start_with(script, then, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        script: Vec<Reply>,
+        then: Reply,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let script = Arc::new((script, then));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = seen.clone();
+                let script = script.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let seen = seen.clone();
+                        let script = script.clone();
+                        async move {
+                            let at = Instant::now();
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_string();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                                .collect();
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let n = {
+                                let mut g = seen.lock().unwrap();
+                                g.push(Received {
+                                    at,
+                                    method,
+                                    path,
+                                    headers,
+                                    body,
+                                });
+                                g.len() - 1
+                            };
+                            let reply = script.0.get(n).unwrap_or(&script.1).clone();
+                            let (code, retry_after) = match reply {
+                                Reply::Status(code, retry_after) => (code, retry_after),
+                                Reply::Stall(d) => {
+                                    tokio::time::sleep(d).await;
+                                    (200, None)
+                                }
+                            };
+                            let mut resp = full(StatusCode::from_u16(code).unwrap(), "{}".into());
+                            if let Some(v) = retry_after {
+                                resp.headers_mut().insert("retry-after", v.parse().unwrap());
+                            }
+                            Ok::<_, hyper::Error>(resp)
+                        }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = conn.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = conn.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived; returns them all.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.received();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// === a real Prometheus (tests that need the Debian `prometheus` package) ===
+
+/// Whether `prometheus` and `promtool` are installed. When not, prints why and returns
+/// false so the test can return early; under `CI=true` it panics instead.
+pub fn prometheus_usable(test: &str) -> bool {
+    let missing = ["prometheus", "promtool"].into_iter().find(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+    });
+    let Some(tool) = missing else { return true };
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        !ci,
+        "{test}: `{tool}` is not installed (apt-get install prometheus)"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: `{tool}` is not installed (apt-get install prometheus; CI=true makes this fail)"
+    );
+    false
+}
+
+/// A Prometheus server on a free loopback port with its own temp data dir, scraping
+/// each target's `/metrics` every second; killed on drop.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+    child: KillOnDrop,
+}
+
+impl Prometheus {
+    /// Starts on `data` (e.g. filled by [`backfill_counter`]) or an empty dir, and
+    /// waits until `/-/ready` answers 200.
+    pub fn start(targets: &[SocketAddr], data: Option<&Path>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: prescale\n    metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let data = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = dir.path().join("prometheus.log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn prometheus");
+        let mut prom = Self {
+            addr,
+            dir,
+            log,
+            child: KillOnDrop(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = prom.child.0.try_wait() {
+                panic!("prometheus exited early ({status}):\n{}", prom.logs());
+            }
+            if admin_get(prom.addr, "/-/ready").map(|(s, _)| s) == Some(200) {
+                return prom;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready:\n{}",
+                prom.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// An instant PromQL query through `/api/v1/query`; the `data.result` array.
+    pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let Some((status, body)) = admin_get(self.addr, &path) else {
+            return Vec::new();
+        };
+        assert_eq!(status, 200, "{promql}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{promql}: {body}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Writes a counter `name` growing by `per_second` from `before` ago until `after`
+/// from now, one sample per `every`, as OpenMetrics, and turns it into TSDB blocks in
+/// `data` with `promtool tsdb create-blocks-from openmetrics` (Prometheus' own
+/// backfill). Samples past now keep every range window up to now fully covered, so
+/// `rate()` is exact however the test's clock falls on minute boundaries; but a
+/// Prometheus holding them refuses scraped samples older than its newest block.
+pub fn backfill_counter(
+    data: &Path,
+    name: &str,
+    per_second: f64,
+    before: Duration,
+    after: Duration,
+    every: Duration,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end, step) = (
+        now - before.as_secs(),
+        now + after.as_secs(),
+        every.as_secs().max(1),
+    );
+    let mut text = format!("# HELP {name} Backfilled test counter.\n# TYPE {name} counter\n");
+    let mut t = start;
+    while t < end {
+        let v = (t - start) as f64 * per_second;
+        text.push_str(&format!("{name}_total {v} {t}\n"));
+        t += step;
+    }
+    text.push_str("# EOF\n");
+    let input = data.with_extension("om");
+    std::fs::write(&input, text).unwrap();
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(data)
+        .output()
+        .expect("promtool is installed");
+    assert!(
+        out.status.success(),
+        "promtool backfill: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Percent-encodes a query parameter value.
+pub fn url_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

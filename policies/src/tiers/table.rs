@@ -225,6 +225,12 @@ impl TierTable {
         &self.header
     }
 
+    /// Whether `identity` or `ip` is in `tiers.trusted_sources`: the proxy honours other
+    /// client-supplied claims (a source identity header) only from these peers too.
+    pub fn trusts(&self, identity: Option<&str>, ip: Option<std::net::IpAddr>) -> bool {
+        self.trusted.contains(identity, ip)
+    }
+
     /// Number of tiers (at most [`MAX_TIERS`]).
     pub fn len(&self) -> usize {
         self.tiers.len()

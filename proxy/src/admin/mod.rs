@@ -77,7 +77,14 @@ impl Admin {
             (&Method::GET, "/v1/forecast") => {
                 json(StatusCode::OK, &**self.forecasting.forecast.load())
             }
-            (&Method::GET, "/v1/scale") => json(StatusCode::OK, &**self.forecasting.scale.load()),
+            (&Method::GET, "/v1/scale") => json(StatusCode::OK, &self.forecasting.scale_view()),
+            (&Method::GET, "/v1/tiers") => match &self.reloader.snapshot().tiers {
+                Some(policy) => json(StatusCode::OK, &crate::tiers::tiers_json(policy)),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "no inbound listener, so no tier admission\n",
+                ),
+            },
             (&Method::GET, "/v1/series") => json(
                 StatusCode::OK,
                 &serde_json::json!({ "step_seconds": 60, "minutes": &**self.profiling.minutes.load() }),
@@ -101,13 +108,17 @@ impl Admin {
             (
                 _,
                 "/metrics" | "/ready" | "/live" | "/config" | "/reload" | "/shutdown"
-                | "/v1/signatures" | "/v1/series" | "/v1/forecast" | "/v1/scale",
+                | "/v1/signatures" | "/v1/series" | "/v1/forecast" | "/v1/scale" | "/v1/tiers",
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
     fn metrics(&self) -> Resp {
+        // Admission counts in atomics of its own; copy them in at each scrape.
+        if let Some(policy) = &self.reloader.snapshot().tiers {
+            crate::tiers::export(policy);
+        }
         let body = self.metrics.render();
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         resp.headers_mut().insert(

@@ -33,6 +33,29 @@ pub struct ClusterConfig {
     /// sent nothing, so this is safe for every method.
     #[serde(default = "default_retries")]
     pub connect_retries: usize,
+    /// Eject endpoints that fail in a row for a while (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_health: Option<PassiveHealthConfig>,
+    /// The cluster that takes this one's requests while it has no endpoint left (all
+    /// ejected, or none), e.g. a tier's reserved replicas overflowing to the shared
+    /// ones. It must not overflow further itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<String>,
+}
+
+/// Passive health checking: endpoints are judged by the requests they serve.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealthConfig {
+    /// Failures in a row (connect errors, upstream timeouts and resets, 502/503/504)
+    /// that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// How long the first ejection lasts; each ejection in a row doubles it.
+    #[serde(with = "humantime_serde")]
+    pub ejection: Duration,
+    /// The longest ejection.
+    #[serde(with = "humantime_serde")]
+    pub max_ejection: Duration,
 }
 
 #[derive(Copy, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -101,6 +124,8 @@ impl ClusterConfig {
             pool_size: default_pool(),
             max_h2_streams: default_streams(),
             connect_retries: 0,
+            passive_health: None,
+            overflow: None,
         }
     }
 
@@ -162,12 +187,47 @@ impl ClusterConfig {
         if self.connect_retries > 10 {
             return Err(Invalid::new("connect_retries", "must be at most 10"));
         }
+        if let Some(h) = &self.passive_health {
+            if !(1..=1000).contains(&h.consecutive_failures) {
+                return Err(Invalid::new(
+                    "passive_health.consecutive_failures",
+                    "must be between 1 and 1000",
+                ));
+            }
+            bounded("ejection", h.ejection)
+                .and_then(|_| bounded("max_ejection", h.max_ejection))
+                .map_err(|e| e.under("passive_health"))?;
+            if h.max_ejection < h.ejection {
+                return Err(Invalid::new(
+                    "passive_health.max_ejection",
+                    "must be at least ejection",
+                ));
+            }
+        }
+        if self.overflow.as_deref() == Some(self.name.as_str()) {
+            return Err(Invalid::new(
+                "overflow",
+                "a cluster cannot overflow to itself",
+            ));
+        }
         let t = &self.timeouts;
         bounded("connect", t.connect)
             .and_then(|_| bounded("read", t.read))
             .and_then(|_| bounded("write", t.write))
             .and_then(|_| bounded("idle", t.idle))
             .map_err(|e| e.under("timeouts"))
+    }
+}
+
+// === impl PassiveHealthConfig ===
+
+impl Default for PassiveHealthConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+        }
     }
 }
 

@@ -11,12 +11,16 @@ mod error;
 mod listener;
 mod locate;
 mod runtime;
+mod signals;
 
 pub use self::admin::{AdminConfig, Secret};
-pub use self::cluster::{ClusterConfig, Protocol, Timeouts, UpstreamTls};
+pub use self::cluster::{ClusterConfig, PassiveHealthConfig, Protocol, Timeouts, UpstreamTls};
 pub use self::error::ConfigError;
 pub use self::listener::{Direction, ListenerConfig, ListenerTls, RouteConfig};
 pub use self::runtime::{DownstreamLimits, DrainConfig, RuntimeConfig};
+pub use self::signals::{
+    DemandUnit, KedaConfig, KubernetesConfig, SignalsConfig, WarmStartConfig, WebhookConfig,
+};
 
 use prescale_policies::PoliciesConfig;
 use prescale_profiler::ProfilerConfig;
@@ -44,6 +48,12 @@ pub struct MeshConfig {
     pub profiler: ProfilerConfig,
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// Where scaling decisions are sent besides `/metrics` (a webhook).
+    #[serde(default)]
+    pub signals: SignalsConfig,
+    /// Seeds the forecast from Prometheus when the embedded store is empty.
+    #[serde(default)]
+    pub warm_start: Option<WarmStartConfig>,
 }
 
 /// A semantic problem found after parsing; its path also finds its line in the file.
@@ -111,6 +121,7 @@ impl MeshConfig {
             c.resolve_paths(base);
         }
         self.profiler.resolve_paths(base);
+        self.signals.resolve_paths(base);
     }
 
     fn validate(&self) -> Result<(), Invalid> {
@@ -130,6 +141,20 @@ impl MeshConfig {
             }
             c.validate()
                 .map_err(|e| e.under(format!("clusters[{i}]")))?;
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            let Some(to) = &c.overflow else { continue };
+            let at = format!("clusters[{i}].overflow");
+            match self.cluster(to) {
+                None => return Err(Invalid::new(at, format!("unknown cluster {to:?}"))),
+                Some(t) if t.overflow.is_some() => {
+                    return Err(Invalid::new(
+                        at,
+                        format!("cluster {to:?} overflows itself; chains are not allowed"),
+                    ))
+                }
+                Some(_) => {}
+            }
         }
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
@@ -164,6 +189,19 @@ impl MeshConfig {
         self.policies
             .validate()
             .map_err(|e| Invalid::new(format!("policies.{}", e.field), e.reason))?;
+        // A tier routed to its own cluster needs that cluster declared.
+        for (at, name) in self.policies.tiers.clusters() {
+            if !cluster_names.contains(name) {
+                return Err(Invalid::new(
+                    format!("policies.{at}"),
+                    format!("unknown cluster {name:?}"),
+                ));
+            }
+        }
+        self.signals.validate().map_err(|e| e.under("signals"))?;
+        if let Some(w) = &self.warm_start {
+            w.validate().map_err(|e| e.under("warm_start"))?;
+        }
         Ok(())
     }
 }

@@ -438,3 +438,78 @@ fn relative_tls_paths_resolve_against_the_config_file() {
     let ca = cfg.clusters[0].tls.as_ref().unwrap().ca.as_ref().unwrap();
     assert_eq!(ca, Path::new("/etc/prescale/ca.pem"));
 }
+
+#[test]
+fn tier_policy_errors_name_path_and_line() {
+    // A tier routed to a cluster nobody declared.
+    let tiers = "policies:\n  tiers:\n    list:\n      - name: standard\n      - name: critical\n        cluster: reservd\n";
+    let text = format!("{BASE}{tiers}");
+    rejected_at(
+        &text,
+        "cluster: reservd",
+        &[
+            "policies.tiers.list[1].cluster",
+            "unknown cluster \"reservd\"",
+        ],
+    );
+    // The same tier on a declared cluster is fine.
+    parse(&text.replace("reservd", "payments")).expect("tier cluster exists");
+    // Shares over 1 point at the tier that tipped them over.
+    let tiers = "policies:\n  tiers:\n    list:\n      - name: standard\n        share: 0.7\n      - name: batch\n        share: 0.5\n";
+    rejected_at(
+        &format!("{BASE}{tiers}"),
+        "share: 0.5",
+        &["policies.tiers.list[1].share", "more than 1"],
+    );
+}
+
+#[test]
+fn overflow_and_passive_health_are_checked_with_path_and_line() {
+    let text = with(
+        "    protocol: h2c",
+        "    protocol: h2c\n    overflow: nowhere",
+    );
+    rejected_at(
+        &text,
+        "overflow: nowhere",
+        &["clusters[1].overflow", "unknown cluster \"nowhere\""],
+    );
+    let text = with(
+        "    protocol: h2c",
+        "    protocol: h2c\n    overflow: payments",
+    );
+    rejected_at(
+        &text,
+        "overflow: payments",
+        &["clusters[1].overflow", "itself"],
+    );
+    let text = with(
+        "    protocol: h2c",
+        "    protocol: h2c\n    passive_health: { consecutive_failures: 0 }",
+    );
+    rejected_at(
+        &text,
+        "consecutive_failures: 0",
+        &["clusters[1].passive_health.consecutive_failures"],
+    );
+    // Payments overflows to local, which may not overflow further.
+    let ok = with(
+        "    protocol: h2c",
+        "    protocol: h2c\n    overflow: local\n    passive_health: { consecutive_failures: 3, ejection: 5s }",
+    );
+    let cfg = parse(&ok).expect("overflow to local is fine");
+    let p = cfg.cluster("payments").unwrap();
+    assert_eq!(p.overflow.as_deref(), Some("local"));
+    let h = p.passive_health.as_ref().unwrap();
+    assert_eq!(
+        (h.consecutive_failures, h.ejection, h.max_ejection),
+        (3, Duration::from_secs(5), Duration::from_secs(300))
+    );
+    let chain = ok.replace("      read: 30s", "      read: 30s\n    overflow: payments");
+    // local → payments → local: the first link is refused.
+    rejected_at(
+        &chain,
+        "overflow: payments",
+        &["clusters[0].overflow", "chains are not allowed"],
+    );
+}

@@ -4,6 +4,7 @@ use crate::lifecycle::InFlight;
 use crate::metrics::LocalReason;
 use crate::profiling::RequestProfile;
 use crate::routes::{Cluster, ListenerRoutes};
+use prescale_policies::{Permit, TierId};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,10 +22,20 @@ pub struct RequestCtx {
     pub attempts: usize,
     /// The round-robin position of the first attempt; retries continue from it.
     pub rr_base: Option<usize>,
+    /// Index of the endpoint of the current attempt in the target cluster, for passive
+    /// health; cleared once a connect failure has been counted against it.
+    pub endpoint: Option<usize>,
     /// Set when the proxy answers by itself; becomes the `x-prescale-error` header.
     pub local: Option<LocalReason>,
     /// Arrival features of a profiled (inbound, routed) request.
     pub profile: Option<RequestProfile>,
+    /// The tier admission classified an inbound request into.
+    pub tier: Option<TierId>,
+    /// The admission slot, held until `logging` releases it with the upstream's
+    /// latency; dropped (freeing the slot) if the request ends any other way.
+    pub permit: Option<Permit>,
+    /// When the upstream's response header arrived: the end of the latency sample.
+    pub responded: Option<Instant>,
 }
 
 /// The upstream chosen for a request.
@@ -48,8 +59,12 @@ impl RequestCtx {
             target: Target::Unrouted,
             attempts: 0,
             rr_base: None,
+            endpoint: None,
             local: None,
             profile: None,
+            tier: None,
+            permit: None,
+            responded: None,
         }
     }
 

@@ -90,3 +90,30 @@ pub async fn respond(
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
+
+/// Answers a request admission refused: 503 (overload, pre-shedding) or 429 (rate
+/// limit), with `Retry-After`, `x-prescale-error: shed | rate_limited` like every local
+/// answer, and `x-prescale-shed: <reason>; tier=<tier>` naming why and for whom.
+pub async fn reject(
+    session: &mut Session,
+    rejection: &prescale_policies::Rejection,
+    tier: &str,
+) -> pingora::Result<LocalReason> {
+    let status = rejection.status();
+    let local = if status == 429 {
+        LocalReason::RateLimited
+    } else {
+        LocalReason::Shed
+    };
+    let reason = rejection.reason.as_str();
+    let body = Bytes::from(format!("{status} {reason}: tier {tier}\n"));
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("retry-after", rejection.retry_after_secs.to_string())?;
+    resp.insert_header("x-prescale-error", local.as_str())?;
+    resp.insert_header("x-prescale-shed", format!("{reason}; tier={tier}"))?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(local)
+}

@@ -15,17 +15,19 @@ pub use self::ctx::{RequestCtx, Target};
 use crate::config::Direction;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::LocalReason;
-use crate::profiling::Profiling;
+use crate::profiling::{Profiling, RequestProfile};
 use crate::routes::Snapshot;
+use crate::tiers::{self, TierPolicy, Verdict};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
 use prescale_profiler::sample::Completion;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The proxy logic of one listener.
 pub struct Sidecar {
@@ -132,7 +134,11 @@ impl ProxyHttp for Sidecar {
                             .client_addr()
                             .and_then(PingoraAddr::as_inet)
                             .map(|a| a.ip());
-                        ctx.profile = self.profiling.arrive(req, client);
+                        let peer = crate::peer_identity::of(session);
+                        ctx.profile = self.profiling.arrive(req, peer, client);
+                        if let Some(policy) = &snapshot.tiers {
+                            return self.admit(session, ctx, policy, client).await;
+                        }
                     }
                     Direction::Outbound => self.profiling.outbound_call(req),
                 }
@@ -173,8 +179,9 @@ impl ProxyHttp for Sidecar {
         &self,
         session: &mut Session,
         _upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        ctx.responded.get_or_insert_with(Instant::now);
         if self.lifecycle.is_draining() {
             session.set_keepalive(None);
         }
@@ -187,8 +194,26 @@ impl ProxyHttp for Sidecar {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
         ctx.attempts += 1;
+        let now = tiers::now_micros();
         let peer = match &ctx.target {
-            Target::Cluster(c) => c.pick(&mut ctx.rr_base, ctx.attempts),
+            Target::Cluster(c) => match c.pick(&mut ctx.rr_base, ctx.attempts, now) {
+                Some((i, peer)) => {
+                    ctx.endpoint = Some(i);
+                    Some(peer)
+                }
+                // No endpoint left: the overflow cluster, if there is one, takes over.
+                None => match c.overflow().cloned() {
+                    Some(overflow) => {
+                        c.metrics.overflows.increment(1);
+                        ctx.rr_base = None;
+                        let picked = overflow.pick(&mut ctx.rr_base, 1, now);
+                        ctx.endpoint = picked.as_ref().map(|(i, _)| *i);
+                        ctx.target = Target::Cluster(overflow);
+                        picked.map(|(_, peer)| peer)
+                    }
+                    None => None,
+                },
+            },
             Target::OriginalDst(dst, c) => Some(c.peer_for(*dst)),
             Target::Unrouted => None,
         };
@@ -208,6 +233,11 @@ impl ProxyHttp for Sidecar {
             .client_addr()
             .and_then(PingoraAddr::as_inet)
             .map(|a| a.ip());
+        // Only a verified certificate names the client: never a client-sent header.
+        let _ = upstream_request.remove_header(crate::peer_identity::HEADER);
+        if let Some(peer) = crate::peer_identity::of(session) {
+            upstream_request.insert_header(crate::peer_identity::HEADER, peer)?;
+        }
         forwarded::append(upstream_request, client, self.tls)
     }
 
@@ -218,10 +248,17 @@ impl ProxyHttp for Sidecar {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let now = tiers::now_micros();
+        let endpoint = ctx.endpoint.take();
         if let Some(c) = ctx.cluster() {
             c.metrics.connect_error(errors::connect_kind(&e));
-            // Nothing was sent, so another endpoint is safe for any method.
-            if c.len() > 1 && ctx.attempts <= c.connect_retries {
+            if let Some(i) = endpoint {
+                c.endpoint_failed(i, now);
+            }
+            // Nothing was sent, so another endpoint (or the overflow cluster, once
+            // this one has none left) is safe for any method.
+            let elsewhere = c.len() > 1 || c.should_overflow(now);
+            if elsewhere && ctx.attempts <= c.connect_retries {
                 e.set_retry(true);
             }
         }
@@ -253,8 +290,14 @@ impl ProxyHttp for Sidecar {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(permit) = ctx.permit.take() {
+            let client_gone = e.is_some_and(|e| matches!(e.esource(), ErrorSource::Downstream));
+            let latency = ctx.responded.unwrap_or_else(Instant::now) - ctx.start;
+            let outcome = tiers::outcome(status, ctx.local, client_gone);
+            permit.release(latency, outcome, tiers::now_micros());
+        }
         let Some(routes) = &ctx.routes else { return };
         let m = &routes.metrics;
         m.in_flight.decrement(1.0);
@@ -272,6 +315,20 @@ impl ProxyHttp for Sidecar {
             };
             self.profiling.complete(p, completion);
         }
+        // Passive health learns from every answer (connect failures were counted in
+        // `fail_to_connect`).
+        if let (Some(c), Some(i)) = (ctx.cluster(), ctx.endpoint) {
+            match ctx.local {
+                None if matches!(status, 502..=504) => c.endpoint_failed(i, tiers::now_micros()),
+                None if status > 0 => c.endpoint_ok(i),
+                Some(
+                    LocalReason::UpstreamTimeout
+                    | LocalReason::UpstreamReset
+                    | LocalReason::UpstreamProtocol,
+                ) => c.endpoint_failed(i, tiers::now_micros()),
+                _ => {}
+            }
+        }
         // Only count the cluster for answers that came from it.
         if ctx.local.is_none() {
             if let Some(c) = ctx.cluster() {
@@ -282,6 +339,50 @@ impl ProxyHttp for Sidecar {
 }
 
 impl Sidecar {
+    /// Tier admission for an inbound request: the permit goes into the context and the
+    /// tier's own cluster (if any) becomes the target; a refusal is answered here.
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        policy: &TierPolicy,
+        client: Option<std::net::IpAddr>,
+    ) -> pingora::Result<bool> {
+        let cost = ctx
+            .profile
+            .as_ref()
+            .and_then(RequestProfile::guess)
+            .and_then(|sig| self.profiling.expected_service_time(sig));
+        match policy.admit(session, client, cost) {
+            Verdict::Admit {
+                tier,
+                permit,
+                cluster,
+            } => {
+                if let Some(p) = &mut ctx.profile {
+                    p.set_tier(u8::try_from(tier.index()).unwrap_or(u8::MAX));
+                }
+                if let Some(c) = cluster {
+                    ctx.target = Target::Cluster(c);
+                }
+                ctx.tier = Some(tier);
+                ctx.permit = Some(permit);
+                Ok(false)
+            }
+            Verdict::Reject(r) => {
+                // Not served, so no sample: its service time is unknown.
+                ctx.profile = None;
+                ctx.tier = Some(r.tier);
+                let reason = errors::reject(session, &r, policy.tier_name(r.tier)).await?;
+                ctx.local = Some(reason);
+                if let Some(routes) = &ctx.routes {
+                    routes.metrics.local(reason);
+                }
+                Ok(true)
+            }
+        }
+    }
+
     /// Answers locally and tells pingora the request is done.
     async fn answer(
         &self,

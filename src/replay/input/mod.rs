@@ -429,7 +429,6 @@ impl Reader {
         self.stats.last_ts = Some(ts);
         record
     }
-
 }
 
 impl Iterator for Reader {

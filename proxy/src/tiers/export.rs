@@ -1,0 +1,63 @@
+//! What tier policies show: admission metrics, refreshed from the policy's atomic
+//! counters each time `/metrics` is rendered (never per request), and `GET /v1/tiers`.
+//!
+//! Label values are tier and cluster names from the config (at most 16 tiers, so at
+//! most 16 × 7 decision series) and fixed decision and reason names.
+
+use super::TierPolicy;
+use crate::metrics as m;
+use prescale_policies::RejectReason;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// `(cluster, tier)` in-flight series exported last time, so a tier removed by a
+/// reload is zeroed rather than left stale.
+static EXPORTED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+
+/// Publishes the policy's counters and gauges. Off the data path (admin thread).
+pub fn export(policy: &TierPolicy) {
+    let snap = policy.admission.snapshot();
+    for (tier, kind, reason, n) in snap.decision_counts() {
+        let reason = reason.map_or("none", RejectReason::as_str);
+        ::metrics::counter!(m::ADMISSION_DECISIONS, "tier" => tier.to_string(), "decision" => kind.as_str(), "reason" => reason)
+            .absolute(n);
+    }
+    let cluster_name =
+        |c: &Option<String>| c.clone().unwrap_or_else(|| policy.route_cluster.clone());
+    for c in &snap.clusters {
+        let cluster = cluster_name(&c.cluster);
+        ::metrics::gauge!(m::ADMISSION_LIMIT, "cluster" => cluster.clone())
+            .set(f64::from(c.limit.limit));
+        ::metrics::gauge!(m::ADMISSION_CLUSTER_IN_FLIGHT, "cluster" => cluster)
+            .set(f64::from(c.inflight));
+    }
+    let mut now = BTreeSet::new();
+    for t in &snap.tiers {
+        let key = (cluster_name(&t.cluster), t.name.clone());
+        ::metrics::gauge!(m::ADMISSION_IN_FLIGHT, "cluster" => key.0.clone(), "tier" => key.1.clone())
+            .set(f64::from(t.inflight));
+        now.insert(key);
+    }
+    ::metrics::gauge!(m::PRESHED_LEVEL).set(snap.preshed_level);
+    let mut exported = EXPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    for (cluster, tier) in exported.difference(&now) {
+        ::metrics::gauge!(m::ADMISSION_IN_FLIGHT, "cluster" => cluster.clone(), "tier" => tier.clone())
+            .set(0.0);
+    }
+    *exported = now;
+}
+
+/// `GET /v1/tiers`: the admission snapshot with the route cluster's name, whether the
+/// policy is enforced, and the tier header.
+pub fn tiers_json(policy: &TierPolicy) -> serde_json::Value {
+    let mut v = serde_json::to_value(policy.admission.snapshot()).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("route_cluster".into(), policy.route_cluster.clone().into());
+        o.insert("enforcing".into(), policy.enforcing.into());
+        o.insert(
+            "header".into(),
+            policy.admission.tiers().header().to_string().into(),
+        );
+    }
+    v
+}

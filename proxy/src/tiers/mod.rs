@@ -1,0 +1,230 @@
+//! Tier policies at the edge: classify each inbound request, admit or shed it, and
+//! route it to its tier's cluster. The decisions are `prescale-policies`'; this module
+//! only feeds them the request and the clock, and turns their answers into traffic.
+//!
+//! One [`TierPolicy`] serves every inbound listener: a sidecar protects one service,
+//! so all inbound listeners share its concurrency limit (the policies' "route's own
+//! cluster") and the limit of each tier cluster. Outbound listeners carry the
+//! service's own calls and are not admitted. The policy lives in the routing
+//! [`Snapshot`], so a reload swaps tiers, limits and routes together; learned limits
+//! and counters carry over (`Admission::reconfigure`).
+//!
+//! Source identity, in order: the verified mTLS client's name (listeners with
+//! `client_ca`; see `peer_identity`), the `profiler.source_header` value when the peer is in
+//! `policies.tiers.trusted_sources`, else the client address. A client can forge none
+//! of these: a header from an untrusted peer is ignored like the tier header.
+
+mod export;
+mod preshed;
+mod request;
+
+pub use self::export::{export, tiers_json};
+pub use self::preshed::PreShedding;
+
+use self::request::{IpText, TierRequest};
+use crate::config::{Direction, MeshConfig};
+use crate::metrics::LocalReason;
+use crate::routes::{Cluster, Snapshot};
+use arc_swap::ArcSwap;
+use pingora::proxy::Session;
+use prescale_policies::admission::PreShedConfig;
+use prescale_policies::{
+    Admission, AdmissionConfig, Decision, Micros, Outcome, Permit, PoliciesConfig,
+    PoliciesConfigError, Rejection, SourcesConfig, TierId, TiersConfig,
+};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// Tiers and admission for the inbound listeners of one config.
+pub struct TierPolicy {
+    pub admission: Admission,
+    /// By tier index: the cluster the tier is routed to; `None`: the route's own.
+    routes_to: Vec<Option<Arc<Cluster>>>,
+    /// Name of the route's own cluster (the first inbound listener's), for labels.
+    pub route_cluster: String,
+    /// `profiler.source_header`, honoured from trusted peers only.
+    source_header: Option<String>,
+    /// Pre-shedding settings, read by the forecaster at each sync.
+    pub preshed: PreShedConfig,
+    /// False when the config sets no policy at all: then everything is admitted and
+    /// only counted, so a plain proxy config never sheds.
+    pub enforcing: bool,
+}
+
+/// What admission made of one request.
+pub enum Verdict {
+    /// Forward it, holding the permit until the upstream has answered.
+    Admit {
+        tier: TierId,
+        permit: Permit,
+        /// The tier's own cluster, when it has one.
+        cluster: Option<Arc<Cluster>>,
+    },
+    /// Answer it now.
+    Reject(Rejection),
+}
+
+/// The live tier policy, for threads that outlive reloads (the forecaster).
+#[derive(Clone)]
+pub struct LiveTiers(Arc<ArcSwap<Snapshot>>);
+
+// === impl TierPolicy ===
+
+impl TierPolicy {
+    /// The policy for `cfg` (validated), or `None` when no listener is inbound.
+    /// `previous` hands over learned limits and counters on reload.
+    pub fn build(
+        cfg: &MeshConfig,
+        clusters: &HashMap<String, Arc<Cluster>>,
+        previous: Option<&TierPolicy>,
+    ) -> Result<Option<Self>, PoliciesConfigError> {
+        let Some(inbound) = cfg
+            .listeners
+            .iter()
+            .find(|l| l.direction == Direction::Inbound)
+        else {
+            return Ok(None);
+        };
+        let p = &cfg.policies;
+        let enforcing = p.shadow
+            || p.tiers != TiersConfig::default()
+            || p.sources != SourcesConfig::default()
+            || p.admission != AdmissionConfig::default();
+        let mut policies: PoliciesConfig = p.clone();
+        if !enforcing {
+            policies.admission.enabled = false;
+        }
+        let now = now_micros();
+        let admission = match previous {
+            Some(old) => old.admission.reconfigure(&policies, now)?,
+            None => Admission::new(&policies, now)?,
+        };
+        let routes_to = admission
+            .tiers()
+            .iter()
+            .map(|(_, t)| t.cluster.as_ref().and_then(|n| clusters.get(n).cloned()))
+            .collect();
+        Ok(Some(Self {
+            admission,
+            routes_to,
+            route_cluster: inbound.cluster.clone().unwrap_or_else(|| "route".into()),
+            source_header: cfg
+                .profiler
+                .source_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
+            preshed: p.admission.preshed.clone(),
+            enforcing,
+        }))
+    }
+
+    /// Classifies the request, strips a tier header it may not carry, and asks
+    /// admission. `cost` is the expected service time of its signature, if guessed.
+    /// No lock; allocates only to build a route template when a tier matches on one.
+    pub fn admit(
+        &self,
+        session: &mut Session,
+        client: Option<IpAddr>,
+        cost: Option<f64>,
+    ) -> Verdict {
+        let table = self.admission.tiers();
+        let ip_text = client.map(IpText::new);
+        let (class, decision) = {
+            let peer = crate::peer_identity::of(session);
+            let req = session.req_header();
+            let vouched = self
+                .source_header
+                .as_deref()
+                .filter(|_| table.trusts(peer, client))
+                .and_then(|h| req.headers.get(h))
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty());
+            let source = peer.or(vouched).or(ip_text.as_ref().map(IpText::as_str));
+            let view = TierRequest::new(req, source, client);
+            let class = table.classify(&view);
+            let decision = self
+                .admission
+                .try_acquire(class.tier, cost, source, now_micros());
+            (class, decision)
+        };
+        if class.strip_header {
+            // A client must not promote itself here, nor to the service behind us.
+            session.req_header_mut().remove_header(table.header());
+        }
+        match decision {
+            Decision::Admit(permit) => Verdict::Admit {
+                tier: class.tier,
+                cluster: self.routes_to.get(class.tier.index()).cloned().flatten(),
+                permit,
+            },
+            Decision::Reject(r) => Verdict::Reject(r),
+        }
+    }
+
+    /// The name of `tier`, for the shed header.
+    pub fn tier_name(&self, tier: TierId) -> &str {
+        self.admission
+            .tiers()
+            .get(tier)
+            .map_or("unknown", |t| t.name.as_str())
+    }
+}
+
+// === impl LiveTiers ===
+
+impl LiveTiers {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        Self(snapshot)
+    }
+
+    /// The policy in force now.
+    pub fn load(&self) -> Option<Arc<TierPolicy>> {
+        self.0.load().tiers.clone()
+    }
+}
+
+/// What the limiter learns from how a request ended: upstream timeouts, refused
+/// connections, 503 and 429 are overload; a client that left or a request that never
+/// reached the upstream teaches nothing.
+pub fn outcome(status: u16, local: Option<LocalReason>, client_gone: bool) -> Outcome {
+    match local {
+        Some(LocalReason::UpstreamTimeout | LocalReason::UpstreamConnect) => Outcome::Overloaded,
+        Some(_) => Outcome::Ignored,
+        None if client_gone || status == 0 => Outcome::Ignored,
+        None if matches!(status, 503 | 429) => Outcome::Overloaded,
+        None => Outcome::Success,
+    }
+}
+
+/// Microseconds on a monotonic clock since the first call: admission's `now`.
+pub fn now_micros() -> Micros {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_signals_teach_the_limiter_and_client_aborts_do_not() {
+        assert_eq!(outcome(200, None, false), Outcome::Success);
+        assert_eq!(outcome(404, None, false), Outcome::Success);
+        // The service itself says it is overloaded.
+        assert_eq!(outcome(503, None, false), Outcome::Overloaded);
+        assert_eq!(outcome(429, None, false), Outcome::Overloaded);
+        // The proxy saw a timeout or a refused connection.
+        let timeout = Some(LocalReason::UpstreamTimeout);
+        assert_eq!(outcome(504, timeout, false), Outcome::Overloaded);
+        let refused = Some(LocalReason::UpstreamConnect);
+        assert_eq!(outcome(502, refused, false), Outcome::Overloaded);
+        // The client left, or nothing reached the upstream.
+        assert_eq!(outcome(200, None, true), Outcome::Ignored);
+        assert_eq!(outcome(0, None, false), Outcome::Ignored);
+        let no_endpoint = Some(LocalReason::NoEndpoint);
+        assert_eq!(outcome(503, no_endpoint, false), Outcome::Ignored);
+    }
+}
