@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || {
                 // Keep the queue from filling (which would measure the drop path).
-                if recorder.recorded() % 500_000 == 0 {
+                if recorder.recorded().is_multiple_of(500_000) {
                     recorder.drain_into(&mut drained);
                     drained.clear();
                 }

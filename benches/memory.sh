@@ -4,11 +4,14 @@
 # Prints the proxy's RSS after every tenth of the run and the metric label counts.
 # Everything on 127.0.0.1; bounded by N; all processes stopped on exit.
 #
-#   bash benches/memory.sh            # N=1000000
+#   bash benches/memory.sh                  # N=1000000 distinct paths (h2load)
 #   N=200000 bash benches/memory.sh
+#   MODE=headers bash benches/memory.sh     # N requests each with a distinct path, source
+#                                           # identity (x-client-id) and trace id (wrk + Lua)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-1000000}
+MODE=${MODE:-paths}
 CONNS=10
 STEPS=10
 WORK=$(mktemp -d /tmp/prescale-mem.XXXXXX)
@@ -31,7 +34,11 @@ listeners:
   - { name: inbound, direction: inbound, address: 127.0.0.1:$PORT, cluster: app }
 clusters:
   - { name: app, endpoints: ["127.0.0.1:$UP"] }
-profiler: { refit_interval: 10s, min_samples: 200 }
+profiler: { refit_interval: 10s, min_samples: 200, source_header: x-client-id }
+policies:
+  tiers: { trusted_sources: ["127.0.0.1/32"] }
+  sources: { rate_limit: { rps: 100000, burst: 100000 }, top_k: 1024 }
+  admission: { enabled: false }
 YML
 
 (cd "$ROOT" && cargo build --release --bin prescale >&2)
@@ -41,6 +48,49 @@ for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" 
 
 rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$PS/status"; }
 per_step=$((N / STEPS)); per_conn=$((per_step / CONNS))
+if [[ $MODE == headers ]]; then
+    echo "prescale memory under $N requests, each a distinct path, x-client-id and traceparent ($(nproc) cpus)"
+    echo "requests      RSS MiB"
+    echo "0             $(rss)"
+    sent=0
+    # Each wrk thread stops after its share; every value is distinct (thread, step, counter).
+    for step in $(seq 1 $STEPS); do
+        cat >"$WORK/distinct.lua" <<LUA
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+local letters = "abcdefghijklmnopqrstuvwxyz"
+local function word(n)
+  local s = ""
+  repeat local d = n % 26; s = s .. string.sub(letters, d + 1, d + 1); n = (n - d) / 26 until n == 0
+  return s
+end
+local n, done = 0, 0
+local share = math.floor($per_step / 2)
+request = function()
+  n = n + 1
+  local who = $step * 100 + tid
+  return wrk.format("GET", "/catalog/" .. word(who) .. "x" .. word(n) .. "/detail", {
+    ["x-client-id"] = string.format("client-%d-%d", who, n),
+    ["traceparent"] = string.format("00-%08x%08x0000000000000001-%08x%08x-01", who, n, n, who),
+  })
+end
+response = function(status, headers, body)
+  done = done + 1
+  if done >= share then wrk.thread:stop() end
+end
+LUA
+        wrk -t2 -c$CONNS -d600s -s "$WORK/distinct.lua" "http://127.0.0.1:$PORT/" >"$WORK/wrk-$step.out" 2>&1 || true
+        sent=$((sent + $(awk '/ requests in / { print $1 }' "$WORK/wrk-$step.out")))
+        printf '%-13s %s   (non-2xx this step: %s)\n' "$sent" "$(rss)" "$(awk '/Non-2xx/ { n = $NF } END { print n + 0 }' "$WORK/wrk-$step.out")"
+    done
+    sleep 2
+    m=$(curl -s "http://127.0.0.1:$ADMIN/metrics")
+    echo "metric series: $(grep -vc '^#' <<<"$m"); signature label values: $(grep -o 'signature="[^"]*"' <<<"$m" | sort -u | wc -l)"
+    echo "series with a client id, path or trace id in a label: $(grep -v '^#' <<<"$m" | grep -c 'client-\|catalog\|00-0' || true)"
+    echo "sources tracked: $(curl -s "http://127.0.0.1:$ADMIN/v1/tiers" | python3 -c 'import json,sys; s=json.load(sys.stdin)["sources"]; print(s["tracked"], "of", s["capacity"])')"
+    echo "profiler samples: $(awk '/^prescale_profiler_samples_total/ { print $2 }' <<<"$m"), dropped: $(awk '/^prescale_profiler_dropped_samples_total/ { print $2 }' <<<"$m"), fanout untracked: $(awk '/^prescale_profiler_fanout_untracked_total/ { print $2 }' <<<"$m")"
+    exit 0
+fi
 echo "prescale memory under $N distinct paths ($(nproc) cpus, load $(cut -d' ' -f1 /proc/loadavg))"
 echo "requests      RSS MiB   route-like paths are letters only, so none folds into {id}"
 echo "0             $(rss)"

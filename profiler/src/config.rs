@@ -33,10 +33,14 @@ pub struct ProfilerConfig {
     pub fanout_capacity: usize,
     /// Headers carrying the trace id, in order of preference.
     pub trace_headers: Vec<String>,
-    /// Header naming the caller (e.g. `x-client-id`); without it, the client address.
+    /// Header naming the caller (e.g. `x-client-id`), honoured only from peers in
+    /// `policies.tiers.trusted_sources`; otherwise the mTLS peer name or the client
+    /// address identifies the source.
     pub source_header: Option<String>,
     pub store: StoreConfig,
     pub forecast: ForecastConfig,
+    /// Anomaly detection (rate vs forecast, signature drift, per-source behaviour).
+    pub anomalies: crate::anomaly::AnomalyConfig,
 }
 
 /// How demand is forecast (the horizon comes from the scaling lead time).
@@ -106,6 +110,7 @@ impl Default for ProfilerConfig {
             source_header: None,
             store: StoreConfig::default(),
             forecast: ForecastConfig::default(),
+            anomalies: crate::anomaly::AnomalyConfig::default(),
         }
     }
 }
@@ -183,7 +188,9 @@ impl ProfilerConfig {
         }
         let f = &self.forecast;
         // The series are minute buckets: the forecast step is a whole number of them.
-        if f.step.as_secs() < 60 || f.step.as_secs() % 60 != 0 || f.step > Duration::from_secs(3600)
+        if f.step.as_secs() < 60
+            || !f.step.as_secs().is_multiple_of(60)
+            || f.step > Duration::from_secs(3600)
         {
             return err(
                 "forecast.step",
@@ -198,6 +205,9 @@ impl ProfilerConfig {
                 "forecast.refit_interval",
                 "must be at least one step".into(),
             );
+        }
+        if let Err(e) = self.anomalies.validate() {
+            return err("anomalies", e.to_string());
         }
         if self.store.flush_interval < Duration::from_secs(1)
             || self.store.retention < Duration::from_secs(3600)

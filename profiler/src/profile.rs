@@ -153,6 +153,12 @@ impl Profile {
 
     /// Aggregates finished requests.
     pub fn ingest(&mut self, batch: &[Sample]) {
+        self.ingest_each(batch, |_, _| {});
+    }
+
+    /// Aggregates finished requests, telling `each` which signature every one was
+    /// assigned to (what the anomaly detectors count per source and per signature).
+    pub fn ingest_each(&mut self, batch: &[Sample], mut each: impl FnMut(&Sample, SignatureId)) {
         for s in batch {
             self.ingested += 1;
             let hash = s.arrival.shape.template_hash;
@@ -176,6 +182,7 @@ impl Profile {
             let t = self.totals.entry(sig).or_default();
             t.0 += 1;
             t.1 = t.1.saturating_add(us);
+            each(s, sig);
         }
     }
 

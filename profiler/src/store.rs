@@ -64,7 +64,11 @@ impl Store {
             }
             Err(DatabaseError::DatabaseAlreadyOpen) => return Err(in_use(path)),
             Err(_) if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) => {
-                std::fs::copy(path, &aside).map_err(|e| io(path, e))?;
+                std::fs::copy(path, &aside).map_err(|e| {
+                    // A copy cut short (disk full) is no backup: never leave it behind.
+                    let _ = std::fs::remove_file(&aside);
+                    io(path, e)
+                })?;
                 true
             }
             Err(_) => false,

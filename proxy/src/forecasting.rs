@@ -5,12 +5,16 @@
 //! It runs apart from the profiler thread because model fits take up to a few hundred
 //! milliseconds; nothing here is on the data path.
 
+use crate::anomalies::{Anomalies, Refit};
 use crate::config::WarmStartConfig;
 use crate::metrics as m;
 use crate::signals::{Decision, ForecastSummary, SentSignal, Signals};
 use arc_swap::ArcSwap;
 use prescale_policies::scale::{ScaleDecision, ScaleInput, Scaler, ScalingConfig};
-use prescale_profiler::forecast::{Accuracy, Forecast, ForecastParams, Forecaster, ModelKind};
+use prescale_profiler::anomaly::{signature_subject, subject_signature, TOTAL};
+use prescale_profiler::forecast::{
+    Accuracy, Forecast, ForecastParams, ForecastPoint, Forecaster, ModelKind,
+};
 use prescale_profiler::sample::Millis;
 use prescale_profiler::series::{Bucket, MINUTE_MS, UNCLASSIFIED};
 use prescale_profiler::ForecastConfig;
@@ -99,18 +103,21 @@ pub struct Forecasting {
 // === impl Forecasting ===
 
 impl Forecasting {
-    /// Starts the forecasting thread, with no signals besides the metrics.
+    /// Starts the forecasting thread, with no signals besides the metrics and no
+    /// anomaly detection.
     pub fn spawn(fc: ForecastConfig, scaling: ScalingConfig) -> std::io::Result<Arc<Self>> {
-        Self::spawn_with(fc, scaling, Signals::none(), None)
+        Self::spawn_with(fc, scaling, Signals::none(), None, Anomalies::disabled())
     }
 
-    /// Starts the forecasting thread; decisions also go to `signals`, and when the
-    /// store brings no history, `warm_start` seeds the total forecast.
+    /// Starts the forecasting thread; decisions also go to `signals`, when the store
+    /// brings no history `warm_start` seeds the total forecast, and each closed step is
+    /// judged by `anomalies` against the forecast made before it.
     pub fn spawn_with(
         fc: ForecastConfig,
         scaling: ScalingConfig,
         signals: Arc<Signals>,
         warm_start: Option<WarmStartConfig>,
+        anomalies: Arc<Anomalies>,
     ) -> std::io::Result<Arc<Self>> {
         // A day of minutes fits; beyond that the oldest updates are dropped.
         let (tx, rx) = std::sync::mpsc::sync_channel(1440);
@@ -124,7 +131,7 @@ impl Forecasting {
         let shared = me.clone();
         std::thread::Builder::new()
             .name("forecaster".into())
-            .spawn(move || run(shared, rx, fc, scaling, warm_start))?;
+            .spawn(move || run(shared, rx, fc, scaling, warm_start, anomalies))?;
         Ok(me)
     }
 
@@ -161,6 +168,10 @@ struct State {
     /// While replaying restored history, steps before this only train the models:
     /// forecasting (and scoring) every old step would cost a refit per hour of it.
     quiet_before: Option<Millis>,
+    /// Judges each live step against the forecast made before it (never restored
+    /// history: its anomalies are old news).
+    anomalies: Arc<Anomalies>,
+    replaying: bool,
 }
 
 fn run(
@@ -169,23 +180,9 @@ fn run(
     fc: ForecastConfig,
     scaling: ScalingConfig,
     mut warm_start: Option<WarmStartConfig>,
+    anomalies: Arc<Anomalies>,
 ) {
-    let step_s = fc.step.as_secs().max(60);
-    let lead = scaling.lead_time();
-    let horizon = (lead.as_secs().div_ceil(step_s) as usize).max(1);
-    let mut params = ForecastParams::for_step(step_s, horizon);
-    params.level = fc.level;
-    params.refit_every = ((fc.refit_interval.as_secs() / step_s) as usize).max(1);
-    let mut st = State {
-        step_ms: step_s * 1000,
-        params,
-        fc,
-        series: BTreeMap::new(),
-        pending_step: None,
-        last_fed: None,
-        quiet_before: None,
-        latest: BTreeMap::new(),
-    };
+    let mut st = State::new(fc, &scaling, anomalies);
     let mut scaler = Scaler::new(scaling.clone());
     let mut now_demand: Option<(Millis, f64)> = None;
     // The sidecar does not see the platform's replica count; its own last decision
@@ -253,6 +250,27 @@ fn run(
 // === impl State ===
 
 impl State {
+    fn new(fc: ForecastConfig, scaling: &ScalingConfig, anomalies: Arc<Anomalies>) -> Self {
+        let step_s = fc.step.as_secs().max(60);
+        let lead = scaling.lead_time();
+        let horizon = (lead.as_secs().div_ceil(step_s) as usize).max(1);
+        let mut params = ForecastParams::for_step(step_s, horizon);
+        params.level = fc.level;
+        params.refit_every = ((fc.refit_interval.as_secs() / step_s) as usize).max(1);
+        Self {
+            step_ms: step_s * 1000,
+            params,
+            fc,
+            series: BTreeMap::new(),
+            pending_step: None,
+            last_fed: None,
+            quiet_before: None,
+            latest: BTreeMap::new(),
+            anomalies,
+            replaying: false,
+        }
+    }
+
     /// Seeds the total forecast from Prometheus history before any live step (see
     /// `warm_start`); returns whether a forecast was made.
     fn warm_start(&mut self, cfg: &WarmStartConfig, now: Millis) -> bool {
@@ -317,11 +335,13 @@ impl State {
         let last = rows.last().map_or(0, |b| b.start);
         let span = self.step_ms * self.params.calibration_window as Millis;
         self.quiet_before = Some(last.saturating_sub(span));
+        self.replaying = true;
         let mut updated = false;
         for b in rows {
             updated |= self.add_minute(b);
         }
         self.quiet_before = None;
+        self.replaying = false;
         updated
     }
 
@@ -364,6 +384,9 @@ impl State {
         if self.quiet_before.is_some_and(|q| start < q) {
             return false;
         }
+        if !self.replaying {
+            self.judge_step(start, &acc);
+        }
         self.latest.clear();
         for (key, f) in &mut self.series {
             if let Some(fc) = f.forecast() {
@@ -372,6 +395,47 @@ impl State {
             }
         }
         true
+    }
+
+    /// Judges the step that began at `start` against each series' one-step forecast
+    /// made just before it (calibrated ones only: the fallback interval is a guess),
+    /// and restarts the forecasters of series with a confirmed level shift.
+    fn judge_step(&mut self, start: Millis, acc: &BTreeMap<SeriesKey, f64>) {
+        let end = start + self.step_ms;
+        let mut refits = Vec::new();
+        for (key, f) in &self.series {
+            let Some((fc, _)) = self.latest.get(key) else {
+                continue;
+            };
+            // Only when it forecast exactly this step (no gap in between).
+            let point: Option<&ForecastPoint> = fc.points.first();
+            let (true, Some(point)) = (fc.calibrated && fc.origin + 1 == f.observed(), point)
+            else {
+                continue;
+            };
+            let actual = acc.get(key).copied().unwrap_or(0.0);
+            refits.extend(
+                self.anomalies
+                    .observe_rate(end, &label_subject(*key), actual, point),
+            );
+        }
+        self.restart(&refits, end);
+    }
+
+    /// Restarts each series of `refits` from its shift: only the steps since it began
+    /// (up to `end`) are kept.
+    fn restart(&mut self, refits: &[Refit], end: Millis) {
+        for r in refits {
+            let key = match subject_signature(&r.subject) {
+                Some(id) => SeriesKey::Signature(id),
+                None if r.subject == TOTAL => SeriesKey::Total,
+                None => continue,
+            };
+            let keep = end.saturating_sub(r.since).div_ceil(self.step_ms).max(1) as usize;
+            if let Some(f) = self.series.get_mut(&key) {
+                f.restart_keeping(keep);
+            }
+        }
     }
 
     fn view(&self) -> ForecastView {
@@ -501,9 +565,92 @@ impl State {
     }
 }
 
+/// The anomaly subject of a series (`total`, `signature:<id>`).
+fn label_subject(key: SeriesKey) -> String {
+    match key {
+        SeriesKey::Total => TOTAL.into(),
+        SeriesKey::Signature(id) => signature_subject(id),
+    }
+}
+
 fn label(key: SeriesKey) -> String {
     match key {
         SeriesKey::Total => "total".into(),
         SeriesKey::Signature(id) => id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AnomaliesConfig;
+    use prescale_profiler::anomaly::AnomalyConfig;
+    use prescale_profiler::series::Cell;
+
+    fn minute(i: u64, demand: f64) -> Bucket {
+        let work_us = (demand * 60e6) as u64;
+        Bucket {
+            start: 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS + i * MINUTE_MS,
+            total: Cell {
+                requests: 100,
+                work_us,
+            },
+            by_signature: BTreeMap::from([(
+                1,
+                Cell {
+                    requests: 100,
+                    work_us,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn each_step_is_judged_against_the_forecast_before_it_and_a_shift_restarts_the_model() {
+        let anomalies =
+            Anomalies::start(&AnomalyConfig::default(), &AnomaliesConfig::default()).unwrap();
+        let mut st = State::new(
+            ForecastConfig::default(),
+            &ScalingConfig::default(),
+            anomalies.clone(),
+        );
+        // Two hours of demand around 4 with white noise (calibrates the intervals).
+        let noise = |i: u64| {
+            let x = i
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((x >> 33) % 1000) as f64 / 1000.0 - 0.5
+        };
+        for i in 0..120 {
+            st.add_minute(&minute(i, 4.0 + noise(i)));
+        }
+        let v = anomalies.response().view;
+        assert_eq!(v.raised_total["rate"], 0, "{v:?}");
+        // Demand climbs 3 a minute for 20 minutes, faster than any model follows
+        // between fits: first a rate anomaly on the total and the signature, then a
+        // confirmed shift, and the forecasters restart from it.
+        for i in 120..140 {
+            st.add_minute(&minute(i, 4.0 + 3.0 * (i - 119) as f64 + noise(i)));
+        }
+        let v = anomalies.response().view;
+        assert_eq!(v.raised_total["rate"], 2, "total and signature 1: {v:?}");
+
+        // A confirmed shift that began 5 steps ago: the total's forecaster keeps only
+        // those steps, the signature's keeps its history.
+        let end = st.last_fed.unwrap() + st.step_ms;
+        let refit = Refit {
+            subject: TOTAL.into(),
+            since: end - 5 * st.step_ms,
+        };
+        st.restart(&[refit], end);
+        assert_eq!(st.series[&SeriesKey::Total].observed(), 5);
+        assert_eq!(st.series[&SeriesKey::Signature(1)].observed(), 140);
+        let fc = st
+            .series
+            .get_mut(&SeriesKey::Total)
+            .unwrap()
+            .forecast()
+            .unwrap();
+        assert!(fc.points[0].point > 40.0, "{fc:?}");
     }
 }

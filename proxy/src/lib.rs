@@ -17,8 +17,10 @@
 )]
 
 pub mod admin;
+pub mod anomalies;
 pub mod config;
 pub mod forecasting;
+pub mod guard;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
@@ -71,6 +73,9 @@ pub enum RunError {
     /// A signal sender that cannot start (e.g. an unreadable `ca_file`).
     #[error("{0}")]
     Signals(#[source] std::io::Error),
+    /// The alert sender cannot start (e.g. an unreadable `ca_file`).
+    #[error("{0}")]
+    Anomalies(#[source] std::io::Error),
 }
 
 /// Latency buckets for request durations, from 0.5 ms (a local hop) to 30 s.
@@ -91,19 +96,23 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     let lifecycle = Arc::new(Lifecycle::default());
     let signals =
         signals::Signals::start(&cfg.signals, &cfg.policies.scaling).map_err(RunError::Signals)?;
+    let anomalies = anomalies::Anomalies::start(&cfg.profiler.anomalies, &cfg.anomalies)
+        .map_err(RunError::Anomalies)?;
     let forecasting = Forecasting::spawn_with(
         cfg.profiler.forecast.clone(),
         cfg.policies.scaling.clone(),
         signals,
         cfg.warm_start.clone(),
+        anomalies.clone(),
     )
     .map_err(RunError::Runtime)?;
     let profiling = Profiling::new(&cfg.profiler);
     profiling
-        .spawn(cfg.profiler.clone(), forecasting.clone())
+        .spawn(cfg.profiler.clone(), forecasting.clone(), anomalies.clone())
         .map_err(RunError::Runtime)?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1)?));
     forecasting.protect(tiers::LiveTiers::new(snapshot.clone()));
+    anomalies.act_on(tiers::LiveTiers::new(snapshot.clone()));
     let reloader = Arc::new(Reloader::new(path, cfg.clone(), snapshot.clone()));
 
     let mut conf = ServerConf {
@@ -131,13 +140,15 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
             lifecycle.clone(),
             profiling.clone(),
         );
-        let mut svc =
-            pingora::proxy::http_proxy_service_with_name(&server.configuration, sidecar, &l.name);
-        if let Some(proxy) = svc.app_logic_mut() {
-            let mut opts = HttpServerOptions::default();
-            opts.h2c = l.h2c && l.tls.is_none();
-            proxy.server_options = Some(opts);
-        }
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, sidecar);
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = l.h2c && l.tls.is_none();
+        // An h2 connection with no stream open is idle like an HTTP/1.1 keep-alive one
+        // (pingora keeps it forever by default). Read at start: a reload does not move it.
+        opts.h2_idle_timeout = Some(cfg.limits.keepalive_timeout);
+        proxy.server_options = Some(opts);
+        let guarded = guard::Guarded::new(proxy, l.name.clone(), snapshot.clone());
+        let mut svc = pingora::services::listening::Service::new(l.name.clone(), guarded);
         let addr = l.address.to_string();
         match &l.tls {
             Some(t) => {
@@ -158,6 +169,7 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
         reloader,
         profiling.clone(),
         forecasting,
+        anomalies,
     )?;
 
     let addrs: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
@@ -197,6 +209,7 @@ fn install_metrics() -> Result<PrometheusHandle, RunError> {
         .and_then(|b| b.install_recorder())
         .map_err(|e| RunError::Metrics(e.to_string()))?;
     metrics::describe();
+    guard::describe();
     ::metrics::gauge!(metrics::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     ::metrics::gauge!(metrics::START_TIME).set(reload::unix_now());
     ::metrics::gauge!(metrics::READY).set(0.0);
@@ -229,6 +242,7 @@ fn spawn_admin(
     reloader: Arc<Reloader>,
     profiling: Arc<Profiling>,
     forecasting: Arc<Forecasting>,
+    anomalies: Arc<anomalies::Anomalies>,
 ) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -251,6 +265,7 @@ fn spawn_admin(
         reloader: reloader.clone(),
         profiling,
         forecasting,
+        anomalies,
     });
     std::thread::Builder::new()
         .name("admin".into())

@@ -59,6 +59,12 @@ pub const ADMISSION_CLUSTER_IN_FLIGHT: &str = "prescale_admission_cluster_in_fli
 pub const PRESHED_LEVEL: &str = "prescale_preshed_level";
 pub const UPSTREAM_EJECTIONS: &str = "prescale_upstream_ejections_total";
 pub const UPSTREAM_OVERFLOWS: &str = "prescale_upstream_overflow_requests_total";
+pub const ANOMALIES: &str = "prescale_anomalies_total";
+pub const ANOMALIES_ACTIVE: &str = "prescale_anomalies_active";
+pub const ANOMALY_ACTIONS: &str = "prescale_anomaly_actions_total";
+pub const ANOMALY_REFITS: &str = "prescale_anomaly_refits_total";
+pub const ANOMALY_ALERT_SENDS: &str = "prescale_anomaly_alert_sends_total";
+pub const ANOMALY_SHED_DROPPED: &str = "prescale_anomaly_shed_samples_dropped_total";
 
 /// Status classes used as label values; index 0 is "no response was written".
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -264,7 +270,7 @@ pub fn describe() {
     );
     describe_counter!(
         ADMISSION_DECISIONS,
-        "Admission decisions by tier, decision (admitted, rejected, shadow_rejected) and reason (none, overload, rate_limited, pre_shed)."
+        "Admission decisions by tier, decision (admitted, rejected, shadow_rejected) and reason (none, overload, rate_limited, pre_shed, anomaly)."
     );
     describe_gauge!(
         ADMISSION_LIMIT,
@@ -289,6 +295,27 @@ pub fn describe() {
     describe_gauge!(
         PRESHED_LEVEL,
         "Share of sheddable tiers' room withheld ahead of a forecast shortfall, in [0, 1]."
+    );
+    describe_counter!(
+        ANOMALIES,
+        "Anomalies raised, by kind (rate, change_point, new_signature, share_shift, cost_drift, source_rate, source_mix)."
+    );
+    describe_gauge!(ANOMALIES_ACTIVE, "Anomalies active now, by kind.");
+    describe_counter!(
+        ANOMALY_ACTIONS,
+        "Remediation actions taken on anomalous sources, by anomaly kind, action (demote, rate_limit, reject) and mode (shadow, enforce)."
+    );
+    describe_counter!(
+        ANOMALY_REFITS,
+        "Forecasters restarted after a confirmed level shift in their series."
+    );
+    describe_counter!(
+        ANOMALY_ALERT_SENDS,
+        "Alert batches sent to Alertmanager, by outcome (ok, retry, failed)."
+    );
+    describe_counter!(
+        ANOMALY_SHED_DROPPED,
+        "Shed requests not counted towards their source's rate because the hand-off queue was full."
     );
 }
 

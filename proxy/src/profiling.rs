@@ -5,9 +5,11 @@
 //! and pushes `Copy` samples into a bounded queue; everything slow happens on the
 //! profiler thread, which never holds anything the data path waits for.
 
+use crate::anomalies::{Anomalies, ProfilerFeed};
 use crate::forecasting::{Forecasting, Update};
 use crate::metrics as m;
 use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
 use pingora::http::RequestHeader;
 use prescale_profiler::fanout::{FanoutTable, Slot};
 use prescale_profiler::recorder::Recorder;
@@ -19,19 +21,24 @@ use prescale_profiler::store::Store;
 use prescale_profiler::trace::TraceId;
 use prescale_profiler::{Profile, ProfileView, ProfilerConfig};
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Shed requests held between two profiler ticks for the per-source detector; beyond
+/// it they are dropped and counted.
+const SHED_QUEUE: usize = 32_768;
 
 /// Shared between the data path, the admin API and the profiler thread.
 pub struct Profiling {
     enabled: bool,
     pub recorder: Recorder,
+    /// (source hash, expected signature) of requests admission refused: they are not
+    /// samples (nothing was served), but they are part of what their source sends.
+    shed: ArrayQueue<(u64, u32)>,
     pub model: ArcSwap<Model>,
     pub fanout: Arc<FanoutTable>,
     trace_headers: Vec<String>,
-    source_header: Option<String>,
     pub view: ArcSwap<ProfileView>,
     /// The last hour of minute buckets, for `GET /v1/series`.
     pub minutes: ArcSwap<Vec<Bucket>>,
@@ -61,10 +68,10 @@ impl Profiling {
         Arc::new(Self {
             enabled: cfg.enabled,
             recorder: Recorder::new(cfg.queue_capacity),
+            shed: ArrayQueue::new(SHED_QUEUE),
             model: ArcSwap::from_pointee(Model::empty()),
             fanout: Arc::new(FanoutTable::new(cfg.fanout_capacity)),
             trace_headers: cfg.trace_headers.clone(),
-            source_header: cfg.source_header.clone(),
             view: ArcSwap::from_pointee(Profile::new(cfg, 0).view(0)),
             minutes: ArcSwap::from_pointee(Vec::new()),
             flush: Mutex::new(None),
@@ -72,13 +79,10 @@ impl Profiling {
     }
 
     /// Arrival hook for inbound requests: features, the expected signature, and a
-    /// fanout slot for the request's trace id. O(path length + signatures).
-    pub fn arrive(
-        &self,
-        req: &RequestHeader,
-        peer: Option<&str>,
-        client: Option<IpAddr>,
-    ) -> Option<RequestProfile> {
+    /// fanout slot for the request's trace id. O(path length + signatures). The source
+    /// is set by admission ([`RequestProfile::set_source`]), which alone knows which
+    /// identity claims to trust.
+    pub fn arrive(&self, req: &RequestHeader) -> Option<RequestProfile> {
         if !self.enabled {
             return None;
         }
@@ -89,7 +93,7 @@ impl Profiling {
             request_bytes: header(req, "content-length")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
-            source: self.source(req, peer, client),
+            source: 0,
             tier: 0,
         };
         let guess = self.model.load().classify(&arrival);
@@ -142,24 +146,24 @@ impl Profiling {
         });
     }
 
+    /// Shed hook: a refused request still counts towards its source's rate (for the
+    /// per-source anomaly detector), though it is no sample. O(1), lock-free; a full
+    /// queue drops and counts.
+    pub fn shed(&self, p: RequestProfile) {
+        if p.arrival.source != 0
+            && self
+                .shed
+                .push((p.arrival.source, p.guess.unwrap_or(0)))
+                .is_err()
+        {
+            ::metrics::counter!(m::ANOMALY_SHED_DROPPED).increment(1);
+        }
+    }
+
     fn trace_id(&self, req: &RequestHeader) -> Option<TraceId> {
         self.trace_headers
             .iter()
             .find_map(|h| TraceId::parse(h, header(req, h)?))
-    }
-
-    /// Source identity: the configured header, else the mTLS peer name, else the
-    /// client address.
-    fn source(&self, req: &RequestHeader, peer: Option<&str>, client: Option<IpAddr>) -> u64 {
-        let from_header = self.source_header.as_deref().and_then(|h| header(req, h));
-        match (from_header.or(peer), client) {
-            (Some(v), _) => fnv(v.as_bytes()),
-            (None, Some(ip)) => match ip {
-                IpAddr::V4(a) => fnv(&a.octets()),
-                IpAddr::V6(a) => fnv(&a.octets()),
-            },
-            (None, None) => 0,
-        }
     }
 
     /// Flushes the store before the process exits; waits at most `limit`.
@@ -174,11 +178,12 @@ impl Profiling {
     }
 
     /// Starts the profiler thread; completed minutes and current demand go to
-    /// `forecasting`.
+    /// `forecasting`, requests and signature snapshots to `anomalies`.
     pub fn spawn(
         self: &Arc<Self>,
         cfg: ProfilerConfig,
         forecasting: Arc<Forecasting>,
+        anomalies: Arc<Anomalies>,
     ) -> std::io::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
         if let Ok(mut g) = self.flush.lock() {
@@ -187,7 +192,7 @@ impl Profiling {
         let me = self.clone();
         std::thread::Builder::new()
             .name("profiler".into())
-            .spawn(move || me.run(cfg, rx, forecasting))
+            .spawn(move || me.run(cfg, rx, forecasting, anomalies))
             .map(|_| ())
     }
 
@@ -196,10 +201,14 @@ impl Profiling {
         cfg: ProfilerConfig,
         flush_rx: Receiver<SyncSender<()>>,
         forecasting: Arc<Forecasting>,
+        anomalies: Arc<Anomalies>,
     ) {
         let now = now_ms();
+        let mut feed = ProfilerFeed::new(anomalies);
         let mut profile = Profile::new(&cfg, now);
         let (mut store, history) = open_store(&cfg, &mut profile, now);
+        // Set when a flush failed and the store was closed to be reopened.
+        let mut reopen: Option<std::path::PathBuf> = None;
         let retention = cfg.store.retention.as_millis() as Millis;
         let mut last_flush = Instant::now();
         let mut exported = BTreeSet::new();
@@ -217,8 +226,11 @@ impl Profiling {
             };
             let now = now_ms();
             self.recorder.drain_into(&mut batch);
-            profile.ingest(&batch);
+            profile.ingest_each(&batch, |s, sig| feed.finished(s, sig));
             batch.clear();
+            while let Some((source, sig)) = self.shed.pop() {
+                feed.shed(source, sig);
+            }
             let started = Instant::now();
             if profile.maybe_refit(now) {
                 let model = profile.model();
@@ -230,11 +242,22 @@ impl Profiling {
                 );
                 self.model.store(model);
             }
-            if let Some(store) = &store {
-                if exit.is_some() || last_flush.elapsed() >= cfg.store.flush_interval {
-                    flush(store, &mut profile, now.saturating_sub(retention));
-                    last_flush = Instant::now();
+            feed.tick(now, &profile.model());
+            if exit.is_some() || last_flush.elapsed() >= cfg.store.flush_interval {
+                if let Some(opened) = &store {
+                    if !flush(opened, &mut profile, now.saturating_sub(retention)) {
+                        // redb refuses every write after an I/O error (disk full, a
+                        // read-only remount) until reopened: close it, reopen next time.
+                        store = None;
+                        reopen = cfg.store.path.clone();
+                    }
+                } else if let Some(path) = &reopen {
+                    store = reopen_store(path, now);
+                    if store.is_some() {
+                        reopen = None;
+                    }
                 }
+                last_flush = Instant::now();
             }
             export(&profile, &self.recorder, &self.fanout, &mut exported, now);
             feed_forecasts(&profile, &forecasting, &mut sent_through, now);
@@ -326,13 +349,42 @@ fn open_store(
     }
 }
 
-fn flush(store: &Store, profile: &mut Profile, keep_from: Millis) {
+/// Writes the unflushed minutes; false when the write failed (they stay unflushed).
+fn flush(store: &Store, profile: &mut Profile, keep_from: Millis) -> bool {
     let result = store.write(&profile.unflushed_minutes(), keep_from);
     let label = if result.is_ok() { "success" } else { "failure" };
     ::metrics::counter!(m::STORE_WRITES, "result" => label).increment(1);
     match result {
-        Ok(()) => profile.mark_flushed(),
-        Err(e) => tracing::warn!(error = %e, "store flush failed; will retry"),
+        Ok(()) => {
+            profile.mark_flushed();
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store flush failed; will reopen the store and retry");
+            false
+        }
+    }
+}
+
+/// Reopens the store after a failed flush (its history is already in memory). A store
+/// that cannot be opened yet (still no space) is counted as a failed write and retried
+/// at the next flush.
+fn reopen_store(path: &std::path::Path, now: Millis) -> Option<Store> {
+    match Store::open(path, now) {
+        Ok(opened) => {
+            if let Some((aside, reason)) = &opened.set_aside {
+                tracing::warn!(path = %path.display(), aside = %aside.display(), %reason,
+                    "store could not be reopened; kept it aside and started a fresh one");
+                ::metrics::counter!(m::STORE_SET_ASIDE).increment(1);
+            }
+            tracing::info!(path = %path.display(), "store reopened");
+            Some(opened.store)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store still unavailable; will retry");
+            ::metrics::counter!(m::STORE_WRITES, "result" => "failure").increment(1);
+            None
+        }
     }
 }
 
@@ -403,6 +455,13 @@ impl RequestProfile {
     pub fn set_tier(&mut self, tier: u8) {
         self.arrival.tier = tier;
     }
+
+    /// Records the source as admission identified it: the hash its overrides are keyed
+    /// by ([`prescale_policies::Admission::identity_hash`]), so a `source:<hash>`
+    /// anomaly names exactly the requests a remediation applies to.
+    pub fn set_source(&mut self, source: u64) {
+        self.arrival.source = source;
+    }
 }
 
 // === impl FanoutGuard ===
@@ -421,12 +480,6 @@ impl Drop for FanoutGuard {
 
 fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name)?.to_str().ok()
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 pub fn now_ms() -> Millis {

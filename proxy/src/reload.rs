@@ -154,6 +154,10 @@ fn restart_only_changes(old: &MeshConfig, new: &MeshConfig) -> Vec<String> {
     if old.warm_start != new.warm_start {
         out.push("warm_start".into());
     }
+    // The alert sender and the remediation settings are set up once, like signals.
+    if old.anomalies != new.anomalies {
+        out.push("anomalies".into());
+    }
     out
 }
 

@@ -179,7 +179,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
     while let Some(record) = reader.next() {
         builder.add(&record?);
         i += 1;
-        if i % 65_536 == 0 {
+        if i.is_multiple_of(65_536) {
             progress.update(reader.stats().lines);
         }
     }

@@ -300,7 +300,7 @@ impl<'a> Driver<'a> {
         match self {
             Driver::Oracle(plan) => plan.get(t as usize).copied(),
             Driver::Static(_) => None,
-            _ if t % w.sync_period.max(1) != 0 => None,
+            _ if !t.is_multiple_of(w.sync_period.max(1)) => None,
             Driver::Predictive {
                 forecasts,
                 headroom,

@@ -890,3 +890,108 @@ pub fn url_encode(v: &str) -> String {
         })
         .collect()
 }
+
+// === a real Alertmanager (tests that need Debian's `prometheus-alertmanager`) ===
+
+/// Whether `prometheus-alertmanager` is installed. When not, prints why and returns
+/// false so the test can return early; under `CI=true` it panics instead.
+pub fn alertmanager_usable(test: &str) -> bool {
+    let ok = Command::new("prometheus-alertmanager")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if ok {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        !ci,
+        "{test}: `prometheus-alertmanager` is not installed (apt-get install prometheus-alertmanager)"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: `prometheus-alertmanager` is not installed (apt-get install prometheus-alertmanager; CI=true makes this fail)"
+    );
+    false
+}
+
+/// An Alertmanager on a free loopback port with a temp config (one receiver that
+/// notifies nobody) and storage, clustering off; killed on drop.
+pub struct Alertmanager {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+    child: KillOnDrop,
+}
+
+impl Alertmanager {
+    /// Starts it and waits until `/-/ready` answers 200.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+        )
+        .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = dir.path().join("alertmanager.log");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            // No gossip port: the test must not bind anything beyond loopback.
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn prometheus-alertmanager");
+        let mut am = Self {
+            addr,
+            dir,
+            log,
+            child: KillOnDrop(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = am.child.0.try_wait() {
+                panic!("alertmanager exited early ({status}):\n{}", am.logs());
+            }
+            if admin_get(am.addr, "/-/ready").map(|(s, _)| s) == Some(200) {
+                return am;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager not ready:\n{}",
+                am.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The alerts it holds now (`GET /api/v2/alerts`: active ones; resolved ones are
+    /// not listed).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let Some((status, body)) = admin_get(self.addr, "/api/v2/alerts") else {
+            return Vec::new();
+        };
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+}

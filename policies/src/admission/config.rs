@@ -42,9 +42,11 @@ pub struct LimitConfig {
     /// Weight of each new estimate, in (0, 1].
     pub smoothing: f64,
     /// How much slower than the long-term RTT a window may be before the limit shrinks
-    /// (≥ 1; Netflix uses 1.5).
+    /// (≥ 1). Netflix's Gradient2 uses 1.5; the default here is 1.1, which keeps the
+    /// standing queue at the upstream short (see `limit.rs`).
     pub tolerance: f64,
-    /// Queue allowance added each update; absent: √limit.
+    /// Queue allowance added by an update whose window was within tolerance (how fast
+    /// the limit probes upward); absent: √limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<f64>,
     /// Samples are averaged over windows at least this long ...
@@ -123,7 +125,7 @@ impl Default for LimitConfig {
             floor: 4,
             ceiling: 1000,
             smoothing: 0.2,
-            tolerance: 1.5,
+            tolerance: 1.1,
             queue_size: None,
             window: Duration::from_millis(100),
             min_samples: 10,

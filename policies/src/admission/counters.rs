@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// Per tier: admitted, then rejected by reason, then shadow-rejected by reason.
 const SLOTS: usize = 1 + 2 * RejectReason::ALL.len();
 
-/// Monotonic counters, bounded: [`MAX_TIERS`] × 7.
+/// Monotonic counters, bounded: [`MAX_TIERS`] × 9.
 #[derive(Debug)]
 pub(super) struct Counters {
     by_tier: [[AtomicU64; SLOTS]; MAX_TIERS],
@@ -66,6 +66,7 @@ pub struct ReasonCounts {
     pub overload: u64,
     pub rate_limited: u64,
     pub pre_shed: u64,
+    pub anomaly: u64,
 }
 
 /// One upstream cluster's limit and occupancy.
@@ -126,6 +127,7 @@ impl Counters {
             overload: self.get(tier, kind, Some(RejectReason::Overload)),
             rate_limited: self.get(tier, kind, Some(RejectReason::RateLimited)),
             pre_shed: self.get(tier, kind, Some(RejectReason::PreShed)),
+            anomaly: self.get(tier, kind, Some(RejectReason::Anomaly)),
         }
     }
 
@@ -179,6 +181,7 @@ impl AdmissionSnapshot {
                         counts.rate_limited,
                     ),
                     (name, kind, Some(RejectReason::PreShed), counts.pre_shed),
+                    (name, kind, Some(RejectReason::Anomaly), counts.anomaly),
                 ]
             };
             std::iter::once((name, DecisionKind::Admitted, None, t.admitted))

@@ -36,6 +36,9 @@ pub enum RejectReason {
     RateLimited,
     /// Pre-shedding ahead of a forecast shortfall: 503.
     PreShed,
+    /// Its source is under an anomaly remediation (a runtime override that rejects or
+    /// rate-limits it, see `sources::overrides`): 429.
+    Anomaly,
 }
 
 // === impl Decision ===
@@ -71,22 +74,28 @@ impl Rejection {
 
 impl RejectReason {
     /// Every reason, in counter order.
-    pub const ALL: [RejectReason; 3] = [Self::Overload, Self::RateLimited, Self::PreShed];
+    pub const ALL: [RejectReason; 4] = [
+        Self::Overload,
+        Self::RateLimited,
+        Self::PreShed,
+        Self::Anomaly,
+    ];
 
-    /// 503 for overload and pre-shedding, 429 for rate limits.
+    /// 503 for overload and pre-shedding, 429 for rate limits and anomaly remediation.
     pub fn status(self) -> u16 {
         match self {
-            Self::RateLimited => 429,
+            Self::RateLimited | Self::Anomaly => 429,
             Self::Overload | Self::PreShed => 503,
         }
     }
 
-    /// Stable snake_case name (`overload`, `rate_limited`, `pre_shed`).
+    /// Stable snake_case name (`overload`, `rate_limited`, `pre_shed`, `anomaly`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Overload => "overload",
             Self::RateLimited => "rate_limited",
             Self::PreShed => "pre_shed",
+            Self::Anomaly => "anomaly",
         }
     }
 
@@ -95,6 +104,7 @@ impl RejectReason {
             Self::Overload => 0,
             Self::RateLimited => 1,
             Self::PreShed => 2,
+            Self::Anomaly => 3,
         }
     }
 }

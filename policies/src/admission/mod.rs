@@ -6,8 +6,10 @@
 //! request, `classify` with [`Admission::tiers`], then [`Admission::try_acquire`]. An
 //! admitted request carries its [`Permit`] and releases it with the upstream's latency.
 //!
-//! Order of checks: the source's rate limit (429), then the tier's slot on its
-//! cluster (503, see `shares.rs` for the rule). A tier routed to its own `cluster`
+//! Order of checks: a runtime override of the source (anomaly remediation, see
+//! `sources::overrides`: demote it to a less important tier, or refuse it with 429
+//! `anomaly`), the source's rate limit (429), then the tier's slot on its cluster (503,
+//! see `shares.rs` for the rule). A tier routed to its own `cluster`
 //! uses that cluster's limit; other tiers share the route's cluster. In shadow mode
 //! (global `policies.shadow` or the tier's `shadow`) a refusal is counted and a permit
 //! returned anyway; shadow-admitted requests do not occupy slots, so shadow counts
@@ -43,9 +45,12 @@ pub use self::preshed::{preshed_level, PreShed, PreShedInput, PreShedLevel};
 use self::atomic::{AtomicF64, FrugalMedian};
 use self::counters::Counters;
 use self::shares::{ClusterState, TierPlan};
-use crate::sources::SourceTable;
+use crate::sources::{
+    OverrideEffect, OverrideEntry, OverridesFull, SourceOverride, SourceOverrides, SourceTable,
+};
 use crate::tiers::{TierId, TierTable};
 use crate::{Micros, PoliciesConfig, PoliciesConfigError};
+use std::collections::hash_map::RandomState;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
@@ -64,6 +69,8 @@ pub(crate) struct Shared {
     /// Index 0 is the route's own cluster; then each named tier cluster.
     clusters: Vec<ClusterState>,
     sources: SourceTable,
+    /// Runtime per-source overrides (anomaly remediation); carried over reloads.
+    overrides: SourceOverrides,
     counters: Counters,
     preshed: AtomicF64,
     median_cost: FrugalMedian,
@@ -79,6 +86,15 @@ pub(crate) struct Shared {
 impl Admission {
     /// Validates `cfg` and builds admission for it; limiter windows start at `now`.
     pub fn new(cfg: &PoliciesConfig, now: Micros) -> Result<Self, PoliciesConfigError> {
+        Self::build(cfg, now, RandomState::new())
+    }
+
+    /// [`new`](Self::new), with source overrides keyed by `hasher` (a reload keeps it).
+    fn build(
+        cfg: &PoliciesConfig,
+        now: Micros,
+        hasher: RandomState,
+    ) -> Result<Self, PoliciesConfigError> {
         cfg.validate()?;
         let tiers = Arc::new(TierTable::new(cfg)?);
         let a = &cfg.admission;
@@ -130,6 +146,7 @@ impl Admission {
             plans,
             clusters,
             sources: SourceTable::new(&cfg.sources),
+            overrides: SourceOverrides::with_hasher(hasher),
             counters: Counters::new(),
             preshed: AtomicF64::new(0.0),
             median_cost: FrugalMedian::new(),
@@ -164,11 +181,36 @@ impl Admission {
     ) -> Decision {
         let s = &self.shared;
         // A tier id from an older table (after a reload) falls back to the default.
-        let tier = if tier.index() < s.plans.len() {
+        let mut tier = if tier.index() < s.plans.len() {
             tier
         } else {
             s.tiers.default_tier()
         };
+        // Anomaly remediation: one atomic load unless some source is overridden.
+        let effect = source.and_then(|src| s.overrides.effect(src, now));
+        match effect {
+            Some(OverrideEffect::Demote(to)) if s.demotes(tier, to) => tier = to,
+            Some(OverrideEffect::Refuse { wait }) => {
+                let Some(plan) = s.plans.get(tier.index()) else {
+                    return Decision::Admit(Permit::new(
+                        self.shared.clone(),
+                        tier,
+                        usize::MAX,
+                        0,
+                        None,
+                    ));
+                };
+                let secs = if wait == 0 {
+                    s.retry_after_secs
+                } else {
+                    u32::try_from(wait.div_ceil(1_000_000))
+                        .unwrap_or(u32::MAX)
+                        .max(1)
+                };
+                return self.refuse(tier, plan, RejectReason::Anomaly, secs);
+            }
+            _ => {}
+        }
         let t = tier.index();
         let Some(plan) = s.plans.get(t) else {
             // Unreachable (a table has its default tier); fail open without a slot.
@@ -272,6 +314,35 @@ impl Admission {
         self.shared.preshed.load()
     }
 
+    /// The key of `source` (an identity as passed to [`try_acquire`](Self::try_acquire))
+    /// in the source overrides: stable for this process, across reloads.
+    pub fn identity_hash(&self, source: &str) -> u64 {
+        self.shared.overrides.identity_hash(source)
+    }
+
+    /// Overrides every request of the source whose [`identity_hash`](Self::identity_hash)
+    /// is `source` until `until` (see [`SourceOverride`]); replaces its previous
+    /// override. Not for the hot path (takes the writers' lock).
+    pub fn set_source_override(
+        &self,
+        source: u64,
+        action: SourceOverride,
+        now: Micros,
+        until: Micros,
+    ) -> Result<(), OverridesFull> {
+        self.shared.overrides.set(source, action, now, until)
+    }
+
+    /// Ends the override of `source`; false if it had none.
+    pub fn clear_source_override(&self, source: u64) -> bool {
+        self.shared.overrides.clear(source)
+    }
+
+    /// Source overrides in force at `now`.
+    pub fn source_overrides(&self, now: Micros) -> Vec<OverrideEntry> {
+        self.shared.overrides.list(now)
+    }
+
     /// The current limit of the cluster `tier` is routed to.
     pub fn limit(&self, tier: TierId) -> Option<u32> {
         let c = self.shared.plans.get(tier.index())?.cluster;
@@ -282,6 +353,15 @@ impl Admission {
 // === impl Shared ===
 
 impl Shared {
+    /// Whether moving a request from `from` to `to` is a demotion: `to` exists and is
+    /// less important. An override never promotes.
+    fn demotes(&self, from: TierId, to: TierId) -> bool {
+        match (self.tiers.get(from), self.tiers.get(to)) {
+            (Some(f), Some(t)) => t.priority > f.priority && to.index() < self.plans.len(),
+            _ => false,
+        }
+    }
+
     /// Slots a request counts for when borrowing: its cost pressure (cost over the
     /// median, over the source's weight) for sheddable tiers, else 1.
     fn need(&self, plan: &TierPlan, cost_hint: Option<f64>, weight: f64) -> f64 {

@@ -13,14 +13,20 @@ use std::sync::atomic::Ordering::Relaxed;
 impl Admission {
     /// Builds admission for a reloaded `cfg`, keeping what this one learned: each
     /// cluster's limit (by name), the decision counters (by tier name), the pre-shed
-    /// level and the median cost. Permits taken before keep freeing slots here.
+    /// level, the median cost and the source overrides (demotions re-targeted by tier
+    /// name, dropped if their tier is gone). Permits taken before keep freeing slots here.
     pub fn reconfigure(
         &self,
         cfg: &PoliciesConfig,
         now: Micros,
     ) -> Result<Self, PoliciesConfigError> {
-        let next = Self::new(cfg, now)?;
+        let next = Self::build(cfg, now, self.shared.overrides.hasher().clone())?;
         let (old, new) = (&self.shared, &next.shared);
+        new.overrides.inherit(&old.overrides, now, |t| {
+            old.tiers
+                .get(t)
+                .and_then(|tier| new.tiers.by_name(&tier.name))
+        });
         for c in &new.clusters {
             if let Some(o) = old.clusters.iter().find(|o| o.name == c.name) {
                 c.limit.inherit(&o.limit);

@@ -386,7 +386,7 @@ fn snapshot_serializes_and_lists_every_decision_counter() {
     let _p = take(&a, "critical");
     let s = a.snapshot();
     let counts: Vec<_> = s.decision_counts().collect();
-    assert_eq!(counts.len(), 3 * 7);
+    assert_eq!(counts.len(), 3 * 9);
     assert!(counts.contains(&("critical", DecisionKind::Admitted, None, 1)));
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["tiers"][0]["name"], "critical");
@@ -394,6 +394,65 @@ fn snapshot_serializes_and_lists_every_decision_counter() {
     assert_eq!(json["clusters"][0]["limit"], 10);
     assert_eq!(json["clusters"][0]["cluster"], serde_json::Value::Null);
     assert_eq!(json["sources"]["capacity"], 1024);
+}
+
+#[test]
+fn a_source_override_demotes_limits_or_rejects_that_source_only_and_survives_a_reload() {
+    let a = admission(THREE);
+    let bad = a.identity_hash("10.9.9.9");
+    let from = |src: &'static str| a.try_acquire(id(&a, "standard"), None, Some(src), 5);
+
+    // Demoted to batch: its standard requests are admitted (and counted) as batch.
+    a.set_source_override(bad, SourceOverride::Demote(id(&a, "batch")), 0, 100)
+        .unwrap();
+    let p = from("10.9.9.9").permit().unwrap();
+    assert_eq!(p.tier(), id(&a, "batch"));
+    // Another source keeps its tier.
+    assert_eq!(
+        from("10.0.0.1").permit().unwrap().tier(),
+        id(&a, "standard")
+    );
+    // A "demotion" to standard never promotes the source's batch requests.
+    a.set_source_override(bad, SourceOverride::Demote(id(&a, "standard")), 0, 100)
+        .unwrap();
+    let b = a.try_acquire(id(&a, "batch"), None, Some("10.9.9.9"), 5);
+    assert_eq!(b.permit().unwrap().tier(), id(&a, "batch"));
+
+    // Rejected: 429 with reason `anomaly` and the configured Retry-After.
+    a.set_source_override(bad, SourceOverride::Reject, 0, 100)
+        .unwrap();
+    let r = from("10.9.9.9").rejection().unwrap();
+    assert_eq!((r.status(), r.reason), (429, RejectReason::Anomaly));
+    assert_eq!(r.retry_after_secs, 1);
+    assert_eq!(tier(&a.snapshot(), "standard").rejected.anomaly, 1);
+
+    // A reload keeps the override (same hash, same effect).
+    let cfg: PoliciesConfig = serde_yaml_ng::from_str(THREE).unwrap();
+    let b = a.reconfigure(&cfg, 6).unwrap();
+    assert_eq!(b.identity_hash("10.9.9.9"), bad);
+    let r = b.try_acquire(id(&b, "standard"), None, Some("10.9.9.9"), 7);
+    assert_eq!(r.rejection().unwrap().reason, RejectReason::Anomaly);
+
+    // Cleared, or expired: the source is itself again.
+    assert!(b.clear_source_override(bad));
+    assert!(b
+        .try_acquire(id(&b, "standard"), None, Some("10.9.9.9"), 8)
+        .permit()
+        .is_some());
+    b.set_source_override(bad, SourceOverride::RateLimit { rps: 1.0 }, 8, 1_000_000)
+        .unwrap();
+    assert_eq!(b.source_overrides(9).len(), 1);
+    assert!(b
+        .try_acquire(id(&b, "standard"), None, Some("10.9.9.9"), 9)
+        .permit()
+        .is_some());
+    let r = b.try_acquire(id(&b, "standard"), None, Some("10.9.9.9"), 10);
+    assert_eq!(r.rejection().unwrap().retry_after_secs, 1);
+    assert!(b
+        .try_acquire(id(&b, "standard"), None, Some("10.9.9.9"), 1_000_000)
+        .permit()
+        .is_some());
+    assert!(b.source_overrides(1_000_000).is_empty());
 }
 
 #[test]

@@ -1,10 +1,14 @@
-//! Sources (callers): configured tiers and weights, and per-source rate limits over a
-//! bounded top-K table.
+//! Sources (callers): configured tiers and weights, per-source rate limits over a
+//! bounded top-K table, and runtime overrides (anomaly remediation).
 
 mod config;
+pub mod overrides;
 mod table;
 
 pub use self::config::{IdentityConfig, RateLimitConfig, SourcesConfig, MAX_TOP_K};
+pub use self::overrides::{
+    OverrideEffect, OverrideEntry, OverridesFull, SourceOverride, SourceOverrides, MAX_OVERRIDES,
+};
 pub use self::table::{SourceTable, WAYS};
 
 #[cfg(test)]

@@ -49,10 +49,10 @@ struct Slot {
 
 /// Generic cell rate algorithm, the one-word form of a token bucket.
 #[derive(Clone, Copy, Debug)]
-struct Gcra {
+pub(super) struct Gcra {
     /// µs between requests at the sustained rate (weight 1).
-    interval: f64,
-    burst: f64,
+    pub(super) interval: f64,
+    pub(super) burst: f64,
 }
 
 // === impl SourceTable ===
@@ -159,7 +159,7 @@ impl SourceTable {
 
 impl Gcra {
     /// Admits one request if the bucket has a token; else the wait until it would.
-    fn take(&self, tat: &AtomicU64, weight: f64, now: Micros) -> Result<(), Micros> {
+    pub(super) fn take(&self, tat: &AtomicU64, weight: f64, now: Micros) -> Result<(), Micros> {
         let interval = (self.interval / weight).max(1.0) as u64;
         // Tolerance: how far ahead of now the schedule may run ((burst - 1) intervals).
         let tau = ((self.burst * weight).max(1.0) - 1.0) * interval as f64;

@@ -75,6 +75,14 @@ impl TierId {
     pub fn index(self) -> usize {
         usize::from(self.0)
     }
+
+    /// The id at `index`, if a table may have it (below [`MAX_TIERS`]).
+    pub(crate) fn from_index(index: usize) -> Option<Self> {
+        u8::try_from(index)
+            .ok()
+            .filter(|_| index < MAX_TIERS)
+            .map(Self)
+    }
 }
 
 // === impl TierTable ===

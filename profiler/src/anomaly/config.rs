@@ -86,6 +86,9 @@ impl AnomalyConfig {
             );
         }
         let d = &self.drift;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d.interval) {
+            return err("drift.interval", "must be between 1s and 1h");
+        }
         if !(d.alpha > 0.0 && d.alpha <= 1.0) {
             return err("drift.alpha", "must be in (0, 1]");
         }

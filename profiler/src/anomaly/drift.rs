@@ -3,8 +3,10 @@
 //! moves sharply, and a cost that rises while the mix holds still — the pattern of a
 //! leak or a bad deploy, where the same work gets dearer.
 //!
-//! The caller fills a [`DriftSnapshot`] from the profile's `SignatureView`s at a steady
-//! cadence (e.g. every minute); all counts below are in snapshots. Baselines are
+//! The caller fills a [`DriftSnapshot`] (e.g. with [`SnapshotBuilder`]) at a steady
+//! cadence, `interval` (every minute by default); all counts below are in snapshots.
+//!
+//! [`SnapshotBuilder`]: super::snapshot::SnapshotBuilder Baselines are
 //! EWMAs, frozen while a departure is pending or active so it cannot teach them that
 //! it is normal; a departure that lasts `accept_after` snapshots becomes the new normal.
 
@@ -14,6 +16,7 @@ use crate::sample::Millis;
 use crate::signature::SignatureId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Signatures tracked at once (ids stay within 1..=16, so this is never reached by a
 /// valid model); snapshot entries beyond it are ignored.
@@ -25,6 +28,10 @@ const FORGET_AFTER: usize = 10;
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriftParams {
+    /// How often the caller takes a snapshot (the live sidecar's cadence; the detector
+    /// itself counts snapshots, not time).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
     /// A newly created signature whose centroid lies farther than this from every
     /// previous centroid (Euclidean, in the model's standardised feature space) is a
     /// `NewSignature`. Re-fits keep a signature's id within 1.5, so the default 3.0 is
@@ -107,6 +114,7 @@ pub(crate) struct Ewma {
 impl Default for DriftParams {
     fn default() -> Self {
         Self {
+            interval: Duration::from_secs(60),
             new_signature_distance: 3.0,
             warmup: 5,
             sustain: 3,
@@ -130,6 +138,15 @@ impl Ewma {
         self.n = self.n.saturating_add(1);
         let a = alpha.max(1.0 / self.n as f64);
         self.value += a * (x - self.value);
+    }
+
+    /// Moves towards `x` by `alpha` exactly, however young the mean is.
+    pub fn nudge(&mut self, x: f64, alpha: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        self.n = self.n.saturating_add(1);
+        self.value += alpha.clamp(0.0, 1.0) * (x - self.value);
     }
 
     pub fn reset_to(&mut self, x: f64) {

@@ -13,6 +13,7 @@
 //!   constant mix (the leak or bad-deploy pattern).
 //! - [`source`]: a top-K source whose rate or signature mix departs from its own
 //!   baseline.
+//! - [`snapshot`]: the drift detector's input, built from finished requests.
 //! - [`registry`]: the bounded set of active anomalies behind `GET /v1/anomalies`.
 //! - [`monitor`]: all of the above behind one struct, for the live wiring.
 //! - [`eval`]: window-level scoring on labelled series (NAB), against a z-score baseline.
@@ -25,6 +26,7 @@ pub mod eval;
 pub mod monitor;
 pub mod rate;
 pub mod registry;
+pub mod snapshot;
 pub mod source;
 
 pub use self::config::{AnomalyConfig, AnomalyConfigError};
@@ -125,6 +127,19 @@ pub fn source_subject(source: u64) -> String {
     format!("source:{source:016x}")
 }
 
+/// The source hash a [`source_subject`] names; `None` for any other subject.
+pub fn subject_source(subject: &str) -> Option<u64> {
+    let hex = subject.strip_prefix("source:")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// The signature a [`signature_subject`] names; `None` for any other subject.
+pub fn subject_signature(subject: &str) -> Option<SignatureId> {
+    subject.strip_prefix("signature:")?.parse().ok()
+}
+
 // === impl AnomalyKind ===
 
 impl AnomalyKind {
@@ -209,5 +224,11 @@ mod tests {
         assert_eq!(v["event"], "refit_requested");
         assert_eq!(source_subject(0xab), "source:00000000000000ab");
         assert_eq!(signature_subject(3), "signature:3");
+        // Subjects parse back to what they name, and nothing else does.
+        assert_eq!(subject_source(&source_subject(u64::MAX)), Some(u64::MAX));
+        assert_eq!(subject_source("source:ab"), None);
+        assert_eq!(subject_source(TOTAL), None);
+        assert_eq!(subject_signature(&signature_subject(7)), Some(7));
+        assert_eq!(subject_signature("signature:x"), None);
     }
 }

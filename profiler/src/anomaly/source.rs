@@ -209,6 +209,10 @@ impl SourceState {
         } else {
             Verdict::Hold
         };
+        // An elevated rate short of the threshold (often the first, partial interval of
+        // a surge) is learned at `alpha` only: while the baseline is young its plain-mean
+        // weight (1/n) would let one such interval lift it enough to hide the surge.
+        let elevated = matches!(verdict, Verdict::Between);
         let step = self.rate_dep.judge(
             AnomalyKind::SourceRate,
             &subject,
@@ -219,7 +223,11 @@ impl SourceState {
         );
         events.extend(step.event);
         if !self.rate_dep.frozen() {
-            self.rate.add(rate, p.alpha);
+            if elevated {
+                self.rate.nudge(rate, p.alpha);
+            } else {
+                self.rate.add(rate, p.alpha);
+            }
         }
 
         let n = self.count;

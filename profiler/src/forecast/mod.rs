@@ -152,6 +152,21 @@ impl Forecaster {
         self.observed
     }
 
+    /// Starts over after a confirmed level shift: forgets the models, their errors and
+    /// every observation but the last `keep` (those since the shift), which are replayed
+    /// as if observed live, a forecast after each, so the new models and intervals learn
+    /// the new level only. `keep` is capped at the history held; 0 forgets everything.
+    /// Costs up to `keep` forecasts (a model fit every `refit_every` of them).
+    pub fn restart_keeping(&mut self, keep: usize) {
+        let skip = self.history.len().saturating_sub(keep);
+        let recent: Vec<f64> = self.history.iter().skip(skip).copied().collect();
+        *self = Self::new(self.params.clone());
+        for y in recent {
+            self.observe(y);
+            let _ = self.forecast();
+        }
+    }
+
     /// Adds the next observation; scores every forecast that predicted it. A
     /// non-finite value (a gap) repeats the previous one.
     pub fn observe(&mut self, value: f64) {

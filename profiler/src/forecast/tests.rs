@@ -159,3 +159,33 @@ fn gaps_are_not_scored_and_summaries_stay_finite() {
         );
     }
 }
+
+#[test]
+fn a_restart_after_a_level_shift_forecasts_the_new_level_only() {
+    // 200 steps around 10, then 80 steps around 50: a step change.
+    let noise = |i: usize| ((i * 7919) % 13) as f64 / 13.0 - 0.5;
+    let mut f = Forecaster::new(params(1, vec![]));
+    for i in 0..200 {
+        f.observe(10.0 + noise(i));
+        f.forecast();
+    }
+    for i in 200..280 {
+        f.observe(50.0 + noise(i));
+        f.forecast();
+    }
+    // Restarted on the 80 steps since the shift: the old level is gone from the
+    // history, and the interval was calibrated on post-shift errors only, so it is
+    // narrow again (the old one had to cover a 40-unit miss).
+    f.restart_keeping(80);
+    assert_eq!(f.observed(), 80);
+    let fc = f.forecast().unwrap();
+    let p = fc.points[0];
+    assert!((p.point - 50.0).abs() < 2.0, "{p:?}");
+    assert!(fc.calibrated, "{fc:?}");
+    assert!(p.upper - p.lower < 5.0, "{p:?}");
+    // Keeping more than there is keeps everything; 0 forgets everything.
+    f.restart_keeping(10_000);
+    assert_eq!(f.observed(), 80);
+    f.restart_keeping(0);
+    assert!(f.forecast().is_none());
+}

@@ -25,6 +25,7 @@ pub struct Admin {
     pub reloader: Arc<Reloader>,
     pub profiling: Arc<crate::profiling::Profiling>,
     pub forecasting: Arc<crate::forecasting::Forecasting>,
+    pub anomalies: Arc<crate::anomalies::Anomalies>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -78,6 +79,7 @@ impl Admin {
                 json(StatusCode::OK, &**self.forecasting.forecast.load())
             }
             (&Method::GET, "/v1/scale") => json(StatusCode::OK, &self.forecasting.scale_view()),
+            (&Method::GET, "/v1/anomalies") => json(StatusCode::OK, &self.anomalies.response()),
             (&Method::GET, "/v1/tiers") => match &self.reloader.snapshot().tiers {
                 Some(policy) => json(StatusCode::OK, &crate::tiers::tiers_json(policy)),
                 None => text(
@@ -108,7 +110,8 @@ impl Admin {
             (
                 _,
                 "/metrics" | "/ready" | "/live" | "/config" | "/reload" | "/shutdown"
-                | "/v1/signatures" | "/v1/series" | "/v1/forecast" | "/v1/scale" | "/v1/tiers",
+                | "/v1/signatures" | "/v1/series" | "/v1/forecast" | "/v1/scale" | "/v1/tiers"
+                | "/v1/anomalies",
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }

@@ -6,6 +6,7 @@
 //! Each crate still owns its section: `profiler:` and `policies:` are their types.
 
 mod admin;
+mod anomalies;
 mod cluster;
 mod error;
 mod listener;
@@ -14,6 +15,9 @@ mod runtime;
 mod signals;
 
 pub use self::admin::{AdminConfig, Secret};
+pub use self::anomalies::{
+    AlertmanagerConfig, AnomaliesConfig, RemediationAction, RemediationConfig, RemediationMode,
+};
 pub use self::cluster::{ClusterConfig, PassiveHealthConfig, Protocol, Timeouts, UpstreamTls};
 pub use self::error::ConfigError;
 pub use self::listener::{Direction, ListenerConfig, ListenerTls, RouteConfig};
@@ -54,6 +58,10 @@ pub struct MeshConfig {
     /// Seeds the forecast from Prometheus when the embedded store is empty.
     #[serde(default)]
     pub warm_start: Option<WarmStartConfig>,
+    /// What is done about anomalies (alerting, remediation); their detection is
+    /// `profiler.anomalies`.
+    #[serde(default)]
+    pub anomalies: AnomaliesConfig,
 }
 
 /// A semantic problem found after parsing; its path also finds its line in the file.
@@ -122,6 +130,7 @@ impl MeshConfig {
         }
         self.profiler.resolve_paths(base);
         self.signals.resolve_paths(base);
+        self.anomalies.resolve_paths(base);
     }
 
     fn validate(&self) -> Result<(), Invalid> {
@@ -183,6 +192,11 @@ impl MeshConfig {
         self.runtime.validate().map_err(|e| e.under("runtime"))?;
         self.drain.validate().map_err(|e| e.under("drain"))?;
         self.limits.validate().map_err(|e| e.under("limits"))?;
+        // Checked first so an error names the exact field, not just `anomalies`.
+        self.profiler
+            .anomalies
+            .validate()
+            .map_err(|e| Invalid::new(format!("profiler.anomalies.{}", e.field), e.reason))?;
         self.profiler
             .validate()
             .map_err(|e| Invalid::new(format!("profiler.{}", e.field), e.reason))?;
@@ -199,6 +213,9 @@ impl MeshConfig {
             }
         }
         self.signals.validate().map_err(|e| e.under("signals"))?;
+        self.anomalies
+            .validate(self.policies.tiers.list.iter().map(|t| t.name.as_str()))
+            .map_err(|e| e.under("anomalies"))?;
         if let Some(w) = &self.warm_start {
             w.validate().map_err(|e| e.under("warm_start"))?;
         }

@@ -36,9 +36,18 @@ pub struct DownstreamLimits {
     /// How long a client may pause while sending a request body; then 408.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
-    /// How long an idle HTTP/1.1 keep-alive connection is kept.
+    /// How long an idle HTTP/1.1 keep-alive connection is kept (and an idle HTTP/2
+    /// connection with no stream open).
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// Longest time a request head may take: from the connection's accept (first
+    /// request) or the head's first byte (later requests on a kept-alive connection) to
+    /// its end. Slow heads (slowloris) get 408 and a closed connection.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Open downstream connections per listener; beyond it new connections are closed
+    /// at once, before a byte is read.
+    pub max_connections: usize,
 }
 
 // === impl RuntimeConfig ===
@@ -90,6 +99,10 @@ impl Default for DownstreamLimits {
             max_request_body_bytes: None,
             body_read_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(60),
+            // HAProxy's usual `timeout http-request`; nginx uses 60 s.
+            header_timeout: Duration::from_secs(10),
+            // HAProxy-like; an idle connection costs pingora tens of KiB (README: Reliability).
+            max_connections: 4096,
         }
     }
 }
@@ -112,6 +125,13 @@ impl DownstreamLimits {
         }
         bounded("body_read_timeout", self.body_read_timeout)?;
         bounded("keepalive_timeout", self.keepalive_timeout)?;
+        bounded("header_timeout", self.header_timeout)?;
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(Invalid::new(
+                "max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ pub const MAX_HEADERS: usize = 16;
 pub const MAX_WARM_START_POINTS: u64 = 11_000;
 
 /// Headers prescale sets itself; a config may not override them.
-const RESERVED_HEADERS: [&str; 6] = [
+pub(super) const RESERVED_HEADERS: [&str; 6] = [
     "host",
     "content-length",
     "content-type",
@@ -379,7 +379,7 @@ impl WarmStartConfig {
 
 /// An absolute `http(s)://host[:port]/...` URL without credentials in it (they would
 /// end up in logs; use `headers` instead).
-fn check_url(field: &str, url: &str, allow_query: bool) -> Result<(), Invalid> {
+pub(super) fn check_url(field: &str, url: &str, allow_query: bool) -> Result<(), Invalid> {
     let bad = |why: &str| Err(Invalid::new(field, format!("{why}: {url:?}")));
     let Ok(uri) = url.parse::<http::Uri>() else {
         return bad("not a URL");

@@ -112,6 +112,8 @@ fn defaults_hold_for_a_minimal_config() {
     assert_eq!(cfg.limits.max_request_body_bytes, None);
     assert_eq!(cfg.limits.body_read_timeout, Duration::from_secs(30));
     assert_eq!(cfg.limits.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(cfg.limits.header_timeout, Duration::from_secs(10));
+    assert_eq!(cfg.limits.max_connections, 4096);
     assert_eq!(cfg.runtime.worker_threads, 0);
     assert!(cfg.runtime.threads() >= 1);
     let l = &cfg.listeners[0];
@@ -310,6 +312,18 @@ fn zero_timeout_is_rejected() {
         &text,
         "keepalive_timeout: 0s",
         &["limits.keepalive_timeout", "must be more than 0"],
+    );
+    let text = format!("{BASE}limits:\n  header_timeout: 0s\n");
+    rejected_at(
+        &text,
+        "header_timeout: 0s",
+        &["limits.header_timeout", "must be more than 0"],
+    );
+    let text = format!("{BASE}limits:\n  max_connections: 0\n");
+    rejected_at(
+        &text,
+        "max_connections: 0",
+        &["limits.max_connections", "between 1 and"],
     );
 }
 

@@ -29,6 +29,11 @@ use prescale_profiler::sample::Completion;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Largest refused h2 body read before answering 413 (one default h2 window).
+const LINGER_BODY_BYTES: u64 = 65_535;
+/// Longest wait for it.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The proxy logic of one listener.
 pub struct Sidecar {
     listener: String,
@@ -91,6 +96,8 @@ impl ProxyHttp for Sidecar {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        // The head is parsed: its deadline (`limits.header_timeout`) is met.
+        crate::guard::mark_busy(session.as_downstream().stream());
         let snapshot = self.snapshot.load();
         ctx.routes = snapshot.listener(&self.listener).cloned();
         if let Some(routes) = &ctx.routes {
@@ -117,6 +124,14 @@ impl ProxyHttp for Sidecar {
         }
         if let (Some(max), Some(len)) = (limits.max_request_body_bytes, content_length(req)) {
             if len > max {
+                // An h2 client may still be uploading when the answer comes; the stream
+                // is then reset, and a client that sees the reset first reports a
+                // framing error instead of our 413. A small body is read and dropped
+                // first (at most one h2 window, for at most LINGER_TIME); a large one
+                // is cut at once.
+                if session.is_http2() && len <= LINGER_BODY_BYTES {
+                    let _ = tokio::time::timeout(LINGER_TIME, session.drain_request_body()).await;
+                }
                 return self
                     .answer(session, ctx, 413, LocalReason::BodyTooLarge)
                     .await;
@@ -134,8 +149,7 @@ impl ProxyHttp for Sidecar {
                             .client_addr()
                             .and_then(PingoraAddr::as_inet)
                             .map(|a| a.ip());
-                        let peer = crate::peer_identity::of(session);
-                        ctx.profile = self.profiling.arrive(req, peer, client);
+                        ctx.profile = self.profiling.arrive(req);
                         if let Some(policy) = &snapshot.tiers {
                             return self.admit(session, ctx, policy, client).await;
                         }
@@ -291,6 +305,8 @@ impl ProxyHttp for Sidecar {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A kept-alive connection's next head gets its own deadline.
+        crate::guard::mark_idle(session.as_downstream().stream());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(permit) = ctx.permit.take() {
             let client_gone = e.is_some_and(|e| matches!(e.esource(), ErrorSource::Downstream));
@@ -353,7 +369,11 @@ impl Sidecar {
             .as_ref()
             .and_then(RequestProfile::guess)
             .and_then(|sig| self.profiling.expected_service_time(sig));
-        match policy.admit(session, client, cost) {
+        let (verdict, source) = policy.admit(session, client, cost);
+        if let Some(p) = &mut ctx.profile {
+            p.set_source(source);
+        }
+        match verdict {
             Verdict::Admit {
                 tier,
                 permit,
@@ -370,8 +390,11 @@ impl Sidecar {
                 Ok(false)
             }
             Verdict::Reject(r) => {
-                // Not served, so no sample: its service time is unknown.
-                ctx.profile = None;
+                // Not served, so no sample (its service time is unknown); it still
+                // counts towards its source's rate.
+                if let Some(p) = ctx.profile.take() {
+                    self.profiling.shed(p);
+                }
                 ctx.tier = Some(r.tier);
                 let reason = errors::reject(session, &r, policy.tier_name(r.tier)).await?;
                 ctx.local = Some(reason);

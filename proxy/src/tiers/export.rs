@@ -2,10 +2,11 @@
 //! counters each time `/metrics` is rendered (never per request), and `GET /v1/tiers`.
 //!
 //! Label values are tier and cluster names from the config (at most 16 tiers, so at
-//! most 16 × 7 decision series) and fixed decision and reason names.
+//! most 16 × 9 decision series) and fixed decision and reason names.
 
 use super::TierPolicy;
 use crate::metrics as m;
+use prescale_policies::sources::SourceOverride;
 use prescale_policies::RejectReason;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -58,6 +59,32 @@ pub fn tiers_json(policy: &TierPolicy) -> serde_json::Value {
             "header".into(),
             policy.admission.tiers().header().to_string().into(),
         );
+        // Anomaly remediation in force: what each overridden source gets, and for how
+        // long still (sources by hash, as `GET /v1/anomalies` names them).
+        let now = super::now_micros();
+        let table = policy.admission.tiers();
+        let overrides: Vec<serde_json::Value> = policy
+            .admission
+            .source_overrides(now)
+            .into_iter()
+            .map(|e| {
+                let action = match e.action {
+                    SourceOverride::Demote(t) => serde_json::json!({
+                        "demote_to": table.get(t).map(|t| t.name.as_str()),
+                    }),
+                    SourceOverride::RateLimit { rps } => {
+                        serde_json::json!({ "rate_limit_rps": rps })
+                    }
+                    SourceOverride::Reject => serde_json::json!("reject"),
+                };
+                serde_json::json!({
+                    "subject": prescale_profiler::anomaly::source_subject(e.source),
+                    "action": action,
+                    "expires_in_seconds": e.until.saturating_sub(now) / 1_000_000,
+                })
+            })
+            .collect();
+        o.insert("source_overrides".into(), overrides.into());
     }
     v
 }

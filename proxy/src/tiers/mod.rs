@@ -12,7 +12,9 @@
 //! Source identity, in order: the verified mTLS client's name (listeners with
 //! `client_ca`; see `peer_identity`), the `profiler.source_header` value when the peer is in
 //! `policies.tiers.trusted_sources`, else the client address. A client can forge none
-//! of these: a header from an untrusted peer is ignored like the tier header.
+//! of these: a header from an untrusted peer is ignored like the tier header. The same
+//! identity, hashed by `Admission::identity_hash`, is the source the profiler records
+//! and per-source anomalies name, so remediation hits exactly the source detected.
 
 mod export;
 mod preshed;
@@ -122,16 +124,18 @@ impl TierPolicy {
 
     /// Classifies the request, strips a tier header it may not carry, and asks
     /// admission. `cost` is the expected service time of its signature, if guessed.
-    /// No lock; allocates only to build a route template when a tier matches on one.
+    /// Also returns the source's identity hash (0: none), which the profiler records so
+    /// that per-source anomalies and their remediation name the same source. No lock;
+    /// allocates only to build a route template when a tier matches on one.
     pub fn admit(
         &self,
         session: &mut Session,
         client: Option<IpAddr>,
         cost: Option<f64>,
-    ) -> Verdict {
+    ) -> (Verdict, u64) {
         let table = self.admission.tiers();
         let ip_text = client.map(IpText::new);
-        let (class, decision) = {
+        let (class, decision, source_hash) = {
             let peer = crate::peer_identity::of(session);
             let req = session.req_header();
             let vouched = self
@@ -147,20 +151,23 @@ impl TierPolicy {
             let decision = self
                 .admission
                 .try_acquire(class.tier, cost, source, now_micros());
-            (class, decision)
+            let source_hash = source.map_or(0, |s| self.admission.identity_hash(s));
+            (class, decision, source_hash)
         };
         if class.strip_header {
             // A client must not promote itself here, nor to the service behind us.
             session.req_header_mut().remove_header(table.header());
         }
-        match decision {
+        let verdict = match decision {
+            // The permit's tier: a source under remediation may have been demoted.
             Decision::Admit(permit) => Verdict::Admit {
-                tier: class.tier,
-                cluster: self.routes_to.get(class.tier.index()).cloned().flatten(),
+                tier: permit.tier(),
+                cluster: self.routes_to.get(permit.tier().index()).cloned().flatten(),
                 permit,
             },
             Decision::Reject(r) => Verdict::Reject(r),
-        }
+        };
+        (verdict, source_hash)
     }
 
     /// The name of `tier`, for the shed header.

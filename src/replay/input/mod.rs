@@ -10,6 +10,8 @@
 mod clf;
 mod detect;
 mod jsonl;
+#[cfg(test)]
+mod proptests;
 mod rate_csv;
 mod reorder;
 mod source;
@@ -56,6 +58,31 @@ impl fmt::Display for Format {
             Format::Jsonl => "jsonl",
             Format::RateCsv => "rate-csv",
         })
+    }
+}
+
+/// Reads one line as `format` does (`Auto`: detected from this line alone), for the
+/// property tests and fuzz targets: `Ok(None)` is a rate-csv header line. Never panics.
+#[cfg(any(test, fuzzing))]
+pub fn parse_line(format: Format, line: &[u8]) -> Result<Option<Record>, String> {
+    let format = match format {
+        Format::Auto => detect::detect(std::iter::once(line)).ok_or("no format detected")?,
+        f => f,
+    };
+    match format {
+        Format::Auto => Err("no format detected".into()),
+        Format::Combined | Format::Common => {
+            clf::parse(line).map(|l| Some(Record::Request(l.request)))
+        }
+        Format::Jsonl => jsonl::parse(line).map(|r| Some(Record::Request(r))),
+        Format::RateCsv => rate_csv::parse(line).map(|row| match row {
+            rate_csv::Row::Header => None,
+            rate_csv::Row::Data { ts, value } => Some(Record::Count {
+                ts,
+                count: value,
+                interval: 1.0,
+            }),
+        }),
     }
 }
 

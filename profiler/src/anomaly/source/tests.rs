@@ -118,3 +118,35 @@ fn a_million_distinct_sources_keep_state_for_at_most_capacity() {
     assert_eq!(events, 0);
     eprintln!("10^6 sources: {:?}", started.elapsed());
 }
+
+#[test]
+fn a_surge_soon_after_start_is_flagged_though_its_first_interval_is_only_partly_elevated() {
+    // Short intervals and a young baseline (5 intervals): the surge begins halfway
+    // through an interval, so that interval is "only" 10× (not above the threshold).
+    // It must not teach the young baseline enough to hide the 21× that follows.
+    let p = SourceParams {
+        interval: std::time::Duration::from_secs(2),
+        warmup: 4,
+        sustain: 2,
+        ..SourceParams::default()
+    };
+    let mut m = SourceMonitor::new(p);
+    let mut raised = Vec::new();
+    for s in 0..40u64 {
+        let n = if s < 12 { 2 } else { 42 };
+        for _ in 0..n {
+            m.record(1, 1);
+        }
+        m.record(2, 1);
+        m.record(2, 1);
+        for e in m.tick(s * SECOND) {
+            if let AnomalyEvent::Raised(a) = e {
+                raised.push((s, a));
+            }
+        }
+    }
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let (at, a) = &raised[0];
+    assert_eq!(a.subject, source_subject(1));
+    assert!(*at <= 18, "flagged at {at} s");
+}

