@@ -15,6 +15,7 @@
 # Usage (from the repo root):   bash benches/overload.sh
 # Knobs (environment):          SLOTS=24 SERVICE_MS=60 MULT=3 WARMUP=10 DURATION=30
 #                               UNLOADED=10 TIMEOUT_MS=2000 SKIP_BUILD=0 KEEP=0
+#                               TARGETS="prescale prescale-noadm haproxy"
 #
 # Loopback only; every process it starts is killed on exit (trap).
 set -euo pipefail
@@ -30,6 +31,7 @@ DURATION=${DURATION:-30}
 UNLOADED=${UNLOADED:-10}
 TIMEOUT_MS=${TIMEOUT_MS:-2000}
 SKIP_BUILD=${SKIP_BUILD:-0}
+TARGETS=${TARGETS:-prescale prescale-noadm haproxy}
 
 if ((DURATION < 5 || DURATION > 120)); then echo "DURATION must be 5..120" >&2; exit 2; fi
 if ((WARMUP < 1 || WARMUP > 60)); then echo "WARMUP must be 1..60" >&2; exit 2; fi
@@ -230,7 +232,10 @@ echo "             ${WARMUP}s warm-up + ${DURATION}s measured, per-request timeo
 echo "             unloaded p99 from ${UNLOADED}s of critical alone at 40 % of capacity"
 echo
 
-for t in prescale prescale-noadm haproxy; do run_target "$t"; done
+for t in $TARGETS; do
+    case $t in prescale | prescale-noadm | haproxy) ;; *) echo "unknown target $t" >&2; exit 2 ;; esac
+    run_target "$t"
+done
 
 field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 pctf() { awk -v x="$1" 'BEGIN { printf "%.1f", x * 100 }'; }
@@ -241,7 +246,7 @@ printf '%-15s | %9s %7s | %-22s | %-22s | %-22s | %9s %9s %7s | %6s\n' \
     "rej p50" "rej p99" "retry%" "crit×"
 printf -- '-%.0s' $(seq 1 150)
 echo
-for t in prescale prescale-noadm haproxy; do
+for t in $TARGETS; do
     r=${RES[$t]}
     tier() {
         printf '%5s%% %6s/%-7s' "$(pctf "$(field "$1_ok" <<<"$r")")" \
@@ -255,7 +260,7 @@ for t in prescale prescale-noadm haproxy; do
         "$(field rej_p50 <<<"$r")" "$(field rej_p99 <<<"$r")" "$retry" "$(field crit_ratio <<<"$r")"
 done
 echo
-r=${RES[prescale]}
+r=${RES[prescale]:-${RES[$t]}}
 echo "  latencies in ms (p50/p99 of successful requests, from the scheduled start; rejections from send);"
 echo "  goodput in req/s of 2xx answers within the timeout, '% cap' against the upstream's measured capacity"
 echo "  ($(field capacity <<<"$r") req/s in the prescale run); 'crit×' = critical p99 / its unloaded p99 ($(field unloaded_p99 <<<"$r") ms for prescale);"

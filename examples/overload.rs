@@ -148,10 +148,16 @@ async fn load(
     });
     let samples = run_phase(url, &phase, 2, timeout).await;
     let (a, b) = window.await?;
-    let (Some(a), Some(b)) = (a, b) else {
-        return Err("could not read the upstream's counters".into());
+    // An upstream out of descriptors may not answer: then nominal capacity, busy unknown.
+    let cap = match (a, b) {
+        (Some(a), Some(b)) if b.completed > a.completed => capacity(slots, &a, &b),
+        _ => Capacity {
+            rps: nominal,
+            utilisation: f64::NAN,
+            service_ms: slots as f64 / nominal * 1e3,
+            max_waiting: 0,
+        },
     };
-    let cap = capacity(slots, &a, &b);
     let t = summarise(&samples);
 
     let secs = duration as f64;

@@ -567,7 +567,6 @@ mod h2raw {
     use super::*;
 
     pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    pub const DATA: u8 = 0;
     pub const HEADERS: u8 = 1;
     pub const RST_STREAM: u8 = 3;
     pub const SETTINGS: u8 = 4;
@@ -926,7 +925,6 @@ async fn http2_abuse_is_bounded_and_others_are_served() {
         "{taken} bytes of one header block accepted"
     );
     drop(c);
-    let _ = DATA;
 
     let stats = probe.finish().await;
     for r in &report {

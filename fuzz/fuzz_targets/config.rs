@@ -18,10 +18,11 @@ fuzz_target!(|data: &[u8]| {
             let msg = e.to_string();
             assert!(msg.starts_with("/fuzz/mesh.yaml:"), "{msg}");
             if let ConfigError::Invalid { line, .. } = &e {
-                // YAML breaks lines at CR, LF and CRLF (`str::lines` ignores a lone CR).
+                // YAML (1.1) breaks lines at CR, LF, CRLF, NEL, LS and PS; `str::lines`
+                // knows only LF and CRLF.
                 let lines = text
                     .replace("\r\n", "\n")
-                    .replace('\r', "\n")
+                    .replace(['\r', '\u{85}', '\u{2028}', '\u{2029}'], "\n")
                     .lines()
                     .count();
                 assert!(*line <= lines + 1, "line {line} past the end: {msg}");

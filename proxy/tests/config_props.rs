@@ -28,10 +28,11 @@ fn check(text: &str) -> Result<bool, TestCaseError> {
             let msg = e.to_string();
             prop_assert!(msg.starts_with(&format!("{FILE}:")), "{}", msg);
             if let ConfigError::Invalid { line, .. } = &e {
-                // YAML breaks lines at CR, LF and CRLF (`str::lines` ignores a lone CR).
+                // YAML (1.1) breaks lines at CR, LF, CRLF, NEL, LS and PS; `str::lines`
+                // knows only LF and CRLF.
                 let lines = text
                     .replace("\r\n", "\n")
-                    .replace('\r', "\n")
+                    .replace(['\r', '\u{85}', '\u{2028}', '\u{2029}'], "\n")
                     .lines()
                     .count();
                 prop_assert!(*line <= lines + 1, "line {} of {}: {}", line, lines, msg);

@@ -39,7 +39,9 @@ pub const TIERS: [&str; 3] = ["critical", "standard", "batch"];
 pub struct UpstreamStats {
     /// Requests served to the end of their service time.
     pub completed: AtomicU64,
-    /// Sum of their service times (slot-busy time), µs.
+    /// Sum of their service times, µs.
+    pub served_us: AtomicU64,
+    /// Slot-held time, µs, including requests cut short because the caller left.
     pub busy_us: AtomicU64,
     /// Requests that were waiting for a slot or being served, now and at most.
     pub waiting: AtomicU64,
@@ -51,6 +53,7 @@ pub struct UpstreamStats {
 pub struct UpstreamSnapshot {
     pub at: Instant,
     pub completed: u64,
+    pub served_us: u64,
     pub busy_us: u64,
     pub max_waiting: u64,
 }
@@ -106,6 +109,7 @@ impl UpstreamStats {
         UpstreamSnapshot {
             at: Instant::now(),
             completed: self.completed.load(Relaxed),
+            served_us: self.served_us.load(Relaxed),
             busy_us: self.busy_us.load(Relaxed),
             max_waiting: self.max_waiting.load(Relaxed),
         }
@@ -129,7 +133,7 @@ pub struct Capacity {
     /// Requests per second the upstream can serve with every slot busy, from its own
     /// mean service time over the interval.
     pub rps: f64,
-    /// Busy slot-time over `slots ×` the interval.
+    /// Slot-held time over `slots ×` the interval.
     pub utilisation: f64,
     /// Mean service time, ms.
     pub service_ms: f64,
@@ -139,8 +143,9 @@ pub struct Capacity {
 
 pub fn capacity(slots: usize, a: &UpstreamSnapshot, b: &UpstreamSnapshot) -> Capacity {
     let n = b.completed.saturating_sub(a.completed).max(1) as f64;
+    let served = b.served_us.saturating_sub(a.served_us) as f64;
     let busy = b.busy_us.saturating_sub(a.busy_us) as f64;
-    let service_s = busy / n / 1e6;
+    let service_s = served / n / 1e6;
     let wall = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
     Capacity {
         rps: slots as f64 / service_s.max(1e-9),
@@ -167,7 +172,12 @@ async fn serve(
             a = listener.accept() => a,
             _ = &mut stopped => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors (e.g. thousands of queued requests whose callers left,
+            // as a real service keeps them): back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (sem, stats) = (sem.clone(), stats.clone());
         tokio::spawn(async move {
@@ -177,8 +187,9 @@ async fn serve(
                     let path = req.uri().path().to_string();
                     if path == "/__stats" {
                         let body = format!(
-                            "{{\"slots\":{slots},\"completed\":{},\"busy_us\":{},\"max_waiting\":{}}}",
+                            "{{\"slots\":{slots},\"completed\":{},\"served_us\":{},\"busy_us\":{},\"max_waiting\":{}}}",
                             stats.completed.load(Relaxed),
+                            stats.served_us.load(Relaxed),
                             stats.busy_us.load(Relaxed),
                             stats.max_waiting.load(Relaxed)
                         );
@@ -192,10 +203,10 @@ async fn serve(
                     // place in the queue (or the slot) is released.
                     let _left = Leave(&stats.waiting);
                     let _slot = sem.acquire().await;
-                    let started = Instant::now();
+                    let held = Held(Instant::now(), &stats.busy_us);
                     tokio::time::sleep(service).await;
-                    let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    stats.busy_us.fetch_add(took, Relaxed);
+                    let took = u64::try_from(held.0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    stats.served_us.fetch_add(took, Relaxed);
                     stats.completed.fetch_add(1, Relaxed);
                     Ok(hyper::Response::new(Full::new(Bytes::from_static(b"ok\n"))))
                 }
@@ -204,6 +215,16 @@ async fn serve(
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+/// Adds the time a slot was held to the counter when dropped (served or cut short).
+struct Held<'a>(Instant, &'a AtomicU64);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let us = u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.1.fetch_add(us, Relaxed);
     }
 }
 
@@ -216,7 +237,7 @@ impl Drop for Leave<'_> {
 }
 
 /// The upstream's stats over plain HTTP (`GET /__stats`), for a driver in another
-/// process: (completed, busy µs, max waiting).
+/// process.
 pub async fn remote_stats(upstream: SocketAddr) -> Option<UpstreamSnapshot> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let uri: hyper::Uri = format!("http://{upstream}/__stats").parse().ok()?;
@@ -233,6 +254,7 @@ pub async fn remote_stats(upstream: SocketAddr) -> Option<UpstreamSnapshot> {
     Some(UpstreamSnapshot {
         at: Instant::now(),
         completed: field("completed")?,
+        served_us: field("served_us")?,
         busy_us: field("busy_us")?,
         max_waiting: field("max_waiting")?,
     })
