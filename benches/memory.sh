@@ -53,7 +53,8 @@ if [[ $MODE == headers ]]; then
     echo "requests      RSS MiB"
     echo "0             $(rss)"
     sent=0
-    # Each wrk thread stops after its share; every value is distinct (thread, step, counter).
+    # Every value is distinct (thread, step, counter); wrk runs until the proxy has
+    # answered this step's share, then is stopped.
     for step in $(seq 1 $STEPS); do
         cat >"$WORK/distinct.lua" <<LUA
 local threads = 0
@@ -64,8 +65,7 @@ local function word(n)
   repeat local d = n % 26; s = s .. string.sub(letters, d + 1, d + 1); n = (n - d) / 26 until n == 0
   return s
 end
-local n, done = 0, 0
-local share = math.floor($per_step / 2)
+local n = 0
 request = function()
   n = n + 1
   local who = $step * 100 + tid
@@ -74,13 +74,18 @@ request = function()
     ["traceparent"] = string.format("00-%08x%08x0000000000000001-%08x%08x-01", who, n, n, who),
   })
 end
-response = function(status, headers, body)
-  done = done + 1
-  if done >= share then wrk.thread:stop() end
-end
 LUA
-        wrk -t2 -c$CONNS -d600s -s "$WORK/distinct.lua" "http://127.0.0.1:$PORT/" >"$WORK/wrk-$step.out" 2>&1 || true
-        sent=$((sent + $(awk '/ requests in / { print $1 }' "$WORK/wrk-$step.out")))
+        wrk -t2 -c$CONNS -d600s -s "$WORK/distinct.lua" "http://127.0.0.1:$PORT/" >"$WORK/wrk-$step.out" 2>&1 &
+        WRK=$!
+        for _ in $(seq 1 6000); do
+            done_now=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^prescale_requests_total\{listener="inbound"/ { s += $NF } END { print s + 0 }')
+            ((done_now >= step * per_step)) && break
+            kill -0 "$WRK" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -INT "$WRK" 2>/dev/null || true
+        wait "$WRK" || true
+        sent=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^prescale_requests_total\{listener="inbound"/ { s += $NF } END { print s + 0 }')
         printf '%-13s %s   (non-2xx this step: %s)\n' "$sent" "$(rss)" "$(awk '/Non-2xx/ { n = $NF } END { print n + 0 }' "$WORK/wrk-$step.out")"
     done
     sleep 2

@@ -6,7 +6,8 @@
 //! capacity is not configured, the adaptive limit has to find it. Critical traffic
 //! alone at 40 % of capacity gives the unloaded p99; then open-loop Poisson arrivals
 //! at three times capacity (20 % critical, 30 % standard, 50 % batch) are measured
-//! for 20 s after an 8 s warm-up. `support/overload.rs` has the upstream and the
+//! for 20 s after a 6 s warm-up (repeated once if the machine stalled the generator:
+//! ≈ 40 s, at worst ≈ 70 s). `support/overload.rs` has the upstream and the
 //! generator; `benches/overload.sh` runs the same scenario against release builds and
 //! HAProxy.
 //!
@@ -40,10 +41,13 @@ const SERVICE: Duration = Duration::from_millis(240);
 /// Nominal capacity, req/s (timers make the real one a little lower; it is measured).
 const NOMINAL: f64 = SLOTS as f64 / 0.240;
 const MIX: [f64; 3] = [0.2, 0.3, 0.5];
-const WARMUP: Duration = Duration::from_secs(8);
+const WARMUP: Duration = Duration::from_secs(6);
 const MEASURED: Duration = Duration::from_secs(20);
 /// Per request: an answer later than this is a failure.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// The generator sending a request later than this after its scheduled start means the
+/// machine stalled it (well-behaved runs stay under 25 ms; stalled ones reach 200+).
+const STALL: Duration = Duration::from_millis(100);
 
 fn config(admin: SocketAddr, listen: SocketAddr, upstream: SocketAddr) -> String {
     format!(
@@ -81,6 +85,36 @@ fn limit(admin: SocketAddr) -> Option<u64> {
     view["clusters"][0]["limit"].as_u64()
 }
 
+/// Three times capacity for `WARMUP + MEASURED`: the recorded samples, the upstream's
+/// capacity over the measured window and the limits seen in it.
+async fn overload_phase(
+    base: &str,
+    upstream: &CapacityUpstream,
+    admin: SocketAddr,
+    seed: u64,
+) -> (Vec<Sample>, Capacity, Vec<u64>) {
+    let phase = Phase {
+        rate: 3.0 * NOMINAL,
+        duration: WARMUP + MEASURED,
+        mix: MIX,
+        warmup: WARMUP,
+    };
+    let stats = upstream.stats.clone();
+    let window = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(WARMUP);
+        let a = stats.snapshot();
+        let mut limits = Vec::new();
+        while a.at.elapsed() < MEASURED {
+            limits.extend(limit(admin));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        (a, stats.snapshot(), limits)
+    });
+    let samples = run_phase(base, &phase, seed, TIMEOUT).await;
+    let (a, b, limits) = window.await.expect("measured window");
+    (samples, capacity(SLOTS, &a, &b), limits)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_three_times_capacity_critical_is_served_and_the_rest_shed_at_once() {
     let began = Instant::now();
@@ -107,28 +141,23 @@ async fn at_three_times_capacity_critical_is_served_and_the_rest_shed_at_once() 
     let unloaded_p50 = pct(&quiet[0].ok_latency, 50.0);
     let unloaded_p99 = pct(&quiet[0].ok_latency, 99.0);
 
-    // 2. Overload: three times capacity. The upstream's counters and the learned limit
-    //    are read over the measured window.
-    let overload = Phase {
-        rate: 3.0 * NOMINAL,
-        duration: WARMUP + MEASURED,
-        mix: MIX,
-        warmup: WARMUP,
-    };
-    let stats = upstream.stats.clone();
-    let window = tokio::task::spawn_blocking(move || {
-        std::thread::sleep(WARMUP);
-        let a = stats.snapshot();
-        let mut limits = Vec::new();
-        while a.at.elapsed() < MEASURED {
-            limits.extend(limit(admin));
-            std::thread::sleep(Duration::from_millis(250));
+    // 2. Overload: three times capacity, measured after a warm-up. A run in which the
+    //    machine stalled the generator itself (another job took the CPU: the arrivals
+    //    then come bunched, not Poisson) is not the scenario: it is repeated once.
+    let mut attempt = 0;
+    let (samples, cap, limits, lags) = loop {
+        let (samples, cap, limits) = overload_phase(&base, &upstream, admin, 2 + attempt).await;
+        let lags: Vec<Duration> = samples.iter().map(|s| s.lag).collect();
+        let worst = pct(&lags, 100.0);
+        attempt += 1;
+        if worst <= STALL || attempt == 2 {
+            break (samples, cap, limits, lags);
         }
-        (a, stats.snapshot(), limits)
-    });
-    let samples = run_phase(&base, &overload, 2, TIMEOUT).await;
-    let (a, b, limits) = window.await.expect("measured window");
-    let cap = capacity(SLOTS, &a, &b);
+        eprintln!(
+            "the generator stalled for {:.0} ms (machine busy): measuring again",
+            ms(worst)
+        );
+    };
     let tiers = summarise(&samples);
 
     // The figures, for the README and for anyone reading a failure.
@@ -143,7 +172,6 @@ async fn at_three_times_capacity_critical_is_served_and_the_rest_shed_at_once() 
     let (rej_p50, rej_p99) = (pct(&rejections, 50.0), pct(&rejections, 99.0));
     let crit_p99 = pct(&tiers[0].ok_latency, 99.0);
     let ratio = ms(crit_p99) / ms(unloaded_p99);
-    let lags: Vec<Duration> = samples.iter().map(|s| s.lag).collect();
     let (lmin, lmax) = (
         limits.iter().min().copied().unwrap_or(0),
         limits.iter().max().copied().unwrap_or(0),
@@ -155,7 +183,7 @@ async fn at_three_times_capacity_critical_is_served_and_the_rest_shed_at_once() 
         quiet[0].sent
     );
     eprintln!(
-        "overload {:.0} req/s offered; capacity {:.1} req/s (service {:.1} ms); goodput {:.1} req/s = {:.3} of capacity; upstream busy {:.3}; limit {lmin}..={lmax}; generator lag p99 {:.1} ms, max {:.1} ms",
+        "overload (attempt {attempt}) {:.0} req/s offered; capacity {:.1} req/s (service {:.1} ms); goodput {:.1} req/s = {:.3} of capacity; upstream busy {:.3}; limit {lmin}..={lmax}; generator lag p99 {:.1} ms, max {:.1} ms",
         offered.iter().sum::<f64>(),
         cap.rps,
         cap.service_ms,
