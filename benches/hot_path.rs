@@ -147,6 +147,8 @@ admission:
                 Decision::Reject(r) => {
                     black_box(r);
                 }
+                // No tier queues in this config.
+                Decision::Wait(t) => drop(t),
             }
             black_box(class.strip_header)
         })

@@ -136,13 +136,16 @@ policies:
   tiers:
     default: batch
     list:
-      - { name: critical, priority: 0, share: 1.0, sheddable: false, match: { path_prefix: ["/critical"] } }
+      - { name: critical, priority: 0, share: 1.0, sheddable: false, queue: true, match: { path_prefix: ["/critical"] } }
       - { name: standard, priority: 1, match: { path_prefix: ["/standard"] } }
       - { name: batch, priority: 2 }
   admission:
     enabled: $5
-    limit: { floor: 1, ceiling: 1000 }
+    # As tests/overload.rs: capacity not given, the upstream said to be steady.
+    limit: { floor: 1, ceiling: 1000, tolerance: 1.03, drift_guard: 1.05, queue_size: 2 }
     priority_headroom: 0.3
+    # A slot frees every 2.5 ms (24 x 60 ms): the default 5 ms target is above that.
+    queue: { target: 5ms, interval: 100ms }
 EOF
 }
 

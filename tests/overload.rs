@@ -17,16 +17,23 @@
 //! service time keeps the queueing the same in units of service time at an eighth of
 //! the request rate.
 //!
+//! Critical queues (`queue: true`): at the limit it waits in prescale's queue, where
+//! the next freed slot goes to it, instead of going over the limit into the
+//! upstream's FIFO behind batch work. The limiter is told the upstream is steady
+//! (`tolerance: 1.03`, `drift_guard: 1.05`, `queue_size: 2`), which keeps the
+//! upstream's own queue to a few requests; its capacity is still not configured.
+//!
 //! Bounds, where they differ from the issue's, are the tightest that held over runs
 //! on this machine (figures in the README's "Tiers and admission"):
-//! - critical p99 ≤ 1.75 × its unloaded p99 (issue: 1.25; measured 1.35–1.56 when the
-//!   machine left the generator alone, 2.1 when it stalled it for 360 ms). 1.25 is
-//!   out of reach with a non-preemptive FIFO upstream at 99 % goodput: the slots are
-//!   always full, and a Poisson burst of critical arrivals (60 % of capacity) waits
-//!   behind what is already queued. A discrete-event simulation of the same admission
-//!   code with the best *fixed* limit gives ≈ 1.4 at 99 % goodput;
-//! - rejection p50 < 2 ms from send (issue: 1 ms; measured 0.75–1.38 ms through a
-//!   debug proxy and a debug client), p99 < 150 ms: never a queue wait.
+//! - critical p99 ≤ 1.5 × its unloaded p99 (issue: 1.25; measured 1.29–1.34 over
+//!   four runs, 1.35–1.56 before critical queued). What is left is physics plus the
+//!   limiter's wobble: with every slot busy, a slot frees every 10 ms, a Poisson burst
+//!   of critical arrivals (60 % of capacity) waits for several, and the limit
+//!   oscillates 2–5 slots above the upstream's 24. Holding the limit at exactly 24
+//!   (tolerance 1.0) gave 1.22 but cost 3 % goodput;
+//! - rejection p50 < 2 ms from send (issue: 1 ms; measured 0.98–1.18 ms through a
+//!   debug proxy and a debug client; 0.14 ms in release, `benches/overload.sh`),
+//!   p99 < 150 ms: never a queue wait.
 
 #[path = "support/overload.rs"]
 mod overload;
@@ -68,13 +75,16 @@ policies:
     list:
       # Strict priority: critical may hold the whole limit, whatever the others hold;
       # each lower level leaves 30 % of the limit to the levels above it.
-      - {{ name: critical, priority: 0, share: 1.0, sheddable: false, match: {{ path_prefix: ["/critical"] }} }}
+      - {{ name: critical, priority: 0, share: 1.0, sheddable: false, queue: true, match: {{ path_prefix: ["/critical"] }} }}
       - {{ name: standard, priority: 1, match: {{ path_prefix: ["/standard"] }} }}
       - {{ name: batch, priority: 2 }}
   admission:
     # Generous bounds only: the upstream's 24 slots are for the limit to find.
-    limit: {{ floor: 1, ceiling: 1000 }}
+    limit: {{ floor: 1, ceiling: 1000, tolerance: 1.03, drift_guard: 1.05, queue_size: 2 }}
     priority_headroom: 0.3
+    # Critical waits here for a freed slot rather than in the upstream's FIFO. A slot
+    # frees every 10 ms (24 slots x 240 ms), so CoDel's target must be above that.
+    queue: {{ target: 20ms, interval: 200ms }}
 "#
     )
 }
@@ -225,7 +235,7 @@ async fn at_three_times_capacity_critical_is_served_and_the_rest_shed_at_once() 
         crit.success()
     );
     assert!(
-        ratio <= 1.75,
+        ratio <= 1.5,
         "critical p99 {crit_p99:?} vs unloaded {unloaded_p99:?}"
     );
     // The upstream is kept busy: goodput close to its capacity.

@@ -23,7 +23,7 @@ pub mod tiers;
 
 pub use admission::{
     Admission, AdmissionConfig, AdmissionSnapshot, Decision, Outcome, Permit, PreShed,
-    PreShedInput, RejectReason, Rejection,
+    PreShedInput, RejectReason, Rejection, Ticket,
 };
 pub use config::{PoliciesConfig, PoliciesConfigError};
 pub use hpa::{Hpa, HpaDecision, HpaReason, HpaSpec, HpaSpecError, HpaSyncError, MetricSample};

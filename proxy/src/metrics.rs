@@ -56,6 +56,8 @@ pub const ADMISSION_DECISIONS: &str = "prescale_admission_decisions_total";
 pub const ADMISSION_LIMIT: &str = "prescale_admission_limit";
 pub const ADMISSION_IN_FLIGHT: &str = "prescale_admission_in_flight";
 pub const ADMISSION_CLUSTER_IN_FLIGHT: &str = "prescale_admission_cluster_in_flight";
+pub const ADMISSION_QUEUED: &str = "prescale_admission_queued_total";
+pub const ADMISSION_WAITING: &str = "prescale_admission_waiting";
 pub const PRESHED_LEVEL: &str = "prescale_preshed_level";
 pub const UPSTREAM_EJECTIONS: &str = "prescale_upstream_ejections_total";
 pub const UPSTREAM_OVERFLOWS: &str = "prescale_upstream_overflow_requests_total";
@@ -283,6 +285,14 @@ pub fn describe() {
     describe_gauge!(
         ADMISSION_CLUSTER_IN_FLIGHT,
         "Admitted requests holding a slot, by cluster (shadow-admitted ones excluded)."
+    );
+    describe_counter!(
+        ADMISSION_QUEUED,
+        "Requests admitted after waiting in the admission queue, by tier (also counted as admitted)."
+    );
+    describe_gauge!(
+        ADMISSION_WAITING,
+        "Requests waiting in the admission queue for a slot, by cluster."
     );
     describe_counter!(
         UPSTREAM_EJECTIONS,

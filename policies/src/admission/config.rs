@@ -27,6 +27,27 @@ pub struct AdmissionConfig {
     pub retry_after: Duration,
     /// Shedding ahead of forecast overload.
     pub preshed: PreShedConfig,
+    /// The short wait for a slot, for tiers with `queue: true`.
+    pub queue: QueueConfig,
+}
+
+/// The admission queue: CoDel-style deadlines (Facebook's "adaptive LIFO + CoDel").
+/// A request that finds its cluster full waits at most `interval`; once the queue has
+/// not been empty for a whole `interval` (a standing queue, i.e. sustained overload)
+/// new waiters get only `target` and are served newest-first, so the queue drains
+/// instead of making everybody late.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most requests waiting per cluster; past it a request is refused at once.
+    pub max_waiting: u32,
+    /// Longest wait while the queue is standing.
+    #[serde(with = "humantime_serde")]
+    pub target: Duration,
+    /// Longest wait otherwise, and how long the queue must stay non-empty to count as
+    /// standing.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
 }
 
 /// Gradient2 (Netflix concurrency-limits) settings.
@@ -45,6 +66,10 @@ pub struct LimitConfig {
     /// (≥ 1). Netflix's Gradient2 uses 1.5; the default here is 1.1, which keeps the
     /// standing queue at the upstream short (see `limit.rs`).
     pub tolerance: f64,
+    /// The long-term RTT is pulled down once above this many times the live minimum
+    /// RTT (≥ 1; at least `tolerance` is used). 1.5 suits services whose latency is
+    /// noisy; closer to 1 keeps the upstream's own queue shorter when it is steady.
+    pub drift_guard: f64,
     /// Queue allowance added by an update whose window was within tolerance (how fast
     /// the limit probes upward); absent: √limit.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +112,7 @@ impl Default for AdmissionConfig {
             max_cost_weight: 8.0,
             retry_after: Duration::from_secs(1),
             preshed: PreShedConfig::default(),
+            queue: QueueConfig::default(),
         }
     }
 }
@@ -112,6 +138,13 @@ impl AdmissionConfig {
         if !(self.preshed.release_rate.is_finite() && self.preshed.release_rate > 0.0) {
             return err("preshed.release_rate", "must be a positive number");
         }
+        let q = &self.queue;
+        if q.max_waiting > 10_000 {
+            return err("queue.max_waiting", "must be at most 10000");
+        }
+        if q.target > q.interval || q.interval > Duration::from_secs(10) {
+            return err("queue.target", "need target <= interval <= 10s");
+        }
         Ok(())
     }
 }
@@ -126,6 +159,7 @@ impl Default for LimitConfig {
             ceiling: 1000,
             smoothing: 0.2,
             tolerance: 1.1,
+            drift_guard: 1.5,
             queue_size: None,
             window: Duration::from_millis(100),
             min_samples: 10,
@@ -163,6 +197,9 @@ impl LimitConfig {
         if !(self.tolerance.is_finite() && self.tolerance >= 1.0) {
             return err("tolerance", "must be at least 1");
         }
+        if !(self.drift_guard.is_finite() && self.drift_guard >= 1.0) {
+            return err("drift_guard", "must be at least 1");
+        }
         if self
             .queue_size
             .is_some_and(|q| !(q.is_finite() && q >= 0.0))
@@ -196,6 +233,18 @@ impl Default for PreShedConfig {
         Self {
             enabled: false,
             release_rate: 0.1,
+        }
+    }
+}
+
+// === impl QueueConfig ===
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_waiting: 128,
+            target: Duration::from_millis(5),
+            interval: Duration::from_millis(100),
         }
     }
 }

@@ -7,10 +7,12 @@ use crate::tiers::MAX_TIERS;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Per tier: admitted, then rejected by reason, then shadow-rejected by reason.
-const SLOTS: usize = 1 + 2 * RejectReason::ALL.len();
+/// Per tier: admitted, then rejected by reason, then shadow-rejected by reason, then
+/// admitted after waiting in the queue (also counted as admitted).
+const SLOTS: usize = 2 + 2 * RejectReason::ALL.len();
+const QUEUED: usize = SLOTS - 1;
 
-/// Monotonic counters, bounded: [`MAX_TIERS`] × 9.
+/// Monotonic counters, bounded: [`MAX_TIERS`] × 10.
 #[derive(Debug)]
 pub(super) struct Counters {
     by_tier: [[AtomicU64; SLOTS]; MAX_TIERS],
@@ -56,6 +58,8 @@ pub struct TierSnapshot {
     /// Requests of this tier holding a slot now.
     pub inflight: u32,
     pub admitted: u64,
+    /// Of `admitted`: those that waited in the admission queue first.
+    pub queued: u64,
     pub rejected: ReasonCounts,
     pub shadow_rejected: ReasonCounts,
 }
@@ -78,6 +82,8 @@ pub struct ClusterSnapshot {
     pub inflight: u32,
     /// Requests let through only by shadow mode (not counted against the limit).
     pub shadow_inflight: u32,
+    /// Requests waiting in the admission queue for a slot.
+    pub waiting: u32,
     #[serde(flatten)]
     pub limit: LimitStats,
 }
@@ -105,6 +111,20 @@ impl Counters {
         if let Some(c) = self.slot(tier, kind, reason) {
             c.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts an admission after a wait in the queue (on top of [`count`](Self::count)).
+    pub(super) fn count_queued(&self, tier: usize) {
+        if let Some(c) = self.by_tier.get(tier).and_then(|t| t.get(QUEUED)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub(super) fn queued(&self, tier: usize) -> u64 {
+        self.by_tier
+            .get(tier)
+            .and_then(|t| t.get(QUEUED))
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     pub(super) fn get(&self, tier: usize, kind: DecisionKind, reason: Option<RejectReason>) -> u64 {

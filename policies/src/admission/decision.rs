@@ -1,6 +1,7 @@
 //! What admission answers: a permit to forward, or a rejection with its reason.
 
 use super::permit::Permit;
+use super::queue::Ticket;
 use crate::tiers::TierId;
 use serde::Serialize;
 
@@ -12,6 +13,9 @@ pub enum Decision {
     Admit(Permit),
     /// Answer it now with [`Rejection::status`] and `Retry-After`.
     Reject(Rejection),
+    /// Its tier queues: await the ticket for a permit until [`Ticket::deadline`], then
+    /// [`Ticket::expire`] it.
+    Wait(Ticket),
 }
 
 /// A refused request.
@@ -48,14 +52,14 @@ impl Decision {
     pub fn permit(self) -> Option<Permit> {
         match self {
             Decision::Admit(p) => Some(p),
-            Decision::Reject(_) => None,
+            Decision::Reject(_) | Decision::Wait(_) => None,
         }
     }
 
     /// The rejection, if refused.
     pub fn rejection(&self) -> Option<Rejection> {
         match self {
-            Decision::Admit(_) => None,
+            Decision::Admit(_) | Decision::Wait(_) => None,
             Decision::Reject(r) => Some(*r),
         }
     }

@@ -28,10 +28,14 @@
 //!   top of the tolerance itself;
 //! - the default tolerance is 1.1, not 1.5: a sidecar sheds to keep the traffic it
 //!   admits fast, so it wants the short queue (the window may be 10 % slower than
-//!   `long` rather than 50 %). The drift guard keeps its 1.5: the minimum is the
+//!   `long` rather than 50 %). The drift guard (`drift_guard`) keeps 1.5 by
+//!   default: the minimum is the
 //!   lowest of hundreds of window averages, so for a service with noisy latency it
 //!   sits well below a typical window, and a guard as tight as 1.1 would hold `long`
-//!   under the typical window and shrink the limit to the floor with no queue at all;
+//!   under the typical window and shrink the limit to the floor with no queue at all.
+//!   For an upstream with steady service times a tighter guard (e.g. 1.1) keeps its
+//!   queue short: with 1.5, `long` may settle at 1.5 × the minimum and `short` at
+//!   `tolerance` × that;
 //! - a window in which the upstream signalled overload (`Outcome::Overloaded`)
 //!   multiplies the limit by `backoff`.
 //!
@@ -48,10 +52,6 @@ use std::time::Duration;
 
 /// Plain mean for this many windows before the exponential average takes over.
 const WARMUP: u64 = 10;
-
-/// `long` is pulled down once above this many times the live minimum (or `tolerance`
-/// times, if larger): loose enough for services whose window averages are noisy.
-const DRIFT_GUARD: f64 = 1.5;
 
 /// How a request ended, as the limiter learns from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +107,7 @@ struct Params {
     ceiling: f64,
     smoothing: f64,
     tolerance: f64,
+    drift_guard: f64,
     queue_size: Option<f64>,
     window: Micros,
     min_samples: u64,
@@ -125,6 +126,7 @@ impl ConcurrencyLimit {
             ceiling: f64::from(cfg.ceiling),
             smoothing: cfg.smoothing,
             tolerance: cfg.tolerance,
+            drift_guard: cfg.drift_guard,
             queue_size: cfg.queue_size,
             window: micros(cfg.window),
             min_samples: u64::from(cfg.min_samples),
@@ -223,7 +225,7 @@ impl ConcurrencyLimit {
         } else {
             long + (short - long) * p.long_factor
         };
-        if long / short > 2.0 || long > DRIFT_GUARD.max(p.tolerance) * min {
+        if long / short > 2.0 || long > p.drift_guard.max(p.tolerance) * min {
             long *= 0.95;
         }
         self.long_rtt.store(long);

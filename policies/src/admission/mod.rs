@@ -15,9 +15,11 @@
 //! returned anyway; shadow-admitted requests do not occupy slots, so shadow counts
 //! match what enforcement would decide.
 //!
-//! Not done (debts): no waiting queue — a request is admitted or refused at once (the
-//! CoDel-style short queue of the issue is left out: rejections are answered
-//! immediately instead); one limit config for all clusters; on reload the learned
+//! Tiers with `queue: true` wait for a slot at the limit instead of being refused
+//! (`queue.rs`: most important first, CoDel deadlines, adaptive LIFO); every other
+//! refusal is answered at once.
+//!
+//! Not done (debts): one limit config for all clusters; on reload the learned
 //! limits and counters carry over but in-flight counts restart from zero.
 
 mod atomic;
@@ -27,13 +29,16 @@ mod decision;
 mod limit;
 mod permit;
 mod preshed;
+mod queue;
 mod report;
 mod shares;
 
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod tests;
 
-pub use self::config::{AdmissionConfig, LimitConfig, PreShedConfig};
+pub use self::config::{AdmissionConfig, LimitConfig, PreShedConfig, QueueConfig};
 pub use self::counters::{
     AdmissionSnapshot, ClusterSnapshot, DecisionKind, ReasonCounts, SourcesSnapshot, TierSnapshot,
 };
@@ -41,6 +46,7 @@ pub use self::decision::{Decision, RejectReason, Rejection};
 pub use self::limit::{ConcurrencyLimit, LimitStats, Outcome};
 pub use self::permit::Permit;
 pub use self::preshed::{preshed_level, PreShed, PreShedInput, PreShedLevel};
+pub use self::queue::Ticket;
 
 use self::atomic::{AtomicF64, FrugalMedian};
 use self::counters::Counters;
@@ -79,6 +85,15 @@ pub(crate) struct Shared {
     headroom: f64,
     max_cost_weight: f64,
     retry_after_secs: u32,
+    queue: QueueSettings,
+}
+
+/// [`QueueConfig`] in the admission clock's units.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueueSettings {
+    max_waiting: u32,
+    target: Micros,
+    interval: Micros,
 }
 
 // === impl Admission ===
@@ -110,9 +125,12 @@ impl Admission {
         let mut plans = Vec::with_capacity(tiers.len());
         for (_, t) in tiers.iter() {
             let cluster = cluster_of(&t.cluster);
+            // Queueing tiers get freed slots first, so no room is left for them.
             let levels: BTreeSet<u8> = tiers
                 .iter()
-                .filter(|(_, u)| cluster_of(&u.cluster) == cluster && u.priority < t.priority)
+                .filter(|(_, u)| {
+                    cluster_of(&u.cluster) == cluster && u.priority < t.priority && !u.queue
+                })
                 .map(|(_, u)| u.priority)
                 .collect();
             plans.push(TierPlan {
@@ -120,6 +138,8 @@ impl Admission {
                 share: t.share,
                 sheddable: t.sheddable,
                 shadow: t.shadow,
+                priority: t.priority,
+                queue: t.queue,
                 rank: levels.len() as u8,
             });
         }
@@ -138,6 +158,7 @@ impl Admission {
                         !t.sheddable && plans.get(id.index()).is_some_and(|p| p.cluster == i)
                     })
                     .fold(0u16, |m, (id, _)| m | 1 << id.index()),
+                queue: Default::default(),
             })
             .collect();
 
@@ -157,6 +178,11 @@ impl Admission {
             retry_after_secs: u32::try_from(a.retry_after.as_secs())
                 .unwrap_or(u32::MAX)
                 .max(1),
+            queue: QueueSettings {
+                max_waiting: a.queue.max_waiting,
+                target: micros(a.queue.target),
+                interval: micros(a.queue.interval),
+            },
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -248,7 +274,7 @@ impl Admission {
         }
 
         let p = s.preshed.load();
-        if let Some(inflight) = s.take(t, plan, need, p) {
+        if let Some(inflight) = s.take(t, plan, need, p, true) {
             s.counters.count(t, DecisionKind::Admitted, None);
             return Decision::Admit(Permit::new(
                 self.shared.clone(),
@@ -263,6 +289,16 @@ impl Admission {
         } else {
             RejectReason::Overload
         };
+        if plan.queue && !(s.shadow || plan.shadow) {
+            let rejection = Rejection {
+                tier,
+                reason,
+                retry_after_secs: s.retry_after_secs,
+            };
+            if let Some(d) = s.enqueue(t, plan.cluster, need, rejection, now) {
+                return d;
+            }
+        }
         self.refuse(tier, plan, reason, s.retry_after_secs)
     }
 
@@ -374,4 +410,8 @@ impl Shared {
         }
         (ratio / weight).clamp(1.0, self.max_cost_weight)
     }
+}
+
+fn micros(d: std::time::Duration) -> Micros {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -6,7 +6,10 @@ use super::Shared;
 use crate::tiers::TierId;
 use crate::Micros;
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{
+    fence,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +82,12 @@ impl Permit {
             c.inflight.fetch_sub(1, Relaxed);
             if let Some(t) = c.tier_inflight.get(self.tier.index()) {
                 t.fetch_sub(1, Relaxed);
+            }
+            // Pairs with the fence in `Shared::enqueue`: a request queueing right now
+            // either sees this freed slot or is seen here and served.
+            fence(SeqCst);
+            if !c.queue.is_empty() {
+                self.shared.serve(self.cluster);
             }
         }
     }

@@ -92,6 +92,7 @@ impl Admission {
                     cluster: t.cluster.clone(),
                     inflight,
                     admitted: s.counters.get(i, DecisionKind::Admitted, None),
+                    queued: s.counters.queued(i),
                     rejected: s.counters.reasons(i, DecisionKind::Rejected),
                     shadow_rejected: s.counters.reasons(i, DecisionKind::ShadowRejected),
                 }
@@ -104,6 +105,7 @@ impl Admission {
                 cluster: c.name.clone(),
                 inflight: c.inflight.load(Relaxed),
                 shadow_inflight: c.shadow_inflight.load(Relaxed),
+                waiting: c.queue.waiting(),
                 limit: c.limit.stats(),
             })
             .collect();

@@ -19,9 +19,17 @@
 //!      refused while a cheap one still fits; and with pre-shedding the room above the
 //!      non-sheddable in-flight `N` shrinks: `ceiling' = N + (ceiling - N) × (1 - p)`.
 //!
+//! 3. **Queueing tiers** (`queue: true`) never go over `L`, not even within their
+//!    guarantee: at the limit they wait in the cluster's queue (`queue.rs`), and the
+//!    next freed slot is handed to the most important waiter. So no room needs to be
+//!    left for them: `rank` counts only the levels above that do not queue, and while
+//!    a request of a more important tier waits, new requests of less important ones
+//!    may not take a slot.
+//!
 //! Slots are taken with compare-and-swap loops on the counters, so concurrent requests
 //! cannot overshoot a ceiling. O(tiers), no allocation, no lock.
 
+use super::queue::WaitQueue;
 use super::Shared;
 use crate::admission::limit::ConcurrencyLimit;
 use crate::tiers::MAX_TIERS;
@@ -34,7 +42,11 @@ pub(super) struct TierPlan {
     pub(super) share: f64,
     pub(super) sheddable: bool,
     pub(super) shadow: bool,
-    /// Distinct priority levels above this tier on its cluster.
+    pub(super) priority: u8,
+    /// Waits in the queue at the limit.
+    pub(super) queue: bool,
+    /// Distinct priority levels above this tier on its cluster, of tiers that do not
+    /// queue.
     pub(super) rank: u8,
 }
 
@@ -52,15 +64,28 @@ pub(super) struct ClusterState {
     pub(super) shadow_inflight: AtomicU32,
     /// Bit `u` set: tier `u` is on this cluster and not sheddable.
     pub(super) fixed: u16,
+    /// Requests of queueing tiers waiting for a slot.
+    pub(super) queue: WaitQueue,
 }
 
 // === impl Shared (the rule) ===
 
 impl Shared {
     /// Takes a slot for tier `tier` if the rule allows it; returns the cluster's total
-    /// in-flight once taken.
-    pub(super) fn take(&self, tier: usize, plan: &TierPlan, need: f64, p: f64) -> Option<u32> {
+    /// in-flight once taken. `arriving`: a new request, which must leave the slot to a
+    /// waiter ahead of it (false when the queue serves a waiter).
+    pub(super) fn take(
+        &self,
+        tier: usize,
+        plan: &TierPlan,
+        need: f64,
+        p: f64,
+        arriving: bool,
+    ) -> Option<u32> {
         let c = self.clusters.get(plan.cluster)?;
+        if arriving && self.queued_ahead(plan.cluster, plan.priority, plan.queue) {
+            return None;
+        }
         let mine = c.tier_inflight.get(tier)?;
         let limit = f64::from(c.limit.current());
         let guarantee = self.guarantee(plan, limit, p);
@@ -69,17 +94,24 @@ impl Shared {
                 (f64::from(f) < guarantee).then_some(f + 1)
             })
             .is_ok();
-        if within_guarantee {
-            c.inflight.fetch_add(1, Relaxed);
-        } else {
-            let ceiling = self.ceiling(plan, c, limit, p);
-            c.inflight
-                .fetch_update(Relaxed, Relaxed, |n| {
-                    (f64::from(n) + need <= ceiling).then_some(n + 1)
-                })
-                .ok()?;
-            mine.fetch_add(1, Relaxed);
+        let (ceiling, need) = match (within_guarantee, plan.queue) {
+            (true, false) => (f64::INFINITY, 1.0),
+            (true, true) => (limit, 1.0),
+            (false, _) => (self.ceiling(plan, c, limit, p), need),
+        };
+        let taken = c.inflight.fetch_update(Relaxed, Relaxed, |n| {
+            (f64::from(n) + need <= ceiling).then_some(n + 1)
+        });
+        match (taken.is_ok(), within_guarantee) {
+            (true, false) => {
+                mine.fetch_add(1, Relaxed);
+            }
+            (false, true) => {
+                mine.fetch_sub(1, Relaxed);
+            }
+            _ => {}
         }
+        taken.ok()?;
         Some(c.inflight.load(Relaxed) + c.shadow_inflight.load(Relaxed))
     }
 
@@ -90,8 +122,10 @@ impl Shared {
         };
         let f = c.tier_inflight.get(tier).map_or(0, |a| a.load(Relaxed));
         let limit = f64::from(c.limit.current());
-        f64::from(f) < self.guarantee(plan, limit, p)
-            || f64::from(c.inflight.load(Relaxed)) + need <= self.ceiling(plan, c, limit, p)
+        let n = f64::from(c.inflight.load(Relaxed));
+        let within_guarantee = f64::from(f) < self.guarantee(plan, limit, p);
+        (within_guarantee && (!plan.queue || n + 1.0 <= limit))
+            || n + need <= self.ceiling(plan, c, limit, p)
     }
 
     fn guarantee(&self, plan: &TierPlan, limit: f64, p: f64) -> f64 {

@@ -32,6 +32,7 @@ fn take(a: &Admission, tier: &str) -> Permit {
     match a.try_acquire(id(a, tier), None, None, 0) {
         Decision::Admit(p) => p,
         Decision::Reject(r) => panic!("{tier} refused: {r:?}"),
+        Decision::Wait(t) => panic!("{tier} queued: {t:?}"),
     }
 }
 

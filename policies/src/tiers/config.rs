@@ -43,6 +43,11 @@ pub struct TierConfig {
     /// Decide and count for this tier, but never reject (see also `policies.shadow`).
     #[serde(default)]
     pub shadow: bool,
+    /// At the limit, wait a short while for a slot (see `policies.admission.queue`)
+    /// instead of being refused at once. Waiting requests get freed slots before any
+    /// new request of a less important tier.
+    #[serde(default)]
+    pub queue: bool,
     /// Which requests belong here. Every rule given must hold (and within one rule any
     /// listed value may match); a tier with no rules is reached only through the tier
     /// header, a source identity or `default`.
@@ -106,6 +111,7 @@ impl TierConfig {
             priority: 0,
             share: 0.0,
             sheddable: true,
+            queue: false,
             cluster: None,
             shadow: false,
             rules: MatchConfig::default(),

@@ -27,6 +27,8 @@ pub struct Tier {
     pub sheddable: bool,
     /// Shadow mode for this tier alone.
     pub shadow: bool,
+    /// Waits for a slot at the limit instead of being refused at once.
+    pub queue: bool,
     /// Upstream cluster to route to; `None`: the route's own.
     pub cluster: Option<String>,
     rules: Rules,
@@ -137,6 +139,7 @@ impl TierTable {
                 priority: tc.priority,
                 share: tc.share,
                 sheddable: tc.sheddable,
+                queue: tc.queue,
                 shadow: tc.shadow,
                 cluster: tc.cluster.clone(),
                 rules: Rules::compile(&tc.rules, &format!("{at}.match"))?,

@@ -34,6 +34,9 @@ pub struct RequestCtx {
     /// The admission slot, held until `logging` releases it with the upstream's
     /// latency; dropped (freeing the slot) if the request ends any other way.
     pub permit: Option<Permit>,
+    /// When the permit was granted: the start of the latency sample, so a wait in the
+    /// admission queue does not teach the limiter the upstream got slower.
+    pub admitted: Option<Instant>,
     /// When the upstream's response header arrived: the end of the latency sample.
     pub responded: Option<Instant>,
 }
@@ -57,6 +60,7 @@ impl RequestCtx {
             _in_flight: in_flight,
             routes: None,
             target: Target::Unrouted,
+            admitted: None,
             attempts: 0,
             rr_base: None,
             endpoint: None,

@@ -310,7 +310,8 @@ impl ProxyHttp for Sidecar {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(permit) = ctx.permit.take() {
             let client_gone = e.is_some_and(|e| matches!(e.esource(), ErrorSource::Downstream));
-            let latency = ctx.responded.unwrap_or_else(Instant::now) - ctx.start;
+            let began = ctx.admitted.unwrap_or(ctx.start);
+            let latency = ctx.responded.unwrap_or_else(Instant::now) - began;
             let outcome = tiers::outcome(status, ctx.local, client_gone);
             permit.release(latency, outcome, tiers::now_micros());
         }
@@ -369,39 +370,45 @@ impl Sidecar {
             .as_ref()
             .and_then(RequestProfile::guess)
             .and_then(|sig| self.profiling.expected_service_time(sig));
-        let (verdict, source) = policy.admit(session, client, cost);
+        let (mut verdict, source) = policy.admit(session, client, cost);
         if let Some(p) = &mut ctx.profile {
             p.set_source(source);
         }
-        match verdict {
-            Verdict::Admit {
-                tier,
-                permit,
-                cluster,
-            } => {
-                if let Some(p) = &mut ctx.profile {
-                    p.set_tier(u8::try_from(tier.index()).unwrap_or(u8::MAX));
+        loop {
+            match verdict {
+                // A queueing tier at the limit: wait (bounded by the ticket's deadline)
+                // for a slot, then admit or refuse.
+                Verdict::Wait(ticket) => verdict = policy.wait(ticket).await,
+                Verdict::Admit {
+                    tier,
+                    permit,
+                    cluster,
+                } => {
+                    if let Some(p) = &mut ctx.profile {
+                        p.set_tier(u8::try_from(tier.index()).unwrap_or(u8::MAX));
+                    }
+                    if let Some(c) = cluster {
+                        ctx.target = Target::Cluster(c);
+                    }
+                    ctx.tier = Some(tier);
+                    ctx.permit = Some(permit);
+                    ctx.admitted = Some(Instant::now());
+                    return Ok(false);
                 }
-                if let Some(c) = cluster {
-                    ctx.target = Target::Cluster(c);
+                Verdict::Reject(r) => {
+                    // Not served, so no sample (its service time is unknown); it still
+                    // counts towards its source's rate.
+                    if let Some(p) = ctx.profile.take() {
+                        self.profiling.shed(p);
+                    }
+                    ctx.tier = Some(r.tier);
+                    let reason = errors::reject(session, &r, policy.tier_name(r.tier)).await?;
+                    ctx.local = Some(reason);
+                    if let Some(routes) = &ctx.routes {
+                        routes.metrics.local(reason);
+                    }
+                    return Ok(true);
                 }
-                ctx.tier = Some(tier);
-                ctx.permit = Some(permit);
-                Ok(false)
-            }
-            Verdict::Reject(r) => {
-                // Not served, so no sample (its service time is unknown); it still
-                // counts towards its source's rate.
-                if let Some(p) = ctx.profile.take() {
-                    self.profiling.shed(p);
-                }
-                ctx.tier = Some(r.tier);
-                let reason = errors::reject(session, &r, policy.tier_name(r.tier)).await?;
-                ctx.local = Some(reason);
-                if let Some(routes) = &ctx.routes {
-                    routes.metrics.local(reason);
-                }
-                Ok(true)
             }
         }
     }

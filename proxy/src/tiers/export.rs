@@ -29,6 +29,8 @@ pub fn export(policy: &TierPolicy) {
         let cluster = cluster_name(&c.cluster);
         ::metrics::gauge!(m::ADMISSION_LIMIT, "cluster" => cluster.clone())
             .set(f64::from(c.limit.limit));
+        ::metrics::gauge!(m::ADMISSION_WAITING, "cluster" => cluster.clone())
+            .set(f64::from(c.waiting));
         ::metrics::gauge!(m::ADMISSION_CLUSTER_IN_FLIGHT, "cluster" => cluster)
             .set(f64::from(c.inflight));
     }
@@ -37,6 +39,7 @@ pub fn export(policy: &TierPolicy) {
         let key = (cluster_name(&t.cluster), t.name.clone());
         ::metrics::gauge!(m::ADMISSION_IN_FLIGHT, "cluster" => key.0.clone(), "tier" => key.1.clone())
             .set(f64::from(t.inflight));
+        ::metrics::counter!(m::ADMISSION_QUEUED, "tier" => t.name.clone()).absolute(t.queued);
         now.insert(key);
     }
     ::metrics::gauge!(m::PRESHED_LEVEL).set(snap.preshed_level);

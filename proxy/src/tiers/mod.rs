@@ -32,7 +32,7 @@ use pingora::proxy::Session;
 use prescale_policies::admission::PreShedConfig;
 use prescale_policies::{
     Admission, AdmissionConfig, Decision, Micros, Outcome, Permit, PoliciesConfig,
-    PoliciesConfigError, Rejection, SourcesConfig, TierId, TiersConfig,
+    PoliciesConfigError, Rejection, SourcesConfig, Ticket, TierId, TiersConfig,
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -66,6 +66,8 @@ pub enum Verdict {
     },
     /// Answer it now.
     Reject(Rejection),
+    /// Its tier queues: wait for the ticket (see [`TierPolicy::wait`]).
+    Wait(Ticket),
 }
 
 /// The live tier policy, for threads that outlive reloads (the forecaster).
@@ -159,15 +161,31 @@ impl TierPolicy {
             session.req_header_mut().remove_header(table.header());
         }
         let verdict = match decision {
-            // The permit's tier: a source under remediation may have been demoted.
-            Decision::Admit(permit) => Verdict::Admit {
-                tier: permit.tier(),
-                cluster: self.routes_to.get(permit.tier().index()).cloned().flatten(),
-                permit,
-            },
+            Decision::Admit(permit) => self.admitted(permit),
             Decision::Reject(r) => Verdict::Reject(r),
+            Decision::Wait(t) => Verdict::Wait(t),
         };
         (verdict, source_hash)
+    }
+
+    /// Waits for a queued request's slot until its deadline; then admits or refuses.
+    pub async fn wait(&self, mut ticket: Ticket) -> Verdict {
+        let left = ticket.deadline().saturating_sub(now_micros());
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_micros(left), &mut ticket).await;
+        match waited.map_or_else(|_| ticket.expire(), Ok) {
+            Ok(permit) => self.admitted(permit),
+            Err(r) => Verdict::Reject(r),
+        }
+    }
+
+    fn admitted(&self, permit: Permit) -> Verdict {
+        // The permit's tier: a source under remediation may have been demoted.
+        Verdict::Admit {
+            tier: permit.tier(),
+            cluster: self.routes_to.get(permit.tier().index()).cloned().flatten(),
+            permit,
+        }
     }
 
     /// The name of `tier`, for the shed header.
