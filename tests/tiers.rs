@@ -663,3 +663,66 @@ async fn a_tier_cluster_that_fails_is_ejected_and_overflows_to_the_shared_one() 
     assert_eq!(tier(&view, "batch")["admitted"], 6, "{view:#}");
     assert_eq!(tier(&view, "critical")["admitted"], 5, "{view:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_tier_cluster_overflows_to_the_shared_one() {
+    let (main, reserved) = (Upstream::start().await, Upstream::start().await);
+    let (admin, listen) = (addr(free_port()), addr(free_port()));
+    // `reserved` is healthy but has room for two requests (a pinned limit, so the test
+    // does not depend on what the limiter learns); it overflows to `local`.
+    let clusters = format!(
+        "  - name: reserved\n    endpoints: [\"{}\"]\n    overflow: local\n",
+        reserved.addr
+    );
+    let policies = "policies:\n  tiers:\n    list:\n      - { name: critical, priority: 0, share: 1.0, sheddable: false, cluster: reserved, match: { headers: { x-test-tier: critical } } }\n      - { name: standard, priority: 1 }\n  admission:\n    limit: { initial: 2, floor: 2, ceiling: 2 }\n";
+    let proxy = start(mesh(admin, listen, main.addr, &clusters, policies), admin).await;
+
+    // Two slow critical requests hold both of reserved's slots.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                get_once(
+                    UNTRUSTED,
+                    listen,
+                    "/delay/1500",
+                    &[("x-test-tier", "critical")],
+                )
+                .await
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tier(&tiers(&proxy).await, "critical")["inflight"] != 2 {
+        assert!(Instant::now() < deadline, "slow requests never in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reserved.hits(), 2, "the slow ones reached reserved");
+
+    // A third critical request finds reserved full: served by the shared cluster,
+    // not refused.
+    let r = get_once(UNTRUSTED, listen, "/echo", &[("x-test-tier", "critical")]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(main.hits(), 1);
+    let view = tiers(&proxy).await;
+    let critical = tier(&view, "critical");
+    assert_eq!(critical["overflowed"], 1, "{view:#}");
+    assert_eq!(critical["rejected"]["overload"], 0, "{view:#}");
+    assert_eq!(
+        metric(
+            &proxy,
+            "prescale_admission_overflowed_total",
+            &[("tier", "critical")]
+        )
+        .await,
+        Some(1.0)
+    );
+
+    for s in slow {
+        assert_eq!(s.await.unwrap().status, 200);
+    }
+    assert_eq!(reserved.hits(), 2);
+    // Room again at home: the next one stays on reserved.
+    let r = get_once(UNTRUSTED, listen, "/echo", &[("x-test-tier", "critical")]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!((reserved.hits(), main.hits()), (3, 1));
+}

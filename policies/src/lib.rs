@@ -22,7 +22,7 @@ pub mod sources;
 pub mod tiers;
 
 pub use admission::{
-    Admission, AdmissionConfig, AdmissionSnapshot, Decision, Outcome, Permit, PreShed,
+    Admission, AdmissionConfig, AdmissionSnapshot, Decision, Outcome, Overflow, Permit, PreShed,
     PreShedInput, RejectReason, Rejection, Ticket,
 };
 pub use config::{PoliciesConfig, PoliciesConfigError};

@@ -58,6 +58,7 @@ pub const ADMISSION_IN_FLIGHT: &str = "prescale_admission_in_flight";
 pub const ADMISSION_CLUSTER_IN_FLIGHT: &str = "prescale_admission_cluster_in_flight";
 pub const ADMISSION_QUEUED: &str = "prescale_admission_queued_total";
 pub const ADMISSION_WAITING: &str = "prescale_admission_waiting";
+pub const ADMISSION_OVERFLOWED: &str = "prescale_admission_overflowed_total";
 pub const PRESHED_LEVEL: &str = "prescale_preshed_level";
 pub const UPSTREAM_EJECTIONS: &str = "prescale_upstream_ejections_total";
 pub const UPSTREAM_OVERFLOWS: &str = "prescale_upstream_overflow_requests_total";
@@ -289,6 +290,10 @@ pub fn describe() {
     describe_counter!(
         ADMISSION_QUEUED,
         "Requests admitted after waiting in the admission queue, by tier (also counted as admitted)."
+    );
+    describe_counter!(
+        ADMISSION_OVERFLOWED,
+        "Requests given a slot on their tier cluster's overflow cluster because their own was at its limit, by tier (also counted as admitted)."
     );
     describe_gauge!(
         ADMISSION_WAITING,

@@ -8,11 +8,13 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Per tier: admitted, then rejected by reason, then shadow-rejected by reason, then
-/// admitted after waiting in the queue (also counted as admitted).
-const SLOTS: usize = 2 + 2 * RejectReason::ALL.len();
-const QUEUED: usize = SLOTS - 1;
+/// admitted after waiting in the queue, then admitted on the overflow cluster (both
+/// also counted as admitted).
+const SLOTS: usize = 3 + 2 * RejectReason::ALL.len();
+const QUEUED: usize = SLOTS - 2;
+const OVERFLOWED: usize = SLOTS - 1;
 
-/// Monotonic counters, bounded: [`MAX_TIERS`] × 10.
+/// Monotonic counters, bounded: [`MAX_TIERS`] × 11.
 #[derive(Debug)]
 pub(super) struct Counters {
     by_tier: [[AtomicU64; SLOTS]; MAX_TIERS],
@@ -60,6 +62,8 @@ pub struct TierSnapshot {
     pub admitted: u64,
     /// Of `admitted`: those that waited in the admission queue first.
     pub queued: u64,
+    /// Of `admitted`: those given a slot on the overflow cluster (their own was full).
+    pub overflowed: u64,
     pub rejected: ReasonCounts,
     pub shadow_rejected: ReasonCounts,
 }
@@ -115,15 +119,32 @@ impl Counters {
 
     /// Counts an admission after a wait in the queue (on top of [`count`](Self::count)).
     pub(super) fn count_queued(&self, tier: usize) {
-        if let Some(c) = self.by_tier.get(tier).and_then(|t| t.get(QUEUED)) {
+        self.bump(tier, QUEUED);
+    }
+
+    /// Counts an admission on the overflow cluster (on top of [`count`](Self::count)).
+    pub(super) fn count_overflowed(&self, tier: usize) {
+        self.bump(tier, OVERFLOWED);
+    }
+
+    pub(super) fn queued(&self, tier: usize) -> u64 {
+        self.read(tier, QUEUED)
+    }
+
+    pub(super) fn overflowed(&self, tier: usize) -> u64 {
+        self.read(tier, OVERFLOWED)
+    }
+
+    fn bump(&self, tier: usize, slot: usize) {
+        if let Some(c) = self.by_tier.get(tier).and_then(|t| t.get(slot)) {
             c.fetch_add(1, Relaxed);
         }
     }
 
-    pub(super) fn queued(&self, tier: usize) -> u64 {
+    fn read(&self, tier: usize, slot: usize) -> u64 {
         self.by_tier
             .get(tier)
-            .and_then(|t| t.get(QUEUED))
+            .and_then(|t| t.get(slot))
             .map_or(0, |c| c.load(Relaxed))
     }
 

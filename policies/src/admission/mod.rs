@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     tiers: Arc<TierTable>,
     /// Indexed by tier.
     plans: Vec<TierPlan>,
+    /// Indexed by tier: how it borrows on its cluster's overflow cluster, if any.
+    overflow_plans: Vec<Option<TierPlan>>,
     /// Index 0 is the route's own cluster; then each named tier cluster.
     clusters: Vec<ClusterState>,
     sources: SourceTable,
@@ -88,6 +90,11 @@ pub(crate) struct Shared {
     queue: QueueSettings,
 }
 
+/// Where each tier cluster's requests go when it is full: cluster name → overflow
+/// cluster (`None`: the route's own). From the proxy's cluster config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overflow(pub std::collections::BTreeMap<String, Option<String>>);
+
 /// [`QueueConfig`] in the admission clock's units.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct QueueSettings {
@@ -101,7 +108,16 @@ pub(crate) struct QueueSettings {
 impl Admission {
     /// Validates `cfg` and builds admission for it; limiter windows start at `now`.
     pub fn new(cfg: &PoliciesConfig, now: Micros) -> Result<Self, PoliciesConfigError> {
-        Self::build(cfg, now, RandomState::new())
+        Self::build(cfg, now, RandomState::new(), &Overflow::default())
+    }
+
+    /// [`new`](Self::new), with the clusters tiers overflow to when theirs is full.
+    pub fn with_overflow(
+        cfg: &PoliciesConfig,
+        now: Micros,
+        overflow: &Overflow,
+    ) -> Result<Self, PoliciesConfigError> {
+        Self::build(cfg, now, RandomState::new(), overflow)
     }
 
     /// [`new`](Self::new), with source overrides keyed by `hasher` (a reload keeps it).
@@ -109,6 +125,7 @@ impl Admission {
         cfg: &PoliciesConfig,
         now: Micros,
         hasher: RandomState,
+        overflow: &Overflow,
     ) -> Result<Self, PoliciesConfigError> {
         cfg.validate()?;
         let tiers = Arc::new(TierTable::new(cfg)?);
@@ -119,29 +136,56 @@ impl Admission {
             .iter()
             .filter_map(|(_, t)| t.cluster.as_deref())
             .collect();
-        names.extend(named.into_iter().map(|n| Some(n.to_string())));
+        names.extend(named.iter().map(|n| Some(n.to_string())));
+        // Overflow targets that no tier names get a limit of their own too.
+        for (from, to) in &overflow.0 {
+            if named.contains(from.as_str()) && !names.contains(to) {
+                names.push(to.clone());
+            }
+        }
         let cluster_of = |c: &Option<String>| names.iter().position(|n| n == c).unwrap_or(0);
 
         let mut plans = Vec::with_capacity(tiers.len());
+        let mut overflow_plans = Vec::with_capacity(tiers.len());
         for (_, t) in tiers.iter() {
             let cluster = cluster_of(&t.cluster);
             // Queueing tiers get freed slots first, so no room is left for them.
-            let levels: BTreeSet<u8> = tiers
-                .iter()
-                .filter(|(_, u)| {
-                    cluster_of(&u.cluster) == cluster && u.priority < t.priority && !u.queue
-                })
-                .map(|(_, u)| u.priority)
-                .collect();
-            plans.push(TierPlan {
+            let rank = |on: usize| {
+                let levels: BTreeSet<u8> = tiers
+                    .iter()
+                    .filter(|(_, u)| {
+                        cluster_of(&u.cluster) == on && u.priority < t.priority && !u.queue
+                    })
+                    .map(|(_, u)| u.priority)
+                    .collect();
+                levels.len() as u8
+            };
+            let plan = TierPlan {
                 cluster,
                 share: t.share,
                 sheddable: t.sheddable,
                 shadow: t.shadow,
                 priority: t.priority,
                 queue: t.queue,
-                rank: levels.len() as u8,
-            });
+                rank: rank(cluster),
+            };
+            // On the overflow cluster the tier has no guarantee and does not queue: it
+            // borrows a free slot there by that cluster's rule, or waits at home.
+            let spill = t
+                .cluster
+                .as_ref()
+                .and_then(|c| overflow.0.get(c))
+                .map(&cluster_of)
+                .filter(|&to| to != cluster)
+                .map(|to| TierPlan {
+                    cluster: to,
+                    share: 0.0,
+                    queue: false,
+                    rank: rank(to),
+                    ..plan
+                });
+            plans.push(plan);
+            overflow_plans.push(spill);
         }
         let clusters = names
             .into_iter()
@@ -165,6 +209,7 @@ impl Admission {
         let shared = Shared {
             tiers,
             plans,
+            overflow_plans,
             clusters,
             sources: SourceTable::new(&cfg.sources),
             overrides: SourceOverrides::with_hasher(hasher),
@@ -283,6 +328,20 @@ impl Admission {
                 inflight,
                 None,
             ));
+        }
+        // Its own cluster is full: a free slot on the overflow cluster, if it has one.
+        if let Some(spill) = s.overflow_plans.get(t).copied().flatten() {
+            if let Some(inflight) = s.take(t, &spill, need, p, true) {
+                s.counters.count(t, DecisionKind::Admitted, None);
+                s.counters.count_overflowed(t);
+                return Decision::Admit(Permit::new(
+                    self.shared.clone(),
+                    tier,
+                    spill.cluster,
+                    inflight,
+                    None,
+                ));
+            }
         }
         let reason = if p > 0.0 && plan.sheddable && s.would_take(t, plan, need, 0.0) {
             RejectReason::PreShed

@@ -56,6 +56,12 @@ impl Permit {
         self.tier
     }
 
+    /// The cluster the slot is on: `None` for the route's own, else the tier cluster (or
+    /// the overflow cluster it was given a slot on).
+    pub fn cluster(&self) -> Option<&str> {
+        self.shared.clusters.get(self.cluster)?.name.as_deref()
+    }
+
     /// In shadow mode: the reason the request would have been refused. The proxy must
     /// forward it unchanged (shadow mode changes nothing on the wire).
     pub fn shadow_rejected(&self) -> Option<RejectReason> {

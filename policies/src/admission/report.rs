@@ -4,7 +4,7 @@
 use super::counters::{
     AdmissionSnapshot, ClusterSnapshot, DecisionKind, SourcesSnapshot, TierSnapshot,
 };
-use super::Admission;
+use super::{Admission, Overflow};
 use crate::{Micros, PoliciesConfig, PoliciesConfigError};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -20,7 +20,18 @@ impl Admission {
         cfg: &PoliciesConfig,
         now: Micros,
     ) -> Result<Self, PoliciesConfigError> {
-        let next = Self::build(cfg, now, self.shared.overrides.hasher().clone())?;
+        self.reconfigure_with_overflow(cfg, now, &Overflow::default())
+    }
+
+    /// [`reconfigure`](Self::reconfigure), with overflow clusters (see
+    /// [`Admission::with_overflow`]).
+    pub fn reconfigure_with_overflow(
+        &self,
+        cfg: &PoliciesConfig,
+        now: Micros,
+        overflow: &Overflow,
+    ) -> Result<Self, PoliciesConfigError> {
+        let next = Self::build(cfg, now, self.shared.overrides.hasher().clone(), overflow)?;
         let (old, new) = (&self.shared, &next.shared);
         new.overrides.inherit(&old.overrides, now, |t| {
             old.tiers
@@ -93,6 +104,7 @@ impl Admission {
                     inflight,
                     admitted: s.counters.get(i, DecisionKind::Admitted, None),
                     queued: s.counters.queued(i),
+                    overflowed: s.counters.overflowed(i),
                     rejected: s.counters.reasons(i, DecisionKind::Rejected),
                     shadow_rejected: s.counters.reasons(i, DecisionKind::ShadowRejected),
                 }

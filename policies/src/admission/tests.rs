@@ -295,6 +295,41 @@ fn tiers_routed_to_their_own_cluster_have_their_own_limit() {
 }
 
 #[test]
+fn a_full_tier_cluster_overflows_to_a_free_slot_on_the_shared_one() {
+    let cfg: PoliciesConfig = serde_yaml_ng::from_str(
+        &THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"),
+    )
+    .unwrap();
+    let overflow = Overflow([("reserved".to_string(), None)].into_iter().collect());
+    let a = Admission::with_overflow(&cfg, 0, &overflow).unwrap();
+    // Critical fills its reserved cluster's 10 slots...
+    let reserved: Vec<_> = (0..10).map(|_| take(&a, "critical")).collect();
+    assert!(reserved.iter().all(|p| p.cluster() == Some("reserved")));
+    // ... then borrows free slots on the route's cluster, up to that cluster's limit
+    // for a non-sheddable tier (10), with no guarantee there.
+    let spilled: Vec<_> = (0..10).map(|_| take(&a, "critical")).collect();
+    assert!(spilled.iter().all(|p| p.cluster().is_none()));
+    assert_eq!(refused(&a, "critical").reason, RejectReason::Overload);
+    let s = a.snapshot();
+    let c = tier(&s, "critical");
+    assert_eq!((c.admitted, c.overflowed, c.rejected.overload), (20, 10, 1));
+    assert_eq!((s.clusters[0].inflight, s.clusters[1].inflight), (10, 10));
+    // Spilled critical work counts on the shared cluster: standard gets only its
+    // guaranteed 3 slots there, nothing to borrow.
+    let _s: Vec<_> = (0..3).map(|_| take(&a, "standard")).collect();
+    assert_eq!(refused(&a, "standard").reason, RejectReason::Overload);
+    // Freed slots go back where they were taken.
+    drop(spilled);
+    assert_eq!(a.snapshot().clusters[0].inflight, 3);
+    drop(reserved);
+    assert_eq!(a.snapshot().clusters[1].inflight, 0);
+    // Without an overflow, a full reserved cluster refuses at once.
+    let plain = Admission::new(&cfg, 0).unwrap();
+    let _r: Vec<_> = (0..10).map(|_| take(&plain, "critical")).collect();
+    assert_eq!(refused(&plain, "critical").reason, RejectReason::Overload);
+}
+
+#[test]
 fn released_permits_teach_the_limit() {
     let a = admission(
         r#"

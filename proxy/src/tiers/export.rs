@@ -40,6 +40,8 @@ pub fn export(policy: &TierPolicy) {
         ::metrics::gauge!(m::ADMISSION_IN_FLIGHT, "cluster" => key.0.clone(), "tier" => key.1.clone())
             .set(f64::from(t.inflight));
         ::metrics::counter!(m::ADMISSION_QUEUED, "tier" => t.name.clone()).absolute(t.queued);
+        ::metrics::counter!(m::ADMISSION_OVERFLOWED, "tier" => t.name.clone())
+            .absolute(t.overflowed);
         now.insert(key);
     }
     ::metrics::gauge!(m::PRESHED_LEVEL).set(snap.preshed_level);

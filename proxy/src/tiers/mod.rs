@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 use pingora::proxy::Session;
 use prescale_policies::admission::PreShedConfig;
 use prescale_policies::{
-    Admission, AdmissionConfig, Decision, Micros, Outcome, Permit, PoliciesConfig,
+    Admission, AdmissionConfig, Decision, Micros, Outcome, Overflow, Permit, PoliciesConfig,
     PoliciesConfigError, Rejection, SourcesConfig, Ticket, TierId, TiersConfig,
 };
 use std::collections::HashMap;
@@ -42,8 +42,8 @@ use std::time::Instant;
 /// Tiers and admission for the inbound listeners of one config.
 pub struct TierPolicy {
     pub admission: Admission,
-    /// By tier index: the cluster the tier is routed to; `None`: the route's own.
-    routes_to: Vec<Option<Arc<Cluster>>>,
+    /// Tier clusters and their overflow clusters by name: where a permit's slot is.
+    routes_to: HashMap<String, Arc<Cluster>>,
     /// Name of the route's own cluster (the first inbound listener's), for labels.
     pub route_cluster: String,
     /// `profiler.source_header`, honoured from trusted peers only.
@@ -101,14 +101,31 @@ impl TierPolicy {
             policies.admission.enabled = false;
         }
         let now = now_micros();
+        // A tier cluster with `overflow` lends the tier a free slot there when it is
+        // full (and takes all its requests while it has no endpoint, see `routes`).
+        let route_cluster = inbound.cluster.as_deref();
+        let overflow = Overflow(
+            cfg.clusters
+                .iter()
+                .filter_map(|c| {
+                    let to = c.overflow.as_deref()?;
+                    let to = (Some(to) != route_cluster).then(|| to.to_string());
+                    Some((c.name.clone(), to))
+                })
+                .collect(),
+        );
         let admission = match previous {
-            Some(old) => old.admission.reconfigure(&policies, now)?,
-            None => Admission::new(&policies, now)?,
+            Some(old) => old
+                .admission
+                .reconfigure_with_overflow(&policies, now, &overflow)?,
+            None => Admission::with_overflow(&policies, now, &overflow)?,
         };
         let routes_to = admission
             .tiers()
             .iter()
-            .map(|(_, t)| t.cluster.as_ref().and_then(|n| clusters.get(n).cloned()))
+            .filter_map(|(_, t)| t.cluster.as_deref())
+            .chain(overflow.0.values().filter_map(Option::as_deref))
+            .filter_map(|n| Some((n.to_string(), clusters.get(n)?.clone())))
             .collect();
         Ok(Some(Self {
             admission,
@@ -180,10 +197,14 @@ impl TierPolicy {
     }
 
     fn admitted(&self, permit: Permit) -> Verdict {
-        // The permit's tier: a source under remediation may have been demoted.
+        // The permit's tier (a source under remediation may have been demoted) and the
+        // cluster its slot is on (its tier's, or that one's overflow).
         Verdict::Admit {
             tier: permit.tier(),
-            cluster: self.routes_to.get(permit.tier().index()).cloned().flatten(),
+            cluster: permit
+                .cluster()
+                .and_then(|n| self.routes_to.get(n))
+                .cloned(),
             permit,
         }
     }
