@@ -1,6 +1,12 @@
-//! The proxy's own faults through the real binary: its store's disk fills up or is
-//! read-only (profiling degrades, counted and logged; proxying does not notice), and its
+//! The proxy's own faults through the real binary: its store's disk fills up under it,
+//! or is read-only at start (profiling degrades, counted and logged; proxying does not
+//! notice; the store is retried and recovers), and its
 //! config file becomes unreadable at reload (refused; the running config stays).
+//!
+//! A read-only remount *under* the running proxy cannot be staged: Linux refuses to
+//! remount read-only while redb holds the file open for writing (EBUSY); only the
+//! kernel itself does it, after I/O errors. Write failures at runtime are staged with
+//! a full disk, which takes the same path (flush fails, store closed, reopened).
 //!
 //! The store tests mount a small tmpfs (root only): without root they print why and
 //! pass, except under CI=true, where CI runs as root and they must run.
@@ -62,6 +68,16 @@ impl Tmpfs {
             .status()
             .unwrap();
         assert!(st.success(), "remount ro");
+    }
+
+    /// Remounts read-write again.
+    fn read_write(&self) {
+        let st = Command::new("mount")
+            .args(["-o", "remount,rw"])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount rw");
     }
 
     /// Fills the remaining space with a file; returns its path.
@@ -221,8 +237,11 @@ async fn a_full_store_disk_degrades_profiling_only_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_store_degrades_profiling_only() {
-    let Some(fs) = Tmpfs::mount("a_read_only_store_degrades_profiling_only", "1m") else {
+async fn a_read_only_store_at_start_degrades_profiling_only_and_is_retried() {
+    let Some(fs) = Tmpfs::mount(
+        "a_read_only_store_at_start_degrades_profiling_only_and_is_retried",
+        "1m",
+    ) else {
         return;
     };
     fs.read_only();
@@ -244,6 +263,22 @@ async fn a_read_only_store_degrades_profiling_only() {
         series_requests(&proxy)
     );
     assert_eq!(upstream.hits(), 20);
+
+    // The volume becomes writable (mounted late, say): the store is opened at the next
+    // flush and what was counted in memory meanwhile is written, without a restart.
+    fs.read_write();
+    assert!(
+        eventually(Duration::from_secs(10), || counter(
+            &proxy,
+            "result=\"success\""
+        ) >= 1.0)
+        .await,
+        "the store was never retried:\n{}",
+        proxy.logs()
+    );
+    assert!(proxy.logs().contains("store reopened"), "{}", proxy.logs());
+    assert!(std::fs::metadata(&store).is_ok_and(|m| m.len() > 0));
+    requests_ok(listen, 5, "rw");
 }
 
 // === config file unreadable at reload =============================================================

@@ -207,8 +207,13 @@ impl Profiling {
         let mut feed = ProfilerFeed::new(anomalies);
         let mut profile = Profile::new(&cfg, now);
         let (mut store, history) = open_store(&cfg, &mut profile, now);
-        // Set when a flush failed and the store was closed to be reopened.
-        let mut reopen: Option<std::path::PathBuf> = None;
+        // Set when a flush failed and the store was closed to be reopened, or when it
+        // could not be opened at start (a volume mounted late, read-only for a while):
+        // retried at every flush interval, so profiling recovers without a restart.
+        let mut reopen: Option<std::path::PathBuf> = match &store {
+            None => cfg.store.path.clone(),
+            Some(_) => None,
+        };
         let retention = cfg.store.retention.as_millis() as Millis;
         let mut last_flush = Instant::now();
         let mut exported = BTreeSet::new();
@@ -342,7 +347,8 @@ fn open_store(
         }
         Err(e) => {
             // Profiling degrades; proxying is unaffected.
-            tracing::error!(error = %e, "store unavailable; series stay in memory only");
+            tracing::error!(error = %e,
+                "store unavailable; series stay in memory only (retried at each flush)");
             ::metrics::counter!(m::STORE_WRITES, "result" => "failure").increment(1);
             (None, Vec::new())
         }
