@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod anomalies;
+pub mod clock;
 pub mod config;
 pub mod forecasting;
 pub mod guard;

@@ -23,7 +23,7 @@ use prescale_profiler::{Profile, ProfileView, ProfilerConfig};
 use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Shed requests held between two profiler ticks for the per-source detector; beyond
 /// it they are dropped and counted.
@@ -229,6 +229,7 @@ impl Profiling {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
+            crate::clock::resync();
             let now = now_ms();
             self.recorder.drain_into(&mut batch);
             profile.ingest_each(&batch, |s, sig| feed.finished(s, sig));
@@ -488,8 +489,7 @@ fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name)?.to_str().ok()
 }
 
+/// Series time (see `clock`): wall-clock ms that a system clock step does not move.
 pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+    crate::clock::now_ms()
 }

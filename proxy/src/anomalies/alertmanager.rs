@@ -241,7 +241,7 @@ impl Alertmanager {
     /// Sends everything firing and every resolved alert not yet delivered, retrying;
     /// resolved alerts that could not be delivered go back for the next batch.
     async fn send_batch(&self, jitter: &mut Jitter) {
-        let ends = super::now_ms()
+        let ends = crate::clock::system_ms()
             .saturating_add(4 * u64::try_from(self.cfg.resend_interval.as_millis()).unwrap_or(0));
         let (batch, firing, resolved) = {
             let mut st = self.lock();
@@ -347,7 +347,7 @@ impl Alertmanager {
             st.recent.pop_front();
         }
         st.recent.push_back(Delivery {
-            at: rfc3339(super::now_ms()),
+            at: rfc3339(crate::clock::system_ms()),
             firing,
             resolved: resolved.len(),
             ok,

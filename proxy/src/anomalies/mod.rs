@@ -289,10 +289,6 @@ impl Anomalies {
     }
 }
 
-pub(crate) fn now_ms() -> Millis {
-    crate::profiling::now_ms()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

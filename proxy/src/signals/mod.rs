@@ -15,7 +15,7 @@ use prescale_profiler::sample::Millis;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Deliveries kept for `GET /v1/scale`, newest first; older ones are forgotten.
 pub const RECENT: usize = 8;
@@ -197,10 +197,9 @@ pub fn rfc3339(at: Millis) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at)).to_string()
 }
 
+/// The system clock (signals carry timestamps other systems compare with theirs).
 pub(crate) fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+    crate::clock::system_ms()
 }
 
 #[cfg(test)]
