@@ -15,10 +15,10 @@ const SERIES: [&str; 4] = [
     "nab_Twitter_volume_GOOG.csv",
 ];
 
-/// Series whose labelled anomalies neither detector finds. The ELB windows hold
-/// isolated one-step spikes (at most 3 interval widths out, among unlabelled ones of
-/// 1.4 widths), and both detectors require a miss to be sustained (3 of 5 steps).
-const NEITHER_DETECTS: [&str; 1] = ["nab_elb_request_count_8c0756.csv"];
+// nab_elb_request_count_8c0756.csv: of its two windows, one holds an hour-long burst
+// the forecast chases (no step gets 0.75 interval widths out), the other a single
+// 656-request step 2.98 widths out, the series' largest miss (unlabelled ones reach
+// 1.41): only the spike rule (a record miss at least 2.25 widths out) finds it.
 
 fn traces() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
@@ -65,24 +65,14 @@ fn anomaly_detector_beats_a_rolling_z_score_on_nab() {
     }
 
     for r in &reports {
-        if NEITHER_DETECTS.contains(&r.name.as_str()) {
-            // What is true today: a tie at F1 0, with no more false alarms than the
-            // baseline. Turn this into a strict win when the detector learns spikes.
-            assert!(
-                r.ours.f1 >= r.zscore.f1 && r.ours.false_positives <= r.zscore.false_positives,
-                "{}: {:?} vs z-score {:?}",
-                r.name,
-                r.ours,
-                r.zscore
-            );
-        } else {
-            assert!(
-                r.ours.f1 > r.zscore.f1,
-                "{}: F1 {:.2} does not beat the z-score's {:.2}",
-                r.name,
-                r.ours.f1,
-                r.zscore.f1
-            );
-        }
+        assert!(
+            r.ours.f1 > r.zscore.f1,
+            "{}: F1 {:.2} does not beat the z-score's {:.2} ({:?} vs {:?})",
+            r.name,
+            r.ours.f1,
+            r.zscore.f1,
+            r.ours,
+            r.zscore
+        );
     }
 }

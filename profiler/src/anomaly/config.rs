@@ -72,6 +72,12 @@ impl AnomalyConfig {
                 "margin must be 0..=100 and min_width_ratio 0..=1",
             );
         }
+        if !(r.spike_excess >= 0.0 && r.spike_excess.is_finite()) || r.spike_memory > 100_000 {
+            return err(
+                "rate.spike_excess",
+                "need a finite spike_excess >= 0 and spike_memory <= 100000",
+            );
+        }
         let c = &self.change_point;
         if !(c.drift >= 0.0 && c.threshold > 0.0 && c.threshold.is_finite()) {
             return err(
@@ -138,6 +144,12 @@ mod tests {
         let mut c = AnomalyConfig::default();
         c.rate.min_outside = 9;
         assert_eq!(c.validate().unwrap_err().field, "rate.window");
+        let mut c = AnomalyConfig::default();
+        c.rate.spike_excess = f64::NAN;
+        assert_eq!(c.validate().unwrap_err().field, "rate.spike_excess");
+        let mut c = AnomalyConfig::default();
+        c.rate.spike_memory = 1_000_000;
+        assert_eq!(c.validate().unwrap_err().field, "rate.spike_excess");
         let mut c = AnomalyConfig::default();
         c.source.interval = Duration::from_millis(10);
         assert_eq!(

@@ -35,7 +35,7 @@ pub struct LabelledSeries {
 /// each series' steps).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EvalParams {
-    /// The rate detector's sustain/clear rules, shared by the baseline.
+    /// The rate detector's sustain, spike and clear rules, shared by the baseline.
     pub rate: RateParams,
     pub change_point: ChangePointParams,
     /// Forecaster refit cadence. The sidecar refits hourly; between fits the
@@ -211,8 +211,8 @@ fn alerts_forecaster(s: &LabelledSeries, p: &EvalParams) -> Vec<bool> {
 }
 
 /// The baseline: mean ± `zscore_threshold` standard deviations of the last
-/// `zscore_window` of values, through the same sustain/clear rules (no margin, no
-/// change points).
+/// `zscore_window` of values, through the same sustain, spike and clear rules (no
+/// margin, no change points).
 fn alerts_zscore(s: &LabelledSeries, p: &EvalParams) -> Vec<bool> {
     let w = ((p.zscore_window.as_millis() as Millis / s.step.max(1)) as usize).max(2);
     let rate = RateParams {

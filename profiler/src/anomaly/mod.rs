@@ -6,7 +6,8 @@
 //! keeps bounded state. The detectors only say what is wrong; what to do about it
 //! (alerting, demoting a source) is decided in `policies/` and done in `proxy/`.
 //!
-//! - [`rate`]: demand sustained outside the forecast's calibrated interval, with
+//! - [`rate`]: demand sustained outside the forecast's calibrated interval (or one
+//!   step further out than anything the series did lately), with
 //!   [`changepoint`] turning a confirmed level shift into one refit request instead of
 //!   an alert that never ends.
 //! - [`drift`]: a new signature far from all known ones, a share shift, a cost rise at
@@ -42,7 +43,7 @@ use std::collections::BTreeMap;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyKind {
-    /// Demand sustained outside its forecast interval.
+    /// Demand sustained outside its forecast interval, or a record spike beyond it.
     Rate,
     /// A confirmed level shift in demand; the forecaster should refit.
     ChangePoint,

@@ -1,7 +1,9 @@
 //! Demand against its forecast: one [`RateDetector`] per series (the total and each
 //! signature) raises a `Rate` anomaly when actuals stay outside the calibrated
-//! interval the forecaster published for them, and turns a confirmed level shift into
-//! a `ChangePoint` and a refit request instead of alerting until the model catches up.
+//! interval the forecaster published for them, or when one step lands further out than
+//! anything the series did lately (a short, severe spike), and turns a confirmed level
+//! shift into a `ChangePoint` and a refit request instead of alerting until the model
+//! catches up.
 //!
 //! Feed it, at each step, the actual and the [`ForecastPoint`] that was forecast for
 //! that step *before* it was observed (the one-step-ahead point of the previous
@@ -32,6 +34,19 @@ pub struct RateParams {
     /// the actual: a degenerate interval (a flat history, or a forecast clamped at
     /// zero) must not make every wiggle infinitely severe.
     pub min_width_ratio: f64,
+    /// Severity for a short excursion: a single outside step raises alone, without
+    /// `min_outside` companions, when it is at least this many interval widths beyond
+    /// the bound *and* further out than every step of the last `spike_memory` (see
+    /// there). The default, 2.25, is `min_outside × margin`: as much excess in one
+    /// step as the weakest sustained anomaly has in its steps together.
+    pub spike_excess: f64,
+    /// Steps a spike must out-do to raise alone (0 turns the spike rule off). The
+    /// width alone cannot say a step is rare: on a heavy-tailed series (tweet counts)
+    /// steps far beyond the interval come every few hours, so a spike must also be a
+    /// record of its series. The rule is armed once this many steps were judged. The
+    /// default, 1000, is the forecaster's calibration window: a spike is beyond every
+    /// error the interval was calibrated on.
+    pub spike_memory: usize,
 }
 
 /// The detector of one series.
@@ -47,6 +62,20 @@ pub struct RateDetector {
     calm: usize,
     cusum: Cusum,
     shift: Option<ShiftState>,
+    /// The largest excesses of the latest `spike_memory` steps.
+    tail: SlidingMax,
+}
+
+/// The maximum over the latest `len` values, in amortised O(1) per value: it keeps
+/// only the values not beaten by a later one (a decreasing run), so a few in practice
+/// and at most `len`.
+#[derive(Clone, Debug)]
+struct SlidingMax {
+    len: u64,
+    /// Values pushed so far.
+    count: u64,
+    /// (index, value), values strictly decreasing.
+    run: VecDeque<(u64, f64)>,
 }
 
 /// A confirmed level shift the forecaster has not absorbed yet: deviations up to
@@ -70,6 +99,8 @@ impl Default for RateParams {
             clear_after: 3,
             margin: 0.75,
             min_width_ratio: 0.05,
+            spike_excess: 2.25,
+            spike_memory: 1000,
         }
     }
 }
@@ -85,6 +116,7 @@ impl RateDetector {
             // A shift must be as far out as a rate anomaly's steps: 1 half-width to the
             // bound plus the margin (in widths, i.e. two half-widths each).
             cusum: Cusum::new(cp).with_confirm_level(1.0 + 2.0 * p.margin.max(0.0)),
+            tail: SlidingMax::new(p.spike_memory),
             p,
             active: None,
             calm: 0,
@@ -136,6 +168,11 @@ impl RateDetector {
         } else {
             (None, above.max(below).max(0.0))
         };
+        // A record: further out than every step of the memory (once it is full).
+        let record = self
+            .tail
+            .push(excess)
+            .is_some_and(|best| excess > best && excess >= self.p.spike_excess);
         let evidence = Evidence::from([
             ("actual", actual),
             ("point", f.point),
@@ -167,7 +204,8 @@ impl RateDetector {
             None => {
                 let Some(dir) = outside else { return events };
                 let n = self.recent.iter().filter(|s| s.1 == Some(dir)).count();
-                if n >= self.p.min_outside.max(1) {
+                // Sustained, or one step severe and unprecedented.
+                if n >= self.p.min_outside.max(1) || record {
                     let since = self
                         .recent
                         .iter()
@@ -276,6 +314,40 @@ impl RateDetector {
             self.shift = None;
             self.cusum.reset();
         }
+    }
+}
+
+// === impl SlidingMax ===
+
+impl SlidingMax {
+    fn new(len: usize) -> Self {
+        Self {
+            len: len as u64,
+            count: 0,
+            run: VecDeque::new(),
+        }
+    }
+
+    /// Adds `x`; returns the maximum of the `len` values before it (0 if none was
+    /// positive), or None while fewer than `len` came before it or when `len` is 0.
+    fn push(&mut self, x: f64) -> Option<f64> {
+        if self.len == 0 || !x.is_finite() {
+            return None;
+        }
+        let i = self.count;
+        self.count += 1;
+        // The run holds the values of steps i - len ..= i - 1 only.
+        let best = (i >= self.len).then(|| self.run.front().map_or(0.0, |r| r.1));
+        while self.run.back().is_some_and(|r| r.1 <= x) {
+            self.run.pop_back();
+        }
+        if x > 0.0 {
+            self.run.push_back((i, x));
+        }
+        while self.run.front().is_some_and(|r| r.0 + self.len <= i) {
+            self.run.pop_front();
+        }
+        best
     }
 }
 

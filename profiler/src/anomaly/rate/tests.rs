@@ -279,3 +279,133 @@ fn with_the_shipped_forecaster_a_level_shift_goes_quiet() {
     assert!(last < 620, "still reporting at step {last}: {events:?}");
     assert_eq!(raised.len(), 1, "{raised:?}");
 }
+
+/// A detector with a short spike memory, so the scripted series stay small.
+fn with_memory(memory: usize) -> RateDetector {
+    let p = RateParams {
+        spike_memory: memory,
+        ..RateParams::default()
+    };
+    RateDetector::new("total", p, ChangePointParams::default())
+}
+
+#[test]
+fn a_lone_spike_beyond_everything_remembered_raises_at_once_and_clears() {
+    let mut d = with_memory(200);
+    let mut rng = Xoshiro256Plus::seed_from_u64(3);
+    // Ordinary traffic with an occasional single-step miss of one or two widths.
+    for t in 0..400u64 {
+        let y = if t % 50 == 25 {
+            110.0 + 20.0 * (1.0 + (t % 100) as f64 / 100.0)
+        } else {
+            100.0 + 8.0 * noise(&mut rng)
+        };
+        let ev = d.observe(t * STEP, y, &fixed(100.0, 10.0));
+        assert!(ev.is_empty(), "step {t}: {ev:?}");
+    }
+    // One step five widths above the bound, then normal again: raised on that very
+    // step (no sustain needed), dated from it, with its severity.
+    let ev = d.observe(400 * STEP, 210.0, &fixed(100.0, 10.0));
+    let a = raised(&ev, AnomalyKind::Rate).expect("spike raised");
+    assert_eq!(a.since, 400 * STEP);
+    assert_eq!(a.direction, Some(Direction::Above));
+    assert!((a.severity - 5.0).abs() < 1e-9, "{}", a.severity);
+    let mut cleared = None;
+    for t in 401..420u64 {
+        for e in d.observe(t * STEP, 100.0, &fixed(100.0, 10.0)) {
+            match e {
+                AnomalyEvent::Cleared { at, .. } => cleared = Some(at / STEP),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(cleared, Some(403));
+    // The same spike again soon after is no record: nothing.
+    assert!(d.observe(420 * STEP, 210.0, &fixed(100.0, 10.0)).is_empty());
+}
+
+#[test]
+fn spikes_are_ordinary_on_a_series_full_of_them() {
+    // A heavy-tailed series: a jump of 5 to 8 widths every 40 steps.
+    let mut d = with_memory(200);
+    let mut raised_at = Vec::new();
+    for t in 0..2000u64 {
+        let y = if t % 40 == 0 {
+            110.0 + 20.0 * (5.0 + (t / 40 % 4) as f64)
+        } else {
+            100.0
+        };
+        if raised(
+            &d.observe(t * STEP, y, &fixed(100.0, 10.0)),
+            AnomalyKind::Rate,
+        )
+        .is_some()
+        {
+            raised_at.push(t);
+        }
+    }
+    assert!(raised_at.is_empty(), "{raised_at:?}");
+    // A jump well beyond the largest of them still is a record.
+    let ev = d.observe(2000 * STEP, 110.0 + 20.0 * 12.0, &fixed(100.0, 10.0));
+    assert!(raised(&ev, AnomalyKind::Rate).is_some(), "{ev:?}");
+}
+
+#[test]
+fn a_spike_needs_a_full_memory_and_the_severity_floor() {
+    // Before `spike_memory` steps were judged, a lone spike is not raised.
+    let mut d = with_memory(100);
+    for t in 0..50u64 {
+        d.observe(t * STEP, 100.0, &fixed(100.0, 10.0));
+    }
+    assert!(d.observe(50 * STEP, 300.0, &fixed(100.0, 10.0)).is_empty());
+    // After a calm memory, a record only 1.5 widths out is below `spike_excess`.
+    let mut d = with_memory(100);
+    for t in 0..150u64 {
+        d.observe(t * STEP, 100.0, &fixed(100.0, 10.0));
+    }
+    assert!(d.observe(150 * STEP, 140.0, &fixed(100.0, 10.0)).is_empty());
+    // 0 turns the rule off: only sustained misses raise.
+    let mut d = with_memory(0);
+    for t in 0..150u64 {
+        d.observe(t * STEP, 100.0, &fixed(100.0, 10.0));
+    }
+    assert!(d
+        .observe(150 * STEP, 1000.0, &fixed(100.0, 10.0))
+        .is_empty());
+}
+
+#[test]
+fn a_record_dip_raises_below() {
+    let mut d = with_memory(100);
+    for t in 0..150u64 {
+        d.observe(t * STEP, 1000.0, &fixed(1000.0, 100.0));
+    }
+    // (900 - 300) / 200 = 3 widths below the lower bound.
+    let ev = d.observe(150 * STEP, 300.0, &fixed(1000.0, 100.0));
+    let a = raised(&ev, AnomalyKind::Rate).expect("dip raised");
+    assert_eq!(a.direction, Some(Direction::Below));
+    assert!((a.severity - 3.0).abs() < 1e-9, "{}", a.severity);
+}
+
+#[test]
+fn the_sliding_maximum_matches_a_brute_force_one() {
+    let mut rng = Xoshiro256Plus::seed_from_u64(5);
+    for len in [1usize, 2, 7, 50] {
+        let mut m = SlidingMax::new(len);
+        let mut seen: Vec<f64> = Vec::new();
+        for i in 0..500 {
+            // Many zeros and ties, some runs of decreasing values.
+            let x = match i % 5 {
+                0 => 0.0,
+                1 => 3.0,
+                _ => (4.0 * noise(&mut rng)).max(0.0),
+            };
+            let want = (seen.len() >= len)
+                .then(|| seen.iter().rev().take(len).fold(0.0f64, |a, b| a.max(*b)));
+            assert_eq!(m.push(x), want, "len {len}, step {i}");
+            assert!(m.run.len() <= len);
+            seen.push(x);
+        }
+    }
+    assert_eq!(SlidingMax::new(0).push(1.0), None);
+}
