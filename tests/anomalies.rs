@@ -2,7 +2,8 @@
 //! sends 20× its usual rate is flagged and (enforced) demoted while another source is
 //! unaffected, or (shadow) only counted; an upstream whose service time doubles at a
 //! constant mix raises `cost_drift`; a real Alertmanager receives the alert and its
-//! resolution.
+//! resolution, and so does a webhook (a hyper receiver), in Alertmanager's webhook
+//! payload.
 //!
 //! Sources are hyper HTTP/1.1 clients bound to distinct loopback addresses (127.0.0.2
 //! surges, 127.0.0.3 stays quiet): with no trusted header or certificate, the client
@@ -556,11 +557,14 @@ async fn a_real_alertmanager_receives_the_alert_and_its_resolution() {
         return;
     }
     let am = blocking(Alertmanager::start).await;
+    // The same alerts also go to a webhook, in Alertmanager's webhook payload.
+    let hook = Receiver::start(vec![], support::Reply::Status(200, None)).await;
     let upstream = Upstream::start().await;
     let (admin, listen) = (addr(free_port()), addr(free_port()));
     let extra = format!(
-        "anomalies:\n  alertmanager:\n    url: {}\n    resend_interval: 2s\n    labels: {{ service: checkout }}\n",
-        am.url()
+        "anomalies:\n  alertmanager:\n    url: {}\n    resend_interval: 2s\n    labels: {{ service: checkout }}\n  webhook:\n    url: http://{}/hooks/prescale\n    resend_interval: 2s\n",
+        am.url(),
+        hook.addr
     );
     let yaml = mesh(admin, listen, upstream.addr, 64, &extra);
     let proxy = blocking(move || Proxy::start(&yaml, admin)).await;
@@ -632,4 +636,28 @@ async fn a_real_alertmanager_receives_the_alert_and_its_resolution() {
         proxy.logs()
     );
     assert!(active(&proxy, "source_rate").await.is_empty());
+
+    // The webhook got the alert firing, then resolved, at its own path.
+    let status_of = |r: &Received| -> Option<(String, String)> {
+        let v: Value = serde_json::from_slice(&r.body).ok()?;
+        assert_eq!(v["version"], "4", "{v:#}");
+        let a = v["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["subject"] == anomaly["subject"])?
+            .clone();
+        assert_eq!(a["labels"]["alertname"], "PrescaleAnomaly", "{v:#}");
+        Some((a["status"].as_str()?.to_string(), r.path.clone()))
+    };
+    let seen: Vec<(String, String)> = hook.received().iter().filter_map(status_of).collect();
+    assert!(
+        seen.iter().any(|(s, _)| s == "firing"),
+        "webhook: {seen:?}\n{}",
+        proxy.logs()
+    );
+    assert!(
+        seen.iter().any(|(s, _)| s == "resolved"),
+        "webhook: {seen:?}"
+    );
+    assert!(seen.iter().all(|(_, p)| p == "/hooks/prescale"), "{seen:?}");
 }

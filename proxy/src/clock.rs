@@ -147,7 +147,11 @@ mod tests {
         let back = T0 + 20_000 - 3_600_000;
         assert_eq!(c.resync(secs(20), back), Resync::Behind(3_600_000));
         assert_eq!(c.resync(secs(21), back + 1_000), Resync::StillBehind);
-        assert_eq!(c.at(secs(30)), T0 + 30_000, "still advancing, never backwards");
+        assert_eq!(
+            c.at(secs(30)),
+            T0 + 30_000,
+            "still advancing, never backwards"
+        );
 
         // It steps forward again (corrected): in step, nothing to do.
         assert_eq!(c.resync(secs(40), T0 + 40_000), Resync::InStep);

@@ -326,7 +326,7 @@ pub fn describe() {
     );
     describe_counter!(
         ANOMALY_ALERT_SENDS,
-        "Alert batches sent to Alertmanager, by outcome (ok, retry, failed)."
+        "Alert batches sent, by sink (alertmanager, webhook) and outcome (ok, retry, failed)."
     );
     describe_counter!(
         ANOMALY_SHED_DROPPED,

@@ -1,7 +1,9 @@
-//! Alerts to an Alertmanager: every active anomaly is a firing alert
-//! (`alertname="PrescaleAnomaly"`, `kind`, `subject`, `severity`), sent to
-//! `/api/v2/alerts` when it is raised and again every `resend_interval`, and sent once
-//! more with `endsAt` when it clears.
+//! Alerts to an Alertmanager or a webhook: every active anomaly is a firing alert
+//! (`alertname="PrescaleAnomaly"`, `kind`, `subject`, `severity`), sent when it is
+//! raised and again every `resend_interval`, and sent once more with `endsAt` when it
+//! clears. To an Alertmanager: the alert list to `/api/v2/alerts`; to a webhook
+//! ([`Sink::Webhook`]): the body Alertmanager posts to its own webhook receivers, so
+//! whatever consumes those consumes these.
 //!
 //! Like the webhook signal, a thread of its own drains shared state rather than a
 //! queue: the set of firing alerts (bounded) and the resolved ones not yet delivered
@@ -37,8 +39,47 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// The `alertname` label of every alert.
 pub const ALERT_NAME: &str = "PrescaleAnomaly";
 
+/// Where alerts go, and in which form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sink {
+    /// `POST <url>/api/v2/alerts` with the alert list.
+    Alertmanager,
+    /// `POST <url>` with Alertmanager's webhook payload.
+    Webhook,
+}
+
+/// Alertmanager's webhook payload (`version: "4"`), one group per batch.
+#[derive(Serialize)]
+struct WebhookBody<'a> {
+    version: &'static str,
+    #[serde(rename = "groupKey")]
+    group_key: &'static str,
+    status: &'static str,
+    receiver: &'static str,
+    #[serde(rename = "groupLabels")]
+    group_labels: BTreeMap<String, String>,
+    #[serde(rename = "commonLabels")]
+    common_labels: BTreeMap<String, String>,
+    #[serde(rename = "commonAnnotations")]
+    common_annotations: BTreeMap<String, String>,
+    #[serde(rename = "externalURL")]
+    external_url: &'static str,
+    #[serde(rename = "truncatedAlerts")]
+    truncated_alerts: u32,
+    alerts: Vec<WebhookAlert<'a>>,
+}
+
+#[derive(Serialize)]
+struct WebhookAlert<'a> {
+    status: &'static str,
+    #[serde(flatten)]
+    alert: &'a Alert,
+}
+
 /// The sender's shared state.
 pub struct Alertmanager {
+    sink: Sink,
     cfg: AlertmanagerConfig,
     endpoint: Endpoint,
     path: String,
@@ -80,6 +121,7 @@ pub struct Alert {
 pub struct Delivery {
     /// When the delivery ended (RFC 3339).
     pub at: String,
+    pub sink: Sink,
     pub firing: usize,
     pub resolved: usize,
     pub ok: bool,
@@ -92,44 +134,49 @@ pub struct Delivery {
 
 impl Alertmanager {
     /// Starts the sender on its own thread and runtime.
-    pub fn spawn(cfg: &AlertmanagerConfig) -> std::io::Result<Arc<Self>> {
-        let me = Arc::new(Self::new(cfg)?);
+    pub fn spawn(cfg: &AlertmanagerConfig, sink: Sink) -> std::io::Result<Arc<Self>> {
+        let me = Arc::new(Self::new(cfg, sink)?);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let sender = me.clone();
         std::thread::Builder::new()
-            .name("alertmanager".into())
+            .name(format!("alerts-{}", sink.name()))
             .spawn(move || rt.block_on(sender.run()))?;
-        tracing::info!(target = %me.endpoint.target(), path = %me.path,
-            "anomaly alerts go to an Alertmanager");
+        tracing::info!(target = %me.endpoint.target(), path = %me.path, sink = sink.name(),
+            "anomaly alerts are sent");
         Ok(me)
     }
 
-    fn new(cfg: &AlertmanagerConfig) -> std::io::Result<Self> {
+    fn new(cfg: &AlertmanagerConfig, sink: Sink) -> std::io::Result<Self> {
+        let name = sink.name();
         let endpoint = Endpoint::new(&cfg.url, cfg.ca_file.as_deref())
-            .map_err(|e| std::io::Error::other(format!("anomalies.alertmanager: {e}")))?;
+            .map_err(|e| std::io::Error::other(format!("anomalies.{name}: {e}")))?;
         let base = endpoint.path().trim_end_matches('/');
-        let path = if base.ends_with("/api/v2/alerts") {
-            base.to_string()
-        } else {
-            format!("{base}/api/v2/alerts")
+        let path = match sink {
+            Sink::Webhook if base.is_empty() => "/".to_string(),
+            Sink::Webhook => endpoint.path().to_string(),
+            Sink::Alertmanager if base.ends_with("/api/v2/alerts") => base.to_string(),
+            Sink::Alertmanager => format!("{base}/api/v2/alerts"),
         };
         let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
         for (name, value) in &cfg.headers {
-            let bad =
-                || std::io::Error::other(format!("anomalies.alertmanager.headers.{name}: invalid"));
+            let bad = || {
+                std::io::Error::other(format!("anomalies.{}.headers.{name}: invalid", sink.name()))
+            };
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
             let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad())?;
             value.set_sensitive(true);
             headers.push((name, value));
         }
         let handle = |outcome: &'static str| {
-            let c = ::metrics::counter!(m::ANOMALY_ALERT_SENDS, "outcome" => outcome);
+            let c =
+                ::metrics::counter!(m::ANOMALY_ALERT_SENDS, "sink" => name, "outcome" => outcome);
             c.increment(0);
             c
         };
         Ok(Self {
+            sink,
             cfg: cfg.clone(),
             endpoint,
             path,
@@ -260,7 +307,11 @@ impl Alertmanager {
             batch.extend(resolved.iter().cloned());
             (batch, firing, resolved)
         };
-        let body = match serde_json::to_vec(&batch) {
+        let body = match self.sink {
+            Sink::Alertmanager => serde_json::to_vec(&batch),
+            Sink::Webhook => serde_json::to_vec(&webhook_body(&batch, firing)),
+        };
+        let body = match body {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 tracing::error!(error = %e, "alert batch could not be encoded");
@@ -288,7 +339,7 @@ impl Alertmanager {
                 {
                     (
                         Some(a.status.as_u16()),
-                        format!("Alertmanager answered {}", a.status),
+                        format!("{} answered {}", self.sink.name(), a.status),
                         backoff::retry_after(&a.headers, SystemTime::now()),
                     )
                 }
@@ -302,7 +353,8 @@ impl Alertmanager {
                         false,
                         Some(a.status.as_u16()),
                         Some(format!(
-                            "Alertmanager refused the alerts ({}): {why}",
+                            "{} refused the alerts ({}): {why}",
+                            self.sink.name(),
                             a.status
                         )),
                     );
@@ -348,6 +400,7 @@ impl Alertmanager {
         }
         st.recent.push_back(Delivery {
             at: rfc3339(crate::clock::system_ms()),
+            sink: self.sink,
             firing,
             resolved: resolved.len(),
             ok,
@@ -355,6 +408,46 @@ impl Alertmanager {
             status,
             error,
         });
+    }
+}
+
+// === impl Sink ===
+
+impl Sink {
+    /// Its name in config paths, metric labels and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sink::Alertmanager => "alertmanager",
+            Sink::Webhook => "webhook",
+        }
+    }
+}
+
+/// One batch as Alertmanager's webhook payload: the first `firing` alerts are firing,
+/// the rest resolved; labels all alerts share are the common labels.
+fn webhook_body(batch: &[Alert], firing: usize) -> WebhookBody<'_> {
+    let mut common = batch.first().map(|a| a.labels.clone()).unwrap_or_default();
+    for a in batch.iter().skip(1) {
+        common.retain(|k, v| a.labels.get(k) == Some(v));
+    }
+    WebhookBody {
+        version: "4",
+        group_key: "prescale",
+        status: if firing > 0 { "firing" } else { "resolved" },
+        receiver: "prescale",
+        group_labels: BTreeMap::from([("alertname".to_string(), ALERT_NAME.to_string())]),
+        common_labels: common,
+        common_annotations: BTreeMap::new(),
+        external_url: "",
+        truncated_alerts: 0,
+        alerts: batch
+            .iter()
+            .enumerate()
+            .map(|(i, alert)| WebhookAlert {
+                status: if i < firing { "firing" } else { "resolved" },
+                alert,
+            })
+            .collect(),
     }
 }
 
@@ -392,7 +485,37 @@ mod tests {
         let cfg: AlertmanagerConfig =
             serde_yaml_ng::from_str("{url: 'http://127.0.0.1:9/am/', labels: {service: checkout}}")
                 .unwrap();
-        Alertmanager::new(&cfg).unwrap()
+        Alertmanager::new(&cfg, Sink::Alertmanager).unwrap()
+    }
+
+    #[test]
+    fn a_webhook_gets_alertmanagers_webhook_payload_at_its_own_path() {
+        let cfg: AlertmanagerConfig = serde_yaml_ng::from_str(
+            "{url: 'http://127.0.0.1:9/hooks/prescale', labels: {service: checkout}}",
+        )
+        .unwrap();
+        let w = Alertmanager::new(&cfg, Sink::Webhook).unwrap();
+        assert_eq!(w.path, "/hooks/prescale");
+        let firing = w.alert(&anomaly("source:00000000000000ab"), "critical");
+        let mut resolved = w.alert(&anomaly("source:00000000000000cd"), "warning");
+        resolved.ends_at = Some("2023-11-14T22:20:00.000Z".into());
+        let batch = [firing, resolved];
+        let json = serde_json::to_value(webhook_body(&batch, 1)).unwrap();
+        assert_eq!(json["version"], "4");
+        assert_eq!(json["status"], "firing");
+        assert_eq!(json["groupLabels"]["alertname"], "PrescaleAnomaly");
+        // Shared by both alerts; subject and severity differ, so they are not common.
+        assert_eq!(json["commonLabels"]["service"], "checkout");
+        assert_eq!(json["commonLabels"]["kind"], "source_rate");
+        assert!(json["commonLabels"].get("subject").is_none(), "{json}");
+        let alerts = json["alerts"].as_array().unwrap();
+        assert_eq!(alerts[0]["status"], "firing");
+        assert_eq!(alerts[0]["labels"]["subject"], "source:00000000000000ab");
+        assert_eq!(alerts[1]["status"], "resolved");
+        assert_eq!(alerts[1]["endsAt"], "2023-11-14T22:20:00.000Z");
+        // Only resolutions left: the group is resolved.
+        let json = serde_json::to_value(webhook_body(&batch[1..], 0)).unwrap();
+        assert_eq!(json["status"], "resolved");
     }
 
     fn anomaly(subject: &str) -> Anomaly {

@@ -13,7 +13,7 @@ pub mod remediation;
 
 pub use self::feed::ProfilerFeed;
 
-use self::alertmanager::{Alertmanager, Delivery};
+use self::alertmanager::{Alertmanager, Delivery, Sink};
 use self::remediation::{ActionView, Remediation};
 use crate::config::AnomaliesConfig;
 use crate::metrics as m;
@@ -37,7 +37,8 @@ pub struct Anomalies {
     monitor: Mutex<AnomalyMonitor>,
     view: ArcSwap<AnomaliesView>,
     remediation: Remediation,
-    alerts: Option<Arc<Alertmanager>>,
+    /// Alert senders: an Alertmanager and/or a webhook.
+    alerts: Vec<Arc<Alertmanager>>,
     critical_at: f64,
     metrics: Metrics,
 }
@@ -73,11 +74,20 @@ impl Anomalies {
     /// The detectors of `detect` and the actions of `act`; starts the alert sender.
     /// Fails only on an Alertmanager config the sender cannot use (e.g. `ca_file`).
     pub fn start(detect: &AnomalyConfig, act: &AnomaliesConfig) -> std::io::Result<Arc<Self>> {
-        let alerts = match (&act.alertmanager, detect.enabled) {
-            (Some(a), true) => Some(Alertmanager::spawn(a)?),
-            _ => None,
-        };
-        let critical_at = act.alertmanager.as_ref().map_or(2.0, |a| a.critical_at);
+        let mut alerts = Vec::new();
+        if detect.enabled {
+            if let Some(a) = &act.alertmanager {
+                alerts.push(Alertmanager::spawn(a, Sink::Alertmanager)?);
+            }
+            if let Some(w) = &act.webhook {
+                alerts.push(Alertmanager::spawn(w, Sink::Webhook)?);
+            }
+        }
+        let critical_at = act
+            .alertmanager
+            .as_ref()
+            .or(act.webhook.as_ref())
+            .map_or(2.0, |a| a.critical_at);
         Ok(Arc::new(Self::new(detect, act, alerts, critical_at)))
     }
 
@@ -87,13 +97,18 @@ impl Anomalies {
             enabled: false,
             ..AnomalyConfig::default()
         };
-        Arc::new(Self::new(&detect, &AnomaliesConfig::default(), None, 2.0))
+        Arc::new(Self::new(
+            &detect,
+            &AnomaliesConfig::default(),
+            Vec::new(),
+            2.0,
+        ))
     }
 
     fn new(
         detect: &AnomalyConfig,
         act: &AnomaliesConfig,
-        alerts: Option<Arc<Alertmanager>>,
+        alerts: Vec<Arc<Alertmanager>>,
         critical_at: f64,
     ) -> Self {
         let monitor = AnomalyMonitor::new(detect.clone());
@@ -190,7 +205,7 @@ impl Anomalies {
             enabled: self.enabled(),
             view: (**self.view.load()).clone(),
             actions: self.remediation.actions(),
-            alert_deliveries: self.alerts.as_ref().map(|a| a.recent()).unwrap_or_default(),
+            alert_deliveries: self.alerts.iter().flat_map(|a| a.recent()).collect(),
         }
     }
 
@@ -226,13 +241,13 @@ impl Anomalies {
                         since = %rfc3339(a.since), direction = ?a.direction,
                         evidence = %serde_json::to_string(&a.evidence).unwrap_or_default(),
                         "anomaly raised");
-                    if let Some(am) = &self.alerts {
+                    for am in &self.alerts {
                         am.raise(a, severity);
                     }
                     self.remediation.raised(a);
                 }
                 AnomalyEvent::Updated(a) => {
-                    if let Some(am) = &self.alerts {
+                    for am in &self.alerts {
                         am.update(a);
                     }
                     self.remediation.confirmed(a);
@@ -246,7 +261,7 @@ impl Anomalies {
                     tracing::info!(kind = kind.as_str(), %subject, since = %rfc3339(*since),
                         at = %rfc3339(*at), lasted_seconds = at.saturating_sub(*since) / 1000,
                         "anomaly cleared");
-                    if let Some(am) = &self.alerts {
+                    for am in &self.alerts {
                         am.resolve(*kind, subject, *at);
                     }
                     self.remediation.cleared(*kind, subject);

@@ -24,6 +24,10 @@ const OWN_LABELS: [&str; 4] = ["alertname", "kind", "subject", "severity"];
 pub struct AnomaliesConfig {
     /// Post each anomaly as an alert to an Alertmanager (`/api/v2/alerts`).
     pub alertmanager: Option<AlertmanagerConfig>,
+    /// Post the same alerts to a webhook, in the body Alertmanager itself posts to its
+    /// webhook receivers (`version: "4"`, `status`, `alerts: [...]`), at `url` as
+    /// given. Same settings as `alertmanager`.
+    pub webhook: Option<AlertmanagerConfig>,
     /// What happens to a source whose behaviour is anomalous.
     pub remediation: RemediationConfig,
 }
@@ -133,8 +137,10 @@ fn default_critical_at() -> f64 {
 
 impl AnomaliesConfig {
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
-        if let Some(p) = self.alertmanager.as_mut().and_then(|a| a.ca_file.as_mut()) {
-            *p = base.join(&*p);
+        for sink in [&mut self.alertmanager, &mut self.webhook] {
+            if let Some(p) = sink.as_mut().and_then(|a| a.ca_file.as_mut()) {
+                *p = base.join(&*p);
+            }
         }
     }
 
@@ -145,6 +151,9 @@ impl AnomaliesConfig {
     ) -> Result<(), Invalid> {
         if let Some(a) = &self.alertmanager {
             a.validate().map_err(|e| e.under("alertmanager"))?;
+        }
+        if let Some(a) = &self.webhook {
+            a.validate().map_err(|e| e.under("webhook"))?;
         }
         let r = &self.remediation;
         let at = |f: &str| format!("remediation.{f}");
