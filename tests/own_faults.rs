@@ -62,22 +62,21 @@ impl Tmpfs {
 
     /// Remounts read-only (which binds root too, unlike file modes).
     fn read_only(&self) {
-        let st = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(self.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "remount ro");
+        self.remount("remount,ro");
     }
 
     /// Remounts read-write again.
     fn read_write(&self) {
+        self.remount("remount,rw");
+    }
+
+    fn remount(&self, options: &str) {
         let st = Command::new("mount")
-            .args(["-o", "remount,rw"])
+            .args(["-o", options])
             .arg(self.path())
             .status()
             .unwrap();
-        assert!(st.success(), "remount rw");
+        assert!(st.success(), "mount -o {options}");
     }
 
     /// Fills the remaining space with a file; returns its path.

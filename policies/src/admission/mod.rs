@@ -308,39 +308,18 @@ impl Admission {
                 }
             }
             let inflight = c.map_or(0, |c| c.inflight.load(Relaxed));
-            s.counters.count(t, DecisionKind::Admitted, None);
-            return Decision::Admit(Permit::new(
-                self.shared.clone(),
-                tier,
-                plan.cluster,
-                inflight,
-                None,
-            ));
+            return self.admitted(tier, plan.cluster, inflight);
         }
 
         let p = s.preshed.load();
         if let Some(inflight) = s.take(t, plan, need, p, true) {
-            s.counters.count(t, DecisionKind::Admitted, None);
-            return Decision::Admit(Permit::new(
-                self.shared.clone(),
-                tier,
-                plan.cluster,
-                inflight,
-                None,
-            ));
+            return self.admitted(tier, plan.cluster, inflight);
         }
         // Its own cluster is full: a free slot on the overflow cluster, if it has one.
         if let Some(spill) = s.overflow_plans.get(t).copied().flatten() {
             if let Some(inflight) = s.take(t, &spill, need, p, true) {
-                s.counters.count(t, DecisionKind::Admitted, None);
                 s.counters.count_overflowed(t);
-                return Decision::Admit(Permit::new(
-                    self.shared.clone(),
-                    tier,
-                    spill.cluster,
-                    inflight,
-                    None,
-                ));
+                return self.admitted(tier, spill.cluster, inflight);
             }
         }
         let reason = if p > 0.0 && plan.sheddable && s.would_take(t, plan, need, 0.0) {
@@ -359,6 +338,20 @@ impl Admission {
             }
         }
         self.refuse(tier, plan, reason, s.retry_after_secs)
+    }
+
+    /// Counts an admission of `tier` holding a slot on `cluster`, and hands its permit.
+    fn admitted(&self, tier: TierId, cluster: usize, inflight: u32) -> Decision {
+        self.shared
+            .counters
+            .count(tier.index(), DecisionKind::Admitted, None);
+        Decision::Admit(Permit::new(
+            self.shared.clone(),
+            tier,
+            cluster,
+            inflight,
+            None,
+        ))
     }
 
     /// Refuses, or in shadow mode counts the refusal and admits outside the limit.
