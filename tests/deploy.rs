@@ -826,9 +826,11 @@ fn a_fleet_of_three_sums_in_prometheus_as_the_hpa_and_keda_read_it() {
     let own_lead = |admin: SocketAddr| -> Option<f64> {
         let (_, body) = admin_get(admin, "/v1/forecast")?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let lead = usize::try_from(v["lead_steps"].as_u64()?).ok()?;
         v["series"]["total"]["points"]
             .as_array()?
             .iter()
+            .take(lead)
             .filter_map(|p| p["upper"].as_f64())
             .reduce(f64::max)
     };

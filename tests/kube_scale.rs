@@ -512,6 +512,15 @@ async fn the_desired_replicas_are_patched_and_the_startup_time_is_learned() {
     assert_eq!(last["signal"], "kubernetes", "{view}");
     assert_eq!(last["outcome"], "unchanged", "{view}");
     assert_eq!(last["desired_replicas"], 3, "{view}");
+    // Decisions now plan with the learned start-up time, not the configured 120 s:
+    // lead = learned + the 1 s sync period.
+    let decision = &view["decision"];
+    assert_eq!(decision["learned_startup"], true, "{view}");
+    let lead = decision["lead_time_seconds"].as_f64().unwrap();
+    assert!(
+        (lead - (seconds + 1.0)).abs() < 1e-6,
+        "lead {lead} vs learned {seconds}: {view}"
+    );
     assert!(
         proxy.logs().contains("scaled the deployment"),
         "{}",

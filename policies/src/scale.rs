@@ -24,6 +24,18 @@ pub struct ScalingConfig {
     /// Time from asking for a replica to it serving traffic.
     #[serde(with = "humantime_serde")]
     pub startup_time: Duration,
+    /// Plan with the start-up time a signal learned from readiness
+    /// (`signals.kubernetes`) instead of `startup_time`, once one is learned, up to
+    /// `max_startup_time`.
+    pub learn_startup_time: bool,
+    /// The longest start-up time planned for: the forecast's horizon covers it.
+    /// Absent: twice `startup_time`.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_startup_time: Option<Duration>,
     /// How often a decision is made (and a signal sent).
     #[serde(with = "humantime_serde")]
     pub sync_period: Duration,
@@ -74,12 +86,16 @@ pub struct ScaleDecision {
     pub reason: ScaleReason,
     /// Lead time the forecast must cover: start-up time plus one sync period.
     pub lead_time_seconds: f64,
+    /// Whether that start-up time is the learned one (else `startup_time`).
+    pub learned_startup: bool,
 }
 
 /// Decisions over time (keeps the stabilisation window's recommendations).
 pub struct Scaler {
     cfg: ScalingConfig,
     recommendations: VecDeque<(Millis, u32)>,
+    /// The learned start-up time in use, if any (see [`Scaler::learned_startup`]).
+    learned: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -97,6 +113,8 @@ impl Default for ScalingConfig {
             capacity_per_replica: 10.0,
             target_utilization: 0.7,
             startup_time: Duration::from_secs(120),
+            learn_startup_time: true,
+            max_startup_time: None,
             sync_period: Duration::from_secs(15),
             min_replicas: 1,
             max_replicas: 100,
@@ -128,12 +146,37 @@ impl ScalingConfig {
         {
             return err("sync_period", "sync_period >= 1s and startup_time <= 1h");
         }
+        if self
+            .max_startup_time
+            .is_some_and(|m| m < self.startup_time || m > Duration::from_secs(3600))
+        {
+            return err(
+                "max_startup_time",
+                "need startup_time <= max_startup_time <= 1h",
+            );
+        }
         Ok(())
     }
 
-    /// How far ahead the forecast must look.
+    /// How far ahead the forecast must look with the configured start-up time.
     pub fn lead_time(&self) -> Duration {
         self.startup_time + self.sync_period
+    }
+
+    /// The longest start-up time planned for (`max_startup_time`, or twice
+    /// `startup_time`); `startup_time` when learning is off.
+    pub fn max_startup(&self) -> Duration {
+        if !self.learn_startup_time {
+            return self.startup_time;
+        }
+        self.max_startup_time
+            .unwrap_or(self.startup_time * 2)
+            .max(self.startup_time)
+    }
+
+    /// How far ahead the forecast must reach: the longest lead time planned for.
+    pub fn horizon(&self) -> Duration {
+        self.max_startup() + self.sync_period
     }
 
     /// Replicas needed for `demand` at the target utilisation.
@@ -152,11 +195,29 @@ impl Scaler {
         Self {
             cfg,
             recommendations: VecDeque::new(),
+            learned: None,
         }
     }
 
     pub fn config(&self) -> &ScalingConfig {
         &self.cfg
+    }
+
+    /// Sets the start-up time learned from readiness (`None`: none yet). With
+    /// `learn_startup_time` it replaces `startup_time`, capped at `max_startup_time`:
+    /// replicas that take longer than configured are asked for earlier, and ones that
+    /// start faster are not asked for before they are needed.
+    pub fn learned_startup(&mut self, learned: Option<Duration>) {
+        self.learned = learned.filter(|_| self.cfg.learn_startup_time);
+    }
+
+    /// The lead time in force: the start-up time (learned, else configured) plus one
+    /// sync period.
+    pub fn lead_time(&self) -> Duration {
+        let startup = self
+            .learned
+            .map_or(self.cfg.startup_time, |l| l.min(self.cfg.max_startup()));
+        startup + self.cfg.sync_period
     }
 
     pub fn decide(&mut self, input: ScaleInput) -> ScaleDecision {
@@ -217,7 +278,8 @@ impl Scaler {
             predictive,
             reactive,
             reason,
-            lead_time_seconds: cfg.lead_time().as_secs_f64(),
+            lead_time_seconds: self.lead_time().as_secs_f64(),
+            learned_startup: self.learned.is_some(),
         }
     }
 }
@@ -245,6 +307,47 @@ mod tests {
             current_demand: demand,
             forecast_upper: forecast,
         }
+    }
+
+    #[test]
+    fn a_learned_startup_time_sets_the_lead_up_to_the_planned_maximum() {
+        let mut s = Scaler::new(cfg());
+        let input = ScaleInput {
+            now: 0,
+            current_replicas: 1,
+            current_demand: 1.0,
+            forecast_upper: None,
+        };
+        let base = s.config().startup_time + s.config().sync_period;
+        assert_eq!(s.lead_time(), base);
+        // Replicas turn out to start in 30 s: plan with that.
+        s.learned_startup(Some(Duration::from_secs(30)));
+        let d = s.decide(input);
+        assert_eq!(
+            d.lead_time_seconds,
+            30.0 + s.config().sync_period.as_secs_f64()
+        );
+        assert!(d.learned_startup);
+        // Slower than anything planned for: capped at max_startup_time (twice
+        // startup_time by default), which the forecast horizon covers.
+        s.learned_startup(Some(Duration::from_secs(10_000)));
+        assert_eq!(s.lead_time(), s.config().horizon());
+        assert_eq!(s.config().max_startup(), s.config().startup_time * 2);
+        // Learning off: the configured time, and no longer horizon than needed.
+        let mut off = Scaler::new(ScalingConfig {
+            learn_startup_time: false,
+            ..cfg()
+        });
+        off.learned_startup(Some(Duration::from_secs(30)));
+        assert_eq!(off.lead_time(), base);
+        assert_eq!(off.config().horizon(), base);
+        assert!(!off.decide(input).learned_startup);
+        // A max below startup_time is a config error.
+        let bad = ScalingConfig {
+            max_startup_time: Some(Duration::from_secs(1)),
+            ..cfg()
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "max_startup_time");
     }
 
     #[test]

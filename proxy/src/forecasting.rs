@@ -22,7 +22,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the profiler thread sends.
 pub enum Update {
@@ -48,6 +48,8 @@ pub struct ForecastView {
     pub step_seconds: u64,
     pub level: f64,
     pub horizon_steps: usize,
+    /// Of those, the steps the scaling decision looks at (the lead time in force).
+    pub lead_steps: usize,
     /// Unix milliseconds of the last observed step.
     pub origin: Option<Millis>,
     /// `total` and each signature id.
@@ -85,7 +87,7 @@ pub struct ScaleView {
     /// The last signal deliveries (webhook), newest first; filled in when read.
     pub last_signals: Vec<SentSignal>,
     /// Replica start-up time learned from readiness (the `kubernetes` signal); filled
-    /// in when read. The decision still uses the configured `startup_time`.
+    /// in when read. With `scaling.learn_startup_time` the decision plans with it.
     pub learned_startup: Option<crate::signals::startup::LearnedStartup>,
 }
 
@@ -172,6 +174,9 @@ struct State {
     /// history: its anomalies are old news).
     anomalies: Arc<Anomalies>,
     replaying: bool,
+    /// Forecast steps the scaling rule looks at: the lead time in force (the learned
+    /// start-up time may shorten or lengthen it up to the horizon forecast).
+    lead_steps: usize,
 }
 
 fn run(
@@ -226,6 +231,11 @@ fn run(
         if Instant::now() >= next_sync {
             next_sync = Instant::now() + sync;
             if let Some((at, demand)) = now_demand {
+                // The start-up time learned from readiness, once there is one.
+                let learned = shared.signals.learned_startup();
+                scaler.learned_startup(
+                    learned.and_then(|l| Duration::try_from_secs_f64(l.seconds).ok()),
+                );
                 let view = st.decide(&mut scaler, current, at, demand);
                 if let Some(d) = &view.decision {
                     shared.signals.publish(&Decision {
@@ -252,8 +262,10 @@ fn run(
 impl State {
     fn new(fc: ForecastConfig, scaling: &ScalingConfig, anomalies: Arc<Anomalies>) -> Self {
         let step_s = fc.step.as_secs().max(60);
-        let lead = scaling.lead_time();
-        let horizon = (lead.as_secs().div_ceil(step_s) as usize).max(1);
+        // Forecast as far as the longest lead time planned for; decide on the lead in
+        // force.
+        let horizon = (scaling.horizon().as_secs().div_ceil(step_s) as usize).max(1);
+        let lead_steps = (scaling.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
         let mut params = ForecastParams::for_step(step_s, horizon);
         params.level = fc.level;
         params.refit_every = ((fc.refit_interval.as_secs() / step_s) as usize).max(1);
@@ -268,6 +280,7 @@ impl State {
             latest: BTreeMap::new(),
             anomalies,
             replaying: false,
+            lead_steps,
         }
     }
 
@@ -292,15 +305,24 @@ impl State {
     /// The total forecast over the lead window, as sent with a decision.
     fn summary(&self) -> Option<ForecastSummary> {
         let (fc, _) = self.latest.get(&SeriesKey::Total)?;
-        let end = fc.points.last()?;
+        let end = self.lead_points(fc).last()?;
         Some(ForecastSummary {
-            demand_upper: fc.points.iter().map(|p| p.upper).fold(0.0, f64::max),
+            demand_upper: self.lead_points(fc).map(|p| p.upper).fold(0.0, f64::max),
             point: end.point,
             lower: end.lower,
             upper: end.upper,
             level: self.fc.level,
-            horizon_seconds: fc.points.len() as u64 * self.step_ms / 1000,
+            horizon_seconds: end.step as u64 * self.step_ms / 1000,
         })
+    }
+
+    /// The points of `fc` within the lead time in force.
+    fn lead_points<'a>(
+        &self,
+        fc: &'a Forecast,
+    ) -> impl Iterator<Item = &'a prescale_profiler::forecast::ForecastPoint> {
+        let lead = self.lead_steps;
+        fc.points.iter().filter(move |p| p.step <= lead)
     }
 
     /// Folds a minute into its forecast step; returns whether forecasts were updated.
@@ -475,16 +497,19 @@ impl State {
             step_seconds: self.step_ms / 1000,
             level: self.fc.level,
             horizon_steps: self.params.horizon,
+            lead_steps: self.lead_steps,
             origin,
             series,
         }
     }
 
-    fn decide(&self, scaler: &mut Scaler, current: u32, at: Millis, demand: f64) -> ScaleView {
+    fn decide(&mut self, scaler: &mut Scaler, current: u32, at: Millis, demand: f64) -> ScaleView {
+        let step_s = (self.step_ms / 1000).max(1);
+        self.lead_steps = (scaler.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
         let forecast_upper = self
             .latest
             .get(&SeriesKey::Total)
-            .map(|(fc, _)| fc.points.iter().map(|p| p.upper).fold(0.0, f64::max));
+            .map(|(fc, _)| self.lead_points(fc).map(|p| p.upper).fold(0.0, f64::max));
         let d = scaler.decide(ScaleInput {
             now: at,
             current_replicas: current,
@@ -543,7 +568,7 @@ impl State {
             // The whole lead window in one series: what the scaling rule uses, and what
             // an HPA External metric or a KEDA query sums across the fleet.
             let max = |f: fn(&prescale_profiler::forecast::ForecastPoint) -> f64| {
-                fc.points.iter().map(f).fold(0.0, f64::max)
+                self.lead_points(fc).map(f).fold(0.0, f64::max)
             };
             for (q, v) in [
                 ("0.5", max(|p| p.point)),

@@ -256,6 +256,9 @@ impl<'a> Driver<'a> {
                     capacity_per_replica: w.capacity,
                     target_utilization: w.target_utilization,
                     startup_time: Duration::from_secs(w.start_delay),
+                    // The simulated start-up delay is known exactly: nothing to learn.
+                    learn_startup_time: false,
+                    max_startup_time: None,
                     sync_period: Duration::from_secs(w.sync_period),
                     min_replicas: w.min_replicas,
                     max_replicas: w.max_replicas,
