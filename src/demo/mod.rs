@@ -297,9 +297,13 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut generator).await;
     }
     if crashed.is_none() {
-        // One last look, after the generator is idle.
-        let fresh = admin.observe().await;
+        // One last look, after the generator is idle; a view that did not answer this
+        // time keeps what the last frame showed.
+        let mut fresh = admin.observe().await;
         if fresh.reachable {
+            fresh.forecast = fresh.forecast.or(last.forecast.take());
+            fresh.scale = fresh.scale.or(last.scale.take());
+            fresh.sheds = fresh.sheds.or(last.sheds.take());
             last = fresh;
         }
     }
