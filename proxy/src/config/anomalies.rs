@@ -114,18 +114,9 @@ pub enum RemediationAction {
     Reject,
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_retries() -> u32 {
-    3
-}
-fn default_backoff() -> Duration {
-    Duration::from_millis(200)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(5)
-}
+// Delivery defaults are the webhook signal's: one sender behaviour across the sidecar.
+use super::signals::{default_backoff, default_max_backoff, default_retries, default_timeout};
+
 fn default_resend() -> Duration {
     Duration::from_secs(60)
 }

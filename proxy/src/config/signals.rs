@@ -160,16 +160,16 @@ pub enum DemandUnit {
     RequestsPerSecond,
 }
 
-fn default_timeout() -> Duration {
+pub(super) fn default_timeout() -> Duration {
     Duration::from_secs(2)
 }
-fn default_retries() -> u32 {
+pub(super) fn default_retries() -> u32 {
     3
 }
-fn default_backoff() -> Duration {
+pub(super) fn default_backoff() -> Duration {
     Duration::from_millis(200)
 }
-fn default_max_backoff() -> Duration {
+pub(super) fn default_max_backoff() -> Duration {
     Duration::from_secs(5)
 }
 fn default_min_interval() -> Duration {
