@@ -6,7 +6,7 @@
 //! changes admission, so it is the proxy's.
 
 use super::runtime::bounded;
-use super::signals::{check_url, RESERVED_HEADERS};
+use super::signals::{check_headers, check_url};
 use super::{Invalid, Secret};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -230,21 +230,7 @@ impl AlertmanagerConfig {
                 return Err(Invalid::new(&at, "value must be 1 to 1024 bytes"));
             }
         }
-        for (name, value) in &self.headers {
-            let at = format!("headers.{name}");
-            let parsed = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Invalid::new(&at, "not a valid header name"))?;
-            if RESERVED_HEADERS.contains(&parsed.as_str()) {
-                return Err(Invalid::new(
-                    &at,
-                    "is set by prescale and cannot be overridden",
-                ));
-            }
-            // The value is a secret: the reason must not quote it.
-            http::HeaderValue::from_str(value.expose())
-                .map_err(|_| Invalid::new(&at, "value is not a valid header value"))?;
-        }
-        Ok(())
+        check_headers(&self.headers)
     }
 }
 

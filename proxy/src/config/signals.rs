@@ -311,21 +311,7 @@ impl WebhookConfig {
                 format!("at most {MAX_HEADERS} headers"),
             ));
         }
-        for (name, value) in &self.headers {
-            let at = format!("headers.{name}");
-            let parsed = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Invalid::new(&at, "not a valid header name"))?;
-            if RESERVED_HEADERS.contains(&parsed.as_str()) {
-                return Err(Invalid::new(
-                    &at,
-                    "is set by prescale and cannot be overridden",
-                ));
-            }
-            // The value is a secret: the reason must not quote it.
-            http::HeaderValue::from_str(value.expose())
-                .map_err(|_| Invalid::new(&at, "value is not a valid header value"))?;
-        }
-        Ok(())
+        check_headers(&self.headers)
     }
 }
 
@@ -402,6 +388,25 @@ pub(super) fn check_url(field: &str, url: &str, allow_query: bool) -> Result<(),
     }
     if !allow_query && uri.query().is_some() {
         return bad("must not have a query string");
+    }
+    Ok(())
+}
+
+/// Extra request headers of a sender: valid names and values, none prescale sets
+/// itself. Values are secrets, so no reason quotes one.
+pub(super) fn check_headers(headers: &BTreeMap<String, Secret>) -> Result<(), Invalid> {
+    for (name, value) in headers {
+        let at = format!("headers.{name}");
+        let parsed = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Invalid::new(&at, "not a valid header name"))?;
+        if RESERVED_HEADERS.contains(&parsed.as_str()) {
+            return Err(Invalid::new(
+                &at,
+                "is set by prescale and cannot be overridden",
+            ));
+        }
+        http::HeaderValue::from_str(value.expose())
+            .map_err(|_| Invalid::new(&at, "value is not a valid header value"))?;
     }
     Ok(())
 }
