@@ -29,12 +29,41 @@ use tokio::net::TcpListener;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
-/// A free loopback port (bound, then released; fine for tests on one machine).
+/// A free loopback port for a process the test starts to bind later.
+///
+/// Not `bind(0)`: the kernel hands those out from the ephemeral range, where the
+/// same port can come back on the next call (CI once gave a listener the admin
+/// port) or be taken by a client's source port before the proxy binds it. So ports
+/// come from below the ephemeral range, each at most once per process, starting at a
+/// pid-derived offset so concurrent test processes rarely meet, and are checked free.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = below_ephemeral();
+    let span = u32::from(high - low);
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + ((offset + n) % span) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// Ports `[low, high)` below the kernel's ephemeral range (10000..32768 by default).
+fn below_ephemeral() -> (u16, u16) {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if start > 12_000 {
+        (10_000, start)
+    } else {
+        // An unusual range reaching low: use the ports above it instead.
+        (61_000, 65_000)
+    }
 }
 
 /// A self-signed CA-less certificate for `localhost` / 127.0.0.1, written as PEM files.
