@@ -643,6 +643,10 @@ async fn a_tier_cluster_that_fails_is_ejected_and_overflows_to_the_shared_one() 
         .await,
         Some(5.0)
     );
+    // The first was admitted on `reserved` before it failed; once it was known down,
+    // the other four took their slots on `local`, where they went.
+    let view = tiers(&proxy).await;
+    assert_eq!(tier(&view, "critical")["overflowed"], 4, "{view:#}");
 
     // Batch round-robins over `pool`: the dead endpoint is tried once, then skipped.
     let mut s = connect(UNTRUSTED, listen).await;

@@ -250,6 +250,21 @@ impl Admission {
         source: Option<&str>,
         now: Micros,
     ) -> Decision {
+        self.try_acquire_unless_down(tier, cost_hint, source, now, |_| false)
+    }
+
+    /// [`try_acquire`](Self::try_acquire), told which named clusters have no endpoint
+    /// to serve (`down`, asked only of a tier cluster that has an overflow cluster).
+    /// A tier whose cluster is down takes its slot on the overflow cluster first, where
+    /// its request will be sent, instead of holding one on a cluster it will not use.
+    pub fn try_acquire_unless_down(
+        &self,
+        tier: TierId,
+        cost_hint: Option<f64>,
+        source: Option<&str>,
+        now: Micros,
+        down: impl Fn(&str) -> bool,
+    ) -> Decision {
         let s = &self.shared;
         // A tier id from an older table (after a reload) falls back to the default.
         let mut tier = if tier.index() < s.plans.len() {
@@ -312,11 +327,25 @@ impl Admission {
         }
 
         let p = s.preshed.load();
+        let spill = s.overflow_plans.get(t).copied().flatten();
+        let home_down = spill.is_some()
+            && s.clusters
+                .get(plan.cluster)
+                .and_then(|c| c.name.as_deref())
+                .is_some_and(down);
+        // Its own cluster is down: a slot on the overflow cluster, where the request
+        // goes. Failing that it falls through to its own rule, as if it were up.
+        if let (true, Some(spill)) = (home_down, spill) {
+            if let Some(inflight) = s.take(t, &spill, need, p, true) {
+                s.counters.count_overflowed(t);
+                return self.admitted(tier, spill.cluster, inflight);
+            }
+        }
         if let Some(inflight) = s.take(t, plan, need, p, true) {
             return self.admitted(tier, plan.cluster, inflight);
         }
         // Its own cluster is full: a free slot on the overflow cluster, if it has one.
-        if let Some(spill) = s.overflow_plans.get(t).copied().flatten() {
+        if let (false, Some(spill)) = (home_down, spill) {
             if let Some(inflight) = s.take(t, &spill, need, p, true) {
                 s.counters.count_overflowed(t);
                 return self.admitted(tier, spill.cluster, inflight);

@@ -330,6 +330,35 @@ fn a_full_tier_cluster_overflows_to_a_free_slot_on_the_shared_one() {
 }
 
 #[test]
+fn a_tier_cluster_with_no_endpoint_takes_its_slot_on_the_overflow_cluster() {
+    let cfg: PoliciesConfig = serde_yaml_ng::from_str(
+        &THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"),
+    )
+    .unwrap();
+    let overflow = Overflow([("reserved".to_string(), None)].into_iter().collect());
+    let a = Admission::with_overflow(&cfg, 0, &overflow).unwrap();
+    let crit = id(&a, "critical");
+    let down = |c: &str| c == "reserved";
+    let take_down = || match a.try_acquire_unless_down(crit, None, None, 0, down) {
+        Decision::Admit(p) => p,
+        other => panic!("critical not admitted: {other:?}"),
+    };
+    // Reserved is down: critical's slots are held where its requests will go, so the
+    // reserved cluster's limit is untouched.
+    let moved: Vec<_> = (0..10).map(|_| take_down()).collect();
+    assert!(moved.iter().all(|p| p.cluster().is_none()));
+    let s = a.snapshot();
+    assert_eq!((s.clusters[0].inflight, s.clusters[1].inflight), (10, 0));
+    assert_eq!(tier(&s, "critical").overflowed, 10);
+    // The overflow cluster full (for a borrower), it falls back to its own rule.
+    let home = take_down();
+    assert_eq!(home.cluster(), Some("reserved"));
+    // Up again, it uses its own cluster first.
+    drop(moved);
+    assert_eq!(take(&a, "critical").cluster(), Some("reserved"));
+}
+
+#[test]
 fn released_permits_teach_the_limit() {
     let a = admission(
         r#"

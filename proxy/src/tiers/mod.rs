@@ -167,9 +167,25 @@ impl TierPolicy {
             let source = peer.or(vouched).or(ip_text.as_ref().map(IpText::as_str));
             let view = TierRequest::new(req, source, client);
             let class = table.classify(&view);
+            let now = now_micros();
+            // A tier cluster whose endpoints are all ejected sends to its overflow
+            // cluster (`upstream_peer`): hold the slot there, not on the idle one.
+            let home_down: std::cell::Cell<Option<&Arc<Cluster>>> = std::cell::Cell::new(None);
+            let down = |name: &str| {
+                let c = self.routes_to.get(name).filter(|c| c.should_overflow(now));
+                home_down.set(c);
+                c.is_some()
+            };
             let decision = self
                 .admission
-                .try_acquire(class.tier, cost, source, now_micros());
+                .try_acquire_unless_down(class.tier, cost, source, now, down);
+            // Sent to the overflow cluster because its own had no endpoint left: counted
+            // as `upstream_peer` counts the requests it moves for the same reason.
+            if let (Decision::Admit(p), Some(home)) = (&decision, home_down.get()) {
+                if p.cluster() != Some(&*home.name) {
+                    home.metrics.overflows.increment(1);
+                }
+            }
             let source_hash = source.map_or(0, |s| self.admission.identity_hash(s));
             (class, decision, source_hash)
         };
