@@ -672,14 +672,30 @@ async fn a_tier_cluster_that_fails_is_ejected_and_overflows_to_the_shared_one() 
 async fn a_saturated_tier_cluster_overflows_to_the_shared_one() {
     let (main, reserved) = (Upstream::start().await, Upstream::start().await);
     let (admin, listen) = (addr(free_port()), addr(free_port()));
-    // `reserved` is healthy but has room for two requests (a pinned limit, so the test
-    // does not depend on what the limiter learns); it overflows to `local`.
+    // `reserved` is healthy but has room for two requests (a pinned limit of its own,
+    // so the test does not depend on what the limiter learns); it overflows to `local`,
+    // which keeps the shared settings.
     let clusters = format!(
         "  - name: reserved\n    endpoints: [\"{}\"]\n    overflow: local\n",
         reserved.addr
     );
-    let policies = "policies:\n  tiers:\n    list:\n      - { name: critical, priority: 0, share: 1.0, sheddable: false, cluster: reserved, match: { headers: { x-test-tier: critical } } }\n      - { name: standard, priority: 1 }\n  admission:\n    limit: { initial: 2, floor: 2, ceiling: 2 }\n";
+    let policies = "policies:\n  tiers:\n    list:\n      - { name: critical, priority: 0, share: 1.0, sheddable: false, cluster: reserved, match: { headers: { x-test-tier: critical } } }\n      - { name: standard, priority: 1 }\n  admission:\n    cluster_limits:\n      reserved: { initial: 2, floor: 2, ceiling: 2 }\n";
     let proxy = start(mesh(admin, listen, main.addr, &clusters, policies), admin).await;
+    let view = tiers(&proxy).await;
+    // `null` is the listener's own cluster, `local`.
+    let limit_of = |name: serde_json::Value| {
+        view["clusters"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["cluster"] == name))
+            .map(|c| c["limit"].clone())
+            .unwrap_or_else(|| panic!("no cluster {name}: {view:#}"))
+    };
+    assert_eq!(limit_of("reserved".into()), 2, "{view:#}");
+    assert_eq!(
+        limit_of(serde_json::Value::Null),
+        20,
+        "the shared default: {view:#}"
+    );
 
     // Two slow critical requests hold both of reserved's slots.
     let slow: Vec<_> = (0..2)

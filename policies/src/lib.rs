@@ -22,8 +22,8 @@ pub mod sources;
 pub mod tiers;
 
 pub use admission::{
-    Admission, AdmissionConfig, AdmissionSnapshot, Decision, Outcome, Overflow, Permit, PreShed,
-    PreShedInput, RejectReason, Rejection, Ticket,
+    Admission, AdmissionConfig, AdmissionSnapshot, Decision, Outcome, Permit, PreShed,
+    PreShedInput, RejectReason, Rejection, Ticket, Topology,
 };
 pub use config::{PoliciesConfig, PoliciesConfigError};
 pub use hpa::{Hpa, HpaDecision, HpaReason, HpaSpec, HpaSpecError, HpaSyncError, MetricSample};

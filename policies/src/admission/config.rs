@@ -2,6 +2,7 @@
 
 use crate::PoliciesConfigError;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How requests are admitted against each upstream cluster's adaptive limit.
@@ -13,6 +14,11 @@ pub struct AdmissionConfig {
     pub enabled: bool,
     /// The adaptive concurrency limit, one per upstream cluster.
     pub limit: LimitConfig,
+    /// Per cluster (by name): the settings of its limit that differ from `limit`, e.g.
+    /// a smaller `ceiling` for a tier's reserved replicas. Names the inbound route's
+    /// cluster, a tier's cluster or an overflow cluster; the proxy checks the name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_limits: BTreeMap<String, LimitOverride>,
     /// Fraction of the limit (at least one slot) a sheddable tier leaves free for each
     /// priority level above it, so at the limit lower tiers are refused first (e.g.
     /// 0.1 with a limit of 100: the third level may fill only 80 slots). Larger is
@@ -90,6 +96,37 @@ pub struct LimitConfig {
     pub backoff: f64,
 }
 
+/// [`LimitConfig`] fields that differ for one cluster; the rest come from
+/// `admission.limit`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smoothing: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_guard: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<f64>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub long_window: Option<u32>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub min_rtt_window: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<f64>,
+}
+
 /// Pre-shedding: shrink sheddable tiers before a forecast shortfall lands.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +148,7 @@ impl Default for AdmissionConfig {
             priority_headroom: 0.1,
             max_cost_weight: 8.0,
             retry_after: Duration::from_secs(1),
+            cluster_limits: BTreeMap::new(),
             preshed: PreShedConfig::default(),
             queue: QueueConfig::default(),
         }
@@ -121,7 +159,20 @@ impl AdmissionConfig {
     /// Checks bounds serde cannot express.
     pub fn validate(&self) -> Result<(), PoliciesConfigError> {
         let err = |f: &str, r: &str| Err(PoliciesConfigError::new(format!("admission.{f}"), r));
-        self.limit.validate()?;
+        self.limit.validate("admission.limit")?;
+        for (name, o) in &self.cluster_limits {
+            self.limit_for(Some(name))
+                .validate(&format!("admission.cluster_limits.{name}"))
+                .map_err(|e| PoliciesConfigError {
+                    // Name the field as written, or the cluster when it only inherits.
+                    field: if o.sets(e.field.rsplit('.').next().unwrap_or_default()) {
+                        e.field
+                    } else {
+                        format!("admission.cluster_limits.{name}")
+                    },
+                    ..e
+                })?;
+        }
         if !(0.0..0.5).contains(&self.priority_headroom) {
             return err("priority_headroom", "must be in [0, 0.5)");
         }
@@ -146,6 +197,63 @@ impl AdmissionConfig {
             return err("queue.target", "need target <= interval <= 10s");
         }
         Ok(())
+    }
+
+    /// The limit settings of cluster `name` (`None`: one without a name of its own).
+    pub fn limit_for(&self, name: Option<&str>) -> LimitConfig {
+        match name.and_then(|n| self.cluster_limits.get(n)) {
+            Some(o) => o.apply(&self.limit),
+            None => self.limit.clone(),
+        }
+    }
+}
+
+// === impl LimitOverride ===
+
+impl LimitOverride {
+    /// `base` with this override's fields set.
+    pub fn apply(&self, base: &LimitConfig) -> LimitConfig {
+        let b = base.clone();
+        // Bounds not given are fitted to those given, so `ceiling: 8` alone works
+        // under a base `initial: 20`.
+        let ceiling = self.ceiling.unwrap_or(b.ceiling);
+        let floor = self.floor.unwrap_or(b.floor.min(ceiling));
+        let initial = self
+            .initial
+            .unwrap_or_else(|| b.initial.min(ceiling).max(floor));
+        LimitConfig {
+            initial,
+            floor,
+            ceiling,
+            smoothing: self.smoothing.unwrap_or(b.smoothing),
+            tolerance: self.tolerance.unwrap_or(b.tolerance),
+            drift_guard: self.drift_guard.unwrap_or(b.drift_guard),
+            queue_size: self.queue_size.or(b.queue_size),
+            window: self.window.unwrap_or(b.window),
+            min_samples: self.min_samples.unwrap_or(b.min_samples),
+            long_window: self.long_window.unwrap_or(b.long_window),
+            min_rtt_window: self.min_rtt_window.unwrap_or(b.min_rtt_window),
+            backoff: self.backoff.unwrap_or(b.backoff),
+        }
+    }
+
+    /// Whether this override sets `field`.
+    fn sets(&self, field: &str) -> bool {
+        match field {
+            "initial" => self.initial.is_some(),
+            "floor" => self.floor.is_some(),
+            "ceiling" => self.ceiling.is_some(),
+            "smoothing" => self.smoothing.is_some(),
+            "tolerance" => self.tolerance.is_some(),
+            "drift_guard" => self.drift_guard.is_some(),
+            "queue_size" => self.queue_size.is_some(),
+            "window" => self.window.is_some(),
+            "min_samples" => self.min_samples.is_some(),
+            "long_window" => self.long_window.is_some(),
+            "min_rtt_window" => self.min_rtt_window.is_some(),
+            "backoff" => self.backoff.is_some(),
+            _ => false,
+        }
     }
 }
 
@@ -182,9 +290,9 @@ impl LimitConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), PoliciesConfigError> {
-        let err =
-            |f: &str, r: &str| Err(PoliciesConfigError::new(format!("admission.limit.{f}"), r));
+    /// Checks bounds; errors name fields below `at` (e.g. `admission.limit`).
+    fn validate(&self, at: &str) -> Result<(), PoliciesConfigError> {
+        let err = |f: &str, r: &str| Err(PoliciesConfigError::new(format!("{at}.{f}"), r));
         if self.floor < 1 || self.floor > self.initial || self.initial > self.ceiling {
             return err("initial", "need 1 <= floor <= initial <= ceiling");
         }

@@ -38,7 +38,7 @@ mod queue_tests;
 #[cfg(test)]
 mod tests;
 
-pub use self::config::{AdmissionConfig, LimitConfig, PreShedConfig, QueueConfig};
+pub use self::config::{AdmissionConfig, LimitConfig, LimitOverride, PreShedConfig, QueueConfig};
 pub use self::counters::{
     AdmissionSnapshot, ClusterSnapshot, DecisionKind, ReasonCounts, SourcesSnapshot, TierSnapshot,
 };
@@ -90,10 +90,16 @@ pub(crate) struct Shared {
     queue: QueueSettings,
 }
 
-/// Where each tier cluster's requests go when it is full: cluster name → overflow
-/// cluster (`None`: the route's own). From the proxy's cluster config.
+/// How the proxy's clusters appear to admission. From the proxy's cluster config.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Overflow(pub std::collections::BTreeMap<String, Option<String>>);
+pub struct Topology {
+    /// The name of the route's own cluster (the one tiers without a cluster use), for
+    /// `admission.cluster_limits`.
+    pub route: Option<String>,
+    /// Where each tier cluster's requests go when it is full or down: cluster name →
+    /// overflow cluster (`None`: the route's own).
+    pub overflow: std::collections::BTreeMap<String, Option<String>>,
+}
 
 /// [`QueueConfig`] in the admission clock's units.
 #[derive(Clone, Copy, Debug)]
@@ -108,16 +114,17 @@ pub(crate) struct QueueSettings {
 impl Admission {
     /// Validates `cfg` and builds admission for it; limiter windows start at `now`.
     pub fn new(cfg: &PoliciesConfig, now: Micros) -> Result<Self, PoliciesConfigError> {
-        Self::build(cfg, now, RandomState::new(), &Overflow::default())
+        Self::build(cfg, now, RandomState::new(), &Topology::default())
     }
 
-    /// [`new`](Self::new), with the clusters tiers overflow to when theirs is full.
-    pub fn with_overflow(
+    /// [`new`](Self::new), knowing the route cluster's name and the clusters tiers
+    /// overflow to.
+    pub fn with_topology(
         cfg: &PoliciesConfig,
         now: Micros,
-        overflow: &Overflow,
+        topology: &Topology,
     ) -> Result<Self, PoliciesConfigError> {
-        Self::build(cfg, now, RandomState::new(), overflow)
+        Self::build(cfg, now, RandomState::new(), topology)
     }
 
     /// [`new`](Self::new), with source overrides keyed by `hasher` (a reload keeps it).
@@ -125,8 +132,9 @@ impl Admission {
         cfg: &PoliciesConfig,
         now: Micros,
         hasher: RandomState,
-        overflow: &Overflow,
+        topology: &Topology,
     ) -> Result<Self, PoliciesConfigError> {
+        let overflow = &topology.overflow;
         cfg.validate()?;
         let tiers = Arc::new(TierTable::new(cfg)?);
         let a = &cfg.admission;
@@ -138,7 +146,7 @@ impl Admission {
             .collect();
         names.extend(named.iter().map(|n| Some(n.to_string())));
         // Overflow targets that no tier names get a limit of their own too.
-        for (from, to) in &overflow.0 {
+        for (from, to) in overflow {
             if named.contains(from.as_str()) && !names.contains(to) {
                 names.push(to.clone());
             }
@@ -174,7 +182,7 @@ impl Admission {
             let spill = t
                 .cluster
                 .as_ref()
-                .and_then(|c| overflow.0.get(c))
+                .and_then(|c| overflow.get(c))
                 .map(&cluster_of)
                 .filter(|&to| to != cluster)
                 .map(|to| TierPlan {
@@ -191,8 +199,11 @@ impl Admission {
             .into_iter()
             .enumerate()
             .map(|(i, name)| ClusterState {
+                limit: ConcurrencyLimit::new(
+                    &a.limit_for(name.as_deref().or(topology.route.as_deref())),
+                    now,
+                ),
                 name,
-                limit: ConcurrencyLimit::new(&a.limit, now),
                 inflight: AtomicU32::new(0),
                 tier_inflight: std::array::from_fn(|_| AtomicU32::new(0)),
                 shadow_inflight: AtomicU32::new(0),

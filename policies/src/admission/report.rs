@@ -4,7 +4,7 @@
 use super::counters::{
     AdmissionSnapshot, ClusterSnapshot, DecisionKind, SourcesSnapshot, TierSnapshot,
 };
-use super::{Admission, Overflow};
+use super::{Admission, Topology};
 use crate::{Micros, PoliciesConfig, PoliciesConfigError};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -20,18 +20,18 @@ impl Admission {
         cfg: &PoliciesConfig,
         now: Micros,
     ) -> Result<Self, PoliciesConfigError> {
-        self.reconfigure_with_overflow(cfg, now, &Overflow::default())
+        self.reconfigure_with_topology(cfg, now, &Topology::default())
     }
 
-    /// [`reconfigure`](Self::reconfigure), with overflow clusters (see
-    /// [`Admission::with_overflow`]).
-    pub fn reconfigure_with_overflow(
+    /// [`reconfigure`](Self::reconfigure), knowing the clusters (see
+    /// [`Admission::with_topology`]).
+    pub fn reconfigure_with_topology(
         &self,
         cfg: &PoliciesConfig,
         now: Micros,
-        overflow: &Overflow,
+        topology: &Topology,
     ) -> Result<Self, PoliciesConfigError> {
-        let next = Self::build(cfg, now, self.shared.overrides.hasher().clone(), overflow)?;
+        let next = Self::build(cfg, now, self.shared.overrides.hasher().clone(), topology)?;
         let (old, new) = (&self.shared, &next.shared);
         new.overrides.inherit(&old.overrides, now, |t| {
             old.tiers

@@ -276,6 +276,47 @@ admission:
 }
 
 #[test]
+fn a_cluster_limit_overrides_the_shared_settings_for_that_cluster_only() {
+    let yaml = THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,")
+        + "  cluster_limits:\n    reserved: { ceiling: 4 }\n    app: { initial: 12, ceiling: 12 }\n";
+    let cfg: PoliciesConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+    let topology = Topology {
+        route: Some("app".into()),
+        overflow: Default::default(),
+    };
+    let a = Admission::with_topology(&cfg, 0, &topology).unwrap();
+    // `reserved` has a ceiling of 4: its floor and initial (10 in `limit`) fit under it.
+    let _c: Vec<_> = (0..4).map(|_| take(&a, "critical")).collect();
+    assert_eq!(refused(&a, "critical").reason, RejectReason::Overload);
+    // The route's own cluster, named `app` by the proxy, starts at 12; the floor stays 10.
+    let s = a.snapshot();
+    assert_eq!(
+        (s.clusters[0].limit.limit, s.clusters[1].limit.limit),
+        (12, 4)
+    );
+    // Without the route's name, its override does not apply.
+    let unnamed = Admission::new(&cfg, 0).unwrap();
+    assert_eq!(unnamed.snapshot().clusters[0].limit.limit, 10);
+
+    // An override that cannot hold names the field it set.
+    let bad: PoliciesConfig = serde_yaml_ng::from_str(
+        &(THREE.to_string() + "  cluster_limits:\n    reserved: { floor: 20 }\n"),
+    )
+    .unwrap();
+    let e = bad.validate().unwrap_err();
+    assert_eq!(e.field, "admission.cluster_limits.reserved");
+    assert!(e.reason.contains("floor <= initial <= ceiling"), "{e:?}");
+    let bad: PoliciesConfig = serde_yaml_ng::from_str(
+        &(THREE.to_string() + "  cluster_limits:\n    reserved: { backoff: 2.0 }\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        bad.validate().unwrap_err().field,
+        "admission.cluster_limits.reserved.backoff"
+    );
+}
+
+#[test]
 fn tiers_routed_to_their_own_cluster_have_their_own_limit() {
     let a = admission(&THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"));
     // Standard fills the route's cluster...
@@ -300,8 +341,11 @@ fn a_full_tier_cluster_overflows_to_a_free_slot_on_the_shared_one() {
         &THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"),
     )
     .unwrap();
-    let overflow = Overflow([("reserved".to_string(), None)].into_iter().collect());
-    let a = Admission::with_overflow(&cfg, 0, &overflow).unwrap();
+    let overflow = Topology {
+        route: None,
+        overflow: [("reserved".to_string(), None)].into_iter().collect(),
+    };
+    let a = Admission::with_topology(&cfg, 0, &overflow).unwrap();
     // Critical fills its reserved cluster's 10 slots...
     let reserved: Vec<_> = (0..10).map(|_| take(&a, "critical")).collect();
     assert!(reserved.iter().all(|p| p.cluster() == Some("reserved")));
@@ -335,8 +379,11 @@ fn a_tier_cluster_with_no_endpoint_takes_its_slot_on_the_overflow_cluster() {
         &THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"),
     )
     .unwrap();
-    let overflow = Overflow([("reserved".to_string(), None)].into_iter().collect());
-    let a = Admission::with_overflow(&cfg, 0, &overflow).unwrap();
+    let overflow = Topology {
+        route: None,
+        overflow: [("reserved".to_string(), None)].into_iter().collect(),
+    };
+    let a = Admission::with_topology(&cfg, 0, &overflow).unwrap();
     let crit = id(&a, "critical");
     let down = |c: &str| c == "reserved";
     let take_down = || match a.try_acquire_unless_down(crit, None, None, 0, down) {

@@ -120,6 +120,25 @@ impl MeshConfig {
         self.clusters.iter().find(|c| c.name == name)
     }
 
+    /// The clusters inbound admission keeps a limit for: the first inbound listener's
+    /// cluster, the tiers' clusters and those clusters' overflow clusters.
+    fn admission_clusters(&self) -> std::collections::BTreeSet<&str> {
+        let inbound = self
+            .listeners
+            .iter()
+            .find(|l| l.direction == Direction::Inbound)
+            .and_then(|l| l.cluster.as_deref());
+        let tiers: Vec<&str> = self.policies.tiers.clusters().map(|(_, n)| n).collect();
+        let overflow = tiers
+            .iter()
+            .filter_map(|n| self.cluster(n)?.overflow.as_deref());
+        inbound
+            .into_iter()
+            .chain(tiers.iter().copied())
+            .chain(overflow)
+            .collect()
+    }
+
     /// Makes file paths in the config relative to the config file, not the process.
     fn resolve_paths(&mut self, base: &Path) {
         for l in &mut self.listeners {
@@ -209,6 +228,20 @@ impl MeshConfig {
                 return Err(Invalid::new(
                     format!("policies.{at}"),
                     format!("unknown cluster {name:?}"),
+                ));
+            }
+        }
+        // A per-cluster limit must name a cluster admission keeps a limit for.
+        let limited = self.admission_clusters();
+        for name in self.policies.admission.cluster_limits.keys() {
+            if !limited.contains(name.as_str()) {
+                let known: Vec<_> = limited.iter().collect();
+                return Err(Invalid::new(
+                    format!("policies.admission.cluster_limits.{name}"),
+                    format!(
+                        "cluster {name:?} has no admission limit (the inbound listener's \
+                         cluster, tier clusters and their overflow clusters do: {known:?})"
+                    ),
                 ));
             }
         }

@@ -527,3 +527,30 @@ fn overflow_and_passive_health_are_checked_with_path_and_line() {
         &["clusters[0].overflow", "chains are not allowed"],
     );
 }
+
+#[test]
+fn cluster_limits_name_a_cluster_admission_limits() {
+    // `payments` is an outbound cluster: inbound admission keeps no limit for it.
+    let text = BASE.to_string()
+        + "policies:\n  admission:\n    cluster_limits:\n      payments: { ceiling: 8 }\n";
+    rejected_at(
+        &text,
+        "payments: { ceiling: 8 }",
+        &[
+            "policies.admission.cluster_limits.payments",
+            "has no admission limit",
+            "\"local\"",
+        ],
+    );
+    // The inbound listener's cluster has one.
+    let ok = text.replace("payments: { ceiling: 8 }", "local: { ceiling: 8 }");
+    let cfg = parse(&ok).expect("a limit for the inbound cluster is fine");
+    assert_eq!(cfg.policies.admission.limit_for(Some("local")).ceiling, 8);
+    // An override that cannot hold is refused at its line.
+    let bad = text.replace("payments: { ceiling: 8 }", "local: { backoff: 3.0 }");
+    rejected_at(
+        &bad,
+        "local: { backoff: 3.0 }",
+        &["policies.admission.cluster_limits.local.backoff", "(0, 1]"],
+    );
+}

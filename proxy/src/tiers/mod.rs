@@ -31,8 +31,8 @@ use arc_swap::ArcSwap;
 use pingora::proxy::Session;
 use prescale_policies::admission::PreShedConfig;
 use prescale_policies::{
-    Admission, AdmissionConfig, Decision, Micros, Outcome, Overflow, Permit, PoliciesConfig,
-    PoliciesConfigError, Rejection, SourcesConfig, Ticket, TierId, TiersConfig,
+    Admission, AdmissionConfig, Decision, Micros, Outcome, Permit, PoliciesConfig,
+    PoliciesConfigError, Rejection, SourcesConfig, Ticket, TierId, TiersConfig, Topology,
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -104,8 +104,10 @@ impl TierPolicy {
         // A tier cluster with `overflow` lends the tier a free slot there when it is
         // full (and takes all its requests while it has no endpoint, see `routes`).
         let route_cluster = inbound.cluster.as_deref();
-        let overflow = Overflow(
-            cfg.clusters
+        let topology = Topology {
+            route: route_cluster.map(str::to_string),
+            overflow: cfg
+                .clusters
                 .iter()
                 .filter_map(|c| {
                     let to = c.overflow.as_deref()?;
@@ -113,18 +115,18 @@ impl TierPolicy {
                     Some((c.name.clone(), to))
                 })
                 .collect(),
-        );
+        };
         let admission = match previous {
             Some(old) => old
                 .admission
-                .reconfigure_with_overflow(&policies, now, &overflow)?,
-            None => Admission::with_overflow(&policies, now, &overflow)?,
+                .reconfigure_with_topology(&policies, now, &topology)?,
+            None => Admission::with_topology(&policies, now, &topology)?,
         };
         let routes_to = admission
             .tiers()
             .iter()
             .filter_map(|(_, t)| t.cluster.as_deref())
-            .chain(overflow.0.values().filter_map(Option::as_deref))
+            .chain(topology.overflow.values().filter_map(Option::as_deref))
             .filter_map(|n| Some((n.to_string(), clusters.get(n)?.clone())))
             .collect();
         Ok(Some(Self {
