@@ -560,13 +560,41 @@ fn clear_errors_without_privileges_or_with_bad_arguments() {
         .args([
             "init-iptables",
             "--exclude-outbound-cidrs",
-            "fd00::/8",
+            "fd00::/129",
             "--dry-run",
         ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap rejects the value");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("IPv6"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0-128"));
+    // IPv6 networks are fine, and with --ipv6 go to the ip6tables rules only.
+    let out = Command::new(bin)
+        .args([
+            "init-iptables",
+            "--ipv6",
+            "--exclude-outbound-cidrs",
+            "fd00::/8,10.0.0.0/8",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (v4, v6) = text
+        .split_once("(ip6tables-restore)")
+        .expect("a second, ip6tables, rule set");
+    assert!(
+        v4.contains("-d 10.0.0.0/8 ") && !v4.contains("fd00::/8"),
+        "{text}"
+    );
+    assert!(
+        v6.contains("-d fd00::/8 ") && !v6.contains("10.0.0.0/8"),
+        "{text}"
+    );
+    assert!(
+        v6.contains("-d ::1/128 ") && v6.contains("COMMIT"),
+        "{text}"
+    );
     let out = Command::new(bin)
         .args(["init-iptables", "--proxy-uid", "0", "--dry-run"])
         .output()

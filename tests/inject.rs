@@ -403,9 +403,28 @@ fn the_mesh_config_sets_ports_interception_and_grace() {
         "{joined}"
     );
     assert!(joined.contains("--admin-port 9901"), "{joined}");
+    assert!(
+        !joined.contains("--ipv6"),
+        "the shipped config is IPv4: {joined}"
+    );
+
+    // Listeners on `[::]` too: IPv6 is intercepted as well.
+    let dir = tempfile::tempdir().unwrap();
+    let dual = dir.path().join("dual.yaml");
+    std::fs::write(
+        &dual,
+        "admin: { address: 0.0.0.0:9901 }\nlisteners:\n  - { name: in, direction: inbound, address: 0.0.0.0:4143, cluster: local }\n  - { name: in6, direction: inbound, address: \"[::]:4143\", cluster: local }\nclusters:\n  - { name: local, endpoints: [\"127.0.0.1:8080\"] }\n",
+    )
+    .unwrap();
+    let out = inject_ok(&["-", "--mesh-config", dual.to_str().unwrap()], WORKLOADS);
+    let t = template_of(named(&k8s::documents(&out), "Deployment", "web"));
+    let args = t.spec.unwrap().init_containers.unwrap()[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.iter().any(|a| a == "--ipv6"), "{args:?}");
 
     // A mesh config whose admin API only listens on loopback cannot be probed.
-    let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("mesh.yaml");
     std::fs::write(
         &bad,

@@ -14,8 +14,19 @@
 //!                                       nat PREROUTING tcp dport 8080 -> REDIRECT 15001
 //! ```
 //!
-//! Needs root, `ip netns`, iptables, curl and nginx. Without them the tests print why
-//! and pass, except under `CI=true`, where they fail.
+//! The dual-stack lab adds IPv6 beside it, with the rules set by the real
+//! `prescale init-iptables --ipv6` (inbound chain on port 15001) instead of one
+//! hand-written rule:
+//!
+//! ```text
+//!  v0 fd00:100::1/64   <── veth ──>     v1 fd00:100::2/64
+//!  fd00:200::/64 via fd00:100::2        fd00:200::10/128 (same dummy)
+//!                                       upstream: nginx on both service addresses
+//!                                       prescale: outbound 0.0.0.0:15001 and [::]:15001
+//! ```
+//!
+//! Needs root, `ip netns`, iptables (ip6tables for the dual-stack lab), curl and nginx.
+//! Without them the tests print why and pass, except under `CI=true`, where they fail.
 
 mod support;
 
@@ -31,6 +42,9 @@ const LISTENER_PORT: u16 = 15001;
 const ADMIN: &str = "127.0.0.1:15000";
 /// In the upstream's every body, so the client can tell it from anything else.
 const MARKER: &str = "upstream-192-0-2-10-says-hello";
+const SERVICE6: &str = "fd00:200::10";
+const CLIENT_IP6: &str = "fd00:100::1";
+const PROXY_IP6: &str = "fd00:100::2";
 
 /// The upstream: one nginx process (no master, so killing the child stops it all)
 /// answering every request with JSON naming the peer and `x-forwarded-for` it saw, and
@@ -51,7 +65,7 @@ http {
     log_format hits escape=json
         '{"path":"$request_uri","peer":"$remote_addr","xff":"$http_x_forwarded_for"}';
     server {
-        listen @ADDR@;
+        @LISTEN@
         location /__ {
             access_log off;
             return 200 "ready";
@@ -79,6 +93,8 @@ fn find_program(name: &str) -> Option<PathBuf> {
 /// namespaces are deleted (field order), on success and on panic alike.
 struct Lab {
     procs: Vec<KillOnDrop>,
+    /// IPv6 beside IPv4, intercepted by `prescale init-iptables --ipv6`.
+    dual: bool,
     dir: tempfile::TempDir,
     proxy_log: PathBuf,
     upstream_log: PathBuf,
@@ -89,11 +105,24 @@ struct Lab {
 impl Lab {
     /// `None` (after printing why) when this machine cannot run the test.
     fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, false)
+    }
+
+    /// The lab with IPv6 beside IPv4 (see the module doc).
+    fn start_dual(test: &str) -> Option<Self> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, dual: bool) -> Option<Self> {
         let nginx = find_program("nginx");
         let nginx_name = nginx
             .as_ref()
             .map_or("nginx".into(), |p| p.display().to_string());
-        if !netns_usable(test, &[&nginx_name]) {
+        let mut needs = vec![nginx_name.as_str()];
+        if dual {
+            needs.push("ip6tables");
+        }
+        if !netns_usable(test, &needs) {
             return None;
         }
         let client = Netns::create("c").expect("client netns");
@@ -101,6 +130,7 @@ impl Lab {
         let dir = tempfile::tempdir().unwrap();
         let mut lab = Self {
             procs: Vec::new(),
+            dual,
             proxy_log: dir.path().join("prescale.log"),
             upstream_log: dir.path().join("upstream.log"),
             dir,
@@ -108,6 +138,9 @@ impl Lab {
             pod,
         };
         lab.wire();
+        if dual {
+            lab.wire_ipv6();
+        }
         lab.start_upstream(&nginx.unwrap_or_else(|| PathBuf::from("nginx")));
         lab.start_proxy();
         Some(lab)
@@ -142,6 +175,10 @@ impl Lab {
         p.ip(&["addr", "add", &service, "dev", dev]).unwrap();
         c.ip(&["route", "add", "192.0.2.0/24", "via", PROXY_IP])
             .unwrap();
+        if self.dual {
+            // The dual-stack lab's rules come from `init-iptables` (`wire_ipv6`).
+            return;
+        }
         let port = LISTENER_PORT.to_string();
         p.run(
             "iptables",
@@ -163,13 +200,88 @@ impl Lab {
         .unwrap();
     }
 
+    /// IPv6 addresses beside the IPv4 ones, and interception of both families by the
+    /// real `prescale init-iptables --ipv6`: PREROUTING TCP (but the admin port) goes to
+    /// the listener port.
+    fn wire_ipv6(&self) {
+        let (c, p) = (&self.client, &self.pod);
+        // `nodad`: usable at once, not after duplicate address detection.
+        c.ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT_IP6}/64"),
+            "dev",
+            "v0",
+            "nodad",
+        ])
+        .unwrap();
+        p.ip(&[
+            "addr",
+            "add",
+            &format!("{PROXY_IP6}/64"),
+            "dev",
+            "v1",
+            "nodad",
+        ])
+        .unwrap();
+        let dev = if p.ip(&["link", "show", "d0"]).is_ok() {
+            "d0"
+        } else {
+            "lo"
+        };
+        p.ip(&[
+            "addr",
+            "add",
+            &format!("{SERVICE6}/128"),
+            "dev",
+            dev,
+            "nodad",
+        ])
+        .unwrap();
+        c.ip(&["route", "add", "fd00:200::/64", "via", PROXY_IP6])
+            .unwrap();
+        let out = self
+            .pod
+            .command(env!("CARGO_BIN_EXE_prescale"))
+            .args([
+                "init-iptables",
+                "--ipv6",
+                "--no-outbound",
+                "--inbound-port",
+                &LISTENER_PORT.to_string(),
+                "--admin-port",
+                "15000",
+            ])
+            .output()
+            .expect("run prescale init-iptables");
+        assert!(
+            out.status.success(),
+            "init-iptables --ipv6 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for save in ["iptables-save", "ip6tables-save"] {
+            let rules = p.run(save, &["-t", "nat"]).unwrap();
+            assert!(
+                rules.contains("-A PREROUTING -p tcp -j PRESCALE_INBOUND")
+                    && rules.contains("--to-ports 15001"),
+                "{save}:\n{rules}"
+            );
+        }
+    }
+
     fn start_upstream(&mut self, nginx: &Path) {
         let dir = self.dir.path().join("upstream");
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let conf = dir.join("nginx.conf");
         let text = UPSTREAM_NGINX
             .replace("@DIR@", &dir.display().to_string())
-            .replace("@ADDR@", &format!("{SERVICE}:8080"))
+            .replace("@LISTEN@", &{
+                let mut l = format!("listen {SERVICE}:8080;");
+                if self.dual {
+                    l += &format!(" listen [{SERVICE6}]:8080;");
+                }
+                l
+            })
             .replace("@LOG@", &self.upstream_log.display().to_string())
             .replace("@MARKER@", MARKER);
         std::fs::write(&conf, text).unwrap();
@@ -194,10 +306,16 @@ impl Lab {
 
     fn start_proxy(&mut self) {
         let config = self.dir.path().join("config.yaml");
-        let yaml = format!(
+        let mut yaml = format!(
             "admin:\n  address: {ADMIN}\nruntime:\n  worker_threads: 1\ndrain:\n  grace_period: 5s\n\
              listeners:\n  - name: outbound\n    direction: outbound\n    address: 0.0.0.0:{LISTENER_PORT}\n    original_dst: true\n"
         );
+        if self.dual {
+            // Beside the IPv4 listener on the same port: IPv6 only.
+            yaml += &format!(
+                "  - name: outbound6\n    direction: outbound\n    address: \"[::]:{LISTENER_PORT}\"\n    original_dst: true\n"
+            );
+        }
         std::fs::write(&config, yaml).unwrap();
         let child = self
             .pod
@@ -398,4 +516,38 @@ fn connection_straight_to_the_listener_gets_404_not_a_loop() {
         n
     );
     assert!(lab.upstream_hits().is_empty(), "{:?}", lab.upstream_hits());
+}
+
+#[test]
+fn ipv6_and_ipv4_connections_are_both_intercepted_by_init_iptables_ipv6() {
+    let Some(lab) = Lab::start_dual("ipv6_and_ipv4_connections_are_both_intercepted") else {
+        return;
+    };
+    for (host, client, listener) in [
+        (format!("[{SERVICE6}]"), CLIENT_IP6, "outbound6"),
+        (SERVICE.to_string(), CLIENT_IP, "outbound"),
+    ] {
+        let url = format!("http://{host}:8080/orders?from={listener}");
+        let (code, status, out) = lab.client.curl(&[&url]);
+        assert_eq!((code, status), (0, 200), "{url}: {out}\n{}", lab.logs());
+        let seen: serde_json::Value = serde_json::from_str(body(&out)).expect("upstream JSON");
+        assert_eq!(seen["marker"], MARKER, "{out}");
+        // Through the proxy: the upstream names the client in x-forwarded-for only.
+        assert_eq!(seen["xff"], client, "{url}: {out}");
+        assert_ne!(
+            seen["peer"], client,
+            "{url} reached the upstream directly: {out}"
+        );
+        let counted = lab.metric_settled(
+            "prescale_requests_total",
+            &format!("listener=\"{listener}\",code_class=\"2xx\""),
+            1.0,
+        );
+        assert_eq!(counted, 1.0, "{listener}\n{}", lab.logs());
+    }
+    // Each family reached its own listener, and the upstream at its original address.
+    let hits = lab.upstream_hits_settled(2);
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!(hits[0]["xff"], CLIENT_IP6);
+    assert_eq!(hits[1]["xff"], CLIENT_IP);
 }

@@ -42,6 +42,7 @@ use forecasting::Forecasting;
 use lifecycle::{DrainSignal, Lifecycle};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use profiling::Profiling;
@@ -151,14 +152,24 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
         let guarded = guard::Guarded::new(proxy, l.name.clone(), snapshot.clone());
         let mut svc = pingora::services::listening::Service::new(l.name.clone(), guarded);
         let addr = l.address.to_string();
-        match &l.tls {
-            Some(t) => {
+        // An IPv6 listener takes IPv6 only, so `[::]:P` can sit next to `0.0.0.0:P`
+        // (IPv6 interception), and every connection on it has an IPv6 original
+        // destination: a dual-stack socket would see IPv4 clients as mapped addresses,
+        // whose SO_ORIGINAL_DST the IPv6 lookup cannot find.
+        let sock_opt = l.address.is_ipv6().then(|| {
+            let mut opt = TcpSocketOptions::default();
+            opt.ipv6_only = Some(true);
+            opt
+        });
+        match (&l.tls, sock_opt) {
+            (Some(t), sock_opt) => {
                 let settings = tls::server_config(t)
                     .and_then(|s| s.settings())
                     .map_err(|e| RunError::Tls(l.name.clone(), e))?;
-                svc.add_tls_with_settings(&addr, None, settings);
+                svc.add_tls_with_settings(&addr, sock_opt, settings);
             }
-            None => svc.add_tcp(&addr),
+            (None, Some(opt)) => svc.add_tcp_with_settings(&addr, opt),
+            (None, None) => svc.add_tcp(&addr),
         }
         server.add_service(svc);
     }

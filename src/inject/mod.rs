@@ -55,6 +55,10 @@ pub struct InjectArgs {
     /// The outbound listener's port [default: from --mesh-config, else 4140].
     #[arg(long)]
     pub outbound_port: Option<u16>,
+    /// Also intercept IPv6 (the init container gets `--ipv6`) [default: when the
+    /// mesh config has a listener on an IPv6 address].
+    #[arg(long)]
+    pub ipv6: bool,
     /// Drain grace of the sidecar; terminationGracePeriodSeconds is raised to at
     /// least this plus 5 s [default: from --mesh-config, else 25s].
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -286,6 +290,8 @@ struct FromMesh {
     outbound_port: Option<Option<u16>>,
     inbound_ports: Option<String>,
     drain_grace: Option<Duration>,
+    /// Some listener binds an IPv6 address, so IPv6 can be intercepted too.
+    ipv6: bool,
 }
 
 fn from_mesh(path: &Path) -> Result<FromMesh, InjectError> {
@@ -361,6 +367,7 @@ fn from_mesh(path: &Path) -> Result<FromMesh, InjectError> {
         }
     }
     out.outbound_port = Some(outbound.map(|l| l.address.port()));
+    out.ipv6 = cfg.listeners.iter().any(|l| l.address.is_ipv6());
     Ok(out)
 }
 
@@ -405,6 +412,7 @@ fn settings(a: &InjectArgs) -> Result<Settings, InjectError> {
         outbound_ports: a.outbound_ports.clone(),
         exclude_outbound_ports: a.exclude_outbound_ports.clone(),
         exclude_outbound_cidrs: a.exclude_outbound_cidrs.clone(),
+        ipv6: a.ipv6 || mesh.ipv6,
         drain_grace_seconds: a
             .drain_grace
             .or(mesh.drain_grace)
@@ -511,6 +519,7 @@ mod tests {
             outbound_ports: String::new(),
             exclude_outbound_ports: String::new(),
             exclude_outbound_cidrs: String::new(),
+            ipv6: false,
             drain_grace_seconds: 40,
             cpu_request: "100m".into(),
             memory_request: "64Mi".into(),

@@ -37,6 +37,8 @@ pub struct Settings {
     pub outbound_ports: String,
     pub exclude_outbound_ports: String,
     pub exclude_outbound_cidrs: String,
+    /// Intercept IPv6 too.
+    pub ipv6: bool,
     pub drain_grace_seconds: u64,
     pub cpu_request: String,
     pub memory_request: String,
@@ -368,6 +370,9 @@ fn init_container(s: &Settings) -> Value {
     }
     if s.outbound_port.is_none() {
         args.push("--no-outbound".into());
+    }
+    if s.ipv6 {
+        args.push("--ipv6".into());
     }
     map([
         ("name", str_v(INIT)),

@@ -6,6 +6,7 @@
 //! `auto` picks the back end that already holds rules, and the default flavour of
 //! `iptables` when neither (or both equally) does.
 
+use super::rules::Family;
 use super::IptablesError;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -46,11 +47,13 @@ impl Mode {
 // === impl Backend ===
 
 impl Backend {
-    /// Picks the back end for `mode`; fails when no usable iptables is installed.
-    pub fn detect(mode: Mode) -> Result<Self, IptablesError> {
+    /// Picks the back end for `mode` and `family`; fails when no usable iptables (or
+    /// ip6tables) is installed.
+    pub fn detect(mode: Mode, family: Family) -> Result<Self, IptablesError> {
         let default = default_flavour();
+        let prog = family.program();
         let explicit = |flavour: Mode, why: String| -> Result<Self, IptablesError> {
-            match Self::tools_for(flavour, default) {
+            match Self::tools_for(flavour, default, family) {
                 Some((save, restore)) => Ok(Self {
                     flavour,
                     save,
@@ -58,7 +61,7 @@ impl Backend {
                     why,
                 }),
                 None => Err(IptablesError::MissingBinary(format!(
-                    "iptables-{}-restore (or iptables-restore reporting ({}))",
+                    "{prog}-{}-restore (or {prog}-restore reporting ({}))",
                     if flavour == Mode::Nft {
                         "nft"
                     } else {
@@ -71,12 +74,13 @@ impl Backend {
         match mode {
             Mode::Nft | Mode::Legacy => explicit(mode, "chosen with --iptables-mode".into()),
             Mode::Auto => {
-                let nft = Self::tools_for(Mode::Nft, default).map(|t| (Mode::Nft, t));
-                let legacy = Self::tools_for(Mode::Legacy, default).map(|t| (Mode::Legacy, t));
+                let nft = Self::tools_for(Mode::Nft, default, family).map(|t| (Mode::Nft, t));
+                let legacy =
+                    Self::tools_for(Mode::Legacy, default, family).map(|t| (Mode::Legacy, t));
                 match (nft, legacy) {
-                    (None, None) => Err(IptablesError::MissingBinary(
-                        "iptables-restore (install the iptables package)".into(),
-                    )),
+                    (None, None) => Err(IptablesError::MissingBinary(format!(
+                        "{prog}-restore (install the iptables package)"
+                    ))),
                     (Some((flavour, _)), None) | (None, Some((flavour, _))) => explicit(
                         flavour,
                         format!("the only back end installed is {}", flavour.name()),
@@ -103,27 +107,30 @@ impl Backend {
     }
 
     /// The save/restore programs of one flavour, if installed: the flavour-named ones
-    /// (`iptables-nft-save`), or the plain ones when `iptables` itself is that flavour.
-    fn tools_for(flavour: Mode, default: Option<Mode>) -> Option<(String, String)> {
+    /// (`iptables-nft-save`, `ip6tables-nft-save`), or the plain ones when `iptables`
+    /// itself is that flavour.
+    fn tools_for(flavour: Mode, default: Option<Mode>, family: Family) -> Option<(String, String)> {
         let tag = if flavour == Mode::Nft {
             "nft"
         } else {
             "legacy"
         };
+        let prog = family.program();
         let (save, restore) = (
-            format!("iptables-{tag}-save"),
-            format!("iptables-{tag}-restore"),
+            format!("{prog}-{tag}-save"),
+            format!("{prog}-{tag}-restore"),
         );
         if runs(&restore) && runs(&save) {
             return Some((save, restore));
         }
-        if default == Some(flavour) && runs("iptables-restore") && runs("iptables-save") {
-            return Some(("iptables-save".into(), "iptables-restore".into()));
+        let (save, restore) = (format!("{prog}-save"), format!("{prog}-restore"));
+        if default == Some(flavour) && runs(&restore) && runs(&save) {
+            return Some((save, restore));
         }
         None
     }
 
-    /// `iptables-save -t nat`.
+    /// `iptables-save -t nat` (or `ip6tables-save`).
     pub fn save_nat(&self) -> Result<String, IptablesError> {
         let out = Command::new(&self.save)
             .args(["-t", "nat"])

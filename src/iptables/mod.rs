@@ -7,6 +7,8 @@
 //! Runs are idempotent: the chains are declared (so flushed) and refilled in one
 //! `iptables-restore --noflush` transaction, and the jumps to them are added only when
 //! `iptables-save` does not show them already. `--dry-run` prints that transaction.
+//! With `--ipv6` the same rules go into ip6tables too (with IPv6 loopback and
+//! networks), for a proxy that also listens on `[::]`.
 
 mod backend;
 mod rules;
@@ -14,7 +16,7 @@ mod rules;
 use backend::Backend;
 pub use backend::Mode;
 pub use rules::{CidrList, PortList};
-use rules::{Jumps, Plan};
+use rules::{Family, Jumps, Plan};
 use std::process::ExitCode;
 
 /// Set up transparent interception in this network namespace (the init container).
@@ -57,6 +59,11 @@ pub struct InitIptablesArgs {
     /// Leave outbound traffic alone.
     #[arg(long)]
     pub no_outbound: bool,
+    /// Also intercept IPv6 (ip6tables). The proxy must then listen on `[::]` on the
+    /// same ports (`prescale inject` sets this when it does); without it IPv6 traffic
+    /// is left alone.
+    #[arg(long)]
+    pub ipv6: bool,
     /// Which iptables back end to use.
     #[arg(long, value_enum, default_value = "auto")]
     pub iptables_mode: Mode,
@@ -110,8 +117,15 @@ pub fn run(args: &InitIptablesArgs) -> Result<(), IptablesError> {
         outbound: !args.no_outbound,
     };
     plan.validate().map_err(IptablesError::Args)?;
+    let families: &[Family] = if args.ipv6 {
+        &[Family::V4, Family::V6]
+    } else {
+        &[Family::V4]
+    };
     if args.dry_run {
-        print!("{}", plan.restore_input(Jumps::ALL));
+        for family in families {
+            print!("{}", plan.restore_input(Jumps::ALL, *family));
+        }
         return Ok(());
     }
     let euid = effective_uid();
@@ -120,22 +134,37 @@ pub fn run(args: &InitIptablesArgs) -> Result<(), IptablesError> {
             euid.unwrap_or_else(|| "unknown".into()),
         ));
     }
-    let backend = Backend::detect(args.iptables_mode)?;
+    // Both back ends are found before either is changed, so a missing ip6tables
+    // leaves no half-applied interception behind.
+    let backends = families
+        .iter()
+        .map(|f| Backend::detect(args.iptables_mode, *f).map(|b| (*f, b)))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (family, backend) in backends {
+        apply(&plan, family, &backend)?;
+    }
+    Ok(())
+}
+
+/// Applies `plan` to `family`'s nat table and prints the rules that are in place.
+fn apply(plan: &Plan, family: Family, backend: &Backend) -> Result<(), IptablesError> {
     tracing::info!(
-        "iptables back end: {:?} via {} ({})",
+        "{} back end: {:?} via {} ({})",
+        family.program(),
         backend.flavour,
         backend.restore,
         backend.why
     );
     let before = backend.save_nat()?;
     let jumps = Jumps::missing_in(&before);
-    let input = plan.restore_input(jumps);
+    let input = plan.restore_input(jumps, family);
     backend.restore(&input)?;
     let after = backend.save_nat()?;
     let ours: Vec<&str> = after.lines().filter(|l| l.contains("PRESCALE_")).collect();
     tracing::info!(
-        "interception rules in place ({} lines in the nat table mention PRESCALE_)",
-        ours.len()
+        "interception rules in place ({} lines in the {} nat table mention PRESCALE_)",
+        ours.len(),
+        family.program()
     );
     for l in ours {
         eprintln!("{l}");

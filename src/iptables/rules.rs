@@ -2,7 +2,7 @@
 //! exactly what a real run applies.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// The chain PREROUTING jumps to: inbound TCP to the inbound listener.
@@ -21,11 +21,19 @@ pub struct PortRange {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortList(pub Vec<PortRange>);
 
-/// An IPv4 network (`10.0.0.0/8`, or an address meaning `/32`).
+/// An IPv4 or IPv6 network (`10.0.0.0/8`, `fd00::/8`, or an address meaning the
+/// host alone).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Cidr {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
+}
+
+/// Which table a rule set is for: `iptables` (IPv4) or `ip6tables` (IPv6).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
 }
 
 /// A comma-separated list of networks; empty is allowed.
@@ -113,28 +121,50 @@ impl FromStr for Cidr {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let (addr, prefix) = s.split_once('/').unwrap_or((s, "32"));
-        if addr.contains(':') {
-            return Err(format!("{s:?}: IPv6 is not supported yet (IPv4 only)"));
-        }
-        let addr: Ipv4Addr = addr
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 address or network"))?;
-        let prefix: u8 = match prefix.parse() {
-            Ok(p) if p <= 32 => p,
-            _ => return Err(format!("{s:?}: the prefix length must be 0-32")),
+            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = match prefix.map(str::parse) {
+            None => max,
+            Some(Ok(p)) if p <= max => p,
+            Some(_) => return Err(format!("{s:?}: the prefix length must be 0-{max}")),
         };
         Ok(Self { addr, prefix })
+    }
+}
+
+impl Cidr {
+    fn family(&self) -> Family {
+        if self.addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
     }
 }
 
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The network address, as iptables-save prints it (10.1.2.3/8 -> 10.0.0.0/8).
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
-        let net = Ipv4Addr::from(u32::from(self.addr) & mask);
+        let net = match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        };
         write!(f, "{net}/{}", self.prefix)
     }
 }
@@ -214,7 +244,9 @@ impl Plan {
         out
     }
 
-    pub fn outbound_rules(&self) -> Vec<String> {
+    /// The outbound chain's rules for `family`'s table: its loopback network, and only
+    /// the excluded networks of that family.
+    pub fn outbound_rules(&self, family: Family) -> Vec<String> {
         let mut out = Vec::new();
         if !self.outbound {
             return out;
@@ -231,16 +263,24 @@ impl Plan {
             ));
         }
         out.push("-o lo -m comment --comment \"prescale: pod-local traffic\" -j RETURN".into());
-        out.push(
-            "-d 127.0.0.0/8 -m comment --comment \"prescale: loopback destination\" -j RETURN"
-                .into(),
-        );
+        let loopback = match family {
+            Family::V4 => "127.0.0.0/8",
+            Family::V6 => "::1/128",
+        };
+        out.push(format!(
+            "-d {loopback} -m comment --comment \"prescale: loopback destination\" -j RETURN"
+        ));
         for p in &self.exclude_outbound_ports.0 {
             out.push(format!(
                 "-p tcp -m tcp --dport {p} -m comment --comment \"prescale: excluded outbound port\" -j RETURN"
             ));
         }
-        for c in &self.exclude_outbound_cidrs.0 {
+        for c in self
+            .exclude_outbound_cidrs
+            .0
+            .iter()
+            .filter(|c| c.family() == family)
+        {
             out.push(format!(
                 "-d {c} -m comment --comment \"prescale: excluded outbound network\" -j RETURN"
             ));
@@ -259,15 +299,17 @@ impl Plan {
         out
     }
 
-    /// `iptables-restore --noflush` input. Declaring a chain flushes it when it exists
-    /// (so a second run replaces, never duplicates, its rules); the jumps from the
-    /// built-in chains are added only when `jumps` says they are missing.
-    pub fn restore_input(&self, jumps: Jumps) -> String {
+    /// `iptables-restore --noflush` (or, for IPv6, `ip6tables-restore`) input.
+    /// Declaring a chain flushes it when it exists (so a second run replaces, never
+    /// duplicates, its rules); the jumps from the built-in chains are added only when
+    /// `jumps` says they are missing.
+    pub fn restore_input(&self, jumps: Jumps, family: Family) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "# prescale init-iptables {}: transparent interception",
-            env!("CARGO_PKG_VERSION")
+            "# prescale init-iptables {}: transparent interception ({})",
+            env!("CARGO_PKG_VERSION"),
+            family.restore_program()
         );
         s.push_str("*nat\n");
         if self.inbound {
@@ -279,7 +321,7 @@ impl Plan {
         for r in self.inbound_rules() {
             let _ = writeln!(s, "-A {INBOUND_CHAIN} {r}");
         }
-        for r in self.outbound_rules() {
+        for r in self.outbound_rules(family) {
             let _ = writeln!(s, "-A {OUTBOUND_CHAIN} {r}");
         }
         if self.inbound && jumps.add_prerouting {
@@ -290,6 +332,26 @@ impl Plan {
         }
         s.push_str("COMMIT\n");
         s
+    }
+}
+
+// === impl Family ===
+
+impl Family {
+    /// The restore program of this family's default flavour.
+    pub fn restore_program(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-restore",
+            Family::V6 => "ip6tables-restore",
+        }
+    }
+
+    /// `iptables` or `ip6tables`: the prefix of this family's programs.
+    pub fn program(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
     }
 }
 
@@ -356,7 +418,12 @@ mod tests {
         let shown: Vec<String> = c.0.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32"]);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert!("fd00::/8".parse::<Cidr>().unwrap_err().contains("IPv6"));
+        assert!("fd00::/129".parse::<Cidr>().unwrap_err().contains("0-128"));
+        assert!("fd00::1/x".parse::<Cidr>().is_err());
+        assert!("10.0.0".parse::<Cidr>().is_err());
+        let v6: CidrList = "fd00:1:2::3/48, 2001:db8::7".parse().unwrap();
+        let shown: Vec<String> = v6.0.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["fd00:1:2::/48", "2001:db8::7/128"]);
         assert_eq!(
             "0.0.0.0/0".parse::<Cidr>().unwrap().to_string(),
             "0.0.0.0/0"
@@ -365,7 +432,7 @@ mod tests {
 
     #[test]
     fn restore_input_excludes_admin_proxy_loopback_ports_and_networks() {
-        let text = plan().restore_input(Jumps::ALL);
+        let text = plan().restore_input(Jumps::ALL, Family::V4);
         let expected = "\
 *nat
 :PRESCALE_INBOUND - [0:0]
@@ -390,6 +457,36 @@ COMMIT
     }
 
     #[test]
+    fn ipv6_rules_use_the_ipv6_loopback_and_only_ipv6_networks() {
+        let mut p = plan();
+        p.exclude_outbound_cidrs = "10.0.0.0/8,fd00::/8".parse().unwrap();
+        let v6 = p.restore_input(Jumps::ALL, Family::V6);
+        assert!(v6.starts_with("# prescale init-iptables"));
+        assert!(v6
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("(ip6tables-restore)")));
+        assert!(v6.contains("-A PRESCALE_OUTBOUND -d ::1/128 "));
+        assert!(v6.contains("-A PRESCALE_OUTBOUND -d fd00::/8 "));
+        assert!(
+            !v6.contains("127.0.0.0/8") && !v6.contains("10.0.0.0/8"),
+            "{v6}"
+        );
+        let v4 = p.restore_input(Jumps::ALL, Family::V4);
+        assert!(!v4.contains("::1/128") && !v4.contains("fd00::/8"), "{v4}");
+        assert!(v4.contains("-d 10.0.0.0/8 "));
+        // Everything else is the same in both tables.
+        let same = |t: &str| -> Vec<String> {
+            t.lines()
+                .skip(1)
+                .filter(|l| !l.contains(" -d "))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(same(&v4), same(&v6));
+    }
+
+    #[test]
     fn present_jumps_are_not_added_again() {
         let save = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp -j PRESCALE_INBOUND\n-A OUTPUT -d 1.2.3.4/32 -j ACCEPT\nCOMMIT\n";
         let j = Jumps::missing_in(save);
@@ -400,7 +497,7 @@ COMMIT
                 add_output: true
             }
         );
-        let text = plan().restore_input(j);
+        let text = plan().restore_input(j, Family::V4);
         assert!(!text.contains("-A PREROUTING"));
         assert!(text.contains("-A OUTPUT -p tcp -j PRESCALE_OUTBOUND"));
     }
@@ -416,7 +513,7 @@ COMMIT
             Some("-p tcp -m tcp --dport 8080 -m comment --comment \"prescale: to the inbound listener\" -j REDIRECT --to-ports 4143")
         );
         let redirects = p
-            .outbound_rules()
+            .outbound_rules(Family::V4)
             .iter()
             .filter(|r| r.contains("REDIRECT"))
             .count();
