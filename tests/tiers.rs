@@ -325,6 +325,44 @@ async fn under_overload_batch_is_shed_with_retry_after_while_critical_is_served(
     assert_eq!(view["clusters"][0]["inflight"], 0, "{view:#}");
     assert_eq!(tier(&view, "batch")["rejected"]["overload"], shed.len());
 
+    // Refused requests are demand the service was offered: the series the forecasts
+    // read count them, at the mean served cost (no signature is fitted this early), so
+    // they hold at least served + refused requests of ≥ 100 ms each.
+    let served = ok(&crit) + ok(&batch);
+    let offered = (served + shed.len()) as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (requests, work_us) = loop {
+        let admin = proxy.admin;
+        let (_, body) = blocking(move || admin_get(admin, "/v1/series"))
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let sum = |k: &str| -> u64 {
+            v["minutes"].as_array().map_or(0, |ms| {
+                ms.iter().filter_map(|m| m["total"][k].as_u64()).sum()
+            })
+        };
+        let got = (sum("requests"), sum("work_us"));
+        if got.0 >= offered || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        requests,
+        offered,
+        "served {served} + refused {}",
+        shed.len()
+    );
+    assert!(
+        work_us >= offered * 100_000,
+        "work {work_us} µs for {offered} requests of >= 100 ms"
+    );
+    assert_eq!(
+        metric(&proxy, "prescale_profiler_refused_requests_total", &[]).await,
+        Some(shed.len() as f64)
+    );
+
     // The exposition stays valid with the admission series in it.
     let admin = proxy.admin;
     let (_, body) = blocking(move || admin_get(admin, "/metrics"))
@@ -410,6 +448,37 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
         3.0
     );
     assert_eq!(decisions(&proxy, "standard", "admitted", "none").await, 3.0);
+    // Refused by a rate limit, not for want of capacity: not demand to scale for. The
+    // three served ones are in the series by the time it shows them; the refused never.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let admin = proxy.admin;
+        let (_, body) = blocking(move || admin_get(admin, "/v1/series"))
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let requests: u64 = v["minutes"].as_array().map_or(0, |ms| {
+            ms.iter()
+                .filter_map(|m| m["total"]["requests"].as_u64())
+                .sum()
+        });
+        assert!(
+            requests <= 3,
+            "rate-limited requests counted as demand: {v}"
+        );
+        if requests == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "served requests never in the series: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(&proxy, "prescale_profiler_refused_requests_total", &[]).await,
+        Some(0.0)
+    );
 }
 
 // === tier routing and the /v1/tiers view ===

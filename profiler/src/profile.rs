@@ -40,6 +40,8 @@ pub struct Profile {
     refits: u64,
     last_refit: Option<Millis>,
     ingested: u64,
+    /// Requests admission refused, counted in the series only (see [`Profile::refused`]).
+    refused: u64,
     /// Start of the newest minute already written to the store.
     flushed_from: Millis,
 }
@@ -117,6 +119,7 @@ impl Profile {
             refits: 0,
             last_refit: None,
             ingested: 0,
+            refused: 0,
             flushed_from: 0,
         }
     }
@@ -139,6 +142,33 @@ impl Profile {
 
     pub fn ingested(&self) -> u64 {
         self.ingested
+    }
+
+    /// Requests counted by [`Profile::refused`] since start.
+    pub fn refused_count(&self) -> u64 {
+        self.refused
+    }
+
+    /// A request admission refused (at `at`, expected to be of signature `guess`,
+    /// costing `expected_us` of service time when known). Nothing was served, but it is
+    /// demand the service was offered: it goes into the series, which the forecasts
+    /// read, at its expected cost (else the mean of everything served so far). Left
+    /// out, demand under shedding would read as what was served: the forecast would sit
+    /// at capacity and never ask for the replicas that would end the shedding, and
+    /// pre-shedding would lower the very demand that triggered it. Signature statistics
+    /// stay those of served requests.
+    pub fn refused(&mut self, at: Millis, guess: Option<SignatureId>, expected_us: Option<u64>) {
+        let us = expected_us.or_else(|| self.mean_service_us()).unwrap_or(0);
+        self.series.add(at, guess.unwrap_or(UNCLASSIFIED), us);
+        self.refused += 1;
+    }
+
+    /// Mean service time (µs) of every request served since start.
+    fn mean_service_us(&self) -> Option<u64> {
+        let (n, us) = self.totals.values().fold((0u64, 0u64), |(n, us), (r, w)| {
+            (n + r, us.saturating_add(*w))
+        });
+        us.checked_div(n)
     }
 
     /// Requests and work (µs) per signature since start.
@@ -376,6 +406,47 @@ mod tests {
             assert!((s.share - 1.0 / 3.0).abs() < 0.05, "{s:?}");
         }
         assert_eq!(view.samples, 6_000);
+    }
+
+    #[test]
+    fn refused_requests_count_as_demand_at_their_expected_cost_but_not_as_served() {
+        let cfg = ProfilerConfig::default();
+        let mut p = Profile::new(&cfg, 1);
+        let (mut served, _) = population(4, 600);
+        for (i, s) in served.iter_mut().enumerate() {
+            s.at = 600_000 + i as u64 * 50;
+        }
+        p.ingest(&served);
+        let minute = |p: &Profile| {
+            p.series()
+                .minutes()
+                .find(|b| b.start == 600_000)
+                .map(|b| b.total)
+                .unwrap_or_default()
+        };
+        let before = minute(&p);
+        let totals_before = p.totals().clone();
+        let mean_us = before.work_us / before.requests;
+        // 300 refused with a known cost of 40 ms, then 100 whose cost is unknown.
+        for i in 0..300 {
+            p.refused(600_000 + i * 100, Some(2), Some(40_000));
+        }
+        for i in 0..100 {
+            p.refused(600_000 + i * 100, None, None);
+        }
+        let after = minute(&p);
+        assert_eq!(after.requests, before.requests + 400);
+        assert_eq!(
+            after.work_us,
+            before.work_us + 300 * 40_000 + 100 * mean_us,
+            "unknown costs are the mean served cost ({mean_us} µs)"
+        );
+        let sig2 = p.series().minutes().find(|b| b.start == 600_000).unwrap();
+        assert!(sig2.by_signature[&2].requests >= 300);
+        // Served statistics are untouched.
+        assert_eq!(p.totals(), &totals_before);
+        assert_eq!(p.ingested(), 600);
+        assert_eq!(p.refused_count(), 400);
     }
 
     #[test]

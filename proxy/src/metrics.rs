@@ -67,7 +67,8 @@ pub const ANOMALIES_ACTIVE: &str = "prescale_anomalies_active";
 pub const ANOMALY_ACTIONS: &str = "prescale_anomaly_actions_total";
 pub const ANOMALY_REFITS: &str = "prescale_anomaly_refits_total";
 pub const ANOMALY_ALERT_SENDS: &str = "prescale_anomaly_alert_sends_total";
-pub const ANOMALY_SHED_DROPPED: &str = "prescale_anomaly_shed_samples_dropped_total";
+pub const REFUSED_DROPPED: &str = "prescale_profiler_refused_dropped_total";
+pub const PROFILER_REFUSED: &str = "prescale_profiler_refused_requests_total";
 
 /// Status classes used as label values; index 0 is "no response was written".
 const CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -329,8 +330,12 @@ pub fn describe() {
         "Alert batches sent, by sink (alertmanager, webhook) and outcome (ok, retry, failed)."
     );
     describe_counter!(
-        ANOMALY_SHED_DROPPED,
-        "Shed requests not counted towards their source's rate because the hand-off queue was full."
+        REFUSED_DROPPED,
+        "Refused requests left out of demand and of their source's rate because the hand-off queue was full."
+    );
+    describe_counter!(
+        PROFILER_REFUSED,
+        "Requests admission refused that were counted as demand (at their expected service time) in the signature series."
     );
 }
 

@@ -25,17 +25,29 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Shed requests held between two profiler ticks for the per-source detector; beyond
-/// it they are dropped and counted.
+/// Refused requests held between two profiler ticks; beyond it they are dropped and
+/// counted.
 const SHED_QUEUE: usize = 32_768;
+
+/// A request admission refused, on its way to the profiler thread: demand for the
+/// series, and a request of its source for the per-source detector.
+#[derive(Copy, Clone, Debug)]
+struct Refused {
+    at: Millis,
+    source: u64,
+    guess: Option<u32>,
+    expected_us: Option<u64>,
+    /// Refused for want of capacity (not a rate limit or a remediation).
+    demand: bool,
+}
 
 /// Shared between the data path, the admin API and the profiler thread.
 pub struct Profiling {
     enabled: bool,
     pub recorder: Recorder,
-    /// (source hash, expected signature) of requests admission refused: they are not
-    /// samples (nothing was served), but they are part of what their source sends.
-    shed: ArrayQueue<(u64, u32)>,
+    /// Requests admission refused: not samples (nothing was served), but part of the
+    /// demand and of what their source sends.
+    shed: ArrayQueue<Refused>,
     pub model: ArcSwap<Model>,
     pub fanout: Arc<FanoutTable>,
     trace_headers: Vec<String>,
@@ -146,17 +158,25 @@ impl Profiling {
         });
     }
 
-    /// Shed hook: a refused request still counts towards its source's rate (for the
-    /// per-source anomaly detector), though it is no sample. O(1), lock-free; a full
-    /// queue drops and counts.
-    pub fn shed(&self, p: RequestProfile) {
-        if p.arrival.source != 0
-            && self
-                .shed
-                .push((p.arrival.source, p.guess.unwrap_or(0)))
-                .is_err()
-        {
-            ::metrics::counter!(m::ANOMALY_SHED_DROPPED).increment(1);
+    /// Shed hook: a refused request is no sample, but it counts towards its source's
+    /// rate (for the per-source anomaly detector) and, when refused for want of
+    /// capacity (`demand`), as demand at its expected signature's cost (see
+    /// `Profile::refused`). Requests refused by a rate limit or a remediation are not
+    /// demand to scale for. O(signatures), lock-free; a full queue drops and counts.
+    pub fn shed(&self, p: RequestProfile, demand: bool) {
+        let expected_us = p
+            .guess
+            .and_then(|g| self.expected_service_time(g))
+            .map(|secs| (secs * 1e6) as u64);
+        let refused = Refused {
+            at: p.at,
+            source: p.arrival.source,
+            guess: p.guess,
+            expected_us,
+            demand,
+        };
+        if self.shed.push(refused).is_err() {
+            ::metrics::counter!(m::REFUSED_DROPPED).increment(1);
         }
     }
 
@@ -234,8 +254,13 @@ impl Profiling {
             self.recorder.drain_into(&mut batch);
             profile.ingest_each(&batch, |s, sig| feed.finished(s, sig));
             batch.clear();
-            while let Some((source, sig)) = self.shed.pop() {
-                feed.shed(source, sig);
+            while let Some(r) = self.shed.pop() {
+                if r.demand {
+                    profile.refused(r.at, r.guess, r.expected_us);
+                }
+                if r.source != 0 {
+                    feed.shed(r.source, r.guess.unwrap_or(0));
+                }
             }
             let started = Instant::now();
             if profile.maybe_refit(now) {
@@ -408,6 +433,7 @@ fn export(
     ::metrics::counter!(m::PROFILER_DROPPED).absolute(recorder.dropped());
     ::metrics::counter!(m::FANOUT_UNTRACKED).absolute(fanout.untracked());
     ::metrics::counter!(m::SIGNATURE_REFITS).absolute(profile.refits());
+    ::metrics::counter!(m::PROFILER_REFUSED).absolute(profile.refused_count());
     if let Some(a) = profile.classifier_accuracy() {
         ::metrics::gauge!(m::CLASSIFIER_ACCURACY).set(a);
     }

@@ -397,9 +397,15 @@ impl Sidecar {
                 }
                 Verdict::Reject(r) => {
                     // Not served, so no sample (its service time is unknown); it still
-                    // counts towards its source's rate.
+                    // counts towards its source's rate, and towards demand when it was
+                    // refused for want of capacity.
                     if let Some(p) = ctx.profile.take() {
-                        self.profiling.shed(p);
+                        let demand = matches!(
+                            r.reason,
+                            prescale_policies::RejectReason::Overload
+                                | prescale_policies::RejectReason::PreShed
+                        );
+                        self.profiling.shed(p, demand);
                     }
                     ctx.tier = Some(r.tier);
                     let reason = errors::reject(session, &r, policy.tier_name(r.tier)).await?;
