@@ -735,6 +735,43 @@ async fn a_tier_cluster_that_fails_is_ejected_and_overflows_to_the_shared_one() 
     let view = tiers(&proxy).await;
     assert_eq!(tier(&view, "batch")["admitted"], 6, "{view:#}");
     assert_eq!(tier(&view, "critical")["admitted"], 5, "{view:#}");
+
+    // A reload (here: a new drain grace) keeps the ejections: critical goes straight to
+    // `local` and batch skips the dead endpoint, with no new failed connect to either.
+    let yaml = mesh(admin, listen, main.addr, &clusters, policies).replacen(
+        "admin:\n",
+        "drain:\n  grace_period: 7s\nadmin:\n",
+        1,
+    );
+    proxy.rewrite_config(&yaml);
+    let (status, body) = blocking(move || admin_request(admin, "POST", "/reload"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let r = get_once(UNTRUSTED, listen, "/echo", &[("x-test-tier", "critical")]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut s = connect(UNTRUSTED, listen).await;
+    for _ in 0..2 {
+        s.ready().await.unwrap();
+        let req = http::Request::post("/echo")
+            .header("host", "inbound")
+            .body(Empty::new())
+            .unwrap();
+        let resp = s.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!((main.hits(), half_dead.hits()), (6, 8));
+    assert_eq!(
+        connect_errors("reserved").await,
+        Some(1.0),
+        "reserved tried again"
+    );
+    assert_eq!(
+        connect_errors("pool").await,
+        Some(1.0),
+        "dead endpoint tried again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@
 //! certain one).
 //!
 //! State is a few atomics per endpoint, read on every pick and written only when a
-//! count changes; it lives in the routing snapshot, so a reload starts it afresh.
+//! count changes; it lives in the routing snapshot, and a reload carries it over to
+//! endpoints at the same address.
 
 use crate::config::PassiveHealthConfig;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -43,6 +44,15 @@ impl PassiveHealth {
             endpoints: std::iter::repeat_with(EndpointHealth::default)
                 .take(endpoints)
                 .collect(),
+        }
+    }
+
+    /// Endpoint `i` takes over endpoint `j`'s state in `old` (a reload).
+    pub fn inherit(&self, i: usize, old: &PassiveHealth, j: usize) {
+        if let (Some(e), Some(o)) = (self.endpoints.get(i), old.endpoints.get(j)) {
+            e.failures.store(o.failures.load(Relaxed), Relaxed);
+            e.ejections.store(o.ejections.load(Relaxed), Relaxed);
+            e.until.store(o.until.load(Relaxed), Relaxed);
         }
     }
 

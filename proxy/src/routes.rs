@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub limits: DownstreamLimits,
     listeners: HashMap<String, Arc<ListenerRoutes>>,
+    /// Every configured cluster by name (a reload carries their passive health over).
+    clusters: HashMap<String, Arc<Cluster>>,
     /// Tiers and admission for inbound listeners; `None` without one.
     pub tiers: Option<Arc<TierPolicy>>,
 }
@@ -69,7 +71,8 @@ impl Snapshot {
     }
 
     /// Builds the snapshot for a reload: tier admission takes over what `previous`
-    /// learned (limits, counters, pre-shed level).
+    /// learned (limits, counters, pre-shed level), and clusters their endpoints'
+    /// passive health.
     pub fn build_after(
         cfg: &MeshConfig,
         generation: u64,
@@ -77,7 +80,11 @@ impl Snapshot {
     ) -> Result<Self, BuildError> {
         let mut clusters = HashMap::new();
         for c in &cfg.clusters {
-            clusters.insert(c.name.clone(), Arc::new(Cluster::new(c)?));
+            let cluster = Cluster::new(c)?;
+            if let Some(old) = previous.and_then(|p| p.clusters.get(&c.name)) {
+                cluster.inherit_health(old);
+            }
+            clusters.insert(c.name.clone(), Arc::new(cluster));
         }
         // Validated: overflow targets exist and do not overflow themselves.
         for c in &cfg.clusters {
@@ -128,6 +135,7 @@ impl Snapshot {
             generation,
             limits: cfg.limits.clone(),
             listeners,
+            clusters,
             tiers,
         })
     }
@@ -205,6 +213,24 @@ impl Cluster {
 
     pub fn is_empty(&self) -> bool {
         self.endpoints.is_empty()
+    }
+
+    /// Carries passive health over a reload: an endpoint at the same address keeps its
+    /// failure run and ejection, so a reload does not send traffic straight back to an
+    /// endpoint ejected a second before.
+    fn inherit_health(&self, old: &Cluster) {
+        let (Some(health), Some(old_health)) = (&self.health, &old.health) else {
+            return;
+        };
+        for (i, peer) in self.endpoints.iter().enumerate() {
+            let same = old
+                .endpoints
+                .iter()
+                .position(|p| p._address == peer._address);
+            if let Some(j) = same {
+                health.inherit(i, old_health, j);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
