@@ -153,6 +153,33 @@ async fn metric(proxy: &Proxy, name: &str, labels: &[(&str, &str)]) -> Option<f6
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// Requests and work (µs) in every minute of `GET /v1/series`: what the forecasts read.
+async fn series_total(proxy: &Proxy) -> (u64, u64) {
+    let admin = proxy.admin;
+    let (_, body) = blocking(move || admin_get(admin, "/v1/series"))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sum = |k: &str| -> u64 {
+        v["minutes"].as_array().map_or(0, |ms| {
+            ms.iter().filter_map(|m| m["total"][k].as_u64()).sum()
+        })
+    };
+    (sum("requests"), sum("work_us"))
+}
+
+/// A `POST /echo` (batch, in the overflow tests) on a keep-alive connection; must be 200.
+async fn post_echo(s: &mut Sender) {
+    s.ready().await.unwrap();
+    let req = http::Request::post("/echo")
+        .header("host", "inbound")
+        .body(Empty::new())
+        .unwrap();
+    let resp = s.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+}
+
 async fn decisions(proxy: &Proxy, tier: &str, decision: &str, reason: &str) -> f64 {
     let labels = [("tier", tier), ("decision", decision), ("reason", reason)];
     metric(proxy, "prescale_admission_decisions_total", &labels)
@@ -332,17 +359,7 @@ async fn under_overload_batch_is_shed_with_retry_after_while_critical_is_served(
     let offered = (served + shed.len()) as u64;
     let deadline = Instant::now() + Duration::from_secs(5);
     let (requests, work_us) = loop {
-        let admin = proxy.admin;
-        let (_, body) = blocking(move || admin_get(admin, "/v1/series"))
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let sum = |k: &str| -> u64 {
-            v["minutes"].as_array().map_or(0, |ms| {
-                ms.iter().filter_map(|m| m["total"][k].as_u64()).sum()
-            })
-        };
-        let got = (sum("requests"), sum("work_us"));
+        let got = series_total(&proxy).await;
         if got.0 >= offered || Instant::now() > deadline {
             break got;
         }
@@ -452,26 +469,17 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
     // three served ones are in the series by the time it shows them; the refused never.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let admin = proxy.admin;
-        let (_, body) = blocking(move || admin_get(admin, "/v1/series"))
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let requests: u64 = v["minutes"].as_array().map_or(0, |ms| {
-            ms.iter()
-                .filter_map(|m| m["total"]["requests"].as_u64())
-                .sum()
-        });
+        let (requests, _) = series_total(&proxy).await;
         assert!(
             requests <= 3,
-            "rate-limited requests counted as demand: {v}"
+            "{requests} in the series: rate-limited ones counted"
         );
         if requests == 3 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "served requests never in the series: {v}"
+            "served requests never in the series"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -720,14 +728,7 @@ async fn a_tier_cluster_that_fails_is_ejected_and_overflows_to_the_shared_one() 
     // Batch round-robins over `pool`: the dead endpoint is tried once, then skipped.
     let mut s = connect(UNTRUSTED, listen).await;
     for _ in 0..6 {
-        s.ready().await.unwrap();
-        let req = http::Request::post("/echo")
-            .header("host", "inbound")
-            .body(Empty::new())
-            .unwrap();
-        let resp = s.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body().collect().await.unwrap();
+        post_echo(&mut s).await;
     }
     assert_eq!(half_dead.hits(), 6);
     assert_eq!(connect_errors("pool").await, Some(1.0));
@@ -752,14 +753,7 @@ async fn a_tier_cluster_that_fails_is_ejected_and_overflows_to_the_shared_one() 
     assert_eq!(r.status, 200, "{r:?}");
     let mut s = connect(UNTRUSTED, listen).await;
     for _ in 0..2 {
-        s.ready().await.unwrap();
-        let req = http::Request::post("/echo")
-            .header("host", "inbound")
-            .body(Empty::new())
-            .unwrap();
-        let resp = s.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body().collect().await.unwrap();
+        post_echo(&mut s).await;
     }
     assert_eq!((main.hits(), half_dead.hits()), (6, 8));
     assert_eq!(

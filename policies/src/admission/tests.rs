@@ -335,17 +335,24 @@ fn tiers_routed_to_their_own_cluster_have_their_own_limit() {
     );
 }
 
-#[test]
-fn a_full_tier_cluster_overflows_to_a_free_slot_on_the_shared_one() {
+/// `THREE` with critical on its own `reserved` cluster, which overflows to the route's
+/// cluster: the config and admission built with that overflow.
+fn reserved_overflowing() -> (PoliciesConfig, Admission) {
     let cfg: PoliciesConfig = serde_yaml_ng::from_str(
         &THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"),
     )
     .unwrap();
-    let overflow = Topology {
+    let topology = Topology {
         route: None,
         overflow: [("reserved".to_string(), None)].into_iter().collect(),
     };
-    let a = Admission::with_topology(&cfg, 0, &overflow).unwrap();
+    let a = Admission::with_topology(&cfg, 0, &topology).unwrap();
+    (cfg, a)
+}
+
+#[test]
+fn a_full_tier_cluster_overflows_to_a_free_slot_on_the_shared_one() {
+    let (cfg, a) = reserved_overflowing();
     // Critical fills its reserved cluster's 10 slots...
     let reserved: Vec<_> = (0..10).map(|_| take(&a, "critical")).collect();
     assert!(reserved.iter().all(|p| p.cluster() == Some("reserved")));
@@ -375,15 +382,7 @@ fn a_full_tier_cluster_overflows_to_a_free_slot_on_the_shared_one() {
 
 #[test]
 fn a_tier_cluster_with_no_endpoint_takes_its_slot_on_the_overflow_cluster() {
-    let cfg: PoliciesConfig = serde_yaml_ng::from_str(
-        &THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"),
-    )
-    .unwrap();
-    let overflow = Topology {
-        route: None,
-        overflow: [("reserved".to_string(), None)].into_iter().collect(),
-    };
-    let a = Admission::with_topology(&cfg, 0, &overflow).unwrap();
+    let (_, a) = reserved_overflowing();
     let crit = id(&a, "critical");
     let down = |c: &str| c == "reserved";
     let take_down = || match a.try_acquire_unless_down(crit, None, None, 0, down) {
