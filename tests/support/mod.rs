@@ -10,6 +10,8 @@
 //! - anything else answers JSON `{method, path, version, headers}` describing the request.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};

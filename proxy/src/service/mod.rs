@@ -98,6 +98,12 @@ impl ProxyHttp for Sidecar {
     ) -> pingora::Result<bool> {
         // The head is parsed: its deadline (`limits.header_timeout`) is met.
         crate::guard::mark_busy(session.as_downstream().stream());
+        // HTTP/1.1 pipelining (RFC 9112 §9.3.2): pingora 0.9 reads the next request's
+        // bytes with this one's but, unless told otherwise, drops them and closes after
+        // answering with `keep-alive`, so pipelined requests were accepted and lost.
+        // Enabled, it hands them to the next session on the connection, which answers
+        // them one after another, in order. (Ignored for h2.)
+        session.as_downstream_mut().set_pipelining_enabled(true);
         let snapshot = self.snapshot.load();
         ctx.routes = snapshot.listener(&self.listener).cloned();
         if let Some(routes) = &ctx.routes {
