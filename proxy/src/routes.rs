@@ -300,6 +300,11 @@ impl Cluster {
         }
     }
 
+    /// The upstream timeouts of this cluster.
+    pub fn timeouts(&self) -> &crate::config::Timeouts {
+        &self.config.timeouts
+    }
+
     /// A peer for an address outside the endpoint list (an original destination),
     /// with this cluster's protocol and timeouts.
     pub fn peer_for(&self, addr: SocketAddr) -> Box<HttpPeer> {
@@ -319,7 +324,7 @@ impl Cluster {
         o.connection_timeout = Some(t.connect);
         // Covers TCP and the TLS handshake together.
         o.total_connection_timeout = Some(t.connect * 2);
-        o.read_timeout = Some(t.read);
+        o.read_timeout = Some(t.response_header);
         o.write_timeout = Some(t.write);
         o.idle_timeout = Some(t.idle);
         o.max_h2_streams = cfg.max_h2_streams;

@@ -5,11 +5,13 @@
 //! - `/bytes/N` streams N bytes of `x` in 64 KiB chunks;
 //! - `/sink` reads the whole body as it streams and answers its length;
 //! - `/delay/MS` answers after MS milliseconds;
+//! - `/drip/MS` sends the response head at once and the body after MS milliseconds;
 //! - `/status/N` answers status N;
 //! - `/upgrade` answers 101 and echoes bytes on the upgraded connection;
 //! - anything else answers JSON `{method, path, version, headers}` describing the request.
 #![allow(dead_code)]
 
+pub mod peers;
 pub mod raw;
 
 use bytes::Bytes;
@@ -218,6 +220,20 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, std::io::Error
             let ms: u64 = arg.parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(full(StatusCode::OK, format!("slept {ms}ms")))
+        }
+        "drip" => {
+            // The head at once, the body MS milliseconds later (a long-poll that
+            // commits to answering, or a slow stream).
+            let ms: u64 = arg.parse().unwrap_or(0);
+            let stream = futures_util::stream::unfold(false, move |sent| async move {
+                if sent {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let frame = Frame::data(Bytes::from(format!("dripped after {ms}ms")));
+                Some((Ok::<_, std::io::Error>(frame), true))
+            });
+            Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
         }
         "status" => {
             let code = arg.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());

@@ -81,23 +81,53 @@ pub struct UpstreamTls {
     pub sni: Option<String>,
 }
 
-/// Upstream timeouts. Each is bounded; none may be switched off.
+/// Upstream timeouts: how long the proxy waits, never how long a stream may live.
+/// Each is bounded; only `stream_idle` may be switched off, and only explicitly.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP (and TLS) connection establishment.
     #[serde(with = "humantime_serde")]
     pub connect: Duration,
-    /// Longest wait for any single read from the upstream (response header or a body
-    /// chunk); past it the answer is 504.
-    #[serde(with = "humantime_serde")]
-    pub read: Duration,
+    /// From the request's head being sent to the response's head arriving (each read
+    /// of it); past it the answer is 504. `read` is its former name, still accepted.
+    #[serde(alias = "read", with = "humantime_serde")]
+    pub response_header: Duration,
+    /// Once the response head is in: the longest wait for the next bytes of its body,
+    /// trailers or upgraded connection (WebSocket), and for the client's next bytes
+    /// of a gRPC or upgraded stream. Never a cap on a stream's total life. `off`: no
+    /// bound.
+    #[serde(with = "stream_idle")]
+    pub stream_idle: Option<Duration>,
     /// Longest wait for any single write to the upstream.
     #[serde(with = "humantime_serde")]
     pub write: Duration,
     /// How long an idle pooled connection is kept.
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
+}
+
+/// `stream_idle`: a duration, or `off`.
+mod stream_idle {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim() == "off" {
+            return Ok(None);
+        }
+        humantime::parse_duration(text.trim())
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (a duration such as 1h, or off)")))
+    }
 }
 
 fn default_pool() -> usize {
@@ -212,7 +242,14 @@ impl ClusterConfig {
         }
         let t = &self.timeouts;
         bounded("connect", t.connect)
-            .and_then(|_| bounded("read", t.read))
+            .and_then(|_| bounded("response_header", t.response_header))
+            .and_then(|_| match t.stream_idle {
+                Some(d) if d.is_zero() => Err(Invalid::new(
+                    "stream_idle",
+                    "must be more than 0 (`off` turns it off)",
+                )),
+                _ => Ok(()),
+            })
             .and_then(|_| bounded("write", t.write))
             .and_then(|_| bounded("idle", t.idle))
             .map_err(|e| e.under("timeouts"))
@@ -239,7 +276,11 @@ impl Default for Timeouts {
             // Above the kernel's first SYN retransmit (1 s): one dropped SYN must not
             // become a 504.
             connect: Duration::from_secs(3),
-            read: Duration::from_secs(30),
+            // Above common long-poll waits (60-90 s); gRPC calls bring their own
+            // (`grpc-timeout`).
+            response_header: Duration::from_secs(120),
+            // As Envoy's stream_idle_timeout: streams live as long as bytes move.
+            stream_idle: Some(Duration::from_secs(3600)),
             write: Duration::from_secs(30),
             idle: Duration::from_secs(60),
         }

@@ -26,7 +26,7 @@ clusters:
     endpoints: [\"127.0.0.1:8080\"]
     timeouts:
       connect: 1s
-      read: 30s
+      response_header: 30s
   - name: payments
     endpoints: [\"127.0.0.1:8081\"]
     protocol: h2c
@@ -87,7 +87,7 @@ fn shipped_example_parses() {
     let payments = cfg.cluster("payments").expect("payments cluster");
     assert_eq!(payments.protocol, Protocol::H2c);
     assert_eq!(payments.timeouts.connect, Duration::from_millis(500));
-    assert_eq!(payments.timeouts.read, Duration::from_secs(10));
+    assert_eq!(payments.timeouts.response_header, Duration::from_secs(10));
     assert_eq!(cfg.drain.grace_period, Duration::from_secs(25));
     assert!(cfg.cluster("nope").is_none());
 }
@@ -127,7 +127,8 @@ fn defaults_hold_for_a_minimal_config() {
     assert_eq!(c.protocol, Protocol::H1);
     assert_eq!(c.timeouts, Timeouts::default());
     assert_eq!(c.timeouts.connect, Duration::from_secs(3));
-    assert_eq!(c.timeouts.read, Duration::from_secs(30));
+    assert_eq!(c.timeouts.response_header, Duration::from_secs(120));
+    assert_eq!(c.timeouts.stream_idle, Some(Duration::from_secs(3600)));
     assert_eq!(c.pool_size, 128);
     assert_eq!(c.max_h2_streams, 100);
     assert_eq!(c.connect_retries, 2);
@@ -135,7 +136,7 @@ fn defaults_hold_for_a_minimal_config() {
 
 #[test]
 fn typo_in_cluster_timeouts_is_rejected_at_its_line() {
-    let text = with("      read: 30s", "      timeoutz: 30s");
+    let text = with("      response_header: 30s", "      timeoutz: 30s");
     rejected_at(&text, "timeoutz", &["unknown field `timeoutz`"]);
 }
 
@@ -167,8 +168,8 @@ fn typo_at_top_level_is_rejected_at_its_line() {
 
 #[test]
 fn wrong_types_are_rejected_at_their_line() {
-    let text = with("      read: 30s", "      read: soon");
-    rejected_at(&text, "read: soon", &[]);
+    let text = with("      response_header: 30s", "      response_header: soon");
+    rejected_at(&text, "response_header: soon", &[]);
     let text = with("    address: 127.0.0.1:4143", "    address: not-an-address");
     rejected_at(&text, "not-an-address", &[]);
     let text = with("    protocol: h2c", "    protocol: h3");
@@ -294,11 +295,14 @@ fn h2c_with_tls_is_rejected() {
 
 #[test]
 fn zero_timeout_is_rejected() {
-    let text = with("      read: 30s", "      read: 0s");
+    let text = with("      response_header: 30s", "      response_header: 0s");
     rejected_at(
         &text,
-        "read: 0s",
-        &["clusters[0].timeouts.read", "must be more than 0"],
+        "response_header: 0s",
+        &[
+            "clusters[0].timeouts.response_header",
+            "must be more than 0",
+        ],
     );
     // Flow style, as in the example: the line of the mapping.
     let text = EXAMPLE.replace("timeouts: { connect: 1s,", "timeouts: { connect: 0s,");
@@ -519,7 +523,10 @@ fn overflow_and_passive_health_are_checked_with_path_and_line() {
         (h.consecutive_failures, h.ejection, h.max_ejection),
         (3, Duration::from_secs(5), Duration::from_secs(300))
     );
-    let chain = ok.replace("      read: 30s", "      read: 30s\n    overflow: payments");
+    let chain = ok.replace(
+        "      response_header: 30s",
+        "      response_header: 30s\n    overflow: payments",
+    );
     // local → payments → local: the first link is refused.
     rejected_at(
         &chain,
@@ -553,4 +560,36 @@ fn cluster_limits_name_a_cluster_admission_limits() {
         "local: { backoff: 3.0 }",
         &["policies.admission.cluster_limits.local.backoff", "(0, 1]"],
     );
+}
+
+#[test]
+fn read_is_still_accepted_for_response_header() {
+    let text = with("      response_header: 30s", "      read: 7s");
+    let cfg = parse(&text).expect("`read` is the former name of response_header");
+    assert_eq!(
+        cfg.clusters[0].timeouts.response_header,
+        Duration::from_secs(7)
+    );
+    let both = with(
+        "      response_header: 30s",
+        "      response_header: 7s\n      read: 7s",
+    );
+    assert!(parse(&both).is_err(), "one name or the other, not both");
+}
+
+#[test]
+fn stream_idle_is_off_only_when_said() {
+    let off = with("      response_header: 30s", "      stream_idle: off");
+    let cfg = parse(&off).unwrap();
+    assert_eq!(cfg.clusters[0].timeouts.stream_idle, None);
+    let five = with("      response_header: 30s", "      stream_idle: 5m");
+    let cfg = parse(&five).unwrap();
+    assert_eq!(
+        cfg.clusters[0].timeouts.stream_idle,
+        Some(Duration::from_secs(300))
+    );
+    for bad in ["      stream_idle: 0s", "      stream_idle: never"] {
+        let text = with("      response_header: 30s", bad);
+        assert!(parse(&text).is_err(), "{bad}");
+    }
 }

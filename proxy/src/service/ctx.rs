@@ -7,7 +7,7 @@ use crate::routes::{Cluster, ListenerRoutes};
 use prescale_policies::{Permit, TierId};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Per-request state, created in `new_ctx` and carried through every phase.
 pub struct RequestCtx {
@@ -39,6 +39,10 @@ pub struct RequestCtx {
     pub admitted: Option<Instant>,
     /// When the upstream's response header arrived: the end of the latency sample.
     pub responded: Option<Instant>,
+    /// The request's `grpc-timeout`: bounds its waits on the upstream.
+    pub grpc_timeout: Option<Duration>,
+    /// Whether the request is gRPC: its response head may wait for its whole stream.
+    pub grpc: bool,
 }
 
 /// The upstream chosen for a request.
@@ -69,6 +73,8 @@ impl RequestCtx {
             tier: None,
             permit: None,
             responded: None,
+            grpc_timeout: None,
+            grpc: false,
         }
     }
 

@@ -9,6 +9,7 @@
 mod ctx;
 mod errors;
 mod forwarded;
+mod timeouts;
 
 pub use self::ctx::{RequestCtx, Target};
 
@@ -119,6 +120,8 @@ impl ProxyHttp for Sidecar {
         }
         // A client may stall between body chunks; bound each wait.
         session.set_read_timeout(Some(limits.body_read_timeout));
+        ctx.grpc_timeout = timeouts::grpc_timeout(session.req_header());
+        ctx.grpc = timeouts::is_grpc(session.req_header());
 
         let req = session.req_header();
         let too_large = req.headers.len() > limits.max_request_headers
@@ -198,14 +201,33 @@ impl ProxyHttp for Sidecar {
     async fn response_filter(
         &self,
         session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         ctx.responded.get_or_insert_with(Instant::now);
         if self.lifecycle.is_draining() {
             session.set_keepalive(None);
         }
+        // An upgraded connection (WebSocket) is a stream: the client may be silent for
+        // as long as the upstream, not just `body_read_timeout`.
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(c) = ctx.cluster() {
+                session.set_read_timeout(timeouts::stream_idle(c.timeouts(), None));
+            }
+        }
         Ok(())
+    }
+
+    /// After the response head, upstream reads wait up to the stream idle timeout
+    /// (not `response_header`): bodies, trailers and upgraded connections live as long
+    /// as bytes keep coming.
+    fn upstream_body_read_timeout(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Option<std::time::Duration>> {
+        let c = ctx.cluster()?;
+        Some(timeouts::stream_idle(c.timeouts(), ctx.grpc_timeout))
     }
 
     async fn upstream_peer(
@@ -237,10 +259,15 @@ impl ProxyHttp for Sidecar {
             Target::OriginalDst(dst, c) => Some(c.peer_for(*dst)),
             Target::Unrouted => None,
         };
-        peer.ok_or_else(|| {
+        let mut peer = peer.ok_or_else(|| {
             ctx.local = Some(LocalReason::NoEndpoint);
             Error::explain(ErrorType::HTTPStatus(503), "no endpoint available")
-        })
+        })?;
+        if let Some(c) = ctx.cluster() {
+            peer.options.read_timeout =
+                timeouts::response_header(c.timeouts(), ctx.grpc_timeout, ctx.grpc);
+        }
+        Ok(peer)
     }
 
     async fn upstream_request_filter(

@@ -42,6 +42,8 @@ where
     {
         client_session.read_timeout = peer.options.read_timeout;
         client_session.write_timeout = peer.options.write_timeout;
+        // PRESCALE PATCH: see `ProxyHttp::upstream_body_read_timeout`.
+        let body_read_timeout = self.inner.upstream_body_read_timeout(session, ctx);
 
         // phase 2 send to upstream
 
@@ -159,7 +161,13 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                body_read_timeout,
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -251,6 +259,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        body_read_timeout: Option<Option<Duration>>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -269,6 +278,13 @@ where
                     match res {
                         Ok(task) => {
                             response_done = task.is_end();
+                            // PRESCALE PATCH: once the final head (or a 101) is in, later
+                            // reads wait up to the body read timeout instead.
+                            if let (HttpTask::Header(h, _), Some(t)) = (&task, body_read_timeout) {
+                                if h.status.as_u16() >= 200 || h.status.as_u16() == 101 {
+                                    client_session.read_timeout = t;
+                                }
+                            }
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;

@@ -269,6 +269,8 @@ where
         }
 
         client_session.read_timeout = peer.options.read_timeout;
+        // PRESCALE PATCH: see `ProxyHttp::upstream_body_read_timeout`.
+        let body_read_timeout = self.inner.upstream_body_read_timeout(session, ctx);
 
         let mut downstream_custom_message_writer = session
             .downstream_session
@@ -313,7 +315,7 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            pipe_up_to_down_response(client_session, tx, pipe_state)
+            pipe_up_to_down_response(client_session, tx, pipe_state, body_read_timeout)
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -1115,11 +1117,16 @@ pub(crate) async fn pipe_up_to_down_response(
     client: &mut Http2Session,
     tx: mpsc::Sender<HttpTask>,
     pipe_state: Arc<AtomicU8>,
+    body_read_timeout: Option<Option<Duration>>,
 ) -> Result<()> {
     client
         .read_response_header()
         .await
         .map_err(|e| e.into_up())?; // should we send the error as an HttpTask?
+    // PRESCALE PATCH: the head is in; body and trailer reads wait up to this instead.
+    if let Some(t) = body_read_timeout {
+        client.read_timeout = t;
+    }
 
     let resp_header = Box::new(client.response_header().expect("just read").clone());
 

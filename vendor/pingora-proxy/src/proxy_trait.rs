@@ -708,6 +708,19 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// PRESCALE PATCH: the read timeout for the upstream response once its head has
+    /// arrived (body, trailers, the bytes of an upgraded connection): `Some(t)` sets it
+    /// to `t` (`Some(None)`: no timeout), so that `peer.options.read_timeout` bounds
+    /// only the wait for the response head. `None` (the default) keeps
+    /// `read_timeout` for every read, as upstream pingora does.
+    fn upstream_body_read_timeout(
+        &self,
+        _session: &Session,
+        _ctx: &Self::CTX,
+    ) -> Option<Option<Duration>> {
+        None
+    }
+
     /// This callback is invoked every time request related error log needs to be generated
     ///
     /// Users can define what is important to be written about this request via the returned string.
