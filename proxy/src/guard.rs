@@ -54,6 +54,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What the proxy sends a client whose request head overran the deadline.
 const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 28\r\nx-prescale-error: client_timeout\r\nconnection: close\r\n\r\n408 Request Timeout: header\n";
 
+/// What the proxy sends a client whose request line breaks RFC 9112 (see
+/// [`request_line_ok`]).
+const BAD_REQUEST_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 28\r\nx-prescale-error: bad_request\r\nconnection: close\r\n\r\n400 Bad Request: bad_request\n";
+
+/// Longest request line inspected; a longer one is left to pingora's head limits.
+const MAX_LINE: usize = 8192;
+
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
@@ -68,7 +75,7 @@ pub fn describe() {
         CONNECTIONS_CLOSED,
         "Downstream connections the proxy closed on its own, by listener and reason \
          (limit: over limits.max_connections; header_timeout: a request head slower than \
-         limits.header_timeout)."
+         limits.header_timeout; bad_request: a malformed request line)."
     );
 }
 
@@ -187,7 +194,33 @@ pub struct GuardedStream {
     expired: bool,
     /// Bytes the h2c peek read, handed out by the next reads.
     replay: Vec<u8>,
+    /// The connection's first request line, while it is incomplete: pingora
+    /// percent-encodes spaces and control characters in a target instead of refusing
+    /// it, so the raw line is checked here. `None` once checked. Later requests are
+    /// not checked: their bytes may continue a pipelined head pingora already read.
+    line: Option<Vec<u8>>,
     listener: String,
+}
+
+/// Whether `line` (ending in LF) is `method SP request-target SP HTTP-version`, with
+/// a token method of at most 32 characters and a target of visible ASCII only
+/// (RFC 9112 3: no whitespace or control characters inside it).
+fn request_line_ok(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    !method.is_empty()
+        && method.len() <= crate::service::MAX_METHOD_LEN
+        && method.iter().all(token)
+        && !target.is_empty()
+        && target.iter().all(|b| (0x21..0x7f).contains(b))
+        && version.starts_with(b"HTTP/")
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -211,8 +244,51 @@ impl GuardedStream {
             sleep: (!h2).then(|| Box::pin(tokio::time::sleep_until(first))),
             expired: false,
             replay: Vec::new(),
+            line: None,
             listener: listener.to_string(),
         }
+    }
+
+    /// Feeds bytes of a head to the request-line check; an error (after a best-effort
+    /// 400) if the line is malformed.
+    fn check_line(&mut self, mut bytes: &[u8], cx: &mut Context<'_>) -> io::Result<()> {
+        loop {
+            let Some(line) = self.line.as_mut() else {
+                return Ok(());
+            };
+            let end = bytes.iter().position(|&b| b == b'\n');
+            let take = end.map_or(bytes.len(), |e| e + 1);
+            line.extend_from_slice(bytes.get(..take).unwrap_or_default());
+            bytes = bytes.get(take..).unwrap_or_default();
+            if end.is_none() {
+                if line.len() > MAX_LINE {
+                    self.line = None;
+                }
+                return Ok(());
+            }
+            // RFC 9112 2.2: empty lines before the request line are ignored.
+            if line.as_slice() == b"\r\n" || line.as_slice() == b"\n" {
+                line.clear();
+                continue;
+            }
+            let ok = request_line_ok(line);
+            self.line = None;
+            if ok {
+                return Ok(());
+            }
+            break;
+        }
+        self.expired = true;
+        self.sleep = None;
+        ::metrics::counter!(CONNECTIONS_CLOSED, "listener" => self.listener.clone(), "reason" => "bad_request")
+            .increment(1);
+        if let Poll::Ready(Ok(_)) = Pin::new(&mut self.inner).poll_write(cx, BAD_REQUEST_RESPONSE) {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "malformed request line (RFC 9112 3)",
+        ))
     }
 
     fn timed_out(&mut self, cx: &mut Context<'_>) -> io::Error {
@@ -247,13 +323,23 @@ impl AsyncRead for GuardedStream {
         if !this.replay.is_empty() {
             // The peeked bytes: the start of the first head (or the h2 preface).
             let n = this.replay.len().min(buf.remaining());
-            buf.put_slice(this.replay.get(..n).unwrap_or_default());
-            this.replay.drain(..n);
-            let _ = this
+            let bytes: Vec<u8> = this.replay.drain(..n).collect();
+            buf.put_slice(&bytes);
+            let began = this
                 .state
-                .compare_exchange(IDLE, HEAD, Ordering::AcqRel, Ordering::Acquire);
+                .compare_exchange(IDLE, HEAD, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            // The peeked bytes are the connection's first: a request line starts here.
+            if began {
+                this.line = Some(Vec::new());
+            }
             if let Some(at) = this.first.take() {
                 this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+            }
+            if this.state.load(Ordering::Acquire) == HEAD {
+                if let Err(e) = this.check_line(&bytes, cx) {
+                    return Poll::Ready(Err(e));
+                }
             }
             return Poll::Ready(Ok(()));
         }
@@ -278,11 +364,22 @@ impl AsyncRead for GuardedStream {
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     );
+                    // Only a connection's first read surely starts at a request line:
+                    // later ones may continue a pipelined head pingora already holds.
+                    if this.first.is_some() {
+                        this.line = Some(Vec::new());
+                    }
                     let at = this
                         .first
                         .take()
                         .unwrap_or_else(|| Instant::now() + this.timeout);
                     this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+                }
+                if this.line.is_some() {
+                    let fresh = buf.filled().get(before..).unwrap_or_default().to_vec();
+                    if let Err(e) = this.check_line(&fresh, cx) {
+                        return Poll::Ready(Err(e));
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -450,5 +547,39 @@ impl Peek for GuardedStream {
             self.first = None;
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_line_ok;
+
+    #[test]
+    fn request_lines() {
+        for ok in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"GET /a%20b?q=1 HTTP/1.1\n",
+            b"OPTIONS * HTTP/1.1\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\n",
+            b"GET http://a/x HTTP/1.0\r\n",
+        ] {
+            assert!(request_line_ok(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"GET /a b HTTP/1.1\r\n"[..],
+            b"GET /a\0b HTTP/1.1\r\n",
+            b"GET /a\tb HTTP/1.1\r\n",
+            b"GET /\x7f HTTP/1.1\r\n",
+            b"GET /\xff HTTP/1.1\r\n",
+            b"G(T / HTTP/1.1\r\n",
+            b" / HTTP/1.1\r\n",
+            b"GET  / HTTP/1.1\r\n",
+            b"GET /\r\n",
+            b"GET / FTP/1.1\r\n",
+        ] {
+            assert!(!request_line_ok(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let long = format!("{} / HTTP/1.1\r\n", "A".repeat(33));
+        assert!(!request_line_ok(long.as_bytes()));
     }
 }

@@ -9,9 +9,11 @@
 mod ctx;
 mod errors;
 mod forwarded;
+mod strict;
 mod timeouts;
 
 pub use self::ctx::{RequestCtx, Target};
+pub use self::strict::MAX_METHOD_LEN;
 
 use crate::config::Direction;
 use crate::lifecycle::Lifecycle;
@@ -123,6 +125,13 @@ impl ProxyHttp for Sidecar {
         ctx.grpc_timeout = timeouts::grpc_timeout(session.req_header());
         ctx.grpc = timeouts::is_grpc(session.req_header());
 
+        if let Some(why) = strict::violation(session.req_header(), session.is_http2()) {
+            tracing::debug!(why, "request refused");
+            // `respond` closes the connection after a 400: what follows is untrusted.
+            return self
+                .answer(session, ctx, 400, LocalReason::BadRequest)
+                .await;
+        }
         let req = session.req_header();
         let too_large = req.headers.len() > limits.max_request_headers
             || forwarded::header_bytes(req) > limits.max_request_header_bytes;

@@ -1,0 +1,115 @@
+//! Strict HTTP/1.1 request parsing (RFC 9112) through the real binary, over raw
+//! sockets: what a server must reject gets 400 with `x-prescale-error: bad_request`,
+//! the connection closes, and the upstream never sees it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::raw::RawConn;
+use support::*;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+async fn proxy_in_front_of(upstream: &Upstream) -> (Proxy, SocketAddr) {
+    let (admin, listen) = (addr(free_port()), addr(free_port()));
+    let cfg = inbound_config(admin, listen, upstream.addr, "");
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
+        .await
+        .unwrap();
+    (proxy, listen)
+}
+
+/// Sends `raw` on a fresh connection; asserts 400 `bad_request` and a close.
+async fn assert_rejected(listen: SocketAddr, what: &str, raw: &[u8]) {
+    let mut conn = RawConn::connect(listen).await;
+    conn.send(raw).await;
+    let resp = conn
+        .response()
+        .await
+        .unwrap_or_else(|| panic!("{what}: closed without an answer"));
+    assert_eq!(resp.status, 400, "{what}: {resp:?}");
+    assert_eq!(
+        resp.header("x-prescale-error"),
+        Some("bad_request"),
+        "{what}: {resp:?}"
+    );
+    assert!(
+        conn.closed_within(Duration::from_secs(5)).await,
+        "{what}: connection left open after 400"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_rfc_9112_forbids_get_400_and_never_reach_the_upstream() {
+    let upstream = Upstream::start().await;
+    let (proxy, listen) = proxy_in_front_of(&upstream).await;
+    let long_method = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "A".repeat(10_000));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("HTTP/1.1 without Host", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        (
+            "absolute-form without Host",
+            b"GET http://a/ HTTP/1.1\r\n\r\n".to_vec(),
+        ),
+        (
+            "space in the target",
+            b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        ),
+        (
+            "NUL in the target",
+            b"GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        ),
+        (
+            "tab in the target",
+            b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        ),
+        (
+            "DEL in the target",
+            b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        ),
+        (
+            "method that is not a token",
+            b"GE(T / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        ),
+        ("10 000-character method", long_method.into_bytes()),
+        (
+            "list-valued Content-Length",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello".to_vec(),
+        ),
+        (
+            "repeated Content-Length",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"
+                .to_vec(),
+        ),
+    ];
+    for (what, raw) in &cases {
+        assert_rejected(listen, what, raw).await;
+    }
+    assert_eq!(
+        upstream.hits(),
+        0,
+        "no malformed request reached the upstream"
+    );
+
+    // What is allowed still passes: HTTP/1.0 without Host, a percent-encoded space,
+    // an empty line before the request line, a long registered method.
+    let mut conn = RawConn::connect(listen).await;
+    conn.send(b"GET /ten HTTP/1.0\r\n\r\n").await;
+    let resp = conn.response().await.expect("HTTP/1.0 answer");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let mut conn = RawConn::connect(listen).await;
+    conn.send(
+        b"\r\nGET /a%20b HTTP/1.1\r\nHost: a\r\n\r\nUPDATEREDIRECTREF / HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    for _ in 0..2 {
+        let resp = conn
+            .response()
+            .await
+            .unwrap_or_else(|| panic!("valid request refused; proxy log:\n{}", proxy.logs()));
+        assert_eq!(resp.status, 200, "{resp:?}");
+    }
+    assert_eq!(upstream.hits(), 3);
+}
