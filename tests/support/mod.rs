@@ -6,6 +6,7 @@
 //! - `/sink` reads the whole body as it streams and answers its length;
 //! - `/delay/MS` answers after MS milliseconds;
 //! - `/drip/MS` sends the response head at once and the body after MS milliseconds;
+//! - `/sse/N/MS` streams N server-sent events MS milliseconds apart;
 //! - `/status/N` answers status N;
 //! - `/upgrade` answers 101 and echoes bytes on the upgraded connection;
 //! - anything else answers JSON `{method, path, version, headers}` describing the request.
@@ -234,6 +235,28 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, std::io::Error
                 Some((Ok::<_, std::io::Error>(frame), true))
             });
             Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
+        }
+        "sse" => {
+            // N server-sent events, `/sse/N/MS`: MS milliseconds apart (the first at once).
+            let mut it = arg.splitn(2, '/');
+            let n: usize = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let ms: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let stream = futures_util::stream::unfold(0usize, move |i| async move {
+                if i >= n {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let frame = Frame::data(Bytes::from(format!("id: {i}\ndata: event {i}\n\n")));
+                Some((Ok::<_, std::io::Error>(frame), i + 1))
+            });
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            resp.headers_mut()
+                .insert("cache-control", "no-cache".parse().unwrap());
+            Ok(resp)
         }
         "status" => {
             let code = arg.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
