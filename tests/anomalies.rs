@@ -136,7 +136,7 @@ fn mesh(
     extra: &str,
 ) -> String {
     format!(
-        "admin:\n  address: {admin}\nprofiler:\n  min_samples: 20\n  refit_interval: 1h\n  anomalies:\n    source: {{ interval: 2s, warmup: 4, sustain: 2 }}\nlisteners:\n  - name: inbound\n    direction: inbound\n    address: {listen}\n    cluster: local\nclusters:\n  - name: local\n    endpoints: [\"{upstream}\"]\npolicies:\n  tiers:\n    default: standard\n    list:\n      - {{ name: standard, priority: 0, share: 0.5, sheddable: false }}\n      - {{ name: batch, priority: 1, share: 0.0 }}\n  admission:\n    limit: {{ initial: {limit}, floor: {limit}, ceiling: {limit} }}\n{extra}"
+        "admin:\n  address: {admin}\nprofiler:\n  min_samples: 20\n  refit_interval: 1h\n  anomalies:\n    source: {{ interval: 2s, warmup: 4, sustain: 2 }}\nlisteners:\n  - name: inbound\n    direction: inbound\n    address: {listen}\n    cluster: local\nclusters:\n  - name: local\n    endpoints: [\"{upstream}\"]\npolicies:\n  tiers:\n    default: standard\n    list:\n      - {{ name: standard, priority: 0, share: 0.5, sheddable: false }}\n      - {{ name: batch, priority: 1, share: 0.0 }}\n  admission:\n    latency_objective: 500ms\n    limit: {{ initial: {limit}, floor: {limit}, ceiling: {limit} }}\n{extra}"
     )
 }
 

@@ -80,6 +80,9 @@ policies:
       - {{ name: standard, priority: 1, match: {{ path_prefix: ["/standard"] }} }}
       - {{ name: batch, priority: 2 }}
   admission:
+    # A latency objective: at the limit, refuse at once (queue: true tiers wait with
+    # CoDel deadlines) instead of letting every tier wait.
+    latency_objective: 500ms
     # Generous bounds only: the upstream's 24 slots are for the limit to find.
     limit: {{ floor: 1, ceiling: 1000, tolerance: 1.03, drift_guard: 1.05, queue_size: 2 }}
     priority_headroom: 0.3

@@ -269,7 +269,7 @@ async fn overload(listen: SocketAddr) -> (Vec<Reply>, Vec<Reply>) {
 }
 
 fn overload_policies(shadow: bool) -> String {
-    format!("policies:\n  shadow: {shadow}\n  tiers:\n    default: batch\n    list:\n      - {{ name: critical, priority: 0, share: 0.5, sheddable: false, match: {{ headers: {{ x-test-tier: critical }} }} }}\n      - {{ name: batch, priority: 1, share: 0.0 }}\n  admission:\n    limit: {{ initial: 4, floor: 4, ceiling: 4 }}\n    retry_after: 2s\n")
+    format!("policies:\n  shadow: {shadow}\n  tiers:\n    default: batch\n    list:\n      - {{ name: critical, priority: 0, share: 0.5, sheddable: false, match: {{ headers: {{ x-test-tier: critical }} }} }}\n      - {{ name: batch, priority: 1, share: 0.0 }}\n  admission:\n    latency_objective: 500ms\n    limit: {{ initial: 4, floor: 4, ceiling: 4 }}\n    retry_after: 2s\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -589,7 +589,7 @@ async fn a_reload_changes_shares_and_limits_without_a_restart() {
     let upstream = Upstream::start().await;
     let (admin, listen) = (addr(free_port()), addr(free_port()));
     let policies = |share: &str, limit: u32, cluster: &str| {
-        format!("policies:\n  tiers:\n    list:\n      - {{ name: standard, priority: 0, share: {share}{cluster} }}\n      - {{ name: batch, priority: 1, match: {{ methods: [POST] }} }}\n  admission:\n    limit: {{ initial: {limit}, floor: {limit}, ceiling: {limit} }}\n")
+        format!("policies:\n  tiers:\n    list:\n      - {{ name: standard, priority: 0, share: {share}{cluster} }}\n      - {{ name: batch, priority: 1, match: {{ methods: [POST] }} }}\n  admission:\n    latency_objective: 500ms\n    limit: {{ initial: {limit}, floor: {limit}, ceiling: {limit} }}\n")
     };
     let proxy = start(
         mesh(admin, listen, upstream.addr, "", &policies("0.5", 4, "")),
@@ -779,7 +779,7 @@ async fn a_saturated_tier_cluster_overflows_to_the_shared_one() {
         "  - name: reserved\n    endpoints: [\"{}\"]\n    overflow: local\n",
         reserved.addr
     );
-    let policies = "policies:\n  tiers:\n    list:\n      - { name: critical, priority: 0, share: 1.0, sheddable: false, cluster: reserved, match: { headers: { x-test-tier: critical } } }\n      - { name: standard, priority: 1 }\n  admission:\n    cluster_limits:\n      reserved: { initial: 2, floor: 2, ceiling: 2 }\n";
+    let policies = "policies:\n  tiers:\n    list:\n      - { name: critical, priority: 0, share: 1.0, sheddable: false, cluster: reserved, match: { headers: { x-test-tier: critical } } }\n      - { name: standard, priority: 1 }\n  admission:\n    latency_objective: 500ms\n    cluster_limits:\n      reserved: { initial: 2, floor: 2, ceiling: 2 }\n";
     let proxy = start(mesh(admin, listen, main.addr, &clusters, policies), admin).await;
     let view = tiers(&proxy).await;
     // `null` is the listener's own cluster, `local`.

@@ -33,7 +33,16 @@ pub struct AdmissionConfig {
     pub retry_after: Duration,
     /// Shedding ahead of forecast overload.
     pub preshed: PreShedConfig,
-    /// The short wait for a slot, for tiers with `queue: true`.
+    /// The latency the service must keep (e.g. its p99 objective). Set: at the
+    /// adaptive limit a request is refused at once (tiers with `queue: true` wait with
+    /// CoDel deadlines), so latency stays near its unloaded level. Unset (the default):
+    /// a request over the limit waits for a slot, up to `queue.max_wait`, in the
+    /// order of its tier's priority, and is refused only when that wait would be
+    /// exceeded or `queue.max_waiting` are already waiting: a burst the service keeps
+    /// completing is delayed, not refused.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub latency_objective: Option<Duration>,
+    /// The wait for a slot at the limit (see `latency_objective`).
     pub queue: QueueConfig,
 }
 
@@ -54,6 +63,10 @@ pub struct QueueConfig {
     /// standing.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Without a `latency_objective`: the longest any request waits for a slot
+    /// (oldest first within a tier; `target` and `interval` then do not apply).
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
 }
 
 /// Gradient2 (Netflix concurrency-limits) settings.
@@ -150,6 +163,7 @@ impl Default for AdmissionConfig {
             retry_after: Duration::from_secs(1),
             cluster_limits: BTreeMap::new(),
             preshed: PreShedConfig::default(),
+            latency_objective: None,
             queue: QueueConfig::default(),
         }
     }
@@ -195,6 +209,15 @@ impl AdmissionConfig {
         }
         if q.target > q.interval || q.interval > Duration::from_secs(10) {
             return err("queue.target", "need target <= interval <= 10s");
+        }
+        if q.max_wait.is_zero() || q.max_wait > Duration::from_secs(60) {
+            return err("queue.max_wait", "must be in (0, 60s]");
+        }
+        if self
+            .latency_objective
+            .is_some_and(|o| o.is_zero() || o > Duration::from_secs(3600))
+        {
+            return err("latency_objective", "must be in (0, 1h]");
         }
         Ok(())
     }
@@ -350,9 +373,11 @@ impl Default for PreShedConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
-            max_waiting: 128,
+            // A burst of a few hundred concurrent requests waits rather than fails.
+            max_waiting: 1024,
             target: Duration::from_millis(5),
             interval: Duration::from_millis(100),
+            max_wait: Duration::from_secs(5),
         }
     }
 }

@@ -107,6 +107,8 @@ pub(crate) struct QueueSettings {
     max_waiting: u32,
     target: Micros,
     interval: Micros,
+    /// Without a latency objective: every waiter's deadline, served oldest first.
+    burst_wait: Option<Micros>,
 }
 
 // === impl Admission ===
@@ -138,6 +140,9 @@ impl Admission {
         cfg.validate()?;
         let tiers = Arc::new(TierTable::new(cfg)?);
         let a = &cfg.admission;
+        // No latency objective: every tier waits at the limit (bounded), none is
+        // refused at once.
+        let burst = a.latency_objective.is_none();
 
         let mut names: Vec<Option<String>> = vec![None];
         let named: BTreeSet<&str> = tiers
@@ -162,7 +167,9 @@ impl Admission {
                 let levels: BTreeSet<u8> = tiers
                     .iter()
                     .filter(|(_, u)| {
-                        cluster_of(&u.cluster) == on && u.priority < t.priority && !u.queue
+                        cluster_of(&u.cluster) == on
+                            && u.priority < t.priority
+                            && !(u.queue || burst)
                     })
                     .map(|(_, u)| u.priority)
                     .collect();
@@ -174,7 +181,7 @@ impl Admission {
                 sheddable: t.sheddable,
                 shadow: t.shadow,
                 priority: t.priority,
-                queue: t.queue,
+                queue: t.queue || burst,
                 rank: rank(cluster),
             };
             // On the overflow cluster the tier has no guarantee and does not queue: it
@@ -238,6 +245,7 @@ impl Admission {
                 max_waiting: a.queue.max_waiting,
                 target: micros(a.queue.target),
                 interval: micros(a.queue.interval),
+                burst_wait: burst.then(|| micros(a.queue.max_wait)),
             },
         };
         Ok(Self {

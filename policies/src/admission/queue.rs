@@ -140,10 +140,10 @@ impl Shared {
         }
         q.clock = q.clock.max(now);
         let standing = q.roll(now, &self.queue);
-        let wait = if standing {
-            self.queue.target
-        } else {
-            self.queue.interval
+        let wait = match self.queue.burst_wait {
+            Some(bound) => bound,
+            None if standing => self.queue.target,
+            None => self.queue.interval,
         };
         let waiter = Arc::new(Waiter {
             id: rejection.tier,
@@ -184,7 +184,7 @@ impl Shared {
         let Some(c) = self.clusters.get(cluster) else {
             return;
         };
-        while let Some(i) = q.best() {
+        while let Some(i) = q.best(self.queue.burst_wait.is_none()) {
             let Some(w) = q.waiters.get(i).cloned() else {
                 return;
             };
@@ -260,8 +260,10 @@ impl Inner {
     /// The waiter to serve next: most important tier first; within a tier the oldest,
     /// or the newest while the queue is standing (adaptive LIFO: under sustained
     /// overload the freshest request is the one whose client still waits).
-    fn best(&self) -> Option<usize> {
-        let lifo = self.standing;
+    /// Without a latency objective (`codel` false) always the oldest: a burst's
+    /// requests all get their turn within the bound.
+    fn best(&self, codel: bool) -> Option<usize> {
+        let lifo = codel && self.standing;
         self.waiters
             .iter()
             .enumerate()

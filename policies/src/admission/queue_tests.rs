@@ -24,8 +24,18 @@ admission:
 "#;
 
 fn admission(yaml: &str) -> Admission {
-    let cfg: PoliciesConfig = serde_yaml_ng::from_str(yaml).unwrap();
-    Admission::new(&cfg, 0).unwrap()
+    Admission::new(&with_objective(yaml), 0).unwrap()
+}
+
+/// `yaml` with a latency objective unless it sets one: these tests are about refusing
+/// at the limit (and CoDel queueing for `queue: true` tiers), which an objective
+/// turns on; without one every tier waits (tested in `burst_tests`).
+fn with_objective(yaml: &str) -> PoliciesConfig {
+    let mut cfg: PoliciesConfig = serde_yaml_ng::from_str(yaml).unwrap();
+    cfg.admission
+        .latency_objective
+        .get_or_insert(std::time::Duration::from_millis(500));
+    cfg
 }
 
 fn decide(a: &Admission, tier: &str, now: Micros) -> Decision {
@@ -248,4 +258,73 @@ fn waiters_are_served_across_threads_without_losing_a_slot() {
     assert_eq!(snap.clusters[0].inflight, 0);
     assert_eq!(snap.clusters[0].waiting, 0);
     assert!(snapshot_tier(&a, "critical").admitted > 0);
+}
+
+/// Without a latency objective: a burst over the limit waits (every tier), oldest
+/// first within a tier and most important tier first, each up to `queue.max_wait`;
+/// only a full queue is refused at once.
+mod burst_tests {
+    use super::*;
+
+    const BURST: &str = r#"
+tiers:
+  default: batch
+  list:
+    - { name: critical, priority: 0, share: 0.5, sheddable: false, match: { path_prefix: ["/c"] } }
+    - { name: batch, priority: 1 }
+admission:
+  limit: { initial: 2, floor: 2, ceiling: 2 }
+  queue: { max_waiting: 3, max_wait: 2s }
+"#;
+
+    fn burst() -> Admission {
+        let cfg: PoliciesConfig = serde_yaml_ng::from_str(BURST).unwrap();
+        assert!(cfg.admission.latency_objective.is_none());
+        Admission::new(&cfg, 0).unwrap()
+    }
+
+    #[test]
+    fn without_an_objective_every_tier_waits_up_to_max_wait() {
+        let a = burst();
+        let mut held = vec![take(&a, "batch"), take(&a, "batch")];
+        let first = wait(&a, "batch", 1_000);
+        assert_eq!(first.deadline(), 1_000 + 2_000_000, "max_wait, not CoDel's");
+        let second = wait(&a, "batch", 2_000);
+        let critical = wait(&a, "critical", 3_000);
+        // The queue is full (3): the next one is refused at once.
+        assert!(matches!(
+            decide(&a, "batch", 4_000),
+            Decision::Reject(Rejection {
+                reason: RejectReason::Overload,
+                ..
+            })
+        ));
+        // Freed slots go to critical first, then to the oldest batch waiter.
+        let p = take_freed(&mut held, critical);
+        assert_eq!(a.tiers().get(p.tier()).unwrap().name, "critical");
+        held.push(p);
+        let _ = take_freed(&mut held, first);
+        // Even long after the queue became non-empty (a standing queue for CoDel),
+        // new waiters keep the full bound and the oldest is still served first.
+        let later = wait(&a, "batch", 5_000_000);
+        assert_eq!(later.deadline(), 5_000_000 + 2_000_000);
+        let _ = take_freed(&mut held, second);
+        drop(later);
+    }
+
+    #[test]
+    fn an_objective_brings_back_refusal_at_the_limit() {
+        let mut cfg: PoliciesConfig = serde_yaml_ng::from_str(BURST).unwrap();
+        cfg.admission.latency_objective = Some(std::time::Duration::from_millis(200));
+        cfg.admission.priority_headroom = 0.0;
+        let a = Admission::new(&cfg, 0).unwrap();
+        let _held = [take(&a, "critical"), take(&a, "batch")];
+        assert!(matches!(
+            decide(&a, "batch", 1_000),
+            Decision::Reject(Rejection {
+                reason: RejectReason::Overload,
+                ..
+            })
+        ));
+    }
 }

@@ -19,8 +19,18 @@ admission:
 "#;
 
 fn admission(yaml: &str) -> Admission {
-    let cfg: PoliciesConfig = serde_yaml_ng::from_str(yaml).unwrap();
-    Admission::new(&cfg, 0).unwrap()
+    Admission::new(&with_objective(yaml), 0).unwrap()
+}
+
+/// `yaml` with a latency objective unless it sets one: these tests are about refusing
+/// at the limit (and CoDel queueing for `queue: true` tiers), which an objective
+/// turns on; without one every tier waits (tested in `burst_tests`).
+fn with_objective(yaml: &str) -> PoliciesConfig {
+    let mut cfg: PoliciesConfig = serde_yaml_ng::from_str(yaml).unwrap();
+    cfg.admission
+        .latency_objective
+        .get_or_insert(std::time::Duration::from_millis(500));
+    cfg
 }
 
 fn id(a: &Admission, name: &str) -> TierId {
@@ -279,7 +289,7 @@ admission:
 fn a_cluster_limit_overrides_the_shared_settings_for_that_cluster_only() {
     let yaml = THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,")
         + "  cluster_limits:\n    reserved: { ceiling: 4 }\n    app: { initial: 12, ceiling: 12 }\n";
-    let cfg: PoliciesConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+    let cfg = with_objective(&yaml);
     let topology = Topology {
         route: Some("app".into()),
         overflow: Default::default(),
@@ -338,10 +348,8 @@ fn tiers_routed_to_their_own_cluster_have_their_own_limit() {
 /// `THREE` with critical on its own `reserved` cluster, which overflows to the route's
 /// cluster: the config and admission built with that overflow.
 fn reserved_overflowing() -> (PoliciesConfig, Admission) {
-    let cfg: PoliciesConfig = serde_yaml_ng::from_str(
-        &THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"),
-    )
-    .unwrap();
+    let cfg =
+        with_objective(&THREE.replace("sheddable: false,", "sheddable: false, cluster: reserved,"));
     let topology = Topology {
         route: None,
         overflow: [("reserved".to_string(), None)].into_iter().collect(),
@@ -474,13 +482,12 @@ admission: { limit: { initial: 20, floor: 2, ceiling: 100 } }
     assert!(learned > 20);
     let admitted = tier(&a.snapshot(), "standard").admitted;
 
-    let cfg: PoliciesConfig = serde_yaml_ng::from_str(
+    let cfg = with_objective(
         r#"
 tiers: { default: standard, list: [ { name: vip, share: 0.2 }, { name: standard } ] }
 admission: { limit: { initial: 20, floor: 2, ceiling: 100 } }
 "#,
-    )
-    .unwrap();
+    );
     let b = a.reconfigure(&cfg, now).unwrap();
     let std_b = id(&b, "standard");
     assert_eq!(b.limit(std_b), Some(learned));
@@ -538,7 +545,7 @@ fn a_source_override_demotes_limits_or_rejects_that_source_only_and_survives_a_r
     assert_eq!(tier(&a.snapshot(), "standard").rejected.anomaly, 1);
 
     // A reload keeps the override (same hash, same effect).
-    let cfg: PoliciesConfig = serde_yaml_ng::from_str(THREE).unwrap();
+    let cfg = with_objective(THREE);
     let b = a.reconfigure(&cfg, 6).unwrap();
     assert_eq!(b.identity_hash("10.9.9.9"), bad);
     let r = b.try_acquire(id(&b, "standard"), None, Some("10.9.9.9"), 7);

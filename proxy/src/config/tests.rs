@@ -156,7 +156,7 @@ fn typo_in_listener_key_is_rejected_at_its_line() {
 fn typo_in_flow_style_timeouts_is_rejected_at_its_line() {
     let text = with("      connect: 1s", "      connect: 1s\n    retries: 3");
     rejected_at(&text, "retries: 3", &["unknown field `retries`"]);
-    let text = EXAMPLE.replace("timeouts: { connect: 1s,", "timeouts: { conect: 1s,");
+    let text = EXAMPLE.replace("timeouts: { connect: 3s,", "timeouts: { conect: 3s,");
     rejected_at(&text, "conect", &["unknown field `conect`"]);
 }
 
@@ -305,7 +305,7 @@ fn zero_timeout_is_rejected() {
         ],
     );
     // Flow style, as in the example: the line of the mapping.
-    let text = EXAMPLE.replace("timeouts: { connect: 1s,", "timeouts: { connect: 0s,");
+    let text = EXAMPLE.replace("timeouts: { connect: 3s,", "timeouts: { connect: 0s,");
     rejected_at(
         &text,
         "connect: 0s",
