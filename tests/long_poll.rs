@@ -98,3 +98,57 @@ async fn a_body_later_than_stream_idle_is_cut() {
         t.elapsed()
     );
 }
+
+/// curl over h2c with gRPC's headers (the test upstream answers any content type).
+async fn grpc_like(url: String, deadline: Option<&str>) -> (String, Duration) {
+    let mut args = vec![
+        "--http2-prior-knowledge".to_string(),
+        "-X".into(),
+        "POST".into(),
+        "-H".into(),
+        "content-type: application/grpc".into(),
+        "-H".into(),
+        "te: trailers".into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+    ];
+    if let Some(d) = deadline {
+        args.extend(["-H".to_string(), format!("grpc-timeout: {d}")]);
+    }
+    args.push(url);
+    tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, out) = curl(&args);
+        (out, t.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_timeout_bounds_the_wait_for_the_response_head() {
+    let upstream = Upstream::start().await;
+    let (admin, listen) = (addr(free_port()), addr(free_port()));
+    let cfg = inbound_config(
+        admin,
+        listen,
+        upstream.addr,
+        "    protocol: h2c\n    timeouts: { response_header: 1s, stream_idle: 30s }\n",
+    );
+    let _proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
+        .await
+        .unwrap();
+    let slow = format!("http://{listen}/delay/2500");
+
+    // A deadline shorter than the answer: 504 at the deadline, not at response_header.
+    let (out, took) = grpc_like(slow.clone(), Some("300m")).await;
+    assert!(out.ends_with("\n504"), "{out}");
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    // A deadline longer than response_header: the late answer passes.
+    let (out, _) = grpc_like(slow.clone(), Some("10S")).await;
+    assert!(out.ends_with("\n200"), "{out}");
+    // A gRPC call without a deadline waits up to stream_idle for its head.
+    let (out, _) = grpc_like(slow, None).await;
+    assert!(out.ends_with("\n200"), "{out}");
+}
