@@ -273,10 +273,34 @@ fn learn_and_check(test: &str, up: &Upstream, dir: &Path, resources: &str) {
         (gauge - heavy_alone).abs() <= TOLERANCE * heavy_alone,
         "{gauge}"
     );
-    // Sampling and fitting stay cheap: well under a tick.
+    // Sampling and fitting stay cheap: well under a tick each time, and the thread
+    // doing them under 1 % of a core over the run (debug build).
     let fit = metric_value(&metrics, "prescale_resources_fit_seconds", "").unwrap();
+    let thread = thread_cpu_seconds(proxy.child.id(), "resources");
+    let share = thread / started.elapsed().as_secs_f64();
+    eprintln!("{test}: last sample + fit {:.2} ms; resources thread {thread:.3} s CPU = {:.3} % of a core", fit * 1e3, share * 100.0);
     assert!(fit < 0.05, "sample + fit took {fit} s");
+    assert!(share < 0.01, "resources thread used {share} of a core");
     drop(proxy);
+}
+
+/// CPU seconds used by the thread named `name` of process `pid`.
+fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| t.ok())
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+            let f: Vec<&str> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
+            (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / 100.0
+        })
+        .sum()
 }
 
 #[test]

@@ -12,4 +12,7 @@ pub use forecast::{
     forecast, normal_quantile, recommend, DemandForecast, Recommendation, ResourceForecast,
     ResourcePoint,
 };
-pub use model::{Coef, CostModel, Costs, Fit, Load, Observation, MIN_INDEPENDENT_SHARE, MIN_ROWS};
+pub use model::{
+    Coef, CostModel, Costs, Fit, Load, Observation, MAX_RELATIVE_ERROR, MIN_INDEPENDENT_SHARE,
+    MIN_ROWS,
+};

@@ -12,9 +12,11 @@
 //!
 //! fitted by non-negative least squares (a request never frees CPU), with the baseline
 //! `b` what the service uses when idle. A coefficient is `identified` only when its
-//! signature's load varied independently of the others' over the window kept: with a
-//! fixed mix, any split of the total between signatures fits equally well, and the
-//! model says so instead of inventing one.
+//! signature's load varied independently of the others' over the window kept (with a
+//! fixed mix, any split of the total between signatures fits equally well) and the
+//! data pin it down to ±50 % at one standard error; otherwise the model says so
+//! instead of inventing a number. A signature that truly costs next to nothing is
+//! therefore reported unidentified: its cost cannot be told from noise.
 
 use super::linalg::{nnls, Gram};
 use crate::sample::Millis;
@@ -28,6 +30,10 @@ pub const MIN_ROWS: usize = 5;
 /// The share of a signature's load variance not explained by the other signatures'
 /// loads (1 − R², i.e. 1 / VIF) under which its cost is not identified.
 pub const MIN_INDEPENDENT_SHARE: f64 = 0.05;
+
+/// The standard error, relative to the cost, above which the cost is not identified:
+/// a number known only to ±50 % (one sd) is not one to size containers by.
+pub const MAX_RELATIVE_ERROR: f64 = 0.5;
 
 /// A signature's load over one interval.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Serialize)]
@@ -203,12 +209,14 @@ fn fit(
         let share = if sst > 0.0 { independent / sst } else { 0.0 };
         let rows = with_traffic.get(j).copied().unwrap_or(0);
         let std_error = (independent > 0.0 && share >= 1e-9).then(|| (sigma2 / independent).sqrt());
+        let value = beta.get(j).copied().unwrap_or(0.0);
+        let precise = std_error.is_some_and(|se| se <= MAX_RELATIVE_ERROR * value);
         signatures.insert(
             *sig,
             Coef {
-                value: beta.get(j).copied().unwrap_or(0.0),
+                value,
                 std_error,
-                identified: rows >= MIN_ROWS && share >= MIN_INDEPENDENT_SHARE,
+                identified: rows >= MIN_ROWS && share >= MIN_INDEPENDENT_SHARE && precise,
                 rows,
             },
         );
@@ -327,6 +335,17 @@ mod tests {
         );
         let cpu = m.fit().cpu.unwrap();
         assert!(!cpu.signatures[&1].identified, "{cpu:?}");
+        assert!(!cpu.signatures[&2].identified, "{cpu:?}");
+        // Nor is one whose cost is lost in the noise (0.002 s ± 0.05 cores).
+        let mut m = CostModel::new(600);
+        observe(
+            &mut m,
+            |i| (((i / 10) % 2) as f64 * 10.0, ((i / 5) % 2) as f64),
+            80,
+            0.05,
+        );
+        let cpu = m.fit().cpu.unwrap();
+        assert!(cpu.signatures[&1].identified, "{cpu:?}");
         assert!(!cpu.signatures[&2].identified, "{cpu:?}");
         // A signature that is idle throughout is not identified either.
         let mut m = CostModel::new(600);
