@@ -17,6 +17,7 @@ use crate::config::ResourcesConfig;
 use crate::forecasting::Forecasting;
 use crate::profiling::Profiling;
 use arc_swap::ArcSwap;
+use prescale_policies::scale::ResourceNeed;
 use prescale_profiler::resources::{CostModel, Load, Observation};
 use prescale_profiler::sample::Millis;
 use prescale_profiler::signature::SignatureId;
@@ -135,6 +136,11 @@ impl Sampler {
                 forecast: &self.forecasting.forecast.load(),
             });
             export::export(&view, last.as_ref());
+            let r = &view.recommendation;
+            self.forecasting.set_resource_need(ResourceNeed {
+                cpu_cores: r.cpu_cores.as_ref().map(|c| c.upper_bound),
+                memory_bytes: r.memory_bytes.as_ref().map(|c| c.upper_bound),
+            });
             ::metrics::gauge!(export::FIT_SECONDS).set(started.elapsed().as_secs_f64());
             self.shared.view.store(Arc::new(view));
         }
