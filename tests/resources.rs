@@ -201,7 +201,7 @@ const PHASES: &[(f64, f64)] = &[
     (10.0, 0.0),
 ];
 const HEAVY: &str = "/reports/heavy?detail=full";
-const PHASE: Duration = Duration::from_secs(3);
+const PHASE: Duration = Duration::from_secs(4);
 
 /// The signature whose top route starts with `route`, from `/v1/resources`.
 fn signature<'a>(v: &'a serde_json::Value, route: &str) -> Option<&'a serde_json::Value> {
@@ -228,7 +228,7 @@ fn learn_and_check(test: &str, up: &Upstream, dir: &Path, resources: &str) {
         SocketAddr::from(([127, 0, 0, 1], free_port())),
     );
     let yaml = format!(
-        "admin:\n  address: {admin}\nlisteners:\n  - {{name: inbound, direction: inbound, address: \"{listen}\", cluster: app}}\nclusters:\n  - {{name: app, endpoints: [\"{}\"]}}\nprofiler: {{refit_interval: 5s, min_samples: 100, tick: 500ms}}\nresources:\n{resources}",
+        "admin:\n  address: {admin}\nlisteners:\n  - {{name: inbound, direction: inbound, address: \"{listen}\", cluster: app}}\nclusters:\n  - {{name: app, endpoints: [\"{}\"]}}\nprofiler: {{refit_interval: 5s, min_samples: 100, tick: 1s}}\nresources:\n{resources}",
         up.addr
     );
     let tmp = tempfile::tempdir_in(dir).unwrap();
@@ -436,4 +436,19 @@ fn a_failing_source_is_counted_and_never_blocks_the_proxy() {
     assert_eq!(v["source"], "process");
     assert!(v["sample_errors"].as_u64().unwrap() >= 3, "{body}");
     assert_eq!(c.get("/light"), 200, "the data path is unaffected");
+
+    // The sampler keeps the source it started with: a reload that changes it is
+    // applied for the rest and says a restart is needed.
+    proxy.rewrite_config(&yaml.replace(
+        &stale.display().to_string(),
+        &up.pid_file.display().to_string(),
+    ));
+    let (status, body) = support::admin_request(admin, "POST", "/reload").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        reply["restart_required"],
+        serde_json::json!(["resources"]),
+        "{body}"
+    );
 }

@@ -117,6 +117,13 @@ impl CostModel {
         self.rows.is_empty()
     }
 
+    /// Forgets every interval: after a re-fit that creates a signature, older rows
+    /// split the same requests between different columns, and mixing the two
+    /// splits biases every cost.
+    pub fn clear(&mut self) {
+        self.rows.clear();
+    }
+
     /// Adds one interval, dropping the oldest (the oldest idle one when idle intervals
     /// already fill their quarter).
     pub fn observe(&mut self, obs: Observation) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Where resource usage is read. Without this section nothing is sampled and
 /// `GET /v1/resources` answers 404.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesConfig {
     pub source: ResourceSource,

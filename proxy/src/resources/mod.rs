@@ -115,6 +115,13 @@ impl Sampler {
                     samples += 1;
                     ::metrics::counter!(export::SAMPLES, "source" => name).increment(1);
                     if let Some((t0, totals0)) = &prev {
+                        if tick.totals.keys().any(|id| !totals0.contains_key(id)) {
+                            tracing::info!(
+                                intervals = self.model.len(),
+                                "new signature: resource cost window restarted"
+                            );
+                            self.model.clear();
+                        }
                         let dt = started.duration_since(*t0).as_secs_f64();
                         if let Some(obs) = observation(&tick, totals0, &usage, dt) {
                             last = Some(obs.clone());
