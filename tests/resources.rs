@@ -260,8 +260,9 @@ fn learn_and_check(test: &str, up: &Upstream, dir: &Path, resources: &str) {
     assert!(learned > light_cost, "{body}");
     assert_eq!(v["sample_errors"], 0, "{body}");
 
-    // The gauge carries the same cost.
+    // The gauge carries the same cost, and the exposition passes promtool's lint.
     let (_, metrics) = admin_get(admin, "/metrics").unwrap();
+    support::promtool_check(&metrics);
     let label = format!("signature=\"{}\"", heavy["id"]);
     let gauge = metric_value(
         &metrics,

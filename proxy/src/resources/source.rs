@@ -352,6 +352,21 @@ mod tests {
     }
 
     #[test]
+    fn exe_name_finds_processes_by_comm_and_sums_them() {
+        // This test binary's own name, as the kernel truncates it.
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let mut src = Source::Process {
+            find: Find::ExeName(comm.trim_end_matches('\n').to_string()),
+            last: BTreeMap::new(),
+        };
+        let first = src.read().unwrap();
+        assert!(first.memory_bytes.unwrap() > 1e6, "{first:?}");
+        burn(Duration::from_millis(50));
+        let second = src.read().unwrap();
+        assert!(second.cpu_seconds.is_some(), "{second:?}");
+    }
+
+    #[test]
     fn a_missing_cgroup_or_process_name_is_an_error_not_a_zero() {
         let mut src = Source::Cgroup {
             dir: PathBuf::from("/nonexistent/cgroup"),
