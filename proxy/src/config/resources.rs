@@ -23,6 +23,7 @@ pub struct ResourcesConfig {
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// How much history the cost model regresses on; older intervals are dropped.
+    /// At most 7 200 intervals (`profiler.tick` each) are kept whatever the window.
     #[serde(default = "default_window", with = "humantime_serde")]
     pub window: Duration,
 }

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 
 pub use export::describe;
 
+/// Most intervals kept (each ≤ 18 loads): bounds memory (a few MB) and the fit (33 ms
+/// for 7 200 intervals × 18 signatures in a debug build).
+pub const MAX_INTERVALS: usize = 7_200;
+
 /// Per-signature (requests, work µs) since start.
 pub type Totals = BTreeMap<SignatureId, (u64, u64)>;
 
@@ -61,6 +65,9 @@ impl Resources {
         let (tx, rx): (SyncSender<Tick>, Receiver<Tick>) = std::sync::mpsc::sync_channel(2);
         profiling.feed_resources(tx);
         let cap = (cfg.window.as_secs_f64() / tick.as_secs_f64().max(0.1)).ceil() as usize;
+        // Memory and fit time grow with the window: a day at 100 ms ticks would be
+        // 864 000 intervals. Two hours at 1 s is plenty to separate the signatures.
+        let cap = cap.min(MAX_INTERVALS);
         let sampler = Sampler {
             source,
             model: CostModel::new(cap),
