@@ -46,6 +46,21 @@ pub struct ScalingConfig {
     /// A scale-down waits until every recommendation in this window allows it.
     #[serde(with = "humantime_serde")]
     pub scale_down_stabilization: Duration,
+    /// CPU cores the app container requests: with `resources:`, forecast CPU also
+    /// sets a replica count (the CPU rule). Absent: no CPU rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_per_replica: Option<f64>,
+    /// Memory bytes the app container requests (the memory rule). Absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_per_replica: Option<f64>,
+}
+
+/// Forecast resource needs over the lead window (upper bounds), from the per-signature
+/// cost model; each one absent without a `resources:` source or a forecast.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct ResourceNeed {
+    pub cpu_cores: Option<f64>,
+    pub memory_bytes: Option<f64>,
 }
 
 /// What the decision is based on; all demand in busy concurrency (Little's law).
@@ -75,6 +90,10 @@ pub enum ScaleReason {
     StepLimited,
     AtMinimum,
     AtMaximum,
+    /// Forecast CPU against `cpu_per_replica` asks for the most.
+    Cpu,
+    /// Forecast memory against `memory_per_replica` asks for the most.
+    Memory,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Serialize)]
@@ -120,6 +139,8 @@ impl Default for ScalingConfig {
             max_replicas: 100,
             max_scale_up_step: 0,
             scale_down_stabilization: Duration::from_secs(300),
+            cpu_per_replica: None,
+            memory_per_replica: None,
         }
     }
 }
@@ -145,6 +166,14 @@ impl ScalingConfig {
             || self.startup_time > Duration::from_secs(3600)
         {
             return err("sync_period", "sync_period >= 1s and startup_time <= 1h");
+        }
+        for (field, v) in [
+            ("cpu_per_replica", self.cpu_per_replica),
+            ("memory_per_replica", self.memory_per_replica),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return err(field, "must be a positive number");
+            }
         }
         if self
             .max_startup_time
@@ -177,6 +206,21 @@ impl ScalingConfig {
     /// How far ahead the forecast must reach: the longest lead time planned for.
     pub fn horizon(&self) -> Duration {
         self.max_startup() + self.sync_period
+    }
+
+    /// Replicas the CPU and memory rules ask for: the forecast need over what one
+    /// replica's container requests, at the target utilisation. None for a rule
+    /// without its request configured or without a forecast need.
+    pub fn replicas_for_resources(&self, need: ResourceNeed) -> (Option<u32>, Option<u32>) {
+        let rule = |need: Option<f64>, per: Option<f64>| {
+            let (need, per) = (need?, per?);
+            let n = (need.max(0.0) / (per * self.target_utilization)).ceil();
+            Some(n.min(f64::from(u32::MAX)) as u32)
+        };
+        (
+            rule(need.cpu_cores, self.cpu_per_replica),
+            rule(need.memory_bytes, self.memory_per_replica),
+        )
     }
 
     /// Replicas needed for `demand` at the target utilisation.
@@ -221,6 +265,12 @@ impl Scaler {
     }
 
     pub fn decide(&mut self, input: ScaleInput) -> ScaleDecision {
+        self.decide_with(input, ResourceNeed::default())
+    }
+
+    /// Like [`Scaler::decide`], with the CPU and memory rules: desired replicas are
+    /// the most any rule asks for, and the reason names the binding one.
+    pub fn decide_with(&mut self, input: ScaleInput, need: ResourceNeed) -> ScaleDecision {
         let cfg = &self.cfg;
         let reactive = cfg.replicas_for(input.current_demand);
         let predictive = input.forecast_upper.map_or(0, |f| cfg.replicas_for(f));
@@ -229,6 +279,12 @@ impl Scaler {
         } else {
             (reactive, ScaleReason::CurrentDemand)
         };
+        let (cpu, memory) = cfg.replicas_for_resources(need);
+        for (n, why) in [(cpu, ScaleReason::Cpu), (memory, ScaleReason::Memory)] {
+            if let Some(n) = n.filter(|n| *n > desired) {
+                (desired, reason) = (n, why);
+            }
+        }
         if desired <= cfg.min_replicas {
             desired = cfg.min_replicas;
             reason = ScaleReason::AtMinimum;
@@ -287,6 +343,49 @@ impl Scaler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_binding_resource_sets_replicas_and_names_the_reason() {
+        let cfg = ScalingConfig {
+            capacity_per_replica: 10.0,
+            target_utilization: 0.5,
+            cpu_per_replica: Some(2.0),
+            memory_per_replica: Some(1e9),
+            ..ScalingConfig::default()
+        };
+        let input = |demand: f64| ScaleInput {
+            now: 0,
+            current_replicas: 1,
+            current_demand: demand,
+            forecast_upper: Some(demand),
+        };
+        let mut s = Scaler::new(cfg.clone());
+        // Concurrency 10 → 2 replicas; 7 cores at 2 × 0.5 per replica → 7; 2 GB → 4.
+        let need = ResourceNeed {
+            cpu_cores: Some(7.0),
+            memory_bytes: Some(2e9),
+        };
+        let d = s.decide_with(input(10.0), need);
+        assert_eq!((d.desired, d.reason), (7, ScaleReason::Cpu));
+        // 6 GB → 12 replicas: memory binds.
+        let need = ResourceNeed {
+            cpu_cores: Some(7.0),
+            memory_bytes: Some(6e9),
+        };
+        let d = Scaler::new(cfg.clone()).decide_with(input(10.0), need);
+        assert_eq!((d.desired, d.reason), (12, ScaleReason::Memory));
+        // Concurrency 100 → 20: the concurrency rule binds again.
+        let d = Scaler::new(cfg.clone()).decide_with(input(100.0), need);
+        assert_eq!((d.desired, d.reason), (20, ScaleReason::CurrentDemand));
+        // Without the container's requests configured, resources do not count.
+        let plain = ScalingConfig {
+            cpu_per_replica: None,
+            memory_per_replica: None,
+            ..cfg
+        };
+        let d = Scaler::new(plain).decide_with(input(10.0), need);
+        assert_eq!((d.desired, d.reason), (2, ScaleReason::CurrentDemand));
+    }
 
     fn cfg() -> ScalingConfig {
         // One replica serves 10 busy requests; plan for 70 %: 7 per replica.

@@ -21,6 +21,7 @@ pub mod fanout;
 pub mod forecast;
 mod profile;
 pub mod recorder;
+pub mod resources;
 pub mod route;
 pub mod sample;
 pub mod series;

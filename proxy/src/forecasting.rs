@@ -10,7 +10,7 @@ use crate::config::WarmStartConfig;
 use crate::metrics as m;
 use crate::signals::{Decision, ForecastSummary, SentSignal, Signals};
 use arc_swap::ArcSwap;
-use prescale_policies::scale::{ScaleDecision, ScaleInput, Scaler, ScalingConfig};
+use prescale_policies::scale::{ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig};
 use prescale_profiler::anomaly::{signature_subject, subject_signature, TOTAL};
 use prescale_profiler::forecast::{
     Accuracy, Forecast, ForecastParams, ForecastPoint, Forecaster, ModelKind,
@@ -100,6 +100,9 @@ pub struct Forecasting {
     pub signals: Arc<Signals>,
     /// The live tier admission, whose pre-shed level follows each decision.
     tiers: std::sync::OnceLock<crate::tiers::LiveTiers>,
+    /// Forecast CPU and memory over the lead window, from `resources` (the CPU and
+    /// memory rules of the scaling decision).
+    resource_need: std::sync::Mutex<ResourceNeed>,
 }
 
 // === impl Forecasting ===
@@ -129,6 +132,7 @@ impl Forecasting {
             scale: ArcSwap::from_pointee(ScaleView::default()),
             signals,
             tiers: std::sync::OnceLock::new(),
+            resource_need: std::sync::Mutex::new(ResourceNeed::default()),
         });
         let shared = me.clone();
         std::thread::Builder::new()
@@ -148,6 +152,13 @@ impl Forecasting {
     /// Pre-sheds on `tiers` after each scaling decision (set once, at startup).
     pub fn protect(&self, tiers: crate::tiers::LiveTiers) {
         let _ = self.tiers.set(tiers);
+    }
+
+    /// The resource sampler's latest forecast need, for the next decision.
+    pub fn set_resource_need(&self, need: ResourceNeed) {
+        if let Ok(mut g) = self.resource_need.lock() {
+            *g = need;
+        }
     }
 
     /// Never blocks the profiler thread: a full queue drops the update.
@@ -236,7 +247,8 @@ fn run(
                 scaler.learned_startup(
                     learned.and_then(|l| Duration::try_from_secs_f64(l.seconds).ok()),
                 );
-                let view = st.decide(&mut scaler, current, at, demand);
+                let need = shared.resource_need.lock().map(|g| *g).unwrap_or_default();
+                let view = st.decide(&mut scaler, current, at, demand, need);
                 if let Some(d) = &view.decision {
                     shared.signals.publish(&Decision {
                         desired: d.desired,
@@ -503,19 +515,35 @@ impl State {
         }
     }
 
-    fn decide(&mut self, scaler: &mut Scaler, current: u32, at: Millis, demand: f64) -> ScaleView {
+    fn decide(
+        &mut self,
+        scaler: &mut Scaler,
+        current: u32,
+        at: Millis,
+        demand: f64,
+        need: ResourceNeed,
+    ) -> ScaleView {
         let step_s = (self.step_ms / 1000).max(1);
         self.lead_steps = (scaler.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
         let forecast_upper = self
             .latest
             .get(&SeriesKey::Total)
             .map(|(fc, _)| self.lead_points(fc).map(|p| p.upper).fold(0.0, f64::max));
-        let d = scaler.decide(ScaleInput {
-            now: at,
-            current_replicas: current,
-            current_demand: demand,
-            forecast_upper,
-        });
+        let d = scaler.decide_with(
+            ScaleInput {
+                now: at,
+                current_replicas: current,
+                current_demand: demand,
+                forecast_upper,
+            },
+            need,
+        );
+        let (cpu, memory) = scaler.config().replicas_for_resources(need);
+        for (rule, n) in [("cpu", cpu), ("memory", memory)] {
+            if let Some(n) = n {
+                ::metrics::gauge!(m::DESIRED_REPLICAS_BY_RULE, "rule" => rule).set(f64::from(n));
+            }
+        }
         ::metrics::gauge!(m::DESIRED_REPLICAS).set(f64::from(d.desired));
         ::metrics::gauge!(m::DESIRED_REPLICAS_BY_RULE, "rule" => "predictive")
             .set(f64::from(d.predictive));

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod peer_identity;
 pub mod profiling;
 pub mod reload;
+pub mod resources;
 pub mod routes;
 pub mod service;
 pub mod signals;
@@ -112,6 +113,12 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     profiling
         .spawn(cfg.profiler.clone(), forecasting.clone(), anomalies.clone())
         .map_err(RunError::Runtime)?;
+    let resources = cfg
+        .resources
+        .as_ref()
+        .map(|r| resources::Resources::spawn(r, cfg.profiler.tick, &profiling, forecasting.clone()))
+        .transpose()
+        .map_err(RunError::Runtime)?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1)?));
     forecasting.protect(tiers::LiveTiers::new(snapshot.clone()));
     anomalies.act_on(tiers::LiveTiers::new(snapshot.clone()));
@@ -182,6 +189,7 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
         profiling.clone(),
         forecasting,
         anomalies,
+        resources,
     )?;
 
     let addrs: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
@@ -222,6 +230,7 @@ fn install_metrics() -> Result<PrometheusHandle, RunError> {
         .map_err(|e| RunError::Metrics(e.to_string()))?;
     metrics::describe();
     guard::describe();
+    resources::describe();
     ::metrics::gauge!(metrics::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     ::metrics::gauge!(metrics::START_TIME).set(reload::unix_now());
     ::metrics::gauge!(metrics::READY).set(0.0);
@@ -247,6 +256,9 @@ fn precheck_binds(cfg: &MeshConfig) -> Result<(), RunError> {
     Ok(())
 }
 
+// One argument per shared handle the admin API reads; a struct for them would only
+// be this list again.
+#[allow(clippy::too_many_arguments)]
 fn spawn_admin(
     cfg: &MeshConfig,
     metrics: PrometheusHandle,
@@ -255,6 +267,7 @@ fn spawn_admin(
     profiling: Arc<Profiling>,
     forecasting: Arc<Forecasting>,
     anomalies: Arc<anomalies::Anomalies>,
+    resources: Option<Arc<resources::Resources>>,
 ) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -278,6 +291,7 @@ fn spawn_admin(
         profiling,
         forecasting,
         anomalies,
+        resources,
     });
     std::thread::Builder::new()
         .name("admin".into())

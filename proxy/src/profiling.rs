@@ -56,6 +56,8 @@ pub struct Profiling {
     pub minutes: ArcSwap<Vec<Bucket>>,
     /// Asks the profiler thread for a final flush; it answers on the enclosed sender.
     flush: Mutex<Option<Sender<SyncSender<()>>>>,
+    /// Where each tick's per-signature totals go for the resource cost model.
+    resources: std::sync::OnceLock<SyncSender<crate::resources::Tick>>,
 }
 
 /// What the data path keeps about a request between `request_filter` and `logging`.
@@ -87,7 +89,14 @@ impl Profiling {
             view: ArcSwap::from_pointee(Profile::new(cfg, 0).view(0)),
             minutes: ArcSwap::from_pointee(Vec::new()),
             flush: Mutex::new(None),
+            resources: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sends every tick's per-signature totals to the resource sampler (`try_send`:
+    /// a sampler that falls behind misses ticks, the profiler never waits).
+    pub fn feed_resources(&self, tx: SyncSender<crate::resources::Tick>) {
+        let _ = self.resources.set(tx);
     }
 
     /// Arrival hook for inbound requests: features, the expected signature, and a
@@ -292,6 +301,10 @@ impl Profiling {
             }
             export(&profile, &self.recorder, &self.fanout, &mut exported, now);
             feed_forecasts(&profile, &forecasting, &mut sent_through, now);
+            if let Some(tx) = self.resources.get() {
+                let totals = profile.totals().clone();
+                let _ = tx.try_send(crate::resources::Tick { at: now, totals });
+            }
             self.view.store(Arc::new(profile.view(now)));
             let hour: Vec<Bucket> = profile
                 .series()

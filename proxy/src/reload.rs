@@ -158,6 +158,10 @@ fn restart_only_changes(old: &MeshConfig, new: &MeshConfig) -> Vec<String> {
     if old.anomalies != new.anomalies {
         out.push("anomalies".into());
     }
+    // The resource sampler reads the source it was started with.
+    if old.resources != new.resources {
+        out.push("resources".into());
+    }
     out
 }
 

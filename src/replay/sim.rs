@@ -264,6 +264,8 @@ impl<'a> Driver<'a> {
                     max_replicas: w.max_replicas,
                     max_scale_up_step: 0,
                     scale_down_stabilization: Duration::from_secs(w.scale_down_stabilization),
+                    cpu_per_replica: None,
+                    memory_per_replica: None,
                 }),
             },
             Policy::Hpa { target_utilization } => {

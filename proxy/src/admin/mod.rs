@@ -26,6 +26,8 @@ pub struct Admin {
     pub profiling: Arc<crate::profiling::Profiling>,
     pub forecasting: Arc<crate::forecasting::Forecasting>,
     pub anomalies: Arc<crate::anomalies::Anomalies>,
+    /// None without a `resources:` section.
+    pub resources: Option<Arc<crate::resources::Resources>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -79,6 +81,13 @@ impl Admin {
                 json(StatusCode::OK, &**self.forecasting.forecast.load())
             }
             (&Method::GET, "/v1/scale") => json(StatusCode::OK, &self.forecasting.scale_view()),
+            (&Method::GET, "/v1/resources") => match &self.resources {
+                Some(r) => json(StatusCode::OK, &**r.view.load()),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "no resources: section in the config\n",
+                ),
+            },
             (&Method::GET, "/v1/anomalies") => json(StatusCode::OK, &self.anomalies.response()),
             (&Method::GET, "/v1/tiers") => match &self.reloader.snapshot().tiers {
                 Some(policy) => json(StatusCode::OK, &crate::tiers::tiers_json(policy)),
@@ -111,7 +120,7 @@ impl Admin {
                 _,
                 "/metrics" | "/ready" | "/live" | "/config" | "/reload" | "/shutdown"
                 | "/v1/signatures" | "/v1/series" | "/v1/forecast" | "/v1/scale" | "/v1/tiers"
-                | "/v1/anomalies",
+                | "/v1/anomalies" | "/v1/resources",
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }

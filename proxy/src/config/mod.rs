@@ -11,6 +11,7 @@ mod cluster;
 mod error;
 mod listener;
 mod locate;
+mod resources;
 mod runtime;
 mod signals;
 
@@ -21,6 +22,7 @@ pub use self::anomalies::{
 pub use self::cluster::{ClusterConfig, PassiveHealthConfig, Protocol, Timeouts, UpstreamTls};
 pub use self::error::ConfigError;
 pub use self::listener::{Direction, ListenerConfig, ListenerTls, RouteConfig};
+pub use self::resources::{ResourceSource, ResourcesConfig};
 pub use self::runtime::{DownstreamLimits, DrainConfig, RuntimeConfig};
 pub use self::signals::{
     DemandUnit, KedaConfig, KubernetesConfig, SignalsConfig, WarmStartConfig, WebhookConfig,
@@ -62,6 +64,9 @@ pub struct MeshConfig {
     /// `profiler.anomalies`.
     #[serde(default)]
     pub anomalies: AnomaliesConfig,
+    /// Where the local service's CPU and memory are read, for per-signature costs.
+    #[serde(default)]
+    pub resources: Option<ResourcesConfig>,
 }
 
 /// A semantic problem found after parsing; its path also finds its line in the file.
@@ -150,6 +155,9 @@ impl MeshConfig {
         self.profiler.resolve_paths(base);
         self.signals.resolve_paths(base);
         self.anomalies.resolve_paths(base);
+        if let Some(r) = &mut self.resources {
+            r.resolve_paths(base);
+        }
     }
 
     fn validate(&self) -> Result<(), Invalid> {
@@ -251,6 +259,9 @@ impl MeshConfig {
             .map_err(|e| e.under("anomalies"))?;
         if let Some(w) = &self.warm_start {
             w.validate().map_err(|e| e.under("warm_start"))?;
+        }
+        if let Some(r) = &self.resources {
+            r.validate().map_err(|e| e.under("resources"))?;
         }
         Ok(())
     }
