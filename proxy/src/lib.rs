@@ -95,6 +95,7 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     pingora::tls::install_default_crypto_provider();
     let metrics = install_metrics()?;
     let admin_socket = precheck_binds(&cfg)?;
+    admin::report_exposure(&cfg.admin);
 
     let lifecycle = Arc::new(Lifecycle::default());
     let signals =

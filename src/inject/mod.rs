@@ -38,6 +38,10 @@ pub struct InjectArgs {
     /// holding it as `config.yaml`): ports and drain grace are taken from it.
     #[arg(long)]
     pub mesh_config: Option<PathBuf>,
+    /// The Secret mounted where the mesh config's `admin.token_file` points (its key
+    /// named as the file); only used when the mesh config sets `admin.token_file`.
+    #[arg(long, default_value = "prescale-admin-token")]
+    pub admin_token_secret: String,
     /// The prescale container image.
     #[arg(long, default_value = concat!("ghcr.io/prescale/prescale:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
@@ -292,6 +296,8 @@ struct FromMesh {
     drain_grace: Option<Duration>,
     /// Some listener binds an IPv6 address, so IPv6 can be intercepted too.
     ipv6: bool,
+    /// `admin.token_file`, resolved against the config's mount directory.
+    admin_token_file: Option<PathBuf>,
 }
 
 fn from_mesh(path: &Path) -> Result<FromMesh, InjectError> {
@@ -324,6 +330,11 @@ fn from_mesh(path: &Path) -> Result<FromMesh, InjectError> {
         )));
     }
     out.admin_port = Some(cfg.admin.address.port());
+    out.admin_token_file = cfg
+        .admin
+        .token_file
+        .as_ref()
+        .map(|f| Path::new(pod::CONFIG_DIR).join(f));
     out.drain_grace = Some(cfg.drain.grace_period);
     let inbound = cfg
         .listeners
@@ -387,6 +398,10 @@ fn settings(a: &InjectArgs) -> Result<Settings, InjectError> {
             "--config-map {config_map:?} is not a valid ConfigMap name"
         )));
     }
+    let admin_token = match &mesh.admin_token_file {
+        None => None,
+        Some(file) => Some(token_mount(file, &a.admin_token_secret)?),
+    };
     let s = Settings {
         image: a.image.clone(),
         image_pull_policy: a.image_pull_policy.clone(),
@@ -423,6 +438,7 @@ fn settings(a: &InjectArgs) -> Result<Settings, InjectError> {
         memory_request: a.proxy_memory_request.clone(),
         cpu_limit: a.proxy_cpu_limit.clone(),
         memory_limit: Some(a.proxy_memory_limit.clone()).filter(|m| !m.is_empty()),
+        admin_token,
     };
     validate(&s)?;
     Ok(s)
@@ -475,6 +491,35 @@ fn validate(s: &Settings) -> Result<(), InjectError> {
     Ok(())
 }
 
+/// Where the admin token Secret is mounted so that `file` is its key.
+fn token_mount(file: &Path, secret: &str) -> Result<pod::TokenMount, InjectError> {
+    let bad = |m: String| InjectError::Args(m);
+    if !is_dns_label_ish(secret) {
+        return Err(bad(format!(
+            "--admin-token-secret {secret:?} is not a valid Secret name"
+        )));
+    }
+    let (Some(dir), Some(key)) = (file.parent(), file.file_name()) else {
+        return Err(bad(format!(
+            "admin.token_file {} has no directory and file name",
+            file.display()
+        )));
+    };
+    // A mount over the config's own directory would hide the config.
+    if dir == Path::new(pod::CONFIG_DIR) || dir == Path::new("/") {
+        return Err(bad(format!(
+            "admin.token_file {} must be in a directory of its own (e.g. /var/run/secrets/prescale/), not {}",
+            file.display(),
+            dir.display()
+        )));
+    }
+    Ok(pod::TokenMount {
+        secret: secret.to_string(),
+        dir: dir.display().to_string(),
+        key: key.to_string_lossy().into_owned(),
+    })
+}
+
 /// A DNS-1123 subdomain (what a ConfigMap name must be).
 fn is_dns_label_ish(name: &str) -> bool {
     !name.is_empty()
@@ -525,6 +570,7 @@ mod tests {
             memory_request: "64Mi".into(),
             cpu_limit: None,
             memory_limit: Some("256Mi".into()),
+            admin_token: None,
         }
     }
 

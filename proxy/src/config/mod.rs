@@ -102,20 +102,24 @@ impl MeshConfig {
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         cfg.resolve_paths(base);
-        cfg.validate().map_err(|inv| {
-            let (line, column) = locate::find(text, &inv.path).unwrap_or((0, 0));
-            let mut reason = format!("{}: {}", inv.path, inv.reason);
-            if let Some(also) = &inv.also {
-                let (l, c) = locate::find(text, also).unwrap_or((0, 0));
-                reason.push_str(&format!(" ({also} is at {file}:{l}:{c})"));
-            }
-            ConfigError::Invalid {
-                file,
-                line,
-                column,
-                reason,
-            }
-        })?;
+        cfg.admin
+            .load_token()
+            .map_err(|e| e.under("admin"))
+            .and_then(|()| cfg.validate())
+            .map_err(|inv| {
+                let (line, column) = locate::find(text, &inv.path).unwrap_or((0, 0));
+                let mut reason = format!("{}: {}", inv.path, inv.reason);
+                if let Some(also) = &inv.also {
+                    let (l, c) = locate::find(text, also).unwrap_or((0, 0));
+                    reason.push_str(&format!(" ({also} is at {file}:{l}:{c})"));
+                }
+                ConfigError::Invalid {
+                    file,
+                    line,
+                    column,
+                    reason,
+                }
+            })?;
         Ok(cfg)
     }
 
@@ -170,6 +174,7 @@ impl MeshConfig {
 
     /// Makes file paths in the config relative to the config file, not the process.
     fn resolve_paths(&mut self, base: &Path) {
+        self.admin.resolve_paths(base);
         for l in &mut self.listeners {
             l.resolve_paths(base);
         }
