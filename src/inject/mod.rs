@@ -11,6 +11,7 @@
 
 mod docs;
 mod pod;
+mod warnings;
 
 use crate::iptables::{CidrList, PortList};
 use pod::{Outcome, Settings};
@@ -30,6 +31,11 @@ pub struct InjectArgs {
     /// Remove the sidecar instead, restoring what injection changed.
     #[arg(long)]
     pub uninject: bool,
+    /// Refuse (exit 64, nothing written) instead of warning when injection would
+    /// leave app ports unintercepted, clash with the sidecar's ports, or meet the
+    /// app's own scrape annotations.
+    #[arg(long)]
+    pub strict: bool,
     /// The ConfigMap holding the mesh config under the key `config.yaml` [default:
     /// the --mesh-config ConfigMap's name, else prescale-config].
     #[arg(long)]
@@ -114,6 +120,8 @@ pub enum InjectError {
     Args(String),
     #[error("writing the output: {0}")]
     Write(std::io::Error),
+    #[error("{file}: {} problem(s) refused by --strict:\n  {}", .warnings.len(), .warnings.join("\n  "))]
+    Strict { file: String, warnings: Vec<String> },
 }
 
 /// Exit 0 on success, 64 on bad input (nothing is written), 1 when writing failed.
@@ -134,7 +142,13 @@ pub fn main(args: &InjectArgs) -> ExitCode {
 pub fn run(args: &InjectArgs) -> Result<(), InjectError> {
     let settings = settings(args)?;
     let (name, input) = read_input(&args.input)?;
-    let (output, report) = transform(&name, &input, &settings, args.uninject)?;
+    let (output, report, warnings) = transform(&name, &input, &settings, args.uninject)?;
+    if args.strict && !warnings.is_empty() {
+        return Err(InjectError::Strict {
+            file: name,
+            warnings,
+        });
+    }
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(output.as_bytes())
@@ -143,18 +157,26 @@ pub fn run(args: &InjectArgs) -> Result<(), InjectError> {
     for line in report {
         eprintln!("{line}");
     }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }
 
-/// Transforms a whole stream; returns the output and one report line per workload.
+/// What [`transform`] made: the output, one report line per workload, and warnings
+/// (each naming its workload).
+type Transformed = (String, Vec<String>, Vec<String>);
+
+/// Transforms a whole stream.
 pub fn transform(
     file: &str,
     input: &str,
     s: &Settings,
     uninject: bool,
-) -> Result<(String, Vec<String>), InjectError> {
+) -> Result<Transformed, InjectError> {
     let mut out = Vec::new();
     let mut report = Vec::new();
+    let mut warnings = Vec::new();
     for raw in docs::split(input) {
         if docs::is_blank(&raw.text) {
             out.push((raw.separator, raw.text));
@@ -170,7 +192,7 @@ pub fn transform(
             }
         })?;
         let before = value.clone();
-        visit(&mut value, s, uninject, &mut report).map_err(|(what, reason)| {
+        visit(&mut value, s, uninject, &mut report, &mut warnings).map_err(|(what, reason)| {
             InjectError::Workload {
                 file: file.to_string(),
                 what,
@@ -190,7 +212,7 @@ pub fn transform(
             out.push((raw.separator, docs::leading_comments(&raw.text) + &text));
         }
     }
-    Ok((docs::join(&out), report))
+    Ok((docs::join(&out), report, warnings))
 }
 
 /// Injects into one object (recursing into `List` items); errors name the object.
@@ -199,6 +221,7 @@ fn visit(
     s: &Settings,
     uninject: bool,
     report: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) -> Result<(), (String, String)> {
     let Some(obj) = doc.as_mapping_mut() else {
         return Ok(());
@@ -218,7 +241,7 @@ fn visit(
     if kind == "List" || (kind.ends_with("List") && obj.contains_key("items")) {
         if let Some(items) = obj.get_mut("items").and_then(Value::as_sequence_mut) {
             for item in items {
-                visit(item, s, uninject, report)?;
+                visit(item, s, uninject, report, warnings)?;
             }
         }
         return Ok(());
@@ -257,12 +280,14 @@ fn visit(
         report.push(format!("{what}: skipped: no pod template"));
         return Ok(());
     };
+    let mut found = Vec::new();
     let outcome = if uninject {
         pod::uninject(template)
     } else {
-        pod::inject(template, s)
+        pod::inject(template, s, &mut found)
     }
     .map_err(|reason| (what.clone(), reason))?;
+    warnings.extend(found.into_iter().map(|w| format!("{what}: {w}")));
     report.push(match outcome {
         Outcome::Injected => format!("{what}: injected"),
         Outcome::Reinjected => format!("{what}: already injected; refreshed with these settings"),
@@ -601,7 +626,7 @@ spec:
     #[test]
     fn injects_once_keeps_other_documents_and_uninjects_exactly() {
         let s = settings();
-        let (once, report) = transform("t.yaml", DEPLOYMENT, &s, false).unwrap();
+        let (once, report, _) = transform("t.yaml", DEPLOYMENT, &s, false).unwrap();
         assert_eq!(
             report,
             [
@@ -630,10 +655,10 @@ spec:
         assert_eq!(spec["terminationGracePeriodSeconds"].as_u64(), Some(45));
         assert_eq!(spec["initContainers"][1]["restartPolicy"], "Always");
 
-        let (twice, _) = transform("t.yaml", &once, &s, false).unwrap();
+        let (twice, _, _) = transform("t.yaml", &once, &s, false).unwrap();
         assert_eq!(twice, once);
 
-        let (back, report) = transform("t.yaml", &once, &s, true).unwrap();
+        let (back, report, _) = transform("t.yaml", &once, &s, true).unwrap();
         assert_eq!(report[0], "deployment/web: uninjected");
         let orig: Vec<Value> = DEPLOYMENT
             .split("\n---\n")
@@ -653,18 +678,18 @@ spec:
             "  name: web\nspec:",
             "  name: web\n  annotations: {prescale.io/inject: disabled}\nspec:",
         );
-        let (out, report) = transform("t.yaml", &opted, &s, false).unwrap();
+        let (out, report, _) = transform("t.yaml", &opted, &s, false).unwrap();
         assert_eq!(out, opted);
         assert!(report[0].contains("opted out"), "{report:?}");
         let host = DEPLOYMENT.replace(
             "      containers:",
             "      hostNetwork: true\n      containers:",
         );
-        let (out, report) = transform("t.yaml", &host, &s, false).unwrap();
+        let (out, report, _) = transform("t.yaml", &host, &s, false).unwrap();
         assert_eq!(out, host);
         assert!(report[0].contains("hostNetwork"), "{report:?}");
         let foreign = DEPLOYMENT.replace("- name: web\n", "- name: prescale\n");
-        let (out, _) = transform("t.yaml", &foreign, &s, false).unwrap();
+        let (out, _, _) = transform("t.yaml", &foreign, &s, false).unwrap();
         assert_eq!(out, foreign);
     }
 

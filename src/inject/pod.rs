@@ -69,20 +69,32 @@ pub enum Outcome {
 }
 
 /// The prometheus / kubectl annotations the injector sets (their old values are kept).
-fn pod_annotations(s: &Settings, first_container: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut v = vec![
-        ("prometheus.io/scrape", "true".to_string()),
-        ("prometheus.io/port", s.admin_port.to_string()),
-        ("prometheus.io/path", "/metrics".to_string()),
-    ];
+/// An app that has scrape annotations of its own keeps them: replacing its port would
+/// stop its metrics being scraped, so the sidecar is scraped by its port name instead.
+fn pod_annotations(
+    s: &Settings,
+    first_container: Option<&str>,
+    app_scraped: bool,
+) -> Vec<(&'static str, String)> {
+    let mut v = Vec::new();
+    if !app_scraped {
+        v.push(("prometheus.io/scrape", "true".to_string()));
+        v.push(("prometheus.io/port", s.admin_port.to_string()));
+        v.push(("prometheus.io/path", "/metrics".to_string()));
+    }
     if let Some(c) = first_container {
         v.push(("kubectl.kubernetes.io/default-container", c.to_string()));
     }
     v
 }
 
-/// Injects into `template` (a mapping with `metadata` and `spec`).
-pub fn inject(template: &mut Mapping, s: &Settings) -> Result<Outcome, String> {
+/// Injects into `template` (a mapping with `metadata` and `spec`); what it would
+/// quietly break is added to `warnings`.
+pub fn inject(
+    template: &mut Mapping,
+    s: &Settings,
+    warnings: &mut Vec<String>,
+) -> Result<Outcome, String> {
     let was_injected = is_injected(template);
     if was_injected {
         uninject(template)?;
@@ -117,6 +129,8 @@ pub fn inject(template: &mut Mapping, s: &Settings) -> Result<Outcome, String> {
             return Err(format!("the pod already has a volume named {name:?}"));
         }
     }
+    warnings.extend(super::warnings::check(template, s));
+    let app_scraped = !super::warnings::scrape_annotations(template).is_empty();
 
     // Record what is about to be overwritten.
     let mut had = Vec::new();
@@ -132,7 +146,7 @@ pub fn inject(template: &mut Mapping, s: &Settings) -> Result<Outcome, String> {
         .get("kubectl.kubernetes.io/default-container")
         .is_none()
         .then_some(first_container.as_str());
-    let set = pod_annotations(s, default_container);
+    let set = pod_annotations(s, default_container, app_scraped);
     let mut old_annotations = serde_json::Map::new();
     for (k, _) in &set {
         let old = annotations
