@@ -358,3 +358,94 @@ fn http_get(to: SocketAddr, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     Some(out)
 }
+
+/// The subcommands `prescale --help` lists (without `help` itself).
+fn subcommands() -> Vec<String> {
+    let (out, _) = run(&["--help"], Duration::from_secs(10));
+    let text = stdout(&out);
+    text.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each argument of a `prescale help <sub>` page: its spec line (`--name <NAME>`,
+/// `<INPUT>`) and everything written under it until the next one.
+fn help_entries(page: &str) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut in_args = false;
+    for line in page.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            in_args = matches!(line, "Arguments:" | "Options:");
+            continue;
+        }
+        if !in_args {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let t = line.trim_start();
+        if (2..=6).contains(&indent)
+            && (t.starts_with('-') || t.starts_with('<') || t.starts_with('['))
+        {
+            // Short layout: the description follows the spec after two spaces.
+            let (spec, rest) = t.split_once("  ").unwrap_or((t, ""));
+            entries.push((spec.to_string(), rest.trim().to_string()));
+        } else if let Some(e) = entries.last_mut() {
+            e.1.push('\n');
+            e.1.push_str(t);
+        }
+    }
+    entries
+}
+
+/// Every option and argument of every subcommand says what it is, and names its
+/// default at most once (clap's `[default: ...]` and the text's own never both, and
+/// never an empty `[default: ""]`).
+#[test]
+fn every_option_of_every_subcommand_is_described_with_at_most_one_default() {
+    let subs = subcommands();
+    assert!(subs.len() >= 7, "{subs:?}");
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for sub in &subs {
+        let (out, _) = run(&["help", sub], Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(0), "help {sub}: {}", stderr(&out));
+        let page = stdout(&out);
+        let entries = help_entries(&page);
+        assert!(
+            !entries.is_empty(),
+            "no options parsed from help {sub}:\n{page}"
+        );
+        for (spec, text) in entries {
+            seen += 1;
+            // What is left once defaults and the list of possible values are gone.
+            let mut described = String::new();
+            let mut in_values = false;
+            for l in text.lines() {
+                let l = l.trim();
+                in_values = (in_values && l.starts_with("- ")) || l == "Possible values:";
+                if in_values || l.is_empty() {
+                    continue;
+                }
+                let cut = l.find("[default:").unwrap_or(l.len());
+                described.push_str(l.get(..cut).unwrap_or(""));
+            }
+            if described.trim().is_empty() {
+                problems.push(format!("{sub} {spec}: no description"));
+            }
+            let defaults = text.to_lowercase().matches("default:").count();
+            if defaults > 1 {
+                problems.push(format!("{sub} {spec}: {defaults} defaults: {text:?}"));
+            }
+            if text.contains("[default: ]") || text.contains("[default: \"\"]") {
+                problems.push(format!("{sub} {spec}: an empty default is shown"));
+            }
+        }
+    }
+    assert!(seen > 60, "only {seen} options parsed");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

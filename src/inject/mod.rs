@@ -51,6 +51,7 @@ pub struct InjectArgs {
     /// The prescale container image.
     #[arg(long, default_value = concat!("ghcr.io/prescale/prescale:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
+    /// The injected containers' imagePullPolicy: Always, IfNotPresent or Never.
     #[arg(long, default_value = "IfNotPresent")]
     pub image_pull_policy: String,
     /// The UID (and GID) the proxy runs as; its traffic is never intercepted.
@@ -77,22 +78,30 @@ pub struct InjectArgs {
     /// cluster in --mesh-config, else every port].
     #[arg(long)]
     pub inbound_ports: Option<String>,
-    #[arg(long, default_value = "")]
+    /// Inbound ports never intercepted, e.g. `22,8000-8100` [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_inbound_ports: String,
     /// Outbound ports to intercept [default: every port]. The outbound listener
     /// speaks HTTP: leave TLS and other protocols out (or exclude them).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub outbound_ports: String,
-    #[arg(long, default_value = "")]
+    /// Outbound destination ports never intercepted, e.g. `443,5432` [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_outbound_ports: String,
-    #[arg(long, default_value = "")]
+    /// Outbound destination networks never intercepted, e.g. `10.96.0.1/32`
+    /// [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_outbound_cidrs: String,
+    /// The sidecar's CPU request.
     #[arg(long, default_value = "100m")]
     pub proxy_cpu_request: String,
+    /// The sidecar's memory request.
     #[arg(long, default_value = "64Mi")]
     pub proxy_memory_request: String,
+    /// The sidecar's CPU limit [default: none].
     #[arg(long)]
     pub proxy_cpu_limit: Option<String>,
+    /// The sidecar's memory limit; empty for none.
     #[arg(long, default_value = "256Mi")]
     pub proxy_memory_limit: String,
 }
