@@ -110,29 +110,31 @@ mod tests {
     }
 
     /// The failure this module exists for: another process on `0.0.0.0:P` answers a
-    /// connect to `127.0.0.1:P`, which nobody here listens on.
+    /// connect to `127.0.0.1:P`, which nobody here listens on. The other process is
+    /// this test binary again, running [`hold_a_wildcard_listener`].
     #[test]
     fn a_wildcard_listener_of_another_process_is_not_ours() {
-        let Ok(mut child) = Command::new("python3")
+        let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "-c",
-                "import socket,sys\ns=socket.socket()\ns.bind(('0.0.0.0',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()",
+                "--exact",
+                "bound::tests::hold_a_wildcard_listener",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
             ])
+            .env(HOLD, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-        else {
-            assert!(std::env::var_os("CI").is_none(), "python3 is required in CI");
-            eprintln!("skipped: python3 not found");
-            return;
-        };
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let port: u16 = line.trim().parse().unwrap();
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let port: u16 = lines
+            .by_ref()
+            .map_while(Result::ok)
+            // libtest may print the test's name on the same line first.
+            .find_map(|l| l.split("HOLDING ").nth(1)?.trim().parse().ok())
+            .expect("the holder prints its port");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let start = Instant::now();
         assert!(
@@ -142,7 +144,24 @@ mod tests {
         assert!(!listening_here(addr).unwrap());
         assert!(!listening_here(SocketAddr::from(([0, 0, 0, 0], port))).unwrap());
         assert!(start.elapsed() < Duration::from_secs(5));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        // Closing its stdin ends the holder; its report is read to the end.
+        drop(child.stdin.take());
+        lines.for_each(drop);
+        assert!(child.wait().unwrap().success());
+    }
+
+    const HOLD: &str = "PRESCALE_TEST_HOLD_LISTENER";
+
+    /// Not a test of its own: the second process of the test above. Listens on
+    /// `0.0.0.0:0`, prints the port, and holds it until stdin closes.
+    #[test]
+    #[ignore = "run by a_wildcard_listener_of_another_process_is_not_ours"]
+    fn hold_a_wildcard_listener() {
+        if std::env::var_os(HOLD).is_none() {
+            return;
+        }
+        let l = TcpListener::bind("0.0.0.0:0").unwrap();
+        println!("HOLDING {}", l.local_addr().unwrap().port());
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
     }
 }
