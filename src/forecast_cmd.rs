@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 /// Evaluate the sidecar's forecaster on a `timestamp,value` CSV (rolling origin).
 #[derive(clap::Args)]
 pub struct ForecastArgs {
+    /// The series: a `timestamp,value` CSV, one row per step.
     #[arg(short, long)]
     pub input: PathBuf,
     /// Series step, e.g. 1m or 5m; inferred from the data when omitted.

@@ -34,6 +34,7 @@ enum Command {
     },
     /// Validate a config file and exit: 0 when valid, 64 with file:line:column otherwise.
     Check {
+        /// The mesh config file (YAML) to validate.
         #[arg(short, long)]
         config: PathBuf,
     },

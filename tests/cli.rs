@@ -257,3 +257,195 @@ fn run_with_a_taken_admin_port_exits_quickly_naming_it() {
     );
     assert!(err.contains("admin"), "{err}");
 }
+
+/// Inbound on `127.0.0.1:P` and outbound on `0.0.0.0:P` cannot both be bound: the
+/// wildcard takes the port on every IPv4 address. `check` and `run` refuse the file,
+/// citing both lines, and nothing is bound.
+#[test]
+fn colliding_listener_addresses_are_refused_naming_both_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, port) = (addr(free_port()), free_port());
+    let text = format!(
+        "admin:\n  address: {admin}\nlisteners:\n  - name: inbound\n    direction: inbound\n    address: 127.0.0.1:{port}\n    cluster: local\n  - name: outbound\n    direction: outbound\n    address: 0.0.0.0:{port}\n    cluster: local\nclusters:\n  - name: local\n    endpoints: [\"127.0.0.1:9\"]\n"
+    );
+    let path = write(dir.path(), &text);
+    let path_s = path.to_str().unwrap();
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (specific, wildcard) = (
+        line_of(&format!("127.0.0.1:{port}")),
+        line_of(&format!("0.0.0.0:{port}")),
+    );
+    for sub in ["check", "run"] {
+        let (out, elapsed) = run(&[sub, "--config", path_s], Duration::from_secs(10));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{sub}: {err}");
+        assert!(elapsed < Duration::from_secs(5), "{sub} took {elapsed:?}");
+        for line in [wildcard, specific] {
+            let at = format!("{}:{line}:", path.display());
+            assert!(err.contains(&at), "{sub} must cite {at}:\n{err}");
+        }
+        assert!(err.contains("collides with listeners[0].address"), "{err}");
+    }
+    for a in [admin, addr(port)] {
+        TcpListener::bind(a).unwrap_or_else(|e| panic!("{a} must still be free: {e}"));
+    }
+
+    // The admin API on `[::]` takes IPv4 too, so a listener on `0.0.0.0:P` collides.
+    let text = format!(
+        "admin:\n  address: \"[::]:{port}\"\nlisteners:\n  - name: inbound\n    direction: inbound\n    address: 0.0.0.0:{port}\n    cluster: local\nclusters:\n  - name: local\n    endpoints: [\"127.0.0.1:9\"]\n"
+    );
+    let path = write(dir.path(), &text);
+    let (out, _) = run(
+        &["check", "--config", path.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("collides with admin.address"), "{err}");
+}
+
+/// Listeners bind IPv6 with IPV6_V6ONLY, so `[::]:P` beside `0.0.0.0:P` is accepted,
+/// both are bound, and each address reaches its own listener.
+#[test]
+fn an_ipv6_wildcard_listener_runs_beside_an_ipv4_wildcard_on_the_same_port() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs IPv6 loopback");
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, port) = (addr(free_port()), free_port());
+    let text = format!(
+        "admin:\n  address: {admin}\nlisteners:\n  - name: v6\n    direction: inbound\n    address: \"[::]:{port}\"\n    cluster: local\n  - name: v4\n    direction: outbound\n    address: 0.0.0.0:{port}\n    routes: [{{authority: only.example, cluster: local}}]\nclusters:\n  - name: local\n    endpoints: [\"127.0.0.1:9\"]\n"
+    );
+    let path = write(dir.path(), &text);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn prescale");
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        http_get(admin, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let v6 = http_get(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), "/");
+    let v4 = http_get(addr(port), "/");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(ready, "not ready:\n{}", stderr(&out));
+    // The inbound listener forwards to the (closed) local port: a 5xx of its own.
+    let v6 = v6.expect("[::1] answered");
+    assert!(v6.starts_with("HTTP/1.1 5"), "{v6}");
+    // The outbound listener has no route for this authority.
+    let v4 = v4.expect("127.0.0.1 answered");
+    assert!(v4.starts_with("HTTP/1.1 404"), "{v4}");
+    assert!(v4.contains("no_route"), "{v4}");
+}
+
+/// One HTTP/1.1 GET on a new connection; the whole answer, or None.
+fn http_get(to: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The subcommands `prescale --help` lists (without `help` itself).
+fn subcommands() -> Vec<String> {
+    let (out, _) = run(&["--help"], Duration::from_secs(10));
+    let text = stdout(&out);
+    text.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each argument of a `prescale help <sub>` page: its spec line (`--name <NAME>`,
+/// `<INPUT>`) and everything written under it until the next one.
+fn help_entries(page: &str) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut in_args = false;
+    for line in page.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            in_args = matches!(line, "Arguments:" | "Options:");
+            continue;
+        }
+        if !in_args {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let t = line.trim_start();
+        if (2..=6).contains(&indent)
+            && (t.starts_with('-') || t.starts_with('<') || t.starts_with('['))
+        {
+            // Short layout: the description follows the spec after two spaces.
+            let (spec, rest) = t.split_once("  ").unwrap_or((t, ""));
+            entries.push((spec.to_string(), rest.trim().to_string()));
+        } else if let Some(e) = entries.last_mut() {
+            e.1.push('\n');
+            e.1.push_str(t);
+        }
+    }
+    entries
+}
+
+/// Every option and argument of every subcommand says what it is, and names its
+/// default at most once (clap's `[default: ...]` and the text's own never both, and
+/// never an empty `[default: ""]`).
+#[test]
+fn every_option_of_every_subcommand_is_described_with_at_most_one_default() {
+    let subs = subcommands();
+    assert!(subs.len() >= 7, "{subs:?}");
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for sub in &subs {
+        let (out, _) = run(&["help", sub], Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(0), "help {sub}: {}", stderr(&out));
+        let page = stdout(&out);
+        let entries = help_entries(&page);
+        assert!(
+            !entries.is_empty(),
+            "no options parsed from help {sub}:\n{page}"
+        );
+        for (spec, text) in entries {
+            seen += 1;
+            // What is left once defaults and the list of possible values are gone.
+            let mut described = String::new();
+            let mut in_values = false;
+            for l in text.lines() {
+                let l = l.trim();
+                in_values = (in_values && l.starts_with("- ")) || l == "Possible values:";
+                if in_values || l.is_empty() {
+                    continue;
+                }
+                let cut = l.find("[default:").unwrap_or(l.len());
+                described.push_str(l.get(..cut).unwrap_or(""));
+            }
+            if described.trim().is_empty() {
+                problems.push(format!("{sub} {spec}: no description"));
+            }
+            let defaults = text.to_lowercase().matches("default:").count();
+            if defaults > 1 {
+                problems.push(format!("{sub} {spec}: {defaults} defaults: {text:?}"));
+            }
+            if text.contains("[default: ]") || text.contains("[default: \"\"]") {
+                problems.push(format!("{sub} {spec}: an empty default is shown"));
+            }
+        }
+    }
+    assert!(seen > 60, "only {seen} options parsed");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

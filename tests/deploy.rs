@@ -64,6 +64,76 @@ fn shipped_mesh_config() -> String {
         .to_string()
 }
 
+/// `text` (a mesh config) with `admin.token_file` moved to `file`, holding a token.
+fn with_token_file(text: &str, file: &Path) -> String {
+    std::fs::write(file, "test-admin-token\n").unwrap();
+    let mut cfg: Value = serde_yaml_ng::from_str(text).unwrap();
+    cfg["admin"]["token_file"] = file.display().to_string().into();
+    serde_yaml_ng::to_string(&cfg).unwrap()
+}
+
+/// The shipped ConfigMap exposes the admin API on the pod IP (kubelet probes,
+/// Prometheus), so its control endpoints take a token read from a file, and the
+/// shipped injected app mounts the Secret holding it exactly there, read-only.
+#[test]
+fn the_exposed_admin_api_takes_its_token_from_a_mounted_secret() {
+    let cfg: Value = serde_yaml_ng::from_str(&shipped_mesh_config()).unwrap();
+    let address: SocketAddr = cfg["admin"]["address"].as_str().unwrap().parse().unwrap();
+    assert!(!address.ip().is_loopback(), "{address}");
+    assert!(
+        cfg["admin"].get("token").is_none(),
+        "no literal token in a ConfigMap"
+    );
+    let file = Path::new(
+        cfg["admin"]["token_file"]
+            .as_str()
+            .expect("admin.token_file"),
+    );
+    assert!(file.is_absolute(), "{}", file.display());
+    let (dir, key) = (
+        file.parent().unwrap().to_str().unwrap(),
+        file.file_name().unwrap().to_str().unwrap(),
+    );
+
+    let docs = k8s::documents(&read("kubernetes/example-app.yaml"));
+    let pod = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .map(|d| &d["spec"]["template"]["spec"])
+        .expect("a Deployment");
+    let sidecar = pod["initContainers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "prescale")
+        .expect("the sidecar");
+    let mount = sidecar["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing mounted at {dir}: {sidecar:?}"));
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    let secret = &volume["secret"];
+    assert!(secret["secretName"].as_str().is_some(), "{volume:?}");
+    let items = secret["items"].as_sequence().unwrap();
+    assert!(
+        items.iter().any(|i| i["key"] == key && i["path"] == key),
+        "the Secret's {key} must land at {}: {volume:?}",
+        file.display()
+    );
+    // The comment heading the ConfigMap says how to create that Secret.
+    let name = secret["secretName"].as_str().unwrap();
+    assert!(read("kubernetes/configmap.yaml")
+        .contains(&format!("kubectl create secret generic {name}")));
+}
+
 /// `name.as` of every prometheus-adapter external rule: names the adapter serves, not
 /// names the binary exports.
 fn adapter_names() -> BTreeSet<String> {
@@ -279,10 +349,15 @@ fn every_kubernetes_manifest_deserialises_into_its_typed_object() {
         }
     }
 
-    // The ConfigMap's mesh config is one the real binary accepts.
+    // The ConfigMap's mesh config is one the real binary accepts, with its token file
+    // where the Secret would be mounted.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yaml");
-    std::fs::write(&cfg, shipped_mesh_config()).unwrap();
+    std::fs::write(
+        &cfg,
+        with_token_file(&shipped_mesh_config(), &dir.path().join("admin-token")),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
         .args(["check", "--config"])
         .arg(&cfg)
@@ -414,6 +489,10 @@ fn test_mesh_config(
 ) -> String {
     let mut cfg: Value = serde_yaml_ng::from_str(&shipped_mesh_config()).unwrap();
     cfg["admin"]["address"] = admin.to_string().into();
+    // No mounted Secret here: the token is given inline.
+    let admin_cfg = cfg["admin"].as_mapping_mut().unwrap();
+    admin_cfg.remove("token_file");
+    admin_cfg.insert("token".into(), "test-admin-token".into());
     for l in cfg["listeners"].as_sequence_mut().unwrap() {
         let addr = if l["direction"] == "inbound" {
             inbound

@@ -220,7 +220,15 @@ fn container<'a>(list: &'a [Container], name: &str) -> &'a Container {
 }
 
 /// Everything the injected pod must look like.
-fn assert_injected(t: &PodTemplateSpec, app: &str, config_map: &str, grace_at_least: i64) {
+/// `scrape_port`: the `prometheus.io/port` the template must end with: the app's own
+/// when it had one (kept), else the sidecar's admin port.
+fn assert_injected(
+    t: &PodTemplateSpec,
+    app: &str,
+    config_map: &str,
+    grace_at_least: i64,
+    scrape_port: &str,
+) {
     let spec: &PodSpec = t.spec.as_ref().unwrap();
     let inits = spec.init_containers.as_deref().unwrap_or_default();
     assert_eq!(inits[0].name, "prescale-init", "{app}: iptables first");
@@ -303,8 +311,10 @@ fn assert_injected(t: &PodTemplateSpec, app: &str, config_map: &str, grace_at_le
         .unwrap();
     assert_eq!(ann["prescale.io/inject"], "done");
     assert_eq!(ann["prometheus.io/scrape"], "true");
-    assert_eq!(ann["prometheus.io/port"], "9901");
-    assert_eq!(ann["prometheus.io/path"], "/metrics");
+    assert_eq!(ann["prometheus.io/port"], scrape_port, "{app}");
+    if scrape_port == "9901" {
+        assert_eq!(ann["prometheus.io/path"], "/metrics");
+    }
 }
 
 #[test]
@@ -330,14 +340,28 @@ fn every_workload_kind_gets_a_native_sidecar_and_the_rest_passes_through() {
         ("Job", "once", "once", 30),
         ("CronJob", "nightly", "nightly", 30),
     ] {
-        assert_injected(&template_of(named(&docs, kind, name)), app, "mesh", grace);
+        // The web Deployment scrapes its own port 8080: kept.
+        let port = if name == "web" { "8080" } else { "9901" };
+        assert_injected(
+            &template_of(named(&docs, kind, name)),
+            app,
+            "mesh",
+            grace,
+            port,
+        );
     }
     // A longer grace period is kept.
     let db = template_of(named(&docs, "StatefulSet", "db"));
     assert_eq!(db.spec.unwrap().termination_grace_period_seconds, Some(120));
     // Items of a List are injected too.
     let list = docs.iter().find(|d| d["kind"] == "List").unwrap();
-    assert_injected(&template_of(&list["items"][0]), "listed", "mesh", 30);
+    assert_injected(
+        &template_of(&list["items"][0]),
+        "listed",
+        "mesh",
+        30,
+        "9901",
+    );
     // The app's own init containers run after the sidecar is up.
     let web = template_of(named(&docs, "Deployment", "web"));
     let inits: Vec<_> = web
@@ -392,7 +416,7 @@ fn the_mesh_config_sets_ports_interception_and_grace() {
     let docs = k8s::documents(&out);
     let t = template_of(named(&docs, "Deployment", "web"));
     // --drain-grace wins over the file: 50 s + 5 s.
-    assert_injected(&t, "web", "prescale-config", 55);
+    assert_injected(&t, "web", "prescale-config", 55, "8080");
     let spec = t.spec.unwrap();
     let args = spec.init_containers.unwrap()[0].args.clone().unwrap();
     let joined = args.join(" ");
@@ -489,5 +513,117 @@ fn the_shipped_example_app_is_what_inject_writes_today() {
     );
     let docs = k8s::documents(&shipped);
     let t = template_of(named(&docs, "Deployment", "web"));
-    assert_injected(&t, "web", "prescale-config", 30);
+    assert_injected(&t, "web", "prescale-config", 30, "9901");
+}
+
+/// The traps of injecting a real app: its own scrape annotations, a port the
+/// interception list leaves out, and a port the sidecar listens on itself.
+const TRAPS: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: db }
+spec:
+  serviceName: db
+  selector: { matchLabels: { app: db } }
+  template:
+    metadata:
+      labels: { app: db }
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: "9187"
+    spec:
+      containers:
+        - name: db
+          image: db
+          ports: [{ containerPort: 80 }, { containerPort: 9187 }, { containerPort: 53, protocol: UDP }]
+        - name: debug
+          image: debug
+          ports: [{ containerPort: 9901 }]
+"#;
+
+#[test]
+fn traps_are_warned_about_and_strict_refuses_them() {
+    let args = ["-", "--inbound-ports", "8080,9187"];
+    let out = inject(&args, TRAPS);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    let has = |parts: &[&str]| {
+        warnings
+            .iter()
+            .any(|w| w.contains("statefulset/db") && parts.iter().all(|p| w.contains(p)))
+    };
+    assert!(
+        has(&["prometheus.io/port: 9187", "prescale-admin", "PodMonitor"]),
+        "{err}"
+    );
+    assert!(
+        has(&[
+            "container \"db\" listens on 80",
+            "--inbound-ports 8080,9187"
+        ]),
+        "{err}"
+    );
+    assert!(
+        has(&["container \"debug\" uses port 9901", "admin"]),
+        "{err}"
+    );
+    // UDP is not intercepted anyway; 9187 is covered.
+    assert!(
+        !err.contains("listens on 53") && !err.contains("listens on 9187"),
+        "{err}"
+    );
+    assert_eq!(warnings.len(), 3, "{err}");
+
+    // The app's own scrape annotations are kept, and the sidecar is still scraped
+    // through its named port.
+    let docs = k8s::documents(&String::from_utf8(out.stdout).unwrap());
+    let t = template_of(named(&docs, "StatefulSet", "db"));
+    let ann = t.metadata.as_ref().unwrap().annotations.clone().unwrap();
+    assert_eq!(ann["prometheus.io/port"], "9187");
+    assert!(!ann.contains_key("prometheus.io/path"));
+    let sidecar = t.spec.unwrap().init_containers.unwrap()[1].clone();
+    let ports = sidecar.ports.unwrap();
+    assert!(ports
+        .iter()
+        .any(|p| p.name.as_deref() == Some("prescale-admin") && p.container_port == 9901));
+
+    // A port excluded on purpose is not a trap.
+    let out = inject(
+        &[
+            "-",
+            "--inbound-ports",
+            "8080,9187",
+            "--exclude-inbound-ports",
+            "80",
+        ],
+        TRAPS,
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("listens on 80"));
+
+    // --strict: the same findings are errors, and nothing is written.
+    let mut strict = args.to_vec();
+    strict.push("--strict");
+    let out = inject(&strict, TRAPS);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        err.starts_with("error: <stdin>: 3 problem(s) refused by --strict"),
+        "{err}"
+    );
+    assert!(
+        err.contains("listens on 80") && err.contains("uses port 9901"),
+        "{err}"
+    );
+
+    // A workload with none of these passes --strict.
+    let clean = "apiVersion: v1\nkind: Pod\nmetadata: { name: p }\nspec:\n  containers: [{ name: p, image: p, ports: [{ containerPort: 8080 }] }]\n";
+    let out = inject(&["-", "--inbound-ports", "8080", "--strict"], clean);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }

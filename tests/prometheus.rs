@@ -305,3 +305,136 @@ async fn a_silent_prometheus_delays_nothing_and_the_forecast_starts_cold() {
     assert!(scale.is_some(), "{}", proxy.logs());
     drop(silent);
 }
+
+/// An authenticating gateway in front of `upstream` (a real Prometheus), as managed
+/// Prometheus services are: 401 without `Authorization: Bearer <token>`, otherwise
+/// the request is forwarded and Prometheus' answer returned. Records each
+/// Authorization header it was sent.
+async fn auth_gateway(
+    upstream: SocketAddr,
+    token: &'static str,
+) -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        record.lock().unwrap().push(auth.clone());
+                        if auth.as_deref() != Some(&format!("Bearer {token}")) {
+                            let mut r = hyper::Response::new(Full::new(bytes::Bytes::from(
+                                "{\"status\":\"error\",\"error\":\"unauthorized\"}",
+                            )));
+                            *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                            return Ok::<_, hyper::Error>(r);
+                        }
+                        let tcp = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                        let (mut send, conn) =
+                            hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                                .await
+                                .unwrap();
+                        tokio::spawn(conn);
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        let fwd = hyper::Request::from_parts(parts, Full::new(body));
+                        let resp = send.send_request(fwd).await?;
+                        let (parts, body) = resp.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        Ok(hyper::Response::from_parts(parts, Full::new(body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `warm_start.headers` authenticate to a Prometheus behind a gateway that demands a
+/// bearer token; the token is sent, never logged, and shown redacted in `/config`.
+/// Without the header the same gateway answers 401 and the forecast starts cold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_start_headers_authenticate_to_a_guarded_prometheus() {
+    if !prometheus_usable("warm_start_headers_authenticate_to_a_guarded_prometheus") {
+        return;
+    }
+    const TOKEN: &str = "w4rm-st4rt-t0ken";
+    let upstream = Upstream::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = history(tmp.path(), true);
+    let prom = blocking(move || Prometheus::start(&[], Some(&data))).await;
+    let (gateway, seen) = auth_gateway(prom.addr, TOKEN).await;
+    let url = format!("http://{gateway}");
+
+    let (admin, listen) = (addr(free_port()), addr(free_port()));
+    let yaml = format!(
+        "{}{SCALING}{}  headers:\n    Authorization: Bearer {TOKEN}\n",
+        inbound_config(admin, listen, upstream.addr, ""),
+        warm_start(&url, "10s")
+    );
+    let proxy = blocking(move || Proxy::start(&yaml, admin)).await;
+    let loaded = poll(Duration::from_secs(20), async || {
+        let body = metrics_body(&proxy).await;
+        metric_value(
+            &body,
+            "prescale_forecast_warm_starts_total",
+            "result=\"loaded\"",
+        )
+        .filter(|v| *v >= 1.0)
+    })
+    .await;
+    assert_eq!(loaded, Some(1.0), "not loaded:\n{}", proxy.logs());
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [Some(format!("Bearer {TOKEN}"))],
+        "one query, with the header"
+    );
+    let config = admin_json(&proxy, "/config").await;
+    assert_eq!(
+        config["config"]["warm_start"]["headers"]["Authorization"],
+        "<redacted>"
+    );
+    assert!(!config.to_string().contains(TOKEN));
+    assert!(!proxy.logs().contains(TOKEN), "{}", proxy.logs());
+
+    // The same Prometheus without the header: refused, and a cold start.
+    seen.lock().unwrap().clear();
+    let (admin, listen) = (addr(free_port()), addr(free_port()));
+    let yaml = format!(
+        "{}{SCALING}{}",
+        inbound_config(admin, listen, upstream.addr, ""),
+        warm_start(&url, "10s")
+    );
+    let cold = blocking(move || Proxy::start(&yaml, admin)).await;
+    let failed = poll(Duration::from_secs(20), async || {
+        let body = metrics_body(&cold).await;
+        metric_value(
+            &body,
+            "prescale_forecast_warm_starts_total",
+            "result=\"failed\"",
+        )
+        .filter(|v| *v >= 1.0)
+    })
+    .await;
+    assert_eq!(failed, Some(1.0), "{}", cold.logs());
+    assert!(cold.logs().contains("401"), "{}", cold.logs());
+    assert_eq!(seen.lock().unwrap().as_slice(), [None]);
+}

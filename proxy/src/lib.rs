@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod anomalies;
+pub mod bound;
 pub mod clock;
 pub mod config;
 pub mod forecasting;
@@ -94,7 +95,8 @@ const BIND_DEADLINE: Duration = Duration::from_secs(10);
 pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     pingora::tls::install_default_crypto_provider();
     let metrics = install_metrics()?;
-    precheck_binds(&cfg)?;
+    let admin_socket = precheck_binds(&cfg)?;
+    admin::report_exposure(&cfg.admin);
 
     let lifecycle = Arc::new(Lifecycle::default());
     let signals =
@@ -183,6 +185,7 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
 
     spawn_admin(
         &cfg,
+        admin_socket,
         metrics,
         lifecycle.clone(),
         reloader,
@@ -194,11 +197,11 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
 
     let addrs: Vec<SocketAddr> = cfg.listeners.iter().map(|l| l.address).collect();
     let ready = lifecycle.clone();
-    std::thread::spawn(move || {
-        if ready.await_bound(&addrs, BIND_DEADLINE) {
-            tracing::info!(listeners = ?addrs, "ready");
-        } else {
-            tracing::error!(listeners = ?addrs, "listeners did not come up; exiting");
+    std::thread::spawn(move || match ready.await_bound(&addrs, BIND_DEADLINE) {
+        Ok(()) => tracing::info!(listeners = ?addrs, "ready"),
+        Err(addr) => {
+            tracing::error!(%addr, deadline = ?BIND_DEADLINE,
+                    "listener not bound by this process within the deadline; exiting");
             std::process::exit(1);
         }
     });
@@ -238,22 +241,42 @@ fn install_metrics() -> Result<PrometheusHandle, RunError> {
     Ok(handle)
 }
 
-/// pingora panics inside a service task when a bind fails, leaving a process that
-/// looks alive; binding once here first turns that into a clear startup error.
-fn precheck_binds(cfg: &MeshConfig) -> Result<(), RunError> {
-    let all = cfg
-        .listeners
-        .iter()
-        .map(|l| (l.address, format!("listener {}", l.name)))
-        .chain([(cfg.admin.address, "admin".to_string())]);
-    for (addr, what) in all {
-        std::net::TcpListener::bind(addr).map_err(|source| RunError::Bind {
-            addr,
-            what,
+/// pingora panics inside a service task when a bind fails (after retrying for half a
+/// minute), leaving a process that looks alive; binding every socket here first, all
+/// held at once and set up as they will be served, turns a taken port or two
+/// colliding addresses into a clear startup error. Returns the admin socket, which is
+/// served as is; the listeners' are closed for pingora to bind.
+fn precheck_binds(cfg: &MeshConfig) -> Result<std::net::TcpListener, RunError> {
+    let admin = bind_socket(cfg.admin.address, false).map_err(|source| RunError::Bind {
+        addr: cfg.admin.address,
+        what: "admin".into(),
+        source,
+    })?;
+    let mut held = Vec::with_capacity(cfg.listeners.len());
+    for l in &cfg.listeners {
+        let socket = bind_socket(l.address, true).map_err(|source| RunError::Bind {
+            addr: l.address,
+            what: format!("listener {}", l.name),
             source,
         })?;
+        held.push(socket);
     }
-    Ok(())
+    Ok(admin)
+}
+
+/// A listening socket as pingora makes one (`SO_REUSEADDR`), IPv6-only when asked.
+fn bind_socket(addr: SocketAddr, v6_only: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(v6_only)?;
+    }
+    socket.bind(&addr.into())?;
+    // Two sockets with SO_REUSEADDR may both bind `127.0.0.1:P` and `0.0.0.0:P`;
+    // only the second listen() fails.
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 // One argument per shared handle the admin API reads; a struct for them would only
@@ -261,6 +284,7 @@ fn precheck_binds(cfg: &MeshConfig) -> Result<(), RunError> {
 #[allow(clippy::too_many_arguments)]
 fn spawn_admin(
     cfg: &MeshConfig,
+    std_listener: std::net::TcpListener,
     metrics: PrometheusHandle,
     lifecycle: Arc<Lifecycle>,
     reloader: Arc<Reloader>,
@@ -276,11 +300,6 @@ fn spawn_admin(
         .build()
         .map_err(RunError::Runtime)?;
     let addr = cfg.admin.address;
-    let std_listener = std::net::TcpListener::bind(addr).map_err(|source| RunError::Bind {
-        addr,
-        what: "admin".into(),
-        source,
-    })?;
     std_listener
         .set_nonblocking(true)
         .map_err(RunError::Runtime)?;

@@ -59,15 +59,14 @@ impl Lifecycle {
         first
     }
 
-    /// Waits until every listener accepts a TCP connection, then marks the proxy ready.
-    /// Returns false if they did not all come up within `limit`.
-    pub fn await_bound(&self, addrs: &[SocketAddr], limit: Duration) -> bool {
+    /// Waits until this process listens on every address, then marks the proxy ready.
+    /// Returns the first address still not ours when `limit` ran out.
+    pub fn await_bound(&self, addrs: &[SocketAddr], limit: Duration) -> Result<(), SocketAddr> {
         let deadline = Instant::now() + limit;
         for addr in addrs {
-            let probe = probe_addr(*addr);
-            while TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_err() {
+            while !is_bound(*addr) {
                 if Instant::now() > deadline {
-                    return false;
+                    return Err(*addr);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -76,7 +75,7 @@ impl Lifecycle {
         if !self.is_draining() {
             ::metrics::gauge!(metrics::READY).set(1.0);
         }
-        true
+        Ok(())
     }
 
     /// Blocks until a drain starts and then ends: no request in flight, or `grace` spent.
@@ -101,6 +100,15 @@ impl Lifecycle {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Whether this process listens on `addr`; where /proc cannot tell (not Linux), a
+/// TCP connect is the best evidence left.
+fn is_bound(addr: SocketAddr) -> bool {
+    match crate::bound::listening_here(addr) {
+        Ok(yes) => yes,
+        Err(_) => TcpStream::connect_timeout(&probe_addr(addr), Duration::from_millis(200)).is_ok(),
     }
 }
 

@@ -23,6 +23,7 @@ pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
 pub const CONFIG_RESTART_REQUIRED: &str = "prescale_config_restart_required";
 pub const READY: &str = "prescale_ready";
 pub const DRAINING: &str = "prescale_draining";
+pub const ADMIN_CONTROL_EXPOSED: &str = "prescale_admin_control_exposed";
 pub const BUILD_INFO: &str = "prescale_build_info";
 pub const START_TIME: &str = "prescale_process_start_time_seconds";
 pub const PROFILER_SAMPLES: &str = "prescale_profiler_samples_total";
@@ -176,6 +177,10 @@ pub fn describe() {
         "1 when every listener is bound and the proxy is not draining."
     );
     describe_gauge!(DRAINING, "1 while the proxy drains before exiting.");
+    describe_gauge!(
+        ADMIN_CONTROL_EXPOSED,
+        "1 when the admin API listens beyond loopback and control endpoints have no token."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
     describe_gauge!(START_TIME, Unit::Seconds, "Unix time the process started.");
     describe_counter!(PROFILER_SAMPLES, "Requests handed to the profiler.");

@@ -98,6 +98,8 @@ impl Reloader {
         let snapshot = Snapshot::build_after(&cfg, generation, Some(&self.snapshot.load()))?;
         let restart_required = restart_only_changes(&self.started, &cfg);
         self.snapshot.store(Arc::new(snapshot));
+        // The token is read per request, so a reload can add or drop it.
+        crate::admin::report_exposure(&cfg.admin);
         self.current.store(Arc::new(cfg));
         self.generation.store(generation, Ordering::Release);
         ::metrics::gauge!(metrics::CONFIG_LAST_RELOAD_SUCCESS).set(unix_now());

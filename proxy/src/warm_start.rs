@@ -14,7 +14,7 @@
 
 use crate::config::{DemandUnit, WarmStartConfig};
 use crate::metrics as m;
-use crate::signals::client::{encode_query_value, Endpoint};
+use crate::signals::client::{encode_query_value, secret_headers, Endpoint};
 use bytes::Bytes;
 use http::Method;
 use prescale_profiler::forecast::Forecaster;
@@ -55,6 +55,8 @@ pub enum WarmStartError {
     Decode(String),
     #[error("cannot start a runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("{0}")]
+    Headers(#[source] std::io::Error),
 }
 
 #[derive(Deserialize)]
@@ -140,6 +142,7 @@ pub fn fetch(
     step_ms: Millis,
 ) -> Result<History, WarmStartError> {
     let endpoint = Endpoint::new(&cfg.prometheus_url, None)?;
+    let headers = secret_headers(&cfg.headers, "warm_start").map_err(WarmStartError::Headers)?;
     let q_step = (cfg.step.as_millis() as Millis).max(1000);
     let end = now - now % q_step;
     let start = end.saturating_sub(cfg.lookback.as_millis() as Millis);
@@ -160,7 +163,7 @@ pub fn fetch(
     let answer = rt.block_on(endpoint.exchange(
         Method::GET,
         &path,
-        &[],
+        &headers,
         Bytes::new(),
         cfg.timeout,
         MAX_ANSWER,

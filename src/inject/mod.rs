@@ -11,6 +11,7 @@
 
 mod docs;
 mod pod;
+mod warnings;
 
 use crate::iptables::{CidrList, PortList};
 use pod::{Outcome, Settings};
@@ -30,6 +31,11 @@ pub struct InjectArgs {
     /// Remove the sidecar instead, restoring what injection changed.
     #[arg(long)]
     pub uninject: bool,
+    /// Refuse (exit 64, nothing written) instead of warning when injection would
+    /// leave app ports unintercepted, clash with the sidecar's ports, or meet the
+    /// app's own scrape annotations.
+    #[arg(long)]
+    pub strict: bool,
     /// The ConfigMap holding the mesh config under the key `config.yaml` [default:
     /// the --mesh-config ConfigMap's name, else prescale-config].
     #[arg(long)]
@@ -38,9 +44,14 @@ pub struct InjectArgs {
     /// holding it as `config.yaml`): ports and drain grace are taken from it.
     #[arg(long)]
     pub mesh_config: Option<PathBuf>,
+    /// The Secret mounted where the mesh config's `admin.token_file` points (its key
+    /// named as the file); only used when the mesh config sets `admin.token_file`.
+    #[arg(long, default_value = "prescale-admin-token")]
+    pub admin_token_secret: String,
     /// The prescale container image.
     #[arg(long, default_value = concat!("ghcr.io/prescale/prescale:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
+    /// The injected containers' imagePullPolicy: Always, IfNotPresent or Never.
     #[arg(long, default_value = "IfNotPresent")]
     pub image_pull_policy: String,
     /// The UID (and GID) the proxy runs as; its traffic is never intercepted.
@@ -67,22 +78,30 @@ pub struct InjectArgs {
     /// cluster in --mesh-config, else every port].
     #[arg(long)]
     pub inbound_ports: Option<String>,
-    #[arg(long, default_value = "")]
+    /// Inbound ports never intercepted, e.g. `22,8000-8100` [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_inbound_ports: String,
     /// Outbound ports to intercept [default: every port]. The outbound listener
     /// speaks HTTP: leave TLS and other protocols out (or exclude them).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub outbound_ports: String,
-    #[arg(long, default_value = "")]
+    /// Outbound destination ports never intercepted, e.g. `443,5432` [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_outbound_ports: String,
-    #[arg(long, default_value = "")]
+    /// Outbound destination networks never intercepted, e.g. `10.96.0.1/32`
+    /// [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_outbound_cidrs: String,
+    /// The sidecar's CPU request.
     #[arg(long, default_value = "100m")]
     pub proxy_cpu_request: String,
+    /// The sidecar's memory request.
     #[arg(long, default_value = "64Mi")]
     pub proxy_memory_request: String,
+    /// The sidecar's CPU limit [default: none].
     #[arg(long)]
     pub proxy_cpu_limit: Option<String>,
+    /// The sidecar's memory limit; empty for none.
     #[arg(long, default_value = "256Mi")]
     pub proxy_memory_limit: String,
 }
@@ -110,6 +129,8 @@ pub enum InjectError {
     Args(String),
     #[error("writing the output: {0}")]
     Write(std::io::Error),
+    #[error("{file}: {} problem(s) refused by --strict:\n  {}", .warnings.len(), .warnings.join("\n  "))]
+    Strict { file: String, warnings: Vec<String> },
 }
 
 /// Exit 0 on success, 64 on bad input (nothing is written), 1 when writing failed.
@@ -130,7 +151,13 @@ pub fn main(args: &InjectArgs) -> ExitCode {
 pub fn run(args: &InjectArgs) -> Result<(), InjectError> {
     let settings = settings(args)?;
     let (name, input) = read_input(&args.input)?;
-    let (output, report) = transform(&name, &input, &settings, args.uninject)?;
+    let (output, report, warnings) = transform(&name, &input, &settings, args.uninject)?;
+    if args.strict && !warnings.is_empty() {
+        return Err(InjectError::Strict {
+            file: name,
+            warnings,
+        });
+    }
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(output.as_bytes())
@@ -139,18 +166,26 @@ pub fn run(args: &InjectArgs) -> Result<(), InjectError> {
     for line in report {
         eprintln!("{line}");
     }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }
 
-/// Transforms a whole stream; returns the output and one report line per workload.
+/// What [`transform`] made: the output, one report line per workload, and warnings
+/// (each naming its workload).
+type Transformed = (String, Vec<String>, Vec<String>);
+
+/// Transforms a whole stream.
 pub fn transform(
     file: &str,
     input: &str,
     s: &Settings,
     uninject: bool,
-) -> Result<(String, Vec<String>), InjectError> {
+) -> Result<Transformed, InjectError> {
     let mut out = Vec::new();
     let mut report = Vec::new();
+    let mut warnings = Vec::new();
     for raw in docs::split(input) {
         if docs::is_blank(&raw.text) {
             out.push((raw.separator, raw.text));
@@ -166,7 +201,7 @@ pub fn transform(
             }
         })?;
         let before = value.clone();
-        visit(&mut value, s, uninject, &mut report).map_err(|(what, reason)| {
+        visit(&mut value, s, uninject, &mut report, &mut warnings).map_err(|(what, reason)| {
             InjectError::Workload {
                 file: file.to_string(),
                 what,
@@ -186,7 +221,7 @@ pub fn transform(
             out.push((raw.separator, docs::leading_comments(&raw.text) + &text));
         }
     }
-    Ok((docs::join(&out), report))
+    Ok((docs::join(&out), report, warnings))
 }
 
 /// Injects into one object (recursing into `List` items); errors name the object.
@@ -195,6 +230,7 @@ fn visit(
     s: &Settings,
     uninject: bool,
     report: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) -> Result<(), (String, String)> {
     let Some(obj) = doc.as_mapping_mut() else {
         return Ok(());
@@ -214,7 +250,7 @@ fn visit(
     if kind == "List" || (kind.ends_with("List") && obj.contains_key("items")) {
         if let Some(items) = obj.get_mut("items").and_then(Value::as_sequence_mut) {
             for item in items {
-                visit(item, s, uninject, report)?;
+                visit(item, s, uninject, report, warnings)?;
             }
         }
         return Ok(());
@@ -253,12 +289,14 @@ fn visit(
         report.push(format!("{what}: skipped: no pod template"));
         return Ok(());
     };
+    let mut found = Vec::new();
     let outcome = if uninject {
         pod::uninject(template)
     } else {
-        pod::inject(template, s)
+        pod::inject(template, s, &mut found)
     }
     .map_err(|reason| (what.clone(), reason))?;
+    warnings.extend(found.into_iter().map(|w| format!("{what}: {w}")));
     report.push(match outcome {
         Outcome::Injected => format!("{what}: injected"),
         Outcome::Reinjected => format!("{what}: already injected; refreshed with these settings"),
@@ -292,6 +330,8 @@ struct FromMesh {
     drain_grace: Option<Duration>,
     /// Some listener binds an IPv6 address, so IPv6 can be intercepted too.
     ipv6: bool,
+    /// `admin.token_file`, resolved against the config's mount directory.
+    admin_token_file: Option<PathBuf>,
 }
 
 fn from_mesh(path: &Path) -> Result<FromMesh, InjectError> {
@@ -324,6 +364,11 @@ fn from_mesh(path: &Path) -> Result<FromMesh, InjectError> {
         )));
     }
     out.admin_port = Some(cfg.admin.address.port());
+    out.admin_token_file = cfg
+        .admin
+        .token_file
+        .as_ref()
+        .map(|f| Path::new(pod::CONFIG_DIR).join(f));
     out.drain_grace = Some(cfg.drain.grace_period);
     let inbound = cfg
         .listeners
@@ -387,6 +432,10 @@ fn settings(a: &InjectArgs) -> Result<Settings, InjectError> {
             "--config-map {config_map:?} is not a valid ConfigMap name"
         )));
     }
+    let admin_token = match &mesh.admin_token_file {
+        None => None,
+        Some(file) => Some(token_mount(file, &a.admin_token_secret)?),
+    };
     let s = Settings {
         image: a.image.clone(),
         image_pull_policy: a.image_pull_policy.clone(),
@@ -423,6 +472,7 @@ fn settings(a: &InjectArgs) -> Result<Settings, InjectError> {
         memory_request: a.proxy_memory_request.clone(),
         cpu_limit: a.proxy_cpu_limit.clone(),
         memory_limit: Some(a.proxy_memory_limit.clone()).filter(|m| !m.is_empty()),
+        admin_token,
     };
     validate(&s)?;
     Ok(s)
@@ -475,6 +525,35 @@ fn validate(s: &Settings) -> Result<(), InjectError> {
     Ok(())
 }
 
+/// Where the admin token Secret is mounted so that `file` is its key.
+fn token_mount(file: &Path, secret: &str) -> Result<pod::TokenMount, InjectError> {
+    let bad = |m: String| InjectError::Args(m);
+    if !is_dns_label_ish(secret) {
+        return Err(bad(format!(
+            "--admin-token-secret {secret:?} is not a valid Secret name"
+        )));
+    }
+    let (Some(dir), Some(key)) = (file.parent(), file.file_name()) else {
+        return Err(bad(format!(
+            "admin.token_file {} has no directory and file name",
+            file.display()
+        )));
+    };
+    // A mount over the config's own directory would hide the config.
+    if dir == Path::new(pod::CONFIG_DIR) || dir == Path::new("/") {
+        return Err(bad(format!(
+            "admin.token_file {} must be in a directory of its own (e.g. /var/run/secrets/prescale/), not {}",
+            file.display(),
+            dir.display()
+        )));
+    }
+    Ok(pod::TokenMount {
+        secret: secret.to_string(),
+        dir: dir.display().to_string(),
+        key: key.to_string_lossy().into_owned(),
+    })
+}
+
 /// A DNS-1123 subdomain (what a ConfigMap name must be).
 fn is_dns_label_ish(name: &str) -> bool {
     !name.is_empty()
@@ -525,6 +604,7 @@ mod tests {
             memory_request: "64Mi".into(),
             cpu_limit: None,
             memory_limit: Some("256Mi".into()),
+            admin_token: None,
         }
     }
 
@@ -555,7 +635,7 @@ spec:
     #[test]
     fn injects_once_keeps_other_documents_and_uninjects_exactly() {
         let s = settings();
-        let (once, report) = transform("t.yaml", DEPLOYMENT, &s, false).unwrap();
+        let (once, report, _) = transform("t.yaml", DEPLOYMENT, &s, false).unwrap();
         assert_eq!(
             report,
             [
@@ -584,10 +664,10 @@ spec:
         assert_eq!(spec["terminationGracePeriodSeconds"].as_u64(), Some(45));
         assert_eq!(spec["initContainers"][1]["restartPolicy"], "Always");
 
-        let (twice, _) = transform("t.yaml", &once, &s, false).unwrap();
+        let (twice, _, _) = transform("t.yaml", &once, &s, false).unwrap();
         assert_eq!(twice, once);
 
-        let (back, report) = transform("t.yaml", &once, &s, true).unwrap();
+        let (back, report, _) = transform("t.yaml", &once, &s, true).unwrap();
         assert_eq!(report[0], "deployment/web: uninjected");
         let orig: Vec<Value> = DEPLOYMENT
             .split("\n---\n")
@@ -607,18 +687,18 @@ spec:
             "  name: web\nspec:",
             "  name: web\n  annotations: {prescale.io/inject: disabled}\nspec:",
         );
-        let (out, report) = transform("t.yaml", &opted, &s, false).unwrap();
+        let (out, report, _) = transform("t.yaml", &opted, &s, false).unwrap();
         assert_eq!(out, opted);
         assert!(report[0].contains("opted out"), "{report:?}");
         let host = DEPLOYMENT.replace(
             "      containers:",
             "      hostNetwork: true\n      containers:",
         );
-        let (out, report) = transform("t.yaml", &host, &s, false).unwrap();
+        let (out, report, _) = transform("t.yaml", &host, &s, false).unwrap();
         assert_eq!(out, host);
         assert!(report[0].contains("hostNetwork"), "{report:?}");
         let foreign = DEPLOYMENT.replace("- name: web\n", "- name: prescale\n");
-        let (out, _) = transform("t.yaml", &foreign, &s, false).unwrap();
+        let (out, _, _) = transform("t.yaml", &foreign, &s, false).unwrap();
         assert_eq!(out, foreign);
     }
 

@@ -15,6 +15,7 @@ pub const INIT: &str = "prescale-init";
 pub const CONFIG_VOLUME: &str = "prescale-config";
 pub const DATA_VOLUME: &str = "prescale-data";
 pub const INIT_RUN_VOLUME: &str = "prescale-init-run";
+pub const TOKEN_VOLUME: &str = "prescale-admin-token";
 pub const CONFIG_DIR: &str = "/etc/prescale";
 pub const DATA_DIR: &str = "/var/lib/prescale";
 /// Kubernetes' default when a pod does not set it.
@@ -44,6 +45,16 @@ pub struct Settings {
     pub memory_request: String,
     pub cpu_limit: Option<String>,
     pub memory_limit: Option<String>,
+    /// The admin token Secret, when the mesh config reads its token from a file.
+    pub admin_token: Option<TokenMount>,
+}
+
+/// A Secret mounted read-only at `dir`, holding the admin token under `key`.
+#[derive(Clone, Debug)]
+pub struct TokenMount {
+    pub secret: String,
+    pub dir: String,
+    pub key: String,
 }
 
 /// What happened to one pod template.
@@ -58,20 +69,32 @@ pub enum Outcome {
 }
 
 /// The prometheus / kubectl annotations the injector sets (their old values are kept).
-fn pod_annotations(s: &Settings, first_container: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut v = vec![
-        ("prometheus.io/scrape", "true".to_string()),
-        ("prometheus.io/port", s.admin_port.to_string()),
-        ("prometheus.io/path", "/metrics".to_string()),
-    ];
+/// An app that has scrape annotations of its own keeps them: replacing its port would
+/// stop its metrics being scraped, so the sidecar is scraped by its port name instead.
+fn pod_annotations(
+    s: &Settings,
+    first_container: Option<&str>,
+    app_scraped: bool,
+) -> Vec<(&'static str, String)> {
+    let mut v = Vec::new();
+    if !app_scraped {
+        v.push(("prometheus.io/scrape", "true".to_string()));
+        v.push(("prometheus.io/port", s.admin_port.to_string()));
+        v.push(("prometheus.io/path", "/metrics".to_string()));
+    }
     if let Some(c) = first_container {
         v.push(("kubectl.kubernetes.io/default-container", c.to_string()));
     }
     v
 }
 
-/// Injects into `template` (a mapping with `metadata` and `spec`).
-pub fn inject(template: &mut Mapping, s: &Settings) -> Result<Outcome, String> {
+/// Injects into `template` (a mapping with `metadata` and `spec`); what it would
+/// quietly break is added to `warnings`.
+pub fn inject(
+    template: &mut Mapping,
+    s: &Settings,
+    warnings: &mut Vec<String>,
+) -> Result<Outcome, String> {
     let was_injected = is_injected(template);
     if was_injected {
         uninject(template)?;
@@ -101,11 +124,13 @@ pub fn inject(template: &mut Mapping, s: &Settings) -> Result<Outcome, String> {
     let Some(first_container) = first_container else {
         return Ok(Outcome::Skipped("no containers".into()));
     };
-    for name in [CONFIG_VOLUME, DATA_VOLUME, INIT_RUN_VOLUME] {
+    for name in [CONFIG_VOLUME, DATA_VOLUME, INIT_RUN_VOLUME, TOKEN_VOLUME] {
         if has_named(spec, "volumes", name) {
             return Err(format!("the pod already has a volume named {name:?}"));
         }
     }
+    warnings.extend(super::warnings::check(template, s));
+    let app_scraped = !super::warnings::scrape_annotations(template).is_empty();
 
     // Record what is about to be overwritten.
     let mut had = Vec::new();
@@ -121,7 +146,7 @@ pub fn inject(template: &mut Mapping, s: &Settings) -> Result<Outcome, String> {
         .get("kubectl.kubernetes.io/default-container")
         .is_none()
         .then_some(first_container.as_str());
-    let set = pod_annotations(s, default_container);
+    let set = pod_annotations(s, default_container, app_scraped);
     let mut old_annotations = serde_json::Map::new();
     for (k, _) in &set {
         let old = annotations
@@ -163,6 +188,24 @@ pub fn inject(template: &mut Mapping, s: &Settings) -> Result<Outcome, String> {
         ("name", str_v(INIT_RUN_VOLUME)),
         ("emptyDir", Value::Mapping(Mapping::new())),
     ]));
+    if let Some(t) = &s.admin_token {
+        volumes.push(map([
+            ("name", str_v(TOKEN_VOLUME)),
+            (
+                "secret",
+                map([
+                    ("secretName", str_v(&t.secret)),
+                    (
+                        "items",
+                        Value::Sequence(vec![map([
+                            ("key", str_v(&t.key)),
+                            ("path", str_v(&t.key)),
+                        ])]),
+                    ),
+                ]),
+            ),
+        ]));
+    }
     let grace = old_grace
         .unwrap_or(DEFAULT_GRACE_SECONDS)
         .max(s.drain_grace_seconds + 5);
@@ -204,7 +247,7 @@ pub fn uninject(template: &mut Mapping) -> Result<Outcome, String> {
             ("initContainers", &[INIT, SIDECAR][..]),
             (
                 "volumes",
-                &[CONFIG_VOLUME, DATA_VOLUME, INIT_RUN_VOLUME][..],
+                &[CONFIG_VOLUME, DATA_VOLUME, INIT_RUN_VOLUME, TOKEN_VOLUME][..],
             ),
         ] {
             if let Some(list) = spec.get_mut(key).and_then(Value::as_sequence_mut) {
@@ -467,6 +510,21 @@ fn sidecar_container(s: &Settings) -> Value {
     if !limits.is_empty() {
         resources.insert(str_v("limits"), Value::Mapping(limits));
     }
+    let mut mounts = vec![
+        map([
+            ("name", str_v(CONFIG_VOLUME)),
+            ("mountPath", str_v(CONFIG_DIR)),
+            ("readOnly", Value::Bool(true)),
+        ]),
+        map([("name", str_v(DATA_VOLUME)), ("mountPath", str_v(DATA_DIR))]),
+    ];
+    if let Some(t) = &s.admin_token {
+        mounts.push(map([
+            ("name", str_v(TOKEN_VOLUME)),
+            ("mountPath", str_v(&t.dir)),
+            ("readOnly", Value::Bool(true)),
+        ]));
+    }
     map([
         ("name", str_v(SIDECAR)),
         ("image", str_v(&s.image)),
@@ -495,17 +553,7 @@ fn sidecar_container(s: &Settings) -> Value {
                 ("seccompProfile", map([("type", str_v("RuntimeDefault"))])),
             ]),
         ),
-        (
-            "volumeMounts",
-            Value::Sequence(vec![
-                map([
-                    ("name", str_v(CONFIG_VOLUME)),
-                    ("mountPath", str_v(CONFIG_DIR)),
-                    ("readOnly", Value::Bool(true)),
-                ]),
-                map([("name", str_v(DATA_VOLUME)), ("mountPath", str_v(DATA_DIR))]),
-            ]),
-        ),
+        ("volumeMounts", Value::Sequence(mounts)),
         ("terminationMessagePolicy", str_v("FallbackToLogsOnError")),
     ])
 }

@@ -38,20 +38,22 @@ pub struct InitIptablesArgs {
     #[arg(long, default_value_t = 9901)]
     pub admin_port: u16,
     /// Only redirect inbound connections to these ports (comma-separated ports and
-    /// ranges); default: every TCP port.
-    #[arg(long, default_value = "")]
+    /// ranges) [default: every TCP port].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub inbound_ports: PortList,
-    /// Inbound ports never redirected, e.g. `22,8000-8100`.
-    #[arg(long, default_value = "")]
+    /// Inbound ports never redirected, e.g. `22,8000-8100` [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_inbound_ports: PortList,
-    /// Only redirect outbound connections to these ports; default: every TCP port.
-    #[arg(long, default_value = "")]
+    /// Only redirect outbound connections to these ports [default: every TCP port].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub outbound_ports: PortList,
-    /// Outbound destination ports never redirected, e.g. `443,5432` (non-HTTP).
-    #[arg(long, default_value = "")]
+    /// Outbound destination ports never redirected, e.g. `443,5432` (non-HTTP)
+    /// [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_outbound_ports: PortList,
-    /// Outbound destination networks never redirected, e.g. `10.96.0.1/32,169.254.0.0/16`.
-    #[arg(long, default_value = "")]
+    /// Outbound destination networks never redirected, e.g.
+    /// `10.96.0.1/32,169.254.0.0/16` [default: none].
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub exclude_outbound_cidrs: CidrList,
     /// Leave inbound traffic alone.
     #[arg(long)]

@@ -109,7 +109,7 @@ impl FromStr for PortList {
 }
 
 impl PortList {
-    fn contains(&self, port: u16) -> bool {
+    pub fn contains(&self, port: u16) -> bool {
         self.0.iter().any(|r| (r.first..=r.last).contains(&port))
     }
 }

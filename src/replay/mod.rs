@@ -28,6 +28,7 @@ pub struct ReplayArgs {
     /// Access log (Common/Combined, JSON lines) or `timestamp,value` CSV; gzip is fine.
     #[arg(short, long)]
     pub input: PathBuf,
+    /// The input's format.
     #[arg(long, value_enum, default_value = "auto")]
     pub format: input::Format,
     /// Interval of a rate CSV's rows (inferred when omitted).
@@ -40,6 +41,7 @@ pub struct ReplayArgs {
     /// needs 20 replicas at the target utilisation).
     #[arg(long)]
     pub replica_capacity: Option<f64>,
+    /// Share of a replica's capacity the policies aim to use (the HPA's target).
     #[arg(long, default_value_t = 0.7)]
     pub target_utilization: f64,
     /// Time from requesting a replica to it serving.
@@ -51,8 +53,11 @@ pub struct ReplayArgs {
     /// Age of the newest metric a scaling decision sees (scrape + pipeline).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub metric_lag: Duration,
+    /// How often the policies decide (the HPA's sync period).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub sync_period: Duration,
+    /// Scale down only to the highest recommendation of this window (the HPA's
+    /// stabilization window).
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     pub scale_down_stabilization: Duration,
     /// Forecast step (the input's interval or the resolution if coarser).
@@ -66,8 +71,10 @@ pub struct ReplayArgs {
     /// Forecast interval level.
     #[arg(long, default_value_t = 0.9)]
     pub level: f64,
+    /// Fewest replicas a scaling policy may run.
     #[arg(long, default_value_t = 1)]
     pub min_replicas: u32,
+    /// Most replicas a scaling policy may run.
     #[arg(long, default_value_t = 200)]
     pub max_replicas: u32,
     /// Also sweep forecast headroom (predictive) and target utilisation (HPA) for a
@@ -77,6 +84,7 @@ pub struct ReplayArgs {
     /// Service time when the log has none: base + response bytes / bandwidth.
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     pub service_base: Duration,
+    /// Bytes per second of the service-time model (see --service-base).
     #[arg(long, default_value_t = 50e6)]
     pub service_bandwidth: f64,
     /// Fail when more than this share of lines is malformed.

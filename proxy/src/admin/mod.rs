@@ -168,7 +168,7 @@ impl Admin {
     /// Control endpoints: loopback peers only, plus the bearer token when configured.
     /// Returns the refusal to send, if any.
     fn refuse(&self, req: &Request<Incoming>, peer: SocketAddr) -> Option<Resp> {
-        if !peer.ip().is_loopback() {
+        if !is_loopback(peer.ip()) {
             return Some(text(
                 StatusCode::FORBIDDEN,
                 "control endpoints answer loopback only\n",
@@ -179,7 +179,7 @@ impl Admin {
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(bearer_token);
             if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes())) {
                 return Some(text(
                     StatusCode::UNAUTHORIZED,
@@ -189,6 +189,34 @@ impl Admin {
         }
         None
     }
+}
+
+/// Sets `prescale_admin_control_exposed` and warns when the admin API listens on more
+/// than loopback while `/reload` and `/shutdown` have no token: then the peer-address
+/// check is all that guards them, and every process sharing the pod's network
+/// namespace (other containers, or traffic that reaches the pod as loopback) passes it.
+pub fn report_exposure(cfg: &crate::config::AdminConfig) {
+    let exposed = !is_loopback(cfg.address.ip()) && cfg.token.is_none();
+    ::metrics::gauge!(crate::metrics::ADMIN_CONTROL_EXPOSED).set(if exposed { 1.0 } else { 0.0 });
+    if exposed {
+        tracing::warn!(address = %cfg.address,
+            "admin API listens beyond loopback and control endpoints (/reload, /shutdown) have no token; set admin.token");
+    }
+}
+
+/// Loopback, including IPv4 loopback seen through a dual-stack `[::]` socket as
+/// `::ffff:127.0.0.1`.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value; the scheme name is
+/// case-insensitive (RFC 9110 §11.1) and may be followed by several spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
 }
 
 /// Compares without an early exit, so response timing does not leak the token prefix.

@@ -160,15 +160,10 @@ impl Alertmanager {
             Sink::Alertmanager => format!("{base}/api/v2/alerts"),
         };
         let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-        for (name, value) in &cfg.headers {
-            let bad = || {
-                std::io::Error::other(format!("anomalies.{}.headers.{name}: invalid", sink.name()))
-            };
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
-            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad())?;
-            value.set_sensitive(true);
-            headers.push((name, value));
-        }
+        headers.extend(crate::signals::client::secret_headers(
+            &cfg.headers,
+            &format!("anomalies.{}", sink.name()),
+        )?);
         let handle = |outcome: &'static str| {
             let c =
                 ::metrics::counter!(m::ANOMALY_ALERT_SENDS, "sink" => name, "outcome" => outcome);

@@ -1,7 +1,12 @@
 //! The `admin:` section: where the admin API listens and how control calls are guarded.
 
+use super::Invalid;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A token longer than this is not a token (and would be read into every request check).
+const MAX_TOKEN: usize = 4096;
 
 /// The admin API. Read endpoints (`/metrics`, `/ready`, `/live`, `/config`, `/v1/...`)
 /// answer anyone who can reach the address; control endpoints (`/shutdown`, `/reload`)
@@ -12,6 +17,9 @@ pub struct AdminConfig {
     pub address: SocketAddr,
     /// Bearer token required by control endpoints, in addition to a loopback peer.
     pub token: Option<Secret>,
+    /// A file holding the token (e.g. a mounted Kubernetes Secret), relative to the
+    /// config file; read at load and at each reload, surrounding whitespace trimmed.
+    pub token_file: Option<PathBuf>,
 }
 
 /// A string that must never reach a log line or `GET /config`.
@@ -26,8 +34,50 @@ impl Default for AdminConfig {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 9901)),
             token: None,
+            token_file: None,
         }
     }
+}
+
+impl AdminConfig {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(f) = &mut self.token_file {
+            *f = base.join(&*f);
+        }
+    }
+
+    /// Reads `token_file` into `token`. The errors never quote the file's content.
+    pub(crate) fn load_token(&mut self) -> Result<(), Invalid> {
+        let Some(path) = &self.token_file else {
+            return check_token(self.token.as_ref(), "token");
+        };
+        if self.token.is_some() {
+            return Err(Invalid::new(
+                "token_file",
+                "set token or token_file, not both",
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Invalid::new("token_file", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let token = Secret(text.trim().to_string());
+        check_token(Some(&token), "token_file")?;
+        self.token = Some(token);
+        Ok(())
+    }
+}
+
+/// A token is sent in a header: non-empty, bounded, visible ASCII only.
+fn check_token(token: Option<&Secret>, field: &str) -> Result<(), Invalid> {
+    let Some(t) = token else { return Ok(()) };
+    let t = t.expose();
+    if t.is_empty() || t.len() > MAX_TOKEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Invalid::new(
+            field,
+            format!("the token must be 1 to {MAX_TOKEN} visible ASCII characters"),
+        ));
+    }
+    Ok(())
 }
 
 // === impl Secret ===

@@ -11,6 +11,7 @@ mod cluster;
 mod error;
 mod listener;
 mod locate;
+mod overlap;
 mod resources;
 mod runtime;
 mod signals;
@@ -74,6 +75,9 @@ pub struct MeshConfig {
 pub(crate) struct Invalid {
     /// The config path, e.g. `listeners[1].cluster`.
     pub path: String,
+    /// Another path the problem involves (the other of two colliding addresses), so
+    /// the error can cite its line too.
+    pub also: Option<String>,
     pub reason: String,
 }
 
@@ -103,15 +107,24 @@ impl MeshConfig {
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         cfg.resolve_paths(base);
-        cfg.validate().map_err(|inv| {
-            let (line, column) = locate::find(text, &inv.path).unwrap_or((0, 0));
-            ConfigError::Invalid {
-                file,
-                line,
-                column,
-                reason: format!("{}: {}", inv.path, inv.reason),
-            }
-        })?;
+        cfg.admin
+            .load_token()
+            .map_err(|e| e.under("admin"))
+            .and_then(|()| cfg.validate())
+            .map_err(|inv| {
+                let (line, column) = locate::find(text, &inv.path).unwrap_or((0, 0));
+                let mut reason = format!("{}: {}", inv.path, inv.reason);
+                if let Some(also) = &inv.also {
+                    let (l, c) = locate::find(text, also).unwrap_or((0, 0));
+                    reason.push_str(&format!(" ({also} is at {file}:{l}:{c})"));
+                }
+                ConfigError::Invalid {
+                    file,
+                    line,
+                    column,
+                    reason,
+                }
+            })?;
         Ok(cfg)
     }
 
@@ -144,8 +157,29 @@ impl MeshConfig {
             .collect()
     }
 
+    /// Every socket the config listens on, admin first, as `run` binds them: listeners
+    /// on IPv6 take IPv6 only, the admin API on IPv6 takes IPv4 too.
+    pub(crate) fn binds(&self) -> Vec<overlap::Bind> {
+        let admin = overlap::Bind {
+            path: "admin.address".into(),
+            addr: self.admin.address,
+            dual_stack: true,
+        };
+        let listeners = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| overlap::Bind {
+                path: format!("listeners[{i}].address"),
+                addr: l.address,
+                dual_stack: false,
+            });
+        std::iter::once(admin).chain(listeners).collect()
+    }
+
     /// Makes file paths in the config relative to the config file, not the process.
     fn resolve_paths(&mut self, base: &Path) {
+        self.admin.resolve_paths(base);
         for l in &mut self.listeners {
             l.resolve_paths(base);
         }
@@ -193,7 +227,6 @@ impl MeshConfig {
             }
         }
         let mut names = HashSet::new();
-        let mut addrs = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             let at = format!("listeners[{i}]");
             if !names.insert(l.name.as_str()) {
@@ -202,20 +235,9 @@ impl MeshConfig {
                     format!("duplicate listener name {:?}", l.name),
                 ));
             }
-            if !addrs.insert(l.address) {
-                return Err(Invalid::new(
-                    format!("{at}.address"),
-                    format!("address {} is used by another listener", l.address),
-                ));
-            }
-            if l.address == self.admin.address {
-                return Err(Invalid::new(
-                    format!("{at}.address"),
-                    format!("address {} is the admin address", l.address),
-                ));
-            }
             l.validate(&cluster_names).map_err(|e| e.under(at))?;
         }
+        overlap::check(&self.binds())?;
         self.runtime.validate().map_err(|e| e.under("runtime"))?;
         self.drain.validate().map_err(|e| e.under("drain"))?;
         self.limits.validate().map_err(|e| e.under("limits"))?;
@@ -273,7 +295,20 @@ impl Invalid {
     pub(crate) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             path: path.into(),
+            also: None,
             reason: reason.into(),
+        }
+    }
+
+    /// A problem between two paths; the error is placed at `path` and cites `also`.
+    pub(crate) fn pair(
+        path: impl Into<String>,
+        also: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            also: Some(also.into()),
+            ..Self::new(path, reason)
         }
     }
 

@@ -145,6 +145,10 @@ pub struct WarmStartConfig {
     /// The whole query, connect to last byte. The data plane never waits for it.
     #[serde(default = "default_warm_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Extra headers (e.g. `Authorization: Bearer ...` for a managed Prometheus);
+    /// values are secrets: never logged, shown as `<redacted>` in `GET /config`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
 }
 
 /// The unit of a warm-start query's values. The forecaster works in busy
@@ -359,7 +363,13 @@ impl WarmStartConfig {
         if self.timeout > Duration::from_secs(120) {
             return Err(Invalid::new("timeout", "must be at most 2m"));
         }
-        Ok(())
+        if self.headers.len() > MAX_HEADERS {
+            return Err(Invalid::new(
+                "headers",
+                format!("at most {MAX_HEADERS} headers"),
+            ));
+        }
+        check_headers(&self.headers)
     }
 }
 
@@ -568,5 +578,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("warm_start.prometheus_url"), "{e}");
+    }
+
+    #[test]
+    fn warm_start_headers_are_secrets_checked_like_the_senders() {
+        const W: &str = "warm_start:\n  prometheus_url: http://127.0.0.1:9090\n  query: q\n  unit: concurrency\n  headers:\n";
+        let ok = parse(&format!("{W}    Authorization: Bearer pr0m-t0ken\n")).unwrap();
+        let w = ok.warm_start.as_ref().unwrap();
+        assert_eq!(w.headers["Authorization"].expose(), "Bearer pr0m-t0ken");
+        assert!(!format!("{w:?}").contains("pr0m-t0ken"));
+        assert!(!ok.redacted_json().to_string().contains("pr0m-t0ken"));
+        let e = parse(&format!("{W}    Host: evil\n")).unwrap_err();
+        assert!(e.contains("warm_start.headers.Host"), "{e}");
+        let e = parse(&format!("{W}    \"Bad Name\": x\n")).unwrap_err();
+        assert!(e.contains("not a valid header name"), "{e}");
+        let e = parse(&format!("{W}    X-Token: \"a\\nb\"\n")).unwrap_err();
+        assert!(
+            e.contains("not a valid header value") && !e.contains("a\nb"),
+            "{e}"
+        );
     }
 }

@@ -269,8 +269,37 @@ fn duplicate_listener_address_is_rejected() {
     rejected_at(
         &text,
         "    address: 127.0.0.1:9901",
-        &["listeners[1].address", "admin address"],
+        &["listeners[1].address", "collides with admin.address"],
     );
+}
+
+#[test]
+fn a_wildcard_listener_colliding_with_a_specific_one_names_both_lines() {
+    let text = with("    address: 127.0.0.1:4140", "    address: 0.0.0.0:4143");
+    let err = parse(&text).expect_err("wildcard and specific address on one port");
+    let shown = err.to_string();
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap()
+    };
+    assert_eq!(
+        err.line(),
+        Some(line_of("address: 0.0.0.0:4143")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "listeners[1].address: 0.0.0.0:4143 collides with listeners[0].address 127.0.0.1:4143"
+        ),
+        "{shown}"
+    );
+    let other = format!("mesh.yaml:{}:", line_of("address: 127.0.0.1:4143"));
+    assert!(shown.contains(&other), "must cite {other}: {shown}");
+    // IPv6-only listeners sit beside IPv4 ones on the same port.
+    let text = with("    address: 127.0.0.1:4140", "    address: \"[::]:4143\"");
+    parse(&text).expect("[::]:P beside 127.0.0.1:P");
 }
 
 #[test]

@@ -238,6 +238,25 @@ fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
 }
 
 /// The URL without its path and query, for errors and logs.
+/// Configured extra headers (validated at load), their values marked sensitive so
+/// hyper never prints them. `section` names the config path in the error, which never
+/// quotes a value.
+pub fn secret_headers(
+    headers: &std::collections::BTreeMap<String, crate::config::Secret>,
+    section: &str,
+) -> std::io::Result<Vec<(HeaderName, HeaderValue)>> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let bad = || std::io::Error::other(format!("{section}.headers.{name}: invalid"));
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad())?;
+            value.set_sensitive(true);
+            Ok((name, value))
+        })
+        .collect()
+}
+
 pub fn redact_url(url: &str) -> String {
     match url.parse::<Uri>() {
         Ok(u) => match (u.scheme_str(), u.authority()) {

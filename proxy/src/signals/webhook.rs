@@ -104,14 +104,10 @@ impl Webhook {
         let endpoint = Endpoint::new(&cfg.url, cfg.ca_file.as_deref())
             .map_err(|e| std::io::Error::other(format!("signals.webhook: {e}")))?;
         let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-        for (name, value) in &cfg.headers {
-            // Validated at load; the message must not quote the secret value.
-            let bad = || std::io::Error::other(format!("signals.webhook.headers.{name}: invalid"));
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
-            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad())?;
-            value.set_sensitive(true);
-            headers.push((name, value));
-        }
+        headers.extend(crate::signals::client::secret_headers(
+            &cfg.headers,
+            "signals.webhook",
+        )?);
         let handle = |outcome: &'static str| {
             let c =
                 ::metrics::counter!(m::SIGNAL_SENDS, "signal" => "webhook", "outcome" => outcome);
