@@ -377,3 +377,43 @@ fn forecast_member(m: &mut Member, season: Option<&Vec<f64>>, t: usize, h: usize
 pub fn memory_steps(periods: &[usize]) -> usize {
     periods.first().copied().unwrap_or(288).clamp(288, 2880)
 }
+
+#[cfg(test)]
+impl Bank {
+    /// The forecast of the member with these parameters (no trend when `trend` is
+    /// false; the bank's one damped trend otherwise).
+    pub(crate) fn member_forecast(
+        &self,
+        alpha: f64,
+        trend: bool,
+        robust: bool,
+        profile: Option<usize>,
+    ) -> Option<Vec<f64>> {
+        self.members
+            .iter()
+            .find(|m| {
+                m.alpha == alpha
+                    && m.trend.is_some() == trend
+                    && m.robust == robust
+                    && m.profile == profile
+            })
+            .map(|m| m.current.clone())
+    }
+
+    /// (score, point) of every ranked member at `step`.
+    pub(crate) fn ranked(&self, step: usize) -> Vec<(f64, f64)> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.score(step)?, *m.current.get(step - 1)?)))
+            .filter(|(_, p)| p.is_finite())
+            .collect()
+    }
+
+    /// Alpha and score of the best member at `step`.
+    pub(crate) fn best(&self, step: usize) -> Option<(f64, f64)> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.alpha, m.score(step)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}

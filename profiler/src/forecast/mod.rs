@@ -88,7 +88,14 @@ pub struct Forecaster {
     /// Errors of seasonal-naive at the same origins (the accuracy reference).
     snaive: Calibration,
     hits: VecDeque<bool>,
+    /// Per horizon step, the interval level actually used (adaptive conformal).
+    levels: Vec<f64>,
 }
+
+/// Step size of adaptive conformal inference (Gibbs & Candès, 2021): after each
+/// scored forecast the level used moves by this times (miss − target miss rate), so
+/// the long-run coverage converges to the target even when errors drift.
+const ACI_RATE: f64 = 0.005;
 
 struct Issued {
     origin: usize,
@@ -136,6 +143,7 @@ impl ForecastParams {
 impl Forecaster {
     pub fn new(params: ForecastParams) -> Self {
         let h = params.horizon.max(1);
+        let level = params.level;
         Self {
             published: Calibration::new(h, params.calibration_window),
             snaive: Calibration::new(h, params.calibration_window),
@@ -145,6 +153,7 @@ impl Forecaster {
             observed: 0,
             pending: VecDeque::new(),
             hits: VecDeque::new(),
+            levels: vec![level; h],
         }
     }
 
@@ -191,7 +200,15 @@ impl Forecaster {
                 if self.hits.len() == self.params.calibration_window {
                     self.hits.pop_front();
                 }
-                self.hits.push_back((fp.lower..=fp.upper).contains(&y));
+                let hit = (fp.lower..=fp.upper).contains(&y);
+                self.hits.push_back(hit);
+                if self.published.offsets(step, 0.5).is_some() {
+                    let target = self.params.level.clamp(0.5, 0.999);
+                    if let Some(l) = self.levels.get_mut(step - 1) {
+                        let miss = if hit { 0.0 } else { 1.0 };
+                        *l = (*l + ACI_RATE * (miss - (1.0 - target))).clamp(0.5, 0.999);
+                    }
+                }
             }
         }
         self.bank.observe(y);
@@ -230,13 +247,11 @@ impl Forecaster {
             .enumerate()
             .map(|(i, point)| {
                 let step = i + 1;
-                let (below, above) = self
-                    .published
-                    .offsets(step, self.params.level)
-                    .unwrap_or_else(|| {
-                        let w = fallback * (step as f64).sqrt();
-                        (-w, w)
-                    });
+                let level = self.levels.get(i).copied().unwrap_or(self.params.level);
+                let (below, above) = self.published.offsets(step, level).unwrap_or_else(|| {
+                    let w = fallback * (step as f64).sqrt();
+                    (-w, w)
+                });
                 let mut fp = ForecastPoint {
                     step,
                     point: *point,
@@ -309,6 +324,8 @@ fn fallback_spread(history: &[f64]) -> f64 {
     (1.645 * var.sqrt()).max(1e-9)
 }
 
+#[cfg(test)]
+mod bank_tests;
 #[cfg(test)]
 mod peers_tests;
 #[cfg(test)]

@@ -131,3 +131,46 @@ fn a_restart_after_a_level_shift_forecasts_the_new_level_only() {
     f.restart_keeping(0);
     assert!(f.forecast().is_none());
 }
+
+#[test]
+fn intervals_are_calibrated_on_a_series_with_known_noise() {
+    // A daily sine (48 steps) plus i.i.d. noise, the sum of 4 uniforms on [-5, 5]
+    // (near-normal, sd = 10 / sqrt(12) * 2 = 5.77): a 90 % interval should cover about
+    // 90 % of what follows, and its half-width should be near 1.645 sd once the
+    // level and season are learned.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 1_000_000) as f64 / 1_000_000.0 * 10.0 - 5.0
+    };
+    let sd = 10.0 / 12f64.sqrt() * 2.0;
+    let series: Vec<f64> = (0..48 * 60)
+        .map(|i| {
+            let season = 200.0 + 50.0 * (i as f64 * std::f64::consts::TAU / 48.0).sin();
+            season + (0..4).map(|_| uniform()).sum::<f64>()
+        })
+        .collect();
+    let ev = evaluate(&series, params(3, vec![48]), 48 * 20);
+    for h in &ev.horizons {
+        assert!(
+            (0.87..=0.93).contains(&h.coverage),
+            "step {}: coverage {}",
+            h.horizon_steps,
+            h.coverage
+        );
+    }
+    let widths: Vec<f64> = ev
+        .rows
+        .iter()
+        .filter(|r| r.horizon_steps == 1)
+        .map(|r| (r.upper - r.lower) / 2.0)
+        .collect();
+    let mean = widths.iter().sum::<f64>() / widths.len() as f64;
+    assert!(
+        (1.645 * sd * 0.9..=1.645 * sd * 1.3).contains(&mean),
+        "half-width {mean} vs 1.645 sd = {}",
+        1.645 * sd
+    );
+}
