@@ -272,7 +272,10 @@ impl Bank {
                 .filter(|m| m.current.get(step - 1).is_some_and(|p| p.is_finite()))
                 .filter_map(|m| Some((m.score(step)?, m)))
                 .collect();
-            ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // The k best by selection (O(members)), not a sort per step.
+            if ranked.len() > k {
+                ranked.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+            }
             let point = if ranked.is_empty() {
                 // Before errors accumulate: the last value (the alpha = 1 member).
                 kind = ModelKind::LastValue;
@@ -284,7 +287,7 @@ impl Bank {
             } else {
                 ranked.truncate(k);
                 let top = &ranked;
-                if let Some((_, m)) = top.first() {
+                if let Some((_, m)) = top.iter().min_by(|a, b| a.0.total_cmp(&b.0)) {
                     kind = m.kind();
                 }
                 top.iter()

@@ -74,11 +74,10 @@ pub fn evaluate_at(
     for (t, y) in series.iter().enumerate() {
         f.observe(*y);
         let origin = t + 1;
-        if origin < start || origin >= n {
-            continue;
-        }
+        // Forecast at every step, as the sidecar does (the intervals calibrate on
+        // those errors from the start); keep rows from `start` on.
         let Some(fc) = f.forecast() else { continue };
-        if only.is_some_and(|o| !o.contains(&origin)) {
+        if origin < start || origin >= n || only.is_some_and(|o| !o.contains(&origin)) {
             continue;
         }
         *models.entry(format!("{:?}", fc.model)).or_default() += 1;

@@ -202,7 +202,7 @@ impl Forecaster {
                 }
                 let hit = (fp.lower..=fp.upper).contains(&y);
                 self.hits.push_back(hit);
-                if self.published.offsets(step, 0.5).is_some() {
+                if self.published.len(step) >= conformal::MIN_ERRORS {
                     let target = self.params.level.clamp(0.5, 0.999);
                     if let Some(l) = self.levels.get_mut(step - 1) {
                         let miss = if hit { 0.0 } else { 1.0 };
@@ -239,9 +239,23 @@ impl Forecaster {
             .bank
             .forecast()
             .unwrap_or_else(|| (vec![last; h], ModelKind::LastValue));
-        let calibrated = (1..=h).all(|s| self.published.offsets(s, self.params.level).is_some());
-        let history: Vec<f64> = self.history.iter().copied().collect();
-        let fallback = fallback_spread(&history);
+        let calibrated = (1..=h).all(|s| self.published.len(s) >= conformal::MIN_ERRORS);
+        // No copy of the history per step: a contiguous view of the ring.
+        let history: &[f64] = self.history.make_contiguous();
+        let fallback = if calibrated {
+            0.0
+        } else {
+            fallback_spread(history)
+        };
+        let period = self
+            .params
+            .periods
+            .iter()
+            .copied()
+            .find(|p| *p >= 2 && history.len() >= *p);
+        let snaive: Vec<Option<f64>> = (1..=h)
+            .map(|s| period.and_then(|p| model::seasonal_naive(history, p, s)))
+            .collect();
         let published: Vec<ForecastPoint> = chosen
             .iter()
             .enumerate()
@@ -265,15 +279,6 @@ impl Forecaster {
                 }
                 fp
             })
-            .collect();
-        let period = self
-            .params
-            .periods
-            .iter()
-            .copied()
-            .find(|p| *p >= 2 && history.len() >= *p);
-        let snaive = (1..=h)
-            .map(|s| period.and_then(|p| model::seasonal_naive(&history, p, s)))
             .collect();
         self.pending.push_back(Issued {
             origin: self.observed,
