@@ -132,7 +132,13 @@ fn score_against_peers(peer: &str, trace: &str) -> Option<BTreeMap<usize, Scored
     let only: BTreeSet<usize> = scale_at.keys().copied().collect();
     let h = horizons.iter().copied().max().unwrap_or(1);
     let params = ForecastParams::for_step(step as u64, h);
+    let started = std::time::Instant::now();
     let ev = evaluate_at(&y, params, 1, Some(&only));
+    eprintln!(
+        "{peer}: {} steps, {:.1} us per observe + forecast",
+        y.len(),
+        started.elapsed().as_secs_f64() * 1e6 / y.len() as f64
+    );
     let mut out = BTreeMap::new();
     for &hs in &horizons {
         let rows: Vec<_> = ev.rows.iter().filter(|r| r.horizon_steps == hs).collect();
