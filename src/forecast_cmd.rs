@@ -1,8 +1,8 @@
 //! `prescale forecast`: rolling-origin evaluation of the sidecar's forecaster on a
 //! `timestamp,value` CSV, with the forecasts and an accuracy summary written to a dir.
 
-use crate::series_csv::{self, format_time};
-use prescale_profiler::forecast::eval::{evaluate, Evaluation};
+use crate::series_csv::{self, Clock};
+use prescale_profiler::forecast::eval::{evaluate_at, Evaluation};
 use prescale_profiler::forecast::ForecastParams;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,11 @@ pub struct ForecastArgs {
     /// History before the first scored forecast (default: 4 days or a fifth).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub warmup: Option<Duration>,
+    /// Forecast only at these origins: a CSV whose first column is the time of the
+    /// last observation used (e.g. the peers' harness's origins.csv; a header is
+    /// skipped). The forecaster still sees every step; only these rows are written.
+    #[arg(long)]
+    pub origins: Option<PathBuf>,
     /// Directory for forecasts.csv and summary.json.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -37,6 +42,8 @@ pub enum ForecastError {
     Csv(#[from] series_csv::CsvError),
     #[error("{0}: {1}")]
     Write(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Read(String, std::io::Error),
     #[error("{0}")]
     Args(String),
 }
@@ -45,8 +52,9 @@ pub fn run(args: &ForecastArgs) -> Result<(), ForecastError> {
     if !(0.5..1.0).contains(&args.level) {
         return Err(ForecastError::Args("--level must be in [0.5, 1)".into()));
     }
-    let series = series_csv::read(&args.input, args.step)?;
+    let mut series = series_csv::read(&args.input, args.step)?;
     let step_s = series.step.as_secs().max(1);
+    let interpolated = fill_short_gaps(&mut series.values, MAX_FILL_STEPS);
     let horizon = (args.horizon.as_secs().div_ceil(step_s) as usize).max(1);
     let mut params = ForecastParams::for_step(step_s, horizon);
     params.level = args.level;
@@ -56,8 +64,22 @@ pub fn run(args: &ForecastArgs) -> Result<(), ForecastError> {
         // Four days, or a fifth of a short series.
         None => (per_day * 4).min(series.values.len() / 5),
     };
+    let origins = match &args.origins {
+        Some(path) => Some(read_origins(
+            path,
+            series.start_unix,
+            step_s,
+            series.values.len(),
+        )?),
+        None => None,
+    };
+    // With explicit origins, score exactly those.
+    let from = origins
+        .as_ref()
+        .and_then(|o| o.first().copied())
+        .unwrap_or(warmup.max(1));
     let started = Instant::now();
-    let ev = evaluate(&series.values, params.clone(), warmup.max(1));
+    let ev = evaluate_at(&series.values, params.clone(), from, origins.as_ref());
     let took = started.elapsed();
     std::fs::create_dir_all(&args.out)
         .map_err(|e| ForecastError::Write(args.out.display().to_string(), e))?;
@@ -66,6 +88,7 @@ pub fn run(args: &ForecastArgs) -> Result<(), ForecastError> {
         &ev,
         series.start_unix,
         step_s,
+        series.clock,
     )?;
     let summary = serde_json::json!({
         "input": args.input.display().to_string(),
@@ -75,9 +98,11 @@ pub fn run(args: &ForecastArgs) -> Result<(), ForecastError> {
         "warmup_steps": warmup,
         "observations": series.values.len(),
         "gaps": series.gaps,
+        "short_gap_points_interpolated": interpolated,
+        "origins_file": args.origins.as_ref().map(|p| p.display().to_string()),
+        "mase_definition": "mean over forecasts of |actual - point| / scale, scale = in-sample MAE of daily seasonal-naive on the origin's last 14 days (cut after a gap), as ../shared/eval's harness",
         "merged_rows": series.merged_rows,
         "periods_steps": params.periods,
-        "refit_every_steps": params.refit_every,
         "seasonal_naive_period_steps": ev.seasonal_period,
         "horizons": ev.horizons,
         "models_published": ev.models,
@@ -99,7 +124,75 @@ pub fn run(args: &ForecastArgs) -> Result<(), ForecastError> {
     Ok(())
 }
 
-fn write_rows(path: &Path, ev: &Evaluation, start: u64, step_s: u64) -> Result<(), ForecastError> {
+/// Gaps of at most this many steps are interpolated linearly, as the peers' harness
+/// does; longer ones stay gaps.
+const MAX_FILL_STEPS: usize = 5;
+
+/// Interpolates runs of at most `max` NaN between two observations; returns the points
+/// filled.
+fn fill_short_gaps(values: &mut [f64], max: usize) -> usize {
+    let mut filled = 0;
+    let mut i = 0;
+    while i < values.len() {
+        if values.get(i).is_some_and(|v| v.is_nan()) {
+            let end = (i..values.len())
+                .find(|j| values.get(*j).is_some_and(|v| !v.is_nan()))
+                .unwrap_or(values.len());
+            let before = i.checked_sub(1).and_then(|b| values.get(b).copied());
+            if let (Some(a), Some(b), true) = (before, values.get(end).copied(), end - i <= max) {
+                let span = (end - i + 1) as f64;
+                for (k, v) in values.iter_mut().take(end).skip(i).enumerate() {
+                    *v = a + (b - a) * (k + 1) as f64 / span;
+                }
+                filled += end - i;
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    filled
+}
+
+/// Origins from the first column of `path`, as observation counts (grid index + 1).
+fn read_origins(
+    path: &Path,
+    start: u64,
+    step_s: u64,
+    len: usize,
+) -> Result<std::collections::BTreeSet<usize>, ForecastError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ForecastError::Read(file.clone(), e))?;
+    let mut out = std::collections::BTreeSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let first = line.split(',').next().unwrap_or("").trim();
+        if first.is_empty() || (i == 0 && !first.starts_with(|c: char| c.is_ascii_digit())) {
+            continue;
+        }
+        let bad = |why: &str| ForecastError::Args(format!("{file}:{}: {why}: {first:?}", i + 1));
+        let t = series_csv::parse_time(first).ok_or_else(|| bad("unreadable origin time"))?;
+        let offset = t
+            .checked_sub(start)
+            .ok_or_else(|| bad("origin before the series"))?;
+        if offset % step_s != 0 {
+            return Err(bad("origin not on the series' grid"));
+        }
+        let idx = (offset / step_s) as usize;
+        if idx >= len {
+            return Err(bad("origin after the series"));
+        }
+        out.insert(idx + 1);
+    }
+    Ok(out)
+}
+
+fn write_rows(
+    path: &Path,
+    ev: &Evaluation,
+    start: u64,
+    step_s: u64,
+    clock: Clock,
+) -> Result<(), ForecastError> {
     let err = |e| ForecastError::Write(path.display().to_string(), e);
     let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?);
     writeln!(
@@ -114,8 +207,8 @@ fn write_rows(path: &Path, ev: &Evaluation, start: u64, step_s: u64) -> Result<(
         writeln!(
             w,
             "{},{},{},{},{:.4},{:.4},{:.4},{:?}",
-            format_time(origin),
-            format_time(target),
+            clock.format(origin),
+            clock.format(target),
             r.horizon_steps,
             r.actual,
             r.point,

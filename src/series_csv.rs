@@ -4,16 +4,59 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// A series on a regular grid: `values[i]` is the value at `start + i × step`.
-/// Steps with no row are NaN (the forecaster treats a gap as "no news").
+/// A series on a regular grid: `values[i]` is the value at `start + i × step`, the
+/// grid anchored at the first row's time (not snapped to a multiple of the step, so
+/// times come back exactly as the file has them). Steps with no row are NaN (the
+/// forecaster treats a gap as "no news").
 #[derive(Debug)]
 pub struct RegularSeries {
     pub start_unix: u64,
+    /// How the file writes times, so output can use the series' own clock.
+    pub clock: Clock,
     pub step: Duration,
     pub values: Vec<f64>,
     /// Rows folded into an existing step (several rows in one step are summed).
     pub merged_rows: usize,
     pub gaps: usize,
+}
+
+/// The file's time format: a naive local time (`2014-04-10 00:04:00`, no zone) is
+/// written back without a zone suffix; anything else as RFC 3339 UTC.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Clock {
+    naive: bool,
+    /// Separator between date and time in a naive file (`' '` or `'T'`).
+    separator: char,
+}
+
+impl Clock {
+    fn of(sample: &str) -> Self {
+        let has_zone = sample.ends_with(['Z', 'z'])
+            || sample
+                .get(19..)
+                .is_some_and(|rest| rest.contains(['+', '-']));
+        Self {
+            naive: !has_zone,
+            separator: if sample.as_bytes().get(10) == Some(&b'T') {
+                'T'
+            } else {
+                ' '
+            },
+        }
+    }
+
+    /// `unix` in the file's own format.
+    pub fn format(&self, unix: u64) -> String {
+        let utc = format_time(unix);
+        if !self.naive {
+            return utc;
+        }
+        let mut s: String = utc.trim_end_matches('Z').to_string();
+        if self.separator != 'T' {
+            s = s.replacen('T', &self.separator.to_string(), 1);
+        }
+        s
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +85,7 @@ pub fn read(path: &Path, step: Option<Duration>) -> Result<RegularSeries, CsvErr
         source,
     })?;
     let mut rows: Vec<(u64, f64)> = Vec::new();
+    let mut clock = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || (i == 0 && !line.starts_with(|c: char| c.is_ascii_digit())) {
@@ -56,6 +100,7 @@ pub fn read(path: &Path, step: Option<Duration>) -> Result<RegularSeries, CsvErr
             .split_once(',')
             .ok_or_else(|| bad("expected `timestamp,value`".into()))?;
         let t = parse_time(ts.trim()).ok_or_else(|| bad(format!("unreadable timestamp {ts:?}")))?;
+        clock.get_or_insert_with(|| Clock::of(ts.trim()));
         let v: f64 = value
             .trim()
             .parse()
@@ -77,9 +122,11 @@ pub fn read(path: &Path, step: Option<Duration>) -> Result<RegularSeries, CsvErr
         })?,
     };
     let step_s = step.as_secs().max(1);
-    let start = rows.first().map_or(0, |r| r.0 - r.0 % step_s);
+    let start = rows.first().map_or(0, |r| r.0);
     let end = rows.last().map_or(0, |r| r.0);
-    let len = ((end - start) / step_s + 1) as usize;
+    // Each row goes to the nearest grid point (a row a few seconds late still lands).
+    let slot = |t: u64| ((t - start + step_s / 2) / step_s) as usize;
+    let len = slot(end) + 1;
     if len > 50_000_000 {
         return Err(CsvError::Series {
             file,
@@ -89,7 +136,7 @@ pub fn read(path: &Path, step: Option<Duration>) -> Result<RegularSeries, CsvErr
     let mut values = vec![f64::NAN; len];
     let mut merged_rows = 0;
     for (t, v) in rows {
-        if let Some(slot) = values.get_mut(((t - start) / step_s) as usize) {
+        if let Some(slot) = values.get_mut(slot(t)) {
             if slot.is_nan() {
                 *slot = v;
             } else {
@@ -101,6 +148,10 @@ pub fn read(path: &Path, step: Option<Duration>) -> Result<RegularSeries, CsvErr
     let gaps = values.iter().filter(|v| v.is_nan()).count();
     Ok(RegularSeries {
         start_unix: start,
+        clock: clock.unwrap_or(Clock {
+            naive: false,
+            separator: 'T',
+        }),
         step: Duration::from_secs(step_s),
         values,
         merged_rows,
@@ -155,6 +206,16 @@ mod tests {
         assert!(s.values[2].is_nan());
         assert_eq!(s.gaps, 1);
         assert_eq!(format_time(s.start_unix), "2014-04-10T00:00:00Z");
+        // The file's own clock: no zone, a space, and the grid is not snapped.
+        assert_eq!(s.clock.format(s.start_unix + 300), "2014-04-10 00:05:00");
+        std::fs::write(
+            &p,
+            "t,v\n2015-02-26T21:42:53Z,1\n2015-02-26T21:47:53Z,2\n2015-02-26T21:52:55Z,3\n",
+        )
+        .unwrap();
+        let s = read(&p, None).unwrap();
+        assert_eq!(s.values, vec![1.0, 2.0, 3.0]);
+        assert_eq!(s.clock.format(s.start_unix + 600), "2015-02-26T21:52:53Z");
     }
 
     #[test]

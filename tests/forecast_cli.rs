@@ -10,10 +10,9 @@ fn prescale() -> Command {
 fn forecast_writes_rows_and_a_summary_that_agree() {
     let input = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/traces/nab_elb_request_count_8c0756.csv"
+        "/testdata/traces/nab_elb_request_count_8c0756.csv"
     );
-    if !std::path::Path::new(input).exists() {
-        eprintln!("SKIP: {input} is absent; this test needs ../shared/traces/");
+    if !present(input) {
         return;
     }
     let out = tempfile::tempdir().unwrap();
@@ -63,6 +62,69 @@ fn forecast_writes_rows_and_a_summary_that_agree() {
     assert!((coverage - inside as f64 / at15.len() as f64).abs() < 1e-9);
     assert!((0.85..=0.95).contains(&coverage), "coverage {coverage}");
     assert!(horizons[2]["relative_to_seasonal_naive"].as_f64().unwrap() < 1.0);
+}
+
+/// Whether a data file is there: under CI its absence fails the test.
+fn present(path: &str) -> bool {
+    if std::path::Path::new(path).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{path} is missing: the repository's testdata/ is needed"
+    );
+    eprintln!("SKIP: {path} is absent");
+    false
+}
+
+#[test]
+fn origins_are_answered_exactly_and_in_the_series_own_clock() {
+    // A series at :x2:53 with naive times, and the peers' harness's origins for it.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let input = format!("{root}/testdata/traces/nab_Twitter_volume_GOOG.csv");
+    let origins = format!("{root}/testdata/eval/peers/dev_twitter_GOOG/origins.csv");
+    if !present(&input) || !present(&origins) {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let run = prescale()
+        .args([
+            "forecast",
+            "--input",
+            &input,
+            "--step",
+            "5m",
+            "--horizon",
+            "15m",
+        ])
+        .args(["--origins", &origins, "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let wanted: std::collections::BTreeSet<String> = std::fs::read_to_string(&origins)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    assert!(wanted.len() >= 100 && wanted.iter().all(|o| o.ends_with(":53")));
+    let rows = std::fs::read_to_string(out.path().join("forecasts.csv")).unwrap();
+    let mut got = std::collections::BTreeSet::new();
+    for line in rows.lines().skip(1) {
+        let r: Vec<&str> = line.split(',').collect();
+        got.insert(r[0].to_string());
+        // Same clock as the input: a naive time, not snapped to a 5-minute grid.
+        assert!(!r[0].ends_with('Z') && r[0].contains(' '), "{line}");
+        assert!(r[1].ends_with(":53") && !r[1].ends_with('Z'), "{line}");
+    }
+    // Exactly the origins asked for, each answered at horizons 1..=3.
+    assert_eq!(got, wanted);
+    assert_eq!(rows.lines().count() - 1, 3 * wanted.len());
 }
 
 #[test]

@@ -48,10 +48,13 @@ impl Calibration {
         if ring.len() < MIN_ERRORS {
             return None;
         }
-        let mut sorted: Vec<f64> = ring.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
+        // Two order statistics by selection (O(n)), not a sort of the window per call.
+        let mut values: Vec<f64> = ring.iter().copied().collect();
         let alpha = (1.0 - level.clamp(0.0, 1.0)) / 2.0;
-        Some((quantile(&sorted, alpha), quantile(&sorted, 1.0 - alpha)))
+        Some((
+            select_quantile(&mut values, alpha),
+            select_quantile(&mut values, 1.0 - alpha),
+        ))
     }
 
     /// Mean absolute error at `step`, over the errors kept.
@@ -68,19 +71,21 @@ impl Calibration {
     }
 }
 
-/// Linear-interpolated quantile of sorted values (type 7, as R and numpy default).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let n = sorted.len();
+/// `quantile` of unsorted values by selection (reorders `values`).
+fn select_quantile(values: &mut [f64], q: f64) -> f64 {
+    let n = values.len();
     if n == 0 {
         return 0.0;
     }
     let pos = q.clamp(0.0, 1.0) * (n - 1) as f64;
     let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    let (a, b) = (
-        sorted.get(lo).copied().unwrap_or(0.0),
-        sorted.get(hi).copied().unwrap_or(0.0),
-    );
+    let a = *values.select_nth_unstable_by(lo, f64::total_cmp).1;
+    // The next order statistic is the smallest of what selection put above `lo`.
+    let b = values
+        .get(lo + 1..)
+        .and_then(|above| above.iter().copied().min_by(f64::total_cmp))
+        .filter(|_| pos > lo as f64)
+        .unwrap_or(a);
     a + (b - a) * (pos - lo as f64)
 }
 

@@ -27,7 +27,9 @@ pub struct HorizonSummary {
     pub horizon_steps: usize,
     pub forecasts: usize,
     pub mae: f64,
-    /// MAE scaled by the in-sample one-step seasonal-naive MAE (Hyndman's MASE).
+    /// Mean of each error over its origin's scale, the in-sample MAE of daily
+    /// seasonal-naive on that origin's last 14 days (the peers' harness's MASE; see
+    /// [`origin_scale`]).
     pub mase: f64,
     /// MAE divided by seasonal-naive's MAE at the same horizon and origins: below 1
     /// beats seasonal-naive.
@@ -51,6 +53,18 @@ pub struct Evaluation {
 /// Evaluates forecasts made at every origin from `start` on (origins are observation
 /// counts). `start` should leave enough history to warm up; it is clamped to 1..n.
 pub fn evaluate(series: &[f64], params: ForecastParams, start: usize) -> Evaluation {
+    evaluate_at(series, params, start, None)
+}
+
+/// Like [`evaluate`], but keeps only the forecasts made at `only` (origins as
+/// observation counts, e.g. an external harness's origins); the forecaster still sees
+/// and forecasts every step, exactly as live.
+pub fn evaluate_at(
+    series: &[f64],
+    params: ForecastParams,
+    start: usize,
+    only: Option<&std::collections::BTreeSet<usize>>,
+) -> Evaluation {
     let n = series.len();
     let start = start.clamp(1, n.max(1));
     let level = params.level;
@@ -60,10 +74,12 @@ pub fn evaluate(series: &[f64], params: ForecastParams, start: usize) -> Evaluat
     for (t, y) in series.iter().enumerate() {
         f.observe(*y);
         let origin = t + 1;
-        if origin < start || origin >= n {
+        // Forecast at every step, as the sidecar does (the intervals calibrate on
+        // those errors from the start); keep rows from `start` on.
+        let Some(fc) = f.forecast() else { continue };
+        if origin < start || origin >= n || only.is_some_and(|o| !o.contains(&origin)) {
             continue;
         }
-        let Some(fc) = f.forecast() else { continue };
         *models.entry(format!("{:?}", fc.model)).or_default() += 1;
         for p in &fc.points {
             let target = t + p.step;
@@ -98,7 +114,8 @@ pub fn evaluate(series: &[f64], params: ForecastParams, start: usize) -> Evaluat
 
 /// Scores the rows whose origin is at least `from` (rows may start earlier, e.g. when
 /// `prescale replay` forecasts from the first step but scores after a warm-up). The
-/// seasonal-naive baseline uses the first period with a whole season before `from`.
+/// seasonal-naive baseline and the MASE scale use the first period with a whole season
+/// before `from` (normally a day).
 pub fn score(
     series: &[f64],
     rows: &[EvalRow],
@@ -112,25 +129,34 @@ pub fn score(
         .copied()
         .find(|p| *p >= 2 && *p < from);
     let scored: Vec<EvalRow> = rows.iter().filter(|r| r.origin >= from).cloned().collect();
-    let train = series.get(..from).unwrap_or(series);
-    let scale = in_sample_scale(train, period);
-    let horizons = summarize(series, &scored, params.horizon, period, scale);
+    let horizons = summarize(series, &scored, params.horizon, period);
     (horizons, period)
 }
 
-/// In-sample one-step (seasonal-)naive MAE: the MASE denominator.
-fn in_sample_scale(train: &[f64], period: Option<usize>) -> f64 {
-    let m = period.unwrap_or(1);
-    let diffs: Vec<f64> = train
-        .iter()
-        .zip(train.iter().skip(m))
-        .map(|(a, b)| (b - a).abs())
-        .filter(|d| d.is_finite())
-        .collect();
-    if diffs.is_empty() {
-        return 1.0;
+/// Days of history an origin's MASE scale looks back over (the peers' training cap).
+pub const SCALE_DAYS: usize = 14;
+
+/// The MASE scale of a forecast made after `origin` observations, as the peers'
+/// harness defines it: the in-sample MAE of the seasonal-naive forecast (lag
+/// `period`, normally a day) over that origin's training window, the last
+/// `SCALE_DAYS` periods cut after the latest gap (NaN). None when the window is
+/// shorter than a period or the MAE is zero.
+pub fn origin_scale(series: &[f64], origin: usize, period: usize) -> Option<f64> {
+    let end = origin.min(series.len());
+    let cap = period.checked_mul(SCALE_DAYS)?;
+    let mut a = end.saturating_sub(cap);
+    let window = series.get(a..end)?;
+    if let Some(last_gap) = window.iter().rposition(|v| !v.is_finite()) {
+        a += last_gap + 1;
     }
-    (diffs.iter().sum::<f64>() / diffs.len() as f64).max(1e-9)
+    let window = series.get(a..end)?;
+    if period == 0 || window.len() <= period {
+        return None;
+    }
+    let diffs = window.iter().zip(window.iter().skip(period));
+    let n = window.len() - period;
+    let mae = diffs.map(|(x, y)| (y - x).abs()).sum::<f64>() / n as f64;
+    (mae.is_finite() && mae > 0.0).then_some(mae)
 }
 
 fn summarize(
@@ -138,8 +164,8 @@ fn summarize(
     rows: &[EvalRow],
     horizon: usize,
     period: Option<usize>,
-    scale: f64,
 ) -> Vec<HorizonSummary> {
+    let mut scales: BTreeMap<usize, Option<f64>> = BTreeMap::new();
     (1..=horizon)
         .filter_map(|h| {
             let at: Vec<&EvalRow> = rows.iter().filter(|r| r.horizon_steps == h).collect();
@@ -148,6 +174,18 @@ fn summarize(
             }
             let k = at.len() as f64;
             let mae = at.iter().map(|r| (r.actual - r.point).abs()).sum::<f64>() / k;
+            // MASE: each error over its own origin's scale (without a period, the
+            // one-step naive MAE), averaged over the forecasts that have one.
+            let scaled: Vec<f64> = at
+                .iter()
+                .filter_map(|r| {
+                    let s = *scales
+                        .entry(r.origin)
+                        .or_insert_with(|| origin_scale(series, r.origin, period.unwrap_or(1)));
+                    Some((r.actual - r.point).abs() / s?)
+                })
+                .collect();
+            let mase = scaled.iter().sum::<f64>() / scaled.len().max(1) as f64;
             let smape = at
                 .iter()
                 .map(|r| {
@@ -181,7 +219,7 @@ fn summarize(
                 horizon_steps: h,
                 forecasts: at.len(),
                 mae,
-                mase: mae / scale,
+                mase,
                 relative_to_seasonal_naive: relative,
                 smape,
                 coverage,

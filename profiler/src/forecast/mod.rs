@@ -5,17 +5,21 @@
 //! forecast` and `prescale replay` (fed by a file), so every accuracy number we
 //! publish is a number about the shipped code.
 //!
-//! Model choice is prequential: every candidate forecasts at every step and is scored
-//! against the actuals as they arrive (a rolling-origin backtest done online, with no
-//! extra fitting), and the candidate with the lowest recent error is published. The
-//! same errors calibrate the intervals (see [`conformal`]).
+//! The models are a bank of exponential-smoothing filters updated in O(1) per
+//! observation (see [`bank`]). Model choice is prequential: every member forecasts at
+//! every step and is scored against the actuals as they arrive (a rolling-origin
+//! backtest done online, with no refitting), and per horizon step the mean of the
+//! members with the lowest recent error is published. The errors of what was published
+//! calibrate the intervals (see [`conformal`]).
 
+pub mod bank;
 pub mod conformal;
 pub mod eval;
 pub mod model;
 
 pub use self::model::ModelKind;
 
+use self::bank::{Bank, BankConfig};
 use self::conformal::Calibration;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -32,7 +36,8 @@ pub struct ForecastParams {
     pub periods: Vec<usize>,
     /// History kept for fitting (bounded).
     pub max_history: usize,
-    /// Fit the expensive models every this many steps.
+    /// Kept for configuration compatibility: the filter bank has no expensive fit;
+    /// every member is updated and re-ranked at every step.
     pub refit_every: usize,
     /// Recent errors kept per horizon step for calibration and model choice.
     pub calibration_window: usize,
@@ -75,40 +80,37 @@ pub struct Forecaster {
     params: ForecastParams,
     history: VecDeque<f64>,
     observed: usize,
-    candidates: Vec<Candidate>,
-    /// Forecasts awaiting their actuals: origin and each candidate's points.
+    bank: Bank,
+    /// Forecasts awaiting their actuals: what was published and seasonal-naive's points.
     pending: VecDeque<Issued>,
-    since_refit: usize,
     /// Errors of what was published, and whether actuals fell inside the interval.
     published: Calibration,
+    /// Errors of seasonal-naive at the same origins (the accuracy reference).
+    snaive: Calibration,
     hits: VecDeque<bool>,
+    /// Per horizon step, the interval level actually used (adaptive conformal).
+    levels: Vec<f64>,
 }
 
-struct Candidate {
-    kind: ModelKind,
-    /// Fitted path for `Ets`/`Mstl`, starting right after observation `path_origin`.
-    path: Vec<f64>,
-    path_origin: usize,
-    /// Smoothed recent residual of the path, added to its points between fits.
-    offset: f64,
-    calibration: Calibration,
-}
+/// Step size of adaptive conformal inference (Gibbs & Candès, 2021): after each
+/// scored forecast the level used moves by this times (miss − target miss rate), so
+/// the long-run coverage converges to the target even when errors drift.
+const ACI_RATE: f64 = 0.005;
 
 struct Issued {
     origin: usize,
-    /// Points per candidate (same order as `candidates`), and the published forecast.
-    points: Vec<(ModelKind, Vec<f64>)>,
     published: Vec<ForecastPoint>,
+    snaive: Vec<Option<f64>>,
 }
 
-/// Weight of the newest residual in the path correction.
-const OFFSET_ALPHA: f64 = 0.3;
+/// Members averaged per horizon step (see [`bank`]).
+pub const COMBINE: usize = 5;
 
 // === impl ForecastParams ===
 
 impl ForecastParams {
     /// Sensible defaults for a series with `step_seconds` per step: daily and weekly
-    /// seasons, ~2 weeks of history (capped at 20 160 points), refits every hour.
+    /// seasons, ~2 weeks of history (capped at 20 160 points).
     pub fn for_step(step_seconds: u64, horizon: usize) -> Self {
         let step = step_seconds.max(1);
         let per = |secs: u64| (secs / step) as usize;
@@ -125,6 +127,15 @@ impl ForecastParams {
             non_negative: true,
         }
     }
+
+    fn bank_config(&self) -> BankConfig {
+        BankConfig {
+            periods: self.periods.clone(),
+            horizon: self.horizon.max(1),
+            combine: COMBINE,
+            memory: bank::memory_steps(&self.periods),
+        }
+    }
 }
 
 // === impl Forecaster ===
@@ -132,15 +143,17 @@ impl ForecastParams {
 impl Forecaster {
     pub fn new(params: ForecastParams) -> Self {
         let h = params.horizon.max(1);
+        let level = params.level;
         Self {
             published: Calibration::new(h, params.calibration_window),
+            snaive: Calibration::new(h, params.calibration_window),
+            bank: Bank::new(params.bank_config()),
             params,
             history: VecDeque::new(),
             observed: 0,
-            candidates: Vec::new(),
             pending: VecDeque::new(),
-            since_refit: 0,
             hits: VecDeque::new(),
+            levels: vec![level; h],
         }
     }
 
@@ -156,7 +169,6 @@ impl Forecaster {
     /// every observation but the last `keep` (those since the shift), which are replayed
     /// as if observed live, a forecast after each, so the new models and intervals learn
     /// the new level only. `keep` is capped at the history held; 0 forgets everything.
-    /// Costs up to `keep` forecasts (a model fit every `refit_every` of them).
     pub fn restart_keeping(&mut self, keep: usize) {
         let skip = self.history.len().saturating_sub(keep);
         let recent: Vec<f64> = self.history.iter().skip(skip).copied().collect();
@@ -167,8 +179,8 @@ impl Forecaster {
         }
     }
 
-    /// Adds the next observation; scores every forecast that predicted it. A
-    /// non-finite value (a gap) repeats the previous one.
+    /// Adds the next observation (O(1) work per bank member); scores every forecast
+    /// that predicted it. A non-finite value (a gap) repeats the previous one.
     pub fn observe(&mut self, value: f64) {
         let y = if value.is_finite() {
             value
@@ -180,37 +192,31 @@ impl Forecaster {
             let Some(step) = (t + 1).checked_sub(issued.origin).filter(|s| *s >= 1) else {
                 continue;
             };
-            for (kind, points) in &issued.points {
-                if let (Some(c), Some(p)) = (
-                    self.candidates.iter_mut().find(|c| c.kind == *kind),
-                    points.get(step - 1),
-                ) {
-                    c.calibration.record(step, y - p);
-                }
+            if let Some(Some(p)) = issued.snaive.get(step - 1) {
+                self.snaive.record(step, y - p);
             }
             if let Some(fp) = issued.published.get(step - 1) {
                 self.published.record(step, y - fp.point);
                 if self.hits.len() == self.params.calibration_window {
                     self.hits.pop_front();
                 }
-                self.hits.push_back((fp.lower..=fp.upper).contains(&y));
+                let hit = (fp.lower..=fp.upper).contains(&y);
+                self.hits.push_back(hit);
+                if self.published.len(step) >= conformal::MIN_ERRORS {
+                    let target = self.params.level.clamp(0.5, 0.999);
+                    if let Some(l) = self.levels.get_mut(step - 1) {
+                        let miss = if hit { 0.0 } else { 1.0 };
+                        *l = (*l + ACI_RATE * (miss - (1.0 - target))).clamp(0.5, 0.999);
+                    }
+                }
             }
         }
-        for c in &mut self.candidates {
-            if let Some(raw) = c
-                .path
-                .get(t.wrapping_sub(c.path_origin))
-                .filter(|_| t >= c.path_origin)
-            {
-                c.offset = OFFSET_ALPHA * (y - raw) + (1.0 - OFFSET_ALPHA) * c.offset;
-            }
-        }
+        self.bank.observe(y);
         self.history.push_back(y);
         while self.history.len() > self.params.max_history.max(2) {
             self.history.pop_front();
         }
         self.observed += 1;
-        self.since_refit += 1;
         let h = self.params.horizon;
         while self
             .pending
@@ -221,40 +227,45 @@ impl Forecaster {
         }
     }
 
-    /// Forecasts the next `horizon` steps. Fits the expensive models when due (tens
-    /// to hundreds of milliseconds: call it off the data path). `None` before the
-    /// first observation.
+    /// Forecasts the next `horizon` steps (microseconds: the bank already forecast
+    /// while observing). `None` before the first observation.
     pub fn forecast(&mut self) -> Option<Forecast> {
         if self.history.is_empty() {
             return None;
         }
-        self.refresh_candidates();
         let h = self.params.horizon;
-        let history: Vec<f64> = self.history.iter().copied().collect();
-        let mut points = Vec::with_capacity(self.candidates.len());
-        for c in &self.candidates {
-            if let Some(p) = self.candidate_points(c, &history, h) {
-                points.push((c.kind, p));
-            }
-        }
-        let (model, chosen) = self.choose(&points)?;
-        let calibrated = (1..=h).all(|s| {
-            self.calibration_of(model)
-                .is_some_and(|c| c.offsets(s, self.params.level).is_some())
-        });
-        let fallback = fallback_spread(&history);
+        let last = self.history.back().copied().unwrap_or(0.0);
+        let (chosen, model) = self
+            .bank
+            .forecast()
+            .unwrap_or_else(|| (vec![last; h], ModelKind::LastValue));
+        let calibrated = (1..=h).all(|s| self.published.len(s) >= conformal::MIN_ERRORS);
+        // No copy of the history per step: a contiguous view of the ring.
+        let history: &[f64] = self.history.make_contiguous();
+        let fallback = if calibrated {
+            0.0
+        } else {
+            fallback_spread(history)
+        };
+        let period = self
+            .params
+            .periods
+            .iter()
+            .copied()
+            .find(|p| *p >= 2 && history.len() >= *p);
+        let snaive: Vec<Option<f64>> = (1..=h)
+            .map(|s| period.and_then(|p| model::seasonal_naive(history, p, s)))
+            .collect();
         let published: Vec<ForecastPoint> = chosen
             .iter()
             .enumerate()
             .map(|(i, point)| {
                 let step = i + 1;
-                let (below, above) = self
-                    .calibration_of(model)
-                    .and_then(|c| c.offsets(step, self.params.level))
-                    .unwrap_or_else(|| {
-                        let w = fallback * (step as f64).sqrt();
-                        (-w, w)
-                    });
+                let level = self.levels.get(i).copied().unwrap_or(self.params.level);
+                let (below, above) = self.published.offsets(step, level).unwrap_or_else(|| {
+                    let w = fallback * (step as f64).sqrt();
+                    (-w, w)
+                });
                 let mut fp = ForecastPoint {
                     step,
                     point: *point,
@@ -271,8 +282,8 @@ impl Forecaster {
             .collect();
         self.pending.push_back(Issued {
             origin: self.observed,
-            points,
             published: published.clone(),
+            snaive,
         });
         Some(Forecast {
             origin: self.observed,
@@ -284,14 +295,10 @@ impl Forecaster {
 
     /// How the published forecasts have done.
     pub fn accuracy(&self) -> Accuracy {
-        let snaive = self
-            .candidates
-            .iter()
-            .find(|c| c.kind == ModelKind::SeasonalNaive);
         let relative_mae = (1..=self.params.horizon)
             .map(|s| {
                 let ours = self.published.mae(s)?;
-                let base = snaive?.calibration.mae(s)?;
+                let base = self.snaive.mae(s)?;
                 (base > 0.0).then(|| ours / base)
             })
             .collect();
@@ -301,95 +308,6 @@ impl Forecaster {
             relative_mae,
             coverage,
         }
-    }
-
-    fn calibration_of(&self, kind: ModelKind) -> Option<&Calibration> {
-        self.candidates
-            .iter()
-            .find(|c| c.kind == kind)
-            .map(|c| &c.calibration)
-    }
-
-    /// Adds candidates the history now supports and refits the expensive ones when due.
-    fn refresh_candidates(&mut self) {
-        let n = self.history.len();
-        let available = model::candidates(n, &self.params.periods);
-        let mut added = false;
-        for kind in available {
-            if !self.candidates.iter().any(|c| c.kind == kind) {
-                self.candidates.push(Candidate {
-                    kind,
-                    path: Vec::new(),
-                    path_origin: self.observed,
-                    offset: 0.0,
-                    calibration: Calibration::new(
-                        self.params.horizon,
-                        self.params.calibration_window,
-                    ),
-                });
-                added = true;
-            }
-        }
-        if !(added || self.since_refit >= self.params.refit_every) {
-            return;
-        }
-        self.since_refit = 0;
-        let history: Vec<f64> = self.history.iter().copied().collect();
-        let len = self.params.refit_every + self.params.horizon + 1;
-        for c in &mut self.candidates {
-            if matches!(c.kind, ModelKind::Ets | ModelKind::Mstl) {
-                match model::fit_path(c.kind, &history, &self.params.periods, len) {
-                    Some(path) => {
-                        c.path = path;
-                        c.path_origin = self.observed;
-                        c.offset = 0.0;
-                    }
-                    // Keep the old path (if any); a model that cannot fit publishes
-                    // nothing until it can, and a cheaper one is chosen meanwhile.
-                    None => c.path.clear(),
-                }
-            }
-        }
-    }
-
-    fn candidate_points(&self, c: &Candidate, history: &[f64], h: usize) -> Option<Vec<f64>> {
-        let last = history.last().copied()?;
-        let points: Vec<f64> = match c.kind {
-            ModelKind::LastValue => vec![last; h],
-            ModelKind::SeasonalNaive => {
-                let period = self
-                    .params
-                    .periods
-                    .iter()
-                    .copied()
-                    .find(|p| *p >= 2 && history.len() >= *p)?;
-                (1..=h)
-                    .map(|s| model::seasonal_naive(history, period, s))
-                    .collect::<Option<_>>()?
-            }
-            ModelKind::Ets | ModelKind::Mstl => {
-                let k = self.observed.checked_sub(c.path_origin)?;
-                (1..=h)
-                    .map(|s| c.path.get(k + s - 1).map(|p| p + c.offset))
-                    .collect::<Option<_>>()?
-            }
-        };
-        points.iter().all(|p| p.is_finite()).then_some(points)
-    }
-
-    /// The candidate with the lowest recent error summed over horizon steps; before
-    /// errors accumulate, the richest available model.
-    fn choose<'a>(&self, points: &'a [(ModelKind, Vec<f64>)]) -> Option<(ModelKind, &'a Vec<f64>)> {
-        let scored = points.iter().filter_map(|(kind, p)| {
-            let cal = self.calibration_of(*kind)?;
-            let enough = (1..=self.params.horizon).all(|s| cal.len(s) >= conformal::MIN_ERRORS);
-            let score: f64 = (1..=self.params.horizon).filter_map(|s| cal.mae(s)).sum();
-            enough.then_some((score, *kind, p))
-        });
-        let best = scored
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, k, p)| (k, p));
-        best.or_else(|| points.last().map(|(k, p)| (*k, p)))
     }
 }
 
@@ -411,5 +329,9 @@ fn fallback_spread(history: &[f64]) -> f64 {
     (1.645 * var.sqrt()).max(1e-9)
 }
 
+#[cfg(test)]
+mod bank_tests;
+#[cfg(test)]
+mod peers_tests;
 #[cfg(test)]
 mod tests;

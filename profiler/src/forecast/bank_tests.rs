@@ -1,0 +1,131 @@
+//! The bank's members against independent computations, and its choice and
+//! combination on series whose best model is known.
+
+use super::bank::{Bank, BankConfig};
+
+fn bank(periods: Vec<usize>, horizon: usize, combine: usize) -> Bank {
+    Bank::new(BankConfig {
+        periods,
+        horizon,
+        combine,
+        memory: 288,
+    })
+}
+
+/// Deterministic noise in [-1, 1) (xorshift).
+fn noise(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state % 2_000_000) as f64 / 1_000_000.0 - 1.0
+}
+
+#[test]
+fn a_filter_run_to_t_equals_simple_exponential_smoothing_refit_on_data_to_t() {
+    // Simple exponential smoothing has a closed form: the level after y_0..y_t is
+    // sum_j a(1-a)^j y_(t-j) + (1-a)^t y_0. A filter updated one step at a time must
+    // land on that value, recomputed from scratch on the data up to t.
+    let mut state = 42;
+    let ys: Vec<f64> = (0..500)
+        .map(|i| 50.0 + 0.1 * i as f64 + 10.0 * noise(&mut state))
+        .collect();
+    let mut b = bank(vec![], 2, 1);
+    for (t, y) in ys.iter().enumerate() {
+        b.observe(*y);
+        if t % 97 != 0 {
+            continue;
+        }
+        for alpha in [0.03, 0.25, 0.6] {
+            let a: f64 = alpha;
+            let refit = ys[..=t]
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(j, y)| {
+                    let w = if j == t {
+                        (1.0 - a).powi(t as i32)
+                    } else {
+                        a * (1.0 - a).powi(j as i32)
+                    };
+                    w * y
+                })
+                .sum::<f64>();
+            let filtered = b
+                .member_forecast(alpha, false, false, None)
+                .expect("member");
+            for p in filtered {
+                assert!(
+                    (p - refit).abs() < 1e-9 * refit.abs().max(1.0),
+                    "t={t} alpha={alpha}: {p} vs {refit}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_seasonal_member_learns_an_exact_daily_shape_once_it_has_two_days() {
+    // A pure 24-step pattern on a constant: once every slot is filled, the profile is
+    // the pattern minus its mean and the seasonal members forecast it exactly.
+    let shape = |t: usize| 100.0 + 30.0 * ((t % 24) as f64 * std::f64::consts::TAU / 24.0).sin();
+    let mut b = bank(vec![24], 3, 1);
+    for t in 0..24 * 4 {
+        b.observe(shape(t));
+    }
+    let t = 24 * 4 - 1;
+    for alpha in [0.03, 0.6] {
+        let f = b
+            .member_forecast(alpha, false, false, Some(0))
+            .expect("seasonal member");
+        for (s, p) in f.iter().enumerate() {
+            assert!(
+                (p - shape(t + 1 + s)).abs() < 1e-6,
+                "step {}: {p} vs {}",
+                s + 1,
+                shape(t + 1 + s)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_bank_chooses_slow_smoothing_for_noise_and_fast_for_a_random_walk() {
+    let mut state = 7;
+    let mut noisy = bank(vec![], 1, 1);
+    for _ in 0..2000 {
+        noisy.observe(100.0 + 10.0 * noise(&mut state));
+    }
+    let mut walk = bank(vec![], 1, 1);
+    let mut y = 100.0;
+    for _ in 0..2000 {
+        y += 10.0 * noise(&mut state);
+        walk.observe(y);
+    }
+    let (a_noise, _) = noisy.best(1).expect("ranked");
+    let (a_walk, _) = walk.best(1).expect("ranked");
+    assert!(a_noise <= 0.08, "white noise: alpha {a_noise}");
+    assert!(a_walk >= 0.8, "random walk: alpha {a_walk}");
+}
+
+#[test]
+fn the_published_point_is_the_mean_of_the_best_members() {
+    let mut state = 3;
+    let mut b = bank(vec![24], 3, 4);
+    for t in 0..24 * 12 {
+        let season = 20.0 * ((t % 24) as f64 / 24.0 * std::f64::consts::TAU).sin();
+        b.observe(100.0 + season + 5.0 * noise(&mut state));
+    }
+    let (points, _) = b.forecast().expect("a forecast");
+    for (i, p) in points.iter().enumerate() {
+        let step = i + 1;
+        // Recomputed from the members' scores: the 4 lowest, averaged.
+        let mut ranked = b.ranked(step);
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let top: Vec<f64> = ranked.iter().take(4).map(|r| r.1).collect();
+        assert_eq!(top.len(), 4);
+        let mean = top.iter().sum::<f64>() / 4.0;
+        assert!((p - mean).abs() < 1e-9, "step {step}: {p} vs {mean}");
+        // And the combination is not just the single best member.
+        assert!(top.iter().any(|x| (x - top[0]).abs() > 1e-9));
+    }
+}
