@@ -7,6 +7,9 @@ mod inject;
 mod iptables;
 mod replay;
 mod series_csv;
+#[cfg(test)]
+#[path = "../tests/support/require.rs"]
+mod test_require;
 
 use clap::{Parser, Subcommand};
 use prescale_proxy::MeshConfig;

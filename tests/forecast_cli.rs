@@ -1,5 +1,8 @@
 //! `prescale forecast` end to end: the real binary on a real NAB series and on bad input.
 
+#[path = "support/require.rs"]
+mod require;
+
 use std::process::Command;
 
 fn prescale() -> Command {
@@ -8,17 +11,17 @@ fn prescale() -> Command {
 
 #[test]
 fn forecast_writes_rows_and_a_summary_that_agree() {
-    let input = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/traces/nab_elb_request_count_8c0756.csv"
-    );
-    if !std::path::Path::new(input).exists() {
-        eprintln!("SKIP: {input} is absent; this test needs ../shared/traces/");
+    let Some(input) = require::trace(
+        "forecast_writes_rows_and_a_summary_that_agree",
+        "nab_elb_request_count_8c0756.csv",
+    ) else {
         return;
-    }
+    };
     let out = tempfile::tempdir().unwrap();
     let status = prescale()
-        .args(["forecast", "--input", input, "--horizon", "15m", "--out"])
+        .args(["forecast", "--input"])
+        .arg(&input)
+        .args(["--horizon", "15m", "--out"])
         .arg(out.path())
         .output()
         .unwrap();

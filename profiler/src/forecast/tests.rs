@@ -76,13 +76,10 @@ fn a_clean_daily_pattern_is_learned_and_its_interval_is_calibrated() {
     );
 }
 
-/// NAB series from ../shared/traces (real public data; see its README).
+/// NAB series from testdata/traces (real public data; see its README).
 fn nab(file: &str) -> Option<Vec<f64>> {
-    let path = format!("{}/../../shared/traces/{file}", env!("CARGO_MANIFEST_DIR"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("SKIP: {path} is absent; NAB accuracy tests need ../shared/traces/");
-        return None;
-    };
+    let path = crate::test_require::trace(&format!("NAB accuracy on {file}"), file)?;
+    let text = std::fs::read_to_string(path).expect("the NAB series reads");
     Some(
         text.lines()
             .skip(1)
