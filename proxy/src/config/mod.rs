@@ -13,6 +13,7 @@ mod listener;
 mod locate;
 mod runtime;
 mod signals;
+mod source;
 
 pub use self::admin::{AdminConfig, Secret};
 pub use self::anomalies::{
@@ -25,6 +26,7 @@ pub use self::runtime::{DownstreamLimits, DrainConfig, RuntimeConfig};
 pub use self::signals::{
     DemandUnit, KedaConfig, KubernetesConfig, SignalsConfig, WarmStartConfig, WebhookConfig,
 };
+pub use self::source::ConfigSource;
 
 use prescale_policies::PoliciesConfig;
 use prescale_profiler::ProfilerConfig;
@@ -84,9 +86,18 @@ impl MeshConfig {
         Self::parse(&text, path)
     }
 
-    /// Parses and validates config text; `path` is used only to name the file in errors.
+    /// Parses and validates config text; `path` names the file in errors, and relative
+    /// paths in the config are relative to its directory.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse_in(text, &path.display().to_string(), base)
+    }
+
+    /// Parses and validates config text named `file` in errors, with relative paths
+    /// resolved against `base` (an empty `base` leaves them relative to the working
+    /// directory).
+    pub fn parse_in(text: &str, file: &str, base: &Path) -> Result<Self, ConfigError> {
+        let file = file.to_string();
         let mut cfg: MeshConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             ConfigError::Invalid {
@@ -96,7 +107,6 @@ impl MeshConfig {
                 reason: e.to_string(),
             }
         })?;
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
         cfg.resolve_paths(base);
         cfg.validate().map_err(|inv| {
             let (line, column) = locate::find(text, &inv.path).unwrap_or((0, 0));
