@@ -1,7 +1,7 @@
 //! Per-request costs on the data path, and the off-path re-fit, measured with criterion.
 //!
 //! `cargo bench --bench hot_path`. Paths come from the real access log in
-//! ../shared/traces/ when it is present (a synthetic mix otherwise).
+//! testdata/traces/.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use prescale_profiler::fanout::FanoutTable;
@@ -16,20 +16,13 @@ use std::time::Duration;
 fn paths() -> Vec<String> {
     let log = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/traces/apache_access_semicomplete_2015-05-17_20.log"
+        "/testdata/traces/apache_access_semicomplete_2015-05-17_20.log"
     );
-    match std::fs::read_to_string(log) {
-        Ok(text) => text
-            .lines()
-            .filter_map(|l| l.split('"').nth(1)?.split(' ').nth(1).map(str::to_string))
-            .collect(),
-        Err(_) => {
-            eprintln!("note: {log} absent; using synthetic paths");
-            (0..1000)
-                .map(|i| format!("/api/items/{i}?expand=true"))
-                .collect()
-        }
-    }
+    let text = std::fs::read_to_string(log)
+        .unwrap_or_else(|e| panic!("{log}: {e} (the trace is part of the repository)"));
+    text.lines()
+        .filter_map(|l| l.split('"').nth(1)?.split(' ').nth(1).map(str::to_string))
+        .collect()
 }
 
 fn params() -> FitParams {

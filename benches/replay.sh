@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Throughput of `prescale replay` end to end (read + profile + forecast + simulate) on
-# a large combined-format log made from the real Apache trace in ../shared/traces/:
+# a large combined-format log made from the real Apache trace in testdata/traces/:
 # its 10 000 lines repeated N times (default 200: 2 M lines) over the same 83 hours,
 # copy c shifted by c seconds (a busier site, same shape). Reports lines per minute.
 #   benches/replay.sh [copies]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 copies=${1:-200}
-src=../shared/traces/apache_access_semicomplete_2015-05-17_20.log
-[ -f "$src" ] || { echo "skipping: $src is absent"; exit 0; }
+src=testdata/traces/apache_access_semicomplete_2015-05-17_20.log
+[ -f "$src" ] || { echo "error: $src is absent" >&2; exit 1; }
 cargo build --release --quiet --bin prescale
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -1,8 +1,7 @@
 //! Lines per second of the `prescale replay` input readers on the real access log, plain,
 //! gzipped and rewritten as JSON lines.
 //!
-//! `cargo bench --bench replay_input`. Needs ../shared/traces/; skips with a note when
-//! the log is absent.
+//! `cargo bench --bench replay_input`, on the log in testdata/traces/.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::io::Write;
@@ -16,7 +15,7 @@ mod input;
 
 const LOG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/traces/apache_access_semicomplete_2015-05-17_20.log"
+    "/testdata/traces/apache_access_semicomplete_2015-05-17_20.log"
 );
 
 /// Reads the whole file through the reader, as `replay` will; returns the record count.
@@ -57,10 +56,8 @@ fn as_jsonl(text: &str) -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let Ok(text) = std::fs::read_to_string(LOG) else {
-        eprintln!("note: {LOG} absent; replay_input bench skipped");
-        return;
-    };
+    let text = std::fs::read_to_string(LOG)
+        .unwrap_or_else(|e| panic!("{LOG}: {e} (the trace is part of the repository)"));
     let lines = text.lines().count() as u64;
     let Ok(dir) = tempfile::tempdir() else {
         eprintln!("note: no temp dir; replay_input bench skipped");

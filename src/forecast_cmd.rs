@@ -100,7 +100,7 @@ pub fn run(args: &ForecastArgs) -> Result<(), ForecastError> {
         "gaps": series.gaps,
         "short_gap_points_interpolated": interpolated,
         "origins_file": args.origins.as_ref().map(|p| p.display().to_string()),
-        "mase_definition": "mean over forecasts of |actual - point| / scale, scale = in-sample MAE of daily seasonal-naive on the origin's last 14 days (cut after a gap), as ../shared/eval's harness",
+        "mase_definition": "mean over forecasts of |actual - point| / scale, scale = in-sample MAE of daily seasonal-naive on the origin's last 14 days (cut after a gap), as the peers' harness in testdata/eval/harness",
         "merged_rows": series.merged_rows,
         "periods_steps": params.periods,
         "seasonal_naive_period_steps": ev.seasonal_period,

@@ -1,12 +1,16 @@
 //! The `prescale` binary: command line, logging, and the hand-off to the proxy.
 #![forbid(unsafe_code)]
 
+mod default_config;
 mod demo;
 mod forecast_cmd;
 mod inject;
 mod iptables;
 mod replay;
 mod series_csv;
+#[cfg(test)]
+#[path = "../tests/support/require.rs"]
+mod test_require;
 
 use clap::{Parser, Subcommand};
 use prescale_proxy::MeshConfig;
@@ -28,9 +32,10 @@ struct Cli {
 enum Command {
     /// Run the sidecar.
     Run {
-        /// The mesh config file (YAML).
-        #[arg(short, long, default_value = "deploy/examples/sidecar.yaml")]
-        config: PathBuf,
+        /// The mesh config file (YAML). Without it, the built-in default config (the
+        /// example deploy/examples/sidecar.yaml, compiled in) is used.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Validate a config file and exit: 0 when valid, 64 with file:line:column otherwise.
     Check {
@@ -90,21 +95,36 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
-        Command::Run { config } => {
-            let cfg = match MeshConfig::load(&config) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_BAD_CONFIG);
-                }
-            };
-            match prescale_proxy::run(config, cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Run { config } => run(config),
+    }
+}
+
+/// `prescale run`: the config file given, else the built-in default (said in the first
+/// log line, so nobody mistakes the example's ports for their own config).
+fn run(config: Option<PathBuf>) -> ExitCode {
+    let source = match config {
+        Some(path) => prescale_proxy::ConfigSource::File(path),
+        None => {
+            tracing::info!(
+                config = default_config::NAME,
+                "no --config given: running with the built-in default config \
+                 (deploy/examples/sidecar.yaml as of this build)"
+            );
+            default_config::source()
+        }
+    };
+    let cfg = match source.load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match prescale_proxy::run(source, cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

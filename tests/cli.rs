@@ -448,4 +448,96 @@ fn every_option_of_every_subcommand_is_described_with_at_most_one_default() {
     }
     assert!(seen > 60, "only {seen} options parsed");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+/// `prescale run` with no `--config`, from a directory holding no config at all: the
+/// built-in default (the example, compiled in) is used, the first log line says so,
+/// the example's own addresses serve, a reload re-applies it, and `/shutdown` ends it.
+/// Binds the example's fixed ports (admin 9901, listeners 4143 and 4140).
+#[test]
+fn run_without_config_uses_the_built_in_example_and_says_so_first() {
+    use support::{admin_get, admin_request};
+    let dir = tempfile::tempdir().unwrap();
+    let example: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(example()).unwrap()).unwrap();
+    let admin: SocketAddr = example["admin"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listeners: Vec<SocketAddr> = example["listeners"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|l| l["address"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for a in std::iter::once(admin).chain(listeners.iter().copied()) {
+        TcpListener::bind(a).unwrap_or_else(|e| {
+            panic!("{a}: the example's address must be free on this machine: {e}")
+        });
+    }
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn prescale run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin_get(admin, "/ready").map(|(s, _)| s) != Some(200) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "prescale run exited {status}:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "not ready in 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("built-in default config") && first.contains("deploy/examples/sidecar.yaml"),
+        "first log line: {first}\n{text}"
+    );
+
+    // The effective config is the example's: its listeners, on its addresses, serving.
+    let (status, body) = admin_get(admin, "/config").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let cfg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let served: Vec<SocketAddr> = cfg["config"]["listeners"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no listeners in /config: {body}"))
+        .iter()
+        .map(|l| l["address"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(served, listeners);
+    for a in &listeners {
+        TcpStream::connect_timeout(a, Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("{a} must accept: {e}"));
+    }
+
+    // A reload has no file to read: it parses the built-in text again.
+    let (status, body) = admin_request(admin, "POST", "/reload").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outcome["generation"], 2, "{body}");
+    assert_eq!(outcome["restart_required"], serde_json::json!([]), "{body}");
+
+    let (status, body) = admin_request(admin, "POST", "/shutdown").unwrap();
+    assert!((200..300).contains(&status), "{status} {body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 30 s after /shutdown");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit {status}");
 }

@@ -1,5 +1,8 @@
 //! `prescale forecast` end to end: the real binary on a real NAB series and on bad input.
 
+#[path = "support/require.rs"]
+mod require;
+
 use std::process::Command;
 
 fn prescale() -> Command {
@@ -8,16 +11,17 @@ fn prescale() -> Command {
 
 #[test]
 fn forecast_writes_rows_and_a_summary_that_agree() {
-    let input = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/traces/nab_elb_request_count_8c0756.csv"
-    );
-    if !present(input) {
+    let Some(input) = require::trace(
+        "forecast_writes_rows_and_a_summary_that_agree",
+        "nab_elb_request_count_8c0756.csv",
+    ) else {
         return;
-    }
+    };
     let out = tempfile::tempdir().unwrap();
     let status = prescale()
-        .args(["forecast", "--input", input, "--horizon", "15m", "--out"])
+        .args(["forecast", "--input"])
+        .arg(&input)
+        .args(["--horizon", "15m", "--out"])
         .arg(out.path())
         .output()
         .unwrap();
@@ -66,15 +70,8 @@ fn forecast_writes_rows_and_a_summary_that_agree() {
 
 /// Whether a data file is there: under CI its absence fails the test.
 fn present(path: &str) -> bool {
-    if std::path::Path::new(path).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "{path} is missing: the repository's testdata/ is needed"
-    );
-    eprintln!("SKIP: {path} is absent");
-    false
+    std::path::Path::new(path).exists()
+        || require::unmet("forecast_cli", &format!("{path} is absent"))
 }
 
 #[test]

@@ -504,7 +504,10 @@ fn nft_backend_intercepts_the_app_and_never_the_proxy() {
         return;
     };
     if find_program("iptables-nft-save").is_none() {
-        eprintln!("SKIPPED: iptables-nft is not installed");
+        require::unmet(
+            "nft_backend_intercepts_the_app_and_never_the_proxy",
+            "iptables-nft is not installed",
+        );
         return;
     }
     intercepts_and_never_loops(&pod, "iptables-nft-save", "nft");
@@ -516,7 +519,10 @@ fn legacy_backend_intercepts_the_app_and_never_the_proxy() {
         return;
     };
     if find_program("iptables-legacy-save").is_none() {
-        eprintln!("SKIPPED: iptables-legacy is not installed");
+        require::unmet(
+            "legacy_backend_intercepts_the_app_and_never_the_proxy",
+            "iptables-legacy is not installed",
+        );
         return;
     }
     intercepts_and_never_loops(&pod, "iptables-legacy-save", "legacy");
@@ -528,7 +534,10 @@ fn auto_mode_follows_the_back_end_that_holds_rules() {
         return;
     };
     if find_program("iptables-legacy").is_none() || find_program("iptables-nft").is_none() {
-        eprintln!("SKIPPED: needs both iptables-legacy and iptables-nft");
+        require::unmet(
+            "auto_mode_follows_the_back_end_that_holds_rules",
+            "needs both iptables-legacy and iptables-nft",
+        );
         return;
     }
     // Something (say, the CNI) already put rules into the legacy tables.
@@ -611,7 +620,10 @@ fn clear_errors_without_privileges_or_with_bad_arguments() {
         .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         .unwrap_or(false);
     if !euid_root || find_program("setpriv").is_none() {
-        eprintln!("SKIPPED the not-root half: needs root and setpriv to drop privileges");
+        require::unmet(
+            "clear_errors_without_privileges_or_with_bad_arguments (the not-root half)",
+            "needs root and setpriv to drop privileges",
+        );
         return;
     }
     let out = Command::new("setpriv")

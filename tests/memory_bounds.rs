@@ -8,7 +8,7 @@
 //! per request, so the load here is wrk with a Lua script. The debug build serves about
 //! 1 500-2 500 requests a second on two shared cores, so CI sends for
 //! `PRESCALE_TEST_SECONDS` (default 30) per half; `bash benches/memory.sh` runs 10^6
-//! requests through a release build for the README's figure.
+//! requests through a release build for the figure in docs/reliability.md.
 
 #[path = "support/procfs.rs"]
 mod procfs;

@@ -24,7 +24,7 @@
 //! upstream's own queue to a few requests; its capacity is still not configured.
 //!
 //! Bounds, where they differ from the issue's, are the tightest that held over runs
-//! on this machine (figures in the README's "Tiers and admission"):
+//! on this machine (figures in docs/tiers-and-admission.md):
 //! - critical p99 ≤ 1.5 × its unloaded p99 (issue: 1.25; measured 1.29–1.33 over
 //!   three runs, 1.46–1.48 before critical queued). 1.25 is out of reach at 99 %
 //!   goodput for any admission in front of a non-preemptive upstream: every slot is
@@ -175,7 +175,7 @@ async fn at_three_times_capacity_critical_is_served_and_the_rest_shed_at_once() 
     };
     let tiers = summarise(&samples);
 
-    // The figures, for the README and for anyone reading a failure.
+    // The figures, for docs/tiers-and-admission.md and for anyone reading a failure.
     let secs = MEASURED.as_secs_f64();
     let goodput = tiers.iter().map(|t| t.ok).sum::<usize>() as f64 / secs;
     let offered = [0, 1, 2].map(|i| tiers[i].sent as f64 / secs);

@@ -1,21 +1,12 @@
 //! `prescale replay` end to end: the real binary on the real traces in
-//! `../shared/traces/` (skipped, with a message, when they are absent), and on bad input.
+//! `testdata/traces/` (a missing one fails under `CI=true`), and on bad input.
+
+#[path = "support/require.rs"]
+mod require;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn trace(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/traces")
-        .join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} is absent", p.display());
-        None
-    }
-}
 
 fn replay(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_prescale"))
@@ -113,7 +104,10 @@ fn check_outputs(out: &Path) -> Value {
 
 #[test]
 fn replays_the_nab_elb_rate_series() {
-    let Some(input) = trace("nab_elb_request_count_8c0756.csv") else {
+    let Some(input) = require::trace(
+        "replays_the_nab_elb_rate_series",
+        "nab_elb_request_count_8c0756.csv",
+    ) else {
         return;
     };
     let out = tempfile::tempdir().unwrap();
@@ -138,7 +132,10 @@ fn replays_the_nab_elb_rate_series() {
 
 #[test]
 fn replays_the_apache_combined_log_with_a_sweep() {
-    let Some(input) = trace("apache_access_semicomplete_2015-05-17_20.log") else {
+    let Some(input) = require::trace(
+        "replays_the_apache_combined_log_with_a_sweep",
+        "apache_access_semicomplete_2015-05-17_20.log",
+    ) else {
         return;
     };
     let out = tempfile::tempdir().unwrap();

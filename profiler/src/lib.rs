@@ -28,6 +28,9 @@ pub mod series;
 pub mod signature;
 mod stats;
 pub mod store;
+#[cfg(test)]
+#[path = "../../tests/support/require.rs"]
+mod test_require;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod topk;

@@ -1,12 +1,14 @@
-//! The rate detector on the NAB series in ../shared/traces/ (real public data with
+//! The rate detector on the NAB series in testdata/traces/ (real public data with
 //! labelled anomaly windows; see its README), scored window by window against a
-//! rolling z-score baseline run through the same rules. Prints the Markdown table the
-//! README quotes.
+//! rolling z-score baseline run through the same rules. Prints the Markdown table
+//! docs/anomalies.md quotes.
 //!
 //! Same parameters for every series (`EvalParams::default()`), no per-series tuning.
 
+#[path = "../../tests/support/require.rs"]
+mod require;
+
 use prescale_profiler::anomaly::eval::{self, EvalParams, LabelledSeries, SeriesReport};
-use std::path::PathBuf;
 
 const SERIES: [&str; 4] = [
     "nab_elb_request_count_8c0756.csv",
@@ -20,26 +22,19 @@ const SERIES: [&str; 4] = [
 // 656-request step 2.98 widths out, the series' largest miss (unlabelled ones reach
 // 1.41): only the spike rule (a record miss at least 2.25 widths out) finds it.
 
-fn traces() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
-}
-
 #[test]
 fn anomaly_detector_beats_a_rolling_z_score_on_nab() {
-    let dir = traces();
-    let Ok(labels) = std::fs::read_to_string(dir.join("nab_labels.json")) else {
-        eprintln!(
-            "SKIP: {} is absent; the NAB evaluation needs ../shared/traces/",
-            dir.display()
-        );
+    const TEST: &str = "anomaly_detector_beats_a_rolling_z_score_on_nab";
+    let Some(labels) = require::trace(TEST, "nab_labels.json") else {
         return;
     };
+    let labels = std::fs::read_to_string(labels).expect("nab_labels.json reads");
     let mut series = Vec::new();
     for name in SERIES {
-        let Ok(csv) = std::fs::read_to_string(dir.join(name)) else {
-            eprintln!("SKIP: {name} is absent from {}", dir.display());
+        let Some(path) = require::trace(TEST, name) else {
             return;
         };
+        let csv = std::fs::read_to_string(path).expect("a NAB series reads");
         let s = LabelledSeries::from_nab(name, &csv, &labels).expect("a NAB series with labels");
         assert!(!s.windows.is_empty(), "{name}: no labelled windows");
         series.push(s);

@@ -37,7 +37,7 @@ pub mod tiers;
 pub mod tls;
 pub mod warm_start;
 
-pub use config::{ConfigError, MeshConfig};
+pub use config::{ConfigError, ConfigSource, MeshConfig};
 
 use arc_swap::ArcSwap;
 use forecasting::Forecasting;
@@ -52,7 +52,6 @@ use reload::Reloader;
 use routes::Snapshot;
 use service::Sidecar;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +91,7 @@ const BIND_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the sidecar until it is drained or stopped. Returns only on a startup error;
 /// otherwise the process exits from the drain path.
-pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
+pub fn run(source: impl Into<ConfigSource>, cfg: MeshConfig) -> Result<(), RunError> {
     pingora::tls::install_default_crypto_provider();
     let metrics = install_metrics()?;
     let admin_socket = precheck_binds(&cfg)?;
@@ -124,7 +123,7 @@ pub fn run(path: PathBuf, cfg: MeshConfig) -> Result<(), RunError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1)?));
     forecasting.protect(tiers::LiveTiers::new(snapshot.clone()));
     anomalies.act_on(tiers::LiveTiers::new(snapshot.clone()));
-    let reloader = Arc::new(Reloader::new(path, cfg.clone(), snapshot.clone()));
+    let reloader = Arc::new(Reloader::new(source.into(), cfg.clone(), snapshot.clone()));
 
     let mut conf = ServerConf {
         threads: cfg.runtime.threads(),

@@ -1,17 +1,16 @@
 //! Config reload: re-read the file, swap clusters and routes atomically, keep the old
 //! config on any error, and report what only a restart can change.
 
-use crate::config::{ConfigError, ListenerConfig, MeshConfig};
+use crate::config::{ConfigError, ConfigSource, ListenerConfig, MeshConfig};
 use crate::metrics;
 use crate::routes::{BuildError, Snapshot};
 use arc_swap::ArcSwap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Owns the config file path and the live snapshot.
+/// Owns where the config comes from and the live snapshot.
 pub struct Reloader {
-    path: PathBuf,
+    source: ConfigSource,
     /// The config the process started with: the baseline for restart-only settings.
     started: MeshConfig,
     /// The last config loaded successfully.
@@ -43,11 +42,11 @@ pub enum ReloadError {
 // === impl Reloader ===
 
 impl Reloader {
-    pub fn new(path: PathBuf, cfg: MeshConfig, snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+    pub fn new(source: ConfigSource, cfg: MeshConfig, snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
         ::metrics::gauge!(metrics::CONFIG_LAST_RELOAD_SUCCESS).set(unix_now());
         ::metrics::gauge!(metrics::CONFIG_RESTART_REQUIRED).set(0.0);
         Self {
-            path,
+            source,
             current: ArcSwap::from_pointee(cfg.clone()),
             started: cfg,
             snapshot,
@@ -92,7 +91,7 @@ impl Reloader {
     }
 
     fn try_reload(&self) -> Result<ReloadOutcome, ReloadError> {
-        let cfg = MeshConfig::load(&self.path)?;
+        let cfg = self.source.load()?;
         let generation = self.generation() + 1;
         // Tier admission keeps what it learned (limits, counters) across the swap.
         let snapshot = Snapshot::build_after(&cfg, generation, Some(&self.snapshot.load()))?;

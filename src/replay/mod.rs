@@ -4,7 +4,7 @@
 //! One pass reads the input into arrivals per second (feeding request logs through the
 //! profiler on the way); the forecaster then runs once over the step series; finally
 //! each policy steps a replica pool through the trace second by second on identical
-//! demand. See README "What-if on your own logs" for the definitions.
+//! demand. See docs/replay.md for the definitions.
 
 pub mod input;
 

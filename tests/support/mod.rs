@@ -14,6 +14,7 @@
 
 pub mod peers;
 pub mod raw;
+pub mod require;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -474,16 +475,13 @@ pub fn inbound_config(
 /// may not, prints why and returns false so the test can return early; under
 /// `CI=true` it panics instead, since CI runs as root with iproute2 and iptables.
 pub fn netns_usable(test: &str, also_needs: &[&str]) -> bool {
-    let why = netns_unusable_reason(also_needs);
-    let Some(why) = why else { return true };
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    assert!(!ci, "{test}: cannot run under CI=true: {why}");
-    // Straight to stderr: libtest captures `eprintln!` of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {why} (needs root, `ip netns` and iptables; CI=true makes this fail)"
-    );
-    false
+    match netns_unusable_reason(also_needs) {
+        None => true,
+        Some(why) => require::unmet(
+            test,
+            &format!("{why} (needs root, `ip netns` and iptables)"),
+        ),
+    }
 }
 
 fn netns_unusable_reason(also_needs: &[&str]) -> Option<String> {
@@ -801,25 +799,7 @@ impl Drop for Receiver {
 /// Whether `prometheus` and `promtool` are installed. When not, prints why and returns
 /// false so the test can return early; under `CI=true` it panics instead.
 pub fn prometheus_usable(test: &str) -> bool {
-    let missing = ["prometheus", "promtool"].into_iter().find(|tool| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-    });
-    let Some(tool) = missing else { return true };
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    assert!(
-        !ci,
-        "{test}: `{tool}` is not installed (apt-get install prometheus)"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: `{tool}` is not installed (apt-get install prometheus; CI=true makes this fail)"
-    );
-    false
+    require::tools(test, &["prometheus", "promtool"])
 }
 
 /// A Prometheus server on a free loopback port with its own temp data dir, scraping
@@ -966,25 +946,7 @@ pub fn url_encode(v: &str) -> String {
 /// Whether `prometheus-alertmanager` is installed. When not, prints why and returns
 /// false so the test can return early; under `CI=true` it panics instead.
 pub fn alertmanager_usable(test: &str) -> bool {
-    let ok = Command::new("prometheus-alertmanager")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if ok {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    assert!(
-        !ci,
-        "{test}: `prometheus-alertmanager` is not installed (apt-get install prometheus-alertmanager)"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: `prometheus-alertmanager` is not installed (apt-get install prometheus-alertmanager; CI=true makes this fail)"
-    );
-    false
+    require::tools(test, &["prometheus-alertmanager"])
 }
 
 /// An Alertmanager on a free loopback port with a temp config (one receiver that

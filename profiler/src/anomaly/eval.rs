@@ -313,7 +313,7 @@ pub fn score(
     }
 }
 
-/// The reports as a Markdown table (for the README).
+/// The reports as a Markdown table (for docs/anomalies.md).
 pub fn markdown(reports: &[SeriesReport]) -> String {
     let mut out = String::from(
         "| series | steps | windows | forecast interval: P / R / F1 (TP, FP) | rolling z-score: P / R / F1 (TP, FP) |\n\

@@ -4,7 +4,7 @@
 //!
 //! The peers' numbers are data, not code: `testdata/eval/peers/<name>/` holds the
 //! `summary.json` and `origins.csv` written by the harness's `run_peers.sh`
-//! (`RESULTS=testdata/eval/peers TRACES=testdata/traces bash ../shared/eval/run_peers.sh`).
+//! (`RESULTS=testdata/eval/peers TRACES=testdata/traces bash testdata/eval/harness/run_peers.sh`).
 //! Here the forecaster is fed each series one step at a time, as live; its forecasts at
 //! the peers' origins are scored with the harness's per-origin MASE scale (the
 //! `scale` column of `origins.csv`) and compared with the best peer's MASE at each

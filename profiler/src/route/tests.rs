@@ -64,16 +64,13 @@ fn shape_counts_and_hash_agree_with_the_template() {
     );
 }
 
-/// Real paths from a public web server's access log (see ../shared/traces/README.md).
+/// Real paths from a public web server's access log (see testdata/traces/README.md).
 fn trace_paths() -> Option<Vec<String>> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/traces/apache_access_semicomplete_2015-05-17_20.log"
-    );
-    let Ok(text) = std::fs::read_to_string(path) else {
-        eprintln!("SKIP: {path} is absent; trace-based route tests need ../shared/traces/");
-        return None;
-    };
+    let path = crate::test_require::trace(
+        "route template tests on the real access log",
+        "apache_access_semicomplete_2015-05-17_20.log",
+    )?;
+    let text = std::fs::read_to_string(path).expect("the access log reads");
     Some(
         text.lines()
             .filter_map(|l| l.split('"').nth(1)?.split(' ').nth(1).map(str::to_string))

@@ -15,6 +15,7 @@ mod overlap;
 mod resources;
 mod runtime;
 mod signals;
+mod source;
 
 pub use self::admin::{AdminConfig, Secret};
 pub use self::anomalies::{
@@ -28,6 +29,7 @@ pub use self::runtime::{DownstreamLimits, DrainConfig, RuntimeConfig};
 pub use self::signals::{
     DemandUnit, KedaConfig, KubernetesConfig, SignalsConfig, WarmStartConfig, WebhookConfig,
 };
+pub use self::source::ConfigSource;
 
 use prescale_policies::PoliciesConfig;
 use prescale_profiler::ProfilerConfig;
@@ -93,9 +95,18 @@ impl MeshConfig {
         Self::parse(&text, path)
     }
 
-    /// Parses and validates config text; `path` is used only to name the file in errors.
+    /// Parses and validates config text; `path` names the file in errors, and relative
+    /// paths in the config are relative to its directory.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse_in(text, &path.display().to_string(), base)
+    }
+
+    /// Parses and validates config text named `file` in errors, with relative paths
+    /// resolved against `base` (an empty `base` leaves them relative to the working
+    /// directory).
+    pub fn parse_in(text: &str, file: &str, base: &Path) -> Result<Self, ConfigError> {
+        let file = file.to_string();
         let mut cfg: MeshConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             ConfigError::Invalid {
@@ -105,7 +116,6 @@ impl MeshConfig {
                 reason: e.to_string(),
             }
         })?;
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
         cfg.resolve_paths(base);
         cfg.admin
             .load_token()

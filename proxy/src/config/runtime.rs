@@ -101,7 +101,7 @@ impl Default for DownstreamLimits {
             keepalive_timeout: Duration::from_secs(60),
             // HAProxy's usual `timeout http-request`; nginx uses 60 s.
             header_timeout: Duration::from_secs(10),
-            // HAProxy-like; an idle connection costs pingora tens of KiB (README: Reliability).
+            // HAProxy-like; an idle connection costs pingora tens of KiB (docs/reliability.md).
             max_connections: 4096,
         }
     }

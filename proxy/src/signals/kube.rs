@@ -349,7 +349,7 @@ impl KubeScaler {
             Some(hpa) => tracing::error!(signal = "kubernetes", namespace = %self.cfg.namespace,
                 deployment = %self.cfg.deployment, hpa,
                 "REFUSING to scale: HorizontalPodAutoscaler {hpa} targets this deployment and would undo every write; \
-                 prescale leaves it alone (feed the HPA prescale_desired_replicas instead, see README)"),
+                 prescale leaves it alone (feed the HPA prescale_desired_replicas instead, see docs/scaling.md)"),
             None => tracing::info!(signal = "kubernetes", deployment = %self.cfg.deployment,
                 "no HorizontalPodAutoscaler targets the deployment any more; scaling it"),
         }

@@ -1,5 +1,5 @@
 //! End-to-end tests through [`open`]: files on disk, gzip, detection, reordering, the
-//! malformed threshold, and the real traces in `../shared/traces/` when present.
+//! malformed threshold, and the real traces in `testdata/traces/` (a missing one fails under `CI=true`).
 
 use super::*;
 use std::io::Write;
@@ -260,21 +260,12 @@ fn a_file_of_another_format_aborts_early() {
     assert!(e.contains("does not look like combined"), "{e}");
 }
 
-fn trace(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/traces")
-        .join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} absent", p.display());
-        None
-    }
-}
-
 #[test]
 fn the_real_apache_trace() {
-    let Some(p) = trace("apache_access_semicomplete_2015-05-17_20.log") else {
+    let Some(p) = crate::test_require::trace(
+        "the_real_apache_trace",
+        "apache_access_semicomplete_2015-05-17_20.log",
+    ) else {
         return;
     };
     let (records, stats) = read_all(&p, &InputOptions::default());
@@ -296,7 +287,9 @@ fn the_real_apache_trace() {
 
 #[test]
 fn the_real_rate_trace() {
-    let Some(p) = trace("nab_elb_request_count_8c0756.csv") else {
+    let Some(p) =
+        crate::test_require::trace("the_real_rate_trace", "nab_elb_request_count_8c0756.csv")
+    else {
         return;
     };
     let (records, stats) = read_all(&p, &InputOptions::default());
