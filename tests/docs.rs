@@ -85,7 +85,7 @@ profiler:
   source_header: x-client-id
   store: {{ path: store.redb }}
 policies:
-  scaling: {{ max_startup_time: 240s }}
+  scaling: {{ max_startup_time: 240s, cpu_per_replica: 2.0, memory_per_replica: 1073741824 }}
   tiers:
     trusted_sources: ["127.0.0.1"]
     list:
@@ -97,6 +97,7 @@ policies:
     rate_limit: {{ rps: 100, burst: 200 }}
   admission:
     cluster_limits: {{ payments: {{ ceiling: 16 }} }}
+    latency_objective: 250ms
 signals:
   webhook:
     url: http://127.0.0.1:9000/scale
@@ -110,6 +111,8 @@ warm_start:
   query: sum(rate(prescale_requests_total[1m]))
   unit: requests_per_second
   mean_service_time: 50ms
+  headers: {{ Authorization: "Bearer x" }}
+resources: {{ source: process, exe_name: python3, window: 10m }}
 anomalies:
   alertmanager:
     url: http://127.0.0.1:9093
