@@ -448,6 +448,7 @@ fn every_option_of_every_subcommand_is_described_with_at_most_one_default() {
     }
     assert!(seen > 60, "only {seen} options parsed");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
 
 /// `prescale run` with no `--config`, from a directory holding no config at all: the
 /// built-in default (the example, compiled in) is used, the first log line says so,
