@@ -151,6 +151,9 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    // PRESCALE PATCH: raw bytes after the last chunk (trailer fields + final CRLF), bounded by
+    // PRESCALE PATCH: TRAILER_SIZE_LIMIT, parsed by `take_trailers` once the body is complete.
+    trailer_bytes: Vec<u8>, // PRESCALE PATCH
 }
 
 impl BodyReader {
@@ -162,6 +165,7 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            trailer_bytes: Vec::new(), // PRESCALE PATCH
         }
     }
 
@@ -171,7 +175,24 @@ impl BodyReader {
 
     pub fn reinit(&mut self) {
         self.body_state = PS::ToStart;
+        self.trailer_bytes.clear(); // PRESCALE PATCH
     }
+
+    // PRESCALE PATCH begin: HTTP/1.1 trailers (every line up to `PRESCALE PATCH end`).
+
+    /// Whether the chunked body ended with trailer fields not yet taken.
+    pub fn has_trailers(&self) -> bool {
+        self.trailer_bytes.len() > CRLF.len()
+    }
+
+    /// The trailer fields read after the last chunk, once. Malformed trailers are
+    /// discarded (RFC 9110 6.5.1 lets a recipient do so): the body itself was framed
+    /// correctly, so the response is still delivered.
+    pub fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        parse_trailer_fields(&std::mem::take(&mut self.trailer_bytes))
+    }
+
+    // PRESCALE PATCH end
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
         let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
@@ -853,6 +874,7 @@ impl BodyReader {
                     .as_deref()
                     .expect("body buf is initialized before reading trailers")[..n];
 
+                let trailer_src = buf; // PRESCALE PATCH: keep the unshadowed buffer
                 let mut start = 0;
                 // try to find end within the current IO buffer
                 while start < n {
@@ -913,11 +935,15 @@ impl BodyReader {
                                 String::from_utf8_lossy(buf).escape_default(),
                             );
 
+                            // PRESCALE PATCH: keep the trailer section for `take_trailers`.
+                            let kept = &trailer_src[..start + end_idx]; // PRESCALE PATCH
+                            keep_trailer_bytes(&mut self.trailer_bytes, kept); // PRESCALE PATCH
                             self.finish_body_buf(start + end_idx, n);
                             return Ok(None);
                         }
                     }
                 }
+                keep_trailer_bytes(&mut self.trailer_bytes, trailer_src); // PRESCALE PATCH
             }
             _ => panic!("wrong body state: {:?}", self.body_state),
         }
@@ -1073,6 +1099,62 @@ impl BodyReader {
         }
     }
 }
+
+// PRESCALE PATCH begin: HTTP/1.1 trailer helpers (every line up to `PRESCALE PATCH end`).
+
+// Appends trailer bytes up to the limit the parser enforces; past it the parser fails
+// the read, so the partial copy is never used.
+fn keep_trailer_bytes(kept: &mut Vec<u8>, bytes: &[u8]) {
+    let room = (TRAILER_SIZE_LIMIT + TRAILERS_END.len()).saturating_sub(kept.len());
+    kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+// Fields that describe one hop's framing or connection must not be forwarded as
+// trailers (RFC 9110 6.5.1); h2 also refuses connection-specific ones.
+const TRAILER_DENYLIST: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+// Parses `*( field-line CRLF ) CRLF` into a HeaderMap; None when empty or malformed.
+fn parse_trailer_fields(raw: &[u8]) -> Option<http::HeaderMap> {
+    if raw.len() <= CRLF.len() {
+        return None; // no trailer fields
+    }
+    let mut fields = [httparse::EMPTY_HEADER; super::common::MAX_HEADERS];
+    let parsed = match httparse::parse_headers(raw, &mut fields) {
+        Ok(httparse::Status::Complete((_, parsed))) => parsed,
+        other => {
+            warn!(
+                "discarding malformed HTTP/1.1 trailers: {:?}",
+                other.map(|_| ())
+            );
+            return None;
+        }
+    };
+    let mut map = http::HeaderMap::with_capacity(parsed.len());
+    for field in parsed {
+        let Ok(name) = http::HeaderName::from_bytes(field.name.as_bytes()) else {
+            continue; // httparse accepted it, http did not
+        };
+        if TRAILER_DENYLIST.contains(&name.as_str()) {
+            continue;
+        }
+        if let Ok(value) = http::HeaderValue::from_bytes(field.value) {
+            map.append(name, value);
+        }
+    }
+    (!map.is_empty()).then_some(map)
+}
+
+// PRESCALE PATCH end
 
 pub enum TrailersEndParseState {
     NotEnd(usize),   // start of bytes after CR or LF bytes
@@ -1271,6 +1353,8 @@ pub struct BodyWriter {
     // Boxed to reduce inline size. Only used by the cancel-safe proxy task API.
     send_body_state: Box<SendBodyState>,
     send_finish_state: FinishWriteState,
+    // PRESCALE PATCH: `0 CRLF trailer-fields CRLF` to end a chunked body with, if any.
+    last_chunk_with_trailers: Option<Bytes>, // PRESCALE PATCH
 }
 
 impl Default for BodyWriter {
@@ -1285,8 +1369,38 @@ impl BodyWriter {
             body_mode: BM::ToSelect,
             send_body_state: Box::new(SendBodyState::new()),
             send_finish_state: FinishWriteState::NotStarted,
+            last_chunk_with_trailers: None, // PRESCALE PATCH
         }
     }
+
+    // PRESCALE PATCH begin: HTTP/1.1 trailers (every line up to `PRESCALE PATCH end`).
+
+    /// Ends a chunked body with these trailer fields instead of `0\r\n\r\n`. Only
+    /// chunked encoding can carry trailers; returns whether they will be sent.
+    pub fn set_trailers(&mut self, trailers: &http::HeaderMap) -> bool {
+        if !matches!(self.body_mode, BM::ChunkedEncoding(_)) || trailers.is_empty() {
+            return false;
+        }
+        let mut buf = BytesMut::from(&b"0\r\n"[..]);
+        for (name, value) in trailers {
+            buf.put_slice(name.as_str().as_bytes());
+            buf.put_slice(b": ");
+            buf.put_slice(value.as_bytes());
+            buf.put_slice(CRLF);
+        }
+        buf.put_slice(CRLF);
+        self.last_chunk_with_trailers = Some(buf.freeze());
+        true
+    }
+
+    // The bytes that end a chunked body.
+    fn last_chunk(&mut self) -> Bytes {
+        self.last_chunk_with_trailers
+            .take()
+            .unwrap_or_else(|| Bytes::from_static(&LAST_CHUNK[..]))
+    }
+
+    // PRESCALE PATCH end
 
     pub fn init_chunked(&mut self) {
         self.body_mode = BM::ChunkedEncoding(0);
@@ -1461,7 +1575,8 @@ impl BodyWriter {
     {
         match self.body_mode {
             BM::ChunkedEncoding(written) => {
-                let res = stream.write_all(&LAST_CHUNK[..]).await;
+                let last_chunk = self.last_chunk(); // PRESCALE PATCH
+                let res = stream.write_all(&last_chunk).await; // PRESCALE PATCH
                 self.body_mode = BM::Complete(written);
                 match res {
                     Ok(()) => Ok(Some(written)),
@@ -1705,7 +1820,7 @@ impl BodyWriter {
             match &mut self.send_finish_state {
                 FinishWriteState::Idle => {
                     // Start writing last chunk marker "0\r\n\r\n"
-                    let buf = WriteBuf::Simple(Bytes::from_static(&LAST_CHUNK[..]));
+                    let buf = WriteBuf::Simple(self.last_chunk()); // PRESCALE PATCH
                     self.send_finish_state = FinishWriteState::WritingLastChunk(buf);
                 }
                 FinishWriteState::WritingLastChunk(buf) => {

@@ -819,13 +819,18 @@ impl HttpSession {
             );
             Ok(HttpTask::Header(resp_header, end_of_body))
         } else if self.is_body_done() {
+            // PRESCALE PATCH: a chunked body that ended with trailer fields ends with them.
+            if let Some(trailers) = self.body_reader.take_trailers() {
+                return Ok(HttpTask::Trailer(Some(Box::new(trailers)))); // PRESCALE PATCH
+            }
             // no body
             debug!("Response is done");
             Ok(HttpTask::Done)
         } else {
             /* need to read body */
             let body = self.read_body_bytes().await?;
-            let end_of_body = self.is_body_done();
+            // PRESCALE PATCH: with trailers pending, the Trailer task (next call) is the end.
+            let end_of_body = self.is_body_done() && !self.body_reader.has_trailers();
             debug!(
                 "Response body: {} bytes, end: {end_of_body}",
                 body.as_ref().map_or(0, |b| b.len())
@@ -837,7 +842,6 @@ impl HttpSession {
                 Ok(HttpTask::Body(body, end_of_body))
             }
         }
-        // TODO: support h1 trailer
     }
 
     /// Return the [Digest] of the connection

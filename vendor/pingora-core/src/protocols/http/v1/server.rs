@@ -1521,7 +1521,13 @@ impl HttpSession {
                 self.write_non_empty_body(data, true).await?;
                 end_stream
             }
-            HttpTask::Trailer(_) => true, // h1 trailer is not supported yet
+            HttpTask::Trailer(trailers) => {
+                // PRESCALE PATCH: chunked responses end with the trailers (see body.rs).
+                if let Some(trailers) = trailers {
+                    self.body_writer.set_trailers(&trailers); // PRESCALE PATCH
+                }
+                true
+            }
             HttpTask::Done => true,
             HttpTask::Failed(e) => return Err(e),
         };
@@ -1574,7 +1580,13 @@ impl HttpSession {
                     self.buffer_body_data(data, true);
                     end_stream
                 }
-                HttpTask::Trailer(_) => true, // h1 trailer is not supported yet
+                HttpTask::Trailer(trailers) => {
+                    // PRESCALE PATCH: chunked responses end with the trailers (see body.rs).
+                    if let Some(trailers) = trailers {
+                        self.body_writer.set_trailers(&trailers); // PRESCALE PATCH
+                    }
+                    true
+                }
                 HttpTask::Done => true,
                 HttpTask::Failed(e) => {
                     // flush the data we have and quit
@@ -1729,7 +1741,14 @@ impl HttpSession {
                     }
                     end_stream = end;
                 }
-                HttpTask::Trailer(_) | HttpTask::Done => {
+                HttpTask::Trailer(ref trailers) => {
+                    // PRESCALE PATCH: chunked responses end with the trailers (see body.rs).
+                    if let Some(trailers) = trailers {
+                        self.body_writer.set_trailers(trailers); // PRESCALE PATCH
+                    }
+                    end_stream = true;
+                }
+                HttpTask::Done => {
                     end_stream = true;
                 }
                 HttpTask::Failed(e) => {
