@@ -153,3 +153,46 @@ async fn bad_or_hop_by_hop_trailers_are_dropped_and_the_response_still_arrives()
         .expect("a response on the same connection");
     assert_eq!(resp.trailers, "x-checksum: abc123", "{resp:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_upstream_trailers_reach_an_h1_client_that_sent_te_trailers() {
+    // A real h2c upstream (Python grpcio, tests/peers/grpc_server.py) ends each unary
+    // call with trailers (grpc-status, x-trailer); an HTTP/1.1 client that sent
+    // `TE: trailers` gets them after the last chunk.
+    let test = "h2_upstream_trailers_reach_an_h1_client_that_sent_te_trailers";
+    if !python_usable(test, &["grpc"]) {
+        return;
+    }
+    let up_port = free_port();
+    let (admin, listen) = (addr(free_port()), addr(free_port()));
+    let cfg = format!(
+        "admin:\n  address: {admin}\nlisteners:\n  - {{name: inbound, direction: inbound, address: \"{listen}\", cluster: grpc}}\nclusters:\n  - {{name: grpc, endpoints: [\"{}\"], protocol: h2c}}\n",
+        addr(up_port)
+    );
+    let (_server, proxy) = tokio::task::spawn_blocking(move || {
+        let server = start_server("grpc_server.py", &[&up_port.to_string(), "0"]);
+        (server, Proxy::start(&cfg, admin))
+    })
+    .await
+    .unwrap();
+
+    let mut conn = RawConn::connect(listen).await;
+    // One gRPC message: uncompressed flag, 4-byte length, the raw bytes the server echoes.
+    conn.send(
+        b"POST /conformance.Echo/Unary HTTP/1.1\r\nHost: a\r\nContent-Type: application/grpc\r\n\
+          TE: trailers\r\nContent-Length: 10\r\n\r\n\x00\x00\x00\x00\x05hello",
+    )
+    .await;
+    let resp = conn
+        .response()
+        .await
+        .unwrap_or_else(|| panic!("no whole response; proxy log:\n{}", proxy.logs()));
+    assert_eq!(resp.status, 200, "{resp:?}\nproxy log:\n{}", proxy.logs());
+    assert_eq!(resp.body, b"\x00\x00\x00\x00\x05hello", "{resp:?}");
+    let trailers: Vec<&str> = resp.trailers.lines().collect();
+    assert!(
+        trailers.contains(&"grpc-status: 0") && trailers.contains(&"x-trailer: t-value"),
+        "gRPC trailers after the last chunk: {resp:?}\nproxy log:\n{}",
+        proxy.logs()
+    );
+}
