@@ -10,6 +10,7 @@ mod ctx;
 mod errors;
 mod forwarded;
 mod strict;
+mod te;
 mod timeouts;
 
 pub use self::ctx::{RequestCtx, Target};
@@ -294,6 +295,7 @@ impl ProxyHttp for Sidecar {
         if let Some(peer) = crate::peer_identity::of(session) {
             upstream_request.insert_header(crate::peer_identity::HEADER, peer)?;
         }
+        te::forward_to_h2(session.req_header(), upstream_request)?;
         forwarded::append(upstream_request, client, self.tls)
     }
 
