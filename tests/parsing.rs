@@ -113,3 +113,42 @@ async fn requests_rfc_9112_forbids_get_400_and_never_reach_the_upstream() {
     }
     assert_eq!(upstream.hits(), 3);
 }
+
+/// The target rule holds for every request of a connection, not only its first: after
+/// a good request on a kept-alive connection, one with a space, a NUL or a tab in its
+/// target gets 400 `bad_request` and a close, and never reaches the upstream (pingora
+/// would percent-encode and forward it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_target_later_on_a_kept_alive_connection_gets_400() {
+    let upstream = Upstream::start().await;
+    let (_proxy, listen) = proxy_in_front_of(&upstream).await;
+    let bad: [(&str, &[u8]); 3] = [
+        ("space", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("NUL", b"GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("tab", b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ];
+    for (i, (what, raw)) in bad.iter().enumerate() {
+        let mut conn = RawConn::connect(listen).await;
+        // A good first request, answered, so the connection is kept alive.
+        conn.send(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let first = conn.response().await.expect("first request answered");
+        assert_eq!(first.status, 200, "{first:?}");
+        // Then the bad one, in its own write.
+        conn.send(raw).await;
+        let resp = conn
+            .response()
+            .await
+            .unwrap_or_else(|| panic!("{what}: closed without an answer"));
+        assert_eq!(resp.status, 400, "{what}: {resp:?}");
+        assert_eq!(
+            resp.header("x-prescale-error"),
+            Some("bad_request"),
+            "{what}: {resp:?}"
+        );
+        assert!(
+            conn.closed_within(Duration::from_secs(5)).await,
+            "{what}: connection left open after 400"
+        );
+        assert_eq!(upstream.hits(), i + 1, "{what} reached the upstream");
+    }
+}

@@ -352,8 +352,16 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
+                    // PRESCALE PATCH begin: the 400 carries prescale's error header and
+                    // body, as every error prescale answers itself does (docs/traffic.md).
+                    let mut resp = HttpSession::generate_error(400);
+                    let body = bytes::Bytes::from_static(b"400 Bad Request: bad_request\n");
+                    let _ = resp.insert_header("x-prescale-error", "bad_request");
+                    let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
+                    let _ = resp.set_content_length(body.len());
                     downstream_session
-                        .respond_error(400)
+                        .write_error_response(resp, body)
+                        // PRESCALE PATCH end
                         .await
                         .unwrap_or_else(|e| {
                             error!("failed to send error response to downstream: {e}");

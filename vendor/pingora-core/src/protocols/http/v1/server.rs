@@ -1785,6 +1785,11 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     if let Some(captures) = REQUEST_LINE_REGEX.captures(buf) {
         // return if nothing matches: not a request line at all
         let uri = captures.name("uri")?;
+        // PRESCALE PATCH: RFC 9112 3.2 leaves no room for whitespace or control
+        // characters in a request-target; refuse (400) instead of percent-encoding them.
+        if uri.as_bytes().iter().any(|b| b.is_ascii_control() || *b == b' ') {
+            return None; // PRESCALE PATCH
+        }
 
         let escaped_uri = percent_encode(uri.as_bytes(), URI_ESC_CHARSET);
 
