@@ -9,19 +9,6 @@ use std::time::Duration;
 use support::raw::RawConn;
 use support::*;
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-async fn proxy_in_front_of(upstream: &Upstream) -> (Proxy, SocketAddr) {
-    let (admin, listen) = (addr(free_port()), addr(free_port()));
-    let cfg = inbound_config(admin, listen, upstream.addr, "");
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
-        .await
-        .unwrap();
-    (proxy, listen)
-}
-
 /// Sends `raw` on a fresh connection; asserts 400 `bad_request` and a close.
 async fn assert_rejected(listen: SocketAddr, what: &str, raw: &[u8]) {
     let mut conn = RawConn::connect(listen).await;
@@ -45,7 +32,7 @@ async fn assert_rejected(listen: SocketAddr, what: &str, raw: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_rfc_9112_forbids_get_400_and_never_reach_the_upstream() {
     let upstream = Upstream::start().await;
-    let (proxy, listen) = proxy_in_front_of(&upstream).await;
+    let (proxy, listen) = inbound_proxy(&upstream).await;
     let long_method = format!("{} / HTTP/1.1\r\nHost: a\r\n\r\n", "A".repeat(10_000));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("HTTP/1.1 without Host", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
@@ -121,7 +108,7 @@ async fn requests_rfc_9112_forbids_get_400_and_never_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_target_later_on_a_kept_alive_connection_gets_400() {
     let upstream = Upstream::start().await;
-    let (_proxy, listen) = proxy_in_front_of(&upstream).await;
+    let (_proxy, listen) = inbound_proxy(&upstream).await;
     let bad: [(&str, &[u8]); 3] = [
         ("space", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"),
         ("NUL", b"GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"),

@@ -13,15 +13,6 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-async fn proxy_in_front_of(upstream: &Upstream) -> (Proxy, SocketAddr) {
-    let (admin, listen) = (addr(free_port()), addr(free_port()));
-    let cfg = inbound_config(admin, listen, upstream.addr, "");
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
-        .await
-        .unwrap();
-    (proxy, listen)
-}
-
 /// The path the echo upstream says it served.
 fn echoed_path(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body)
@@ -32,7 +23,7 @@ fn echoed_path(body: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_one_write_are_all_answered_in_order() {
     let upstream = Upstream::start().await;
-    let (proxy, listen) = proxy_in_front_of(&upstream).await;
+    let (proxy, listen) = inbound_proxy(&upstream).await;
 
     let mut conn = RawConn::connect(listen).await;
     // Three requests in one write, the middle one with a body, so the proxy reads the
@@ -97,7 +88,7 @@ async fn a_local_answer_does_not_lose_the_next_pipelined_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2load_h1_with_four_requests_in_flight_all_succeed() {
     let upstream = Upstream::start().await;
-    let (proxy, listen) = proxy_in_front_of(&upstream).await;
+    let (proxy, listen) = inbound_proxy(&upstream).await;
     let url = format!("http://{listen}/pipelined");
     let out = tokio::task::spawn_blocking(move || {
         Command::new("timeout")

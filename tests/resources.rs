@@ -228,7 +228,7 @@ fn learn_and_check(test: &str, up: &Upstream, dir: &Path, resources: &str) {
         SocketAddr::from(([127, 0, 0, 1], free_port())),
     );
     let yaml = format!(
-        "admin:\n  address: {admin}\nlisteners:\n  - {{name: inbound, direction: inbound, address: \"{listen}\", cluster: app}}\nclusters:\n  - {{name: app, endpoints: [\"{}\"]}}\nprofiler: {{refit_interval: 5s, min_samples: 100, tick: 1s}}\nresources:\n{resources}",
+        "admin:\n  address: {admin}\nlisteners:\n  - {{name: inbound, direction: inbound, address: \"{listen}\", cluster: app}}\nclusters:\n  - {{name: app, endpoints: [\"{}\"]}}\nprofiler: {{refit_interval: 5s, min_samples: 100, tick: 1s, max_signatures: 2}}\nresources:\n{resources}",
         up.addr
     );
     let tmp = tempfile::tempdir_in(dir).unwrap();

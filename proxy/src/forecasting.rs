@@ -442,7 +442,8 @@ impl State {
                 continue;
             };
             // Only when it forecast exactly this step (no gap in between).
-            let point: Option<&ForecastPoint> = fc.points.first();
+            // The band at the configured level, not the adapted published one.
+            let point: Option<&ForecastPoint> = fc.judged.as_ref();
             let (true, Some(point)) = (fc.calibrated && fc.origin + 1 == f.observed(), point)
             else {
                 continue;

@@ -469,6 +469,18 @@ pub fn inbound_config(
     )
 }
 
+/// The real binary on [`inbound_config`] in front of `upstream`, on free loopback
+/// ports; returns it and its listener's address.
+pub async fn inbound_proxy(upstream: &Upstream) -> (Proxy, SocketAddr) {
+    let port = |p| SocketAddr::from(([127, 0, 0, 1], p));
+    let (admin, listen) = (port(free_port()), port(free_port()));
+    let cfg = inbound_config(admin, listen, upstream.addr, "");
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
+        .await
+        .expect("the proxy starts");
+    (proxy, listen)
+}
+
 // === network namespaces (tests that need root) ===
 
 /// Whether this process may create network namespaces and iptables rules. When it

@@ -205,7 +205,7 @@ fn alerts_forecaster(s: &LabelledSeries, p: &EvalParams) -> Vec<bool> {
         prev = f
             .forecast()
             .filter(|fc| fc.calibrated)
-            .and_then(|fc| fc.points.first().copied());
+            .and_then(|fc| fc.judged);
     }
     out
 }
