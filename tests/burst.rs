@@ -55,7 +55,7 @@ fn a_closed_loop_h2c_burst_through_the_example_config_is_served_not_shed() {
         !cfg.contains("\n    latency_objective:"),
         "the example sets no objective"
     );
-    let proxy = Proxy::start(&cfg, admin);
+    let _proxy = Proxy::start(&cfg, admin);
 
     let url = format!("http://{inbound}/index.html");
     let out = Command::new("timeout")
@@ -73,13 +73,16 @@ fn a_closed_loop_h2c_burst_through_the_example_config_is_served_not_shed() {
         .and_then(|first| first.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no 2xx count: {text}"));
-    let shed = proxy
-        .metric(
-            "prescale_admission_decisions_total",
-            r#"decision="rejected""#,
-        )
-        .unwrap_or(0.0);
     let (_, exposition) = admin_get(admin, "/metrics").unwrap_or_default();
+    // Summed over tiers and reasons: one series per (tier, reason).
+    let shed: f64 = exposition
+        .lines()
+        .filter(|l| {
+            l.starts_with("prescale_admission_decisions_total")
+                && l.contains(r#"decision="rejected""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
     let why: Vec<&str> = exposition
         .lines()
         .filter(|l| {

@@ -377,7 +377,11 @@ impl Default for QueueConfig {
             max_waiting: 1024,
             target: Duration::from_millis(5),
             interval: Duration::from_millis(100),
-            max_wait: Duration::from_secs(5),
+            // Long enough that a closed-loop burst on a slow host (500 in flight at
+            // 150 req/s waits ~3 s on average, the tail several times that) is served,
+            // short of the 60 s ingress and client timeouts so the caller gets a clear
+            // 503 + Retry-After instead of its own timeout.
+            max_wait: Duration::from_secs(30),
         }
     }
 }
