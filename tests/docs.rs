@@ -85,7 +85,7 @@ profiler:
   source_header: x-client-id
   store: {{ path: store.redb }}
 policies:
-  scaling: {{ max_startup_time: 240s, cpu_per_replica: 2.0, memory_per_replica: 1073741824 }}
+  scaling: {{ max_startup_time: 240s, cpu_per_replica: 2.0, memory_per_replica: 1073741824, shortfall_cost: 9, uncalibrated_margin: 0.5, forecast_stabilization: 30s }}
   tiers:
     trusted_sources: ["127.0.0.1"]
     list:

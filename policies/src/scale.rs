@@ -1,11 +1,18 @@
 //! The predictive scaling decision: how many replicas the forecast says the service
 //! will need by the time a new replica could be ready.
 //!
-//! desired = ceil(upper forecast bound of demand over [now, now + lead time]
-//!                / (per-replica capacity × target utilisation)),
-//! never below what the same rule asks for on the demand measured now (so a forecast
-//! that misses a surge never holds capacity back), clamped to [min, max], with
-//! scale-ups limited per sync and scale-downs held for a stabilisation window.
+//! With a calibrated forecast, the predictive rule plans a quantile of demand over
+//! [now, now + lead time] at full capacity: the quantile q = c / (1 + c) for a
+//! `shortfall_cost` c (a newsvendor rule: one replica-second short of demand costs c
+//! idle replica-seconds), so the forecast's own uncertainty is the headroom and the
+//! reactive rule's `target_utilization` is not stacked on top of it. Current demand
+//! at full capacity stays a floor. Scale-downs a calibrated forecast asks for wait only
+//! `forecast_stabilization`, since the forecast already looks a lead time ahead.
+//!
+//! Before the forecast is calibrated its band is a wide fallback: the predictive rule
+//! then asks for at most `uncalibrated_margin` above the reactive rule, never the
+//! band's upper bound. Without any forecast only the reactive rule counts. Results
+//! are clamped to [min, max], scale-ups limited per sync.
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -46,6 +53,17 @@ pub struct ScalingConfig {
     /// A scale-down waits until every recommendation in this window allows it.
     #[serde(with = "humantime_serde")]
     pub scale_down_stabilization: Duration,
+    /// The cost of one replica-second short of demand, in idle replica-seconds: the
+    /// predictive rule plans the demand quantile c / (1 + c) (19: the 95th percentile).
+    pub shortfall_cost: f64,
+    /// Before the forecast is calibrated, the most the predictive rule may ask for
+    /// above the reactive rule, as a fraction of it (at least one replica).
+    pub uncalibrated_margin: f64,
+    /// How long a scale-down asked for by a calibrated forecast waits (the forecast
+    /// already covers the lead time ahead; this only damps flapping); at most
+    /// `scale_down_stabilization`.
+    #[serde(with = "humantime_serde")]
+    pub forecast_stabilization: Duration,
     /// CPU cores the app container requests: with `resources:`, forecast CPU also
     /// sets a replica count (the CPU rule). Absent: no CPU rule.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,9 +89,35 @@ pub struct ScaleInput {
     pub current_replicas: u32,
     /// Demand measured over the last interval.
     pub current_demand: f64,
-    /// Highest upper interval bound of forecast demand over [now, now + lead time];
-    /// None without a forecast (then only current demand counts).
-    pub forecast_upper: Option<f64>,
+    /// Forecast demand over [now, now + lead time]; None without a forecast (then
+    /// only current demand counts).
+    pub forecast: Option<LeadForecast>,
+}
+
+/// The forecast over the lead window, as the predictive rule needs it.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct LeadForecast {
+    /// Highest point forecast over the window (the median).
+    pub point: f64,
+    /// Highest upper interval bound over the window.
+    pub upper: f64,
+    /// The interval's central coverage (0.9: the upper bound is the 95th percentile).
+    pub level: f64,
+    /// Whether the interval comes from the forecaster's own past errors.
+    pub calibrated: bool,
+}
+
+/// Which rule set the predictive number (a fixed set: usable as a metric label).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Planning {
+    /// A calibrated forecast: its `shortfall_cost` quantile at full capacity.
+    Quantile,
+    /// The forecast is not calibrated yet: at most `uncalibrated_margin` above the
+    /// reactive rule.
+    Uncalibrated,
+    /// No forecast: current demand only.
+    Reactive,
 }
 
 /// Why the number is what it is (a fixed set: usable as a metric label).
@@ -103,6 +147,9 @@ pub struct ScaleDecision {
     pub predictive: u32,
     pub reactive: u32,
     pub reason: ScaleReason,
+    /// How the predictive number was planned, and the demand quantile planned for.
+    pub planning: Planning,
+    pub quantile: f64,
     /// Lead time the forecast must cover: start-up time plus one sync period.
     pub lead_time_seconds: f64,
     /// Whether that start-up time is the learned one (else `startup_time`).
@@ -139,6 +186,9 @@ impl Default for ScalingConfig {
             max_replicas: 100,
             max_scale_up_step: 0,
             scale_down_stabilization: Duration::from_secs(300),
+            shortfall_cost: 19.0,
+            uncalibrated_margin: 0.25,
+            forecast_stabilization: Duration::from_secs(60),
             cpu_per_replica: None,
             memory_per_replica: None,
         }
@@ -158,6 +208,14 @@ impl ScalingConfig {
         }
         if !(self.target_utilization > 0.0 && self.target_utilization <= 1.0) {
             return err("target_utilization", "must be in (0, 1]");
+        }
+        if !(self.shortfall_cost.is_finite() && (0.1..=10_000.0).contains(&self.shortfall_cost)) {
+            return err("shortfall_cost", "must be in [0.1, 10000]");
+        }
+        if !(self.uncalibrated_margin.is_finite()
+            && (0.0..=10.0).contains(&self.uncalibrated_margin))
+        {
+            return err("uncalibrated_margin", "must be in [0, 10]");
         }
         if self.min_replicas < 1 || self.min_replicas > self.max_replicas {
             return err("min_replicas", "need 1 <= min_replicas <= max_replicas");
@@ -225,10 +283,20 @@ impl ScalingConfig {
 
     /// Replicas needed for `demand` at the target utilisation.
     pub fn replicas_for(&self, demand: f64) -> u32 {
-        let per = self.capacity_per_replica * self.target_utilization;
+        self.replicas_at(demand, self.target_utilization)
+    }
+
+    /// Replicas needed for `demand` with each replica at `utilization`.
+    pub fn replicas_at(&self, demand: f64, utilization: f64) -> u32 {
+        let per = self.capacity_per_replica * utilization;
         // NaN demand counts as none (max() drops it); an infinite one saturates.
         let n = (demand.max(0.0) / per).ceil();
         n.min(f64::from(u32::MAX)) as u32
+    }
+
+    /// The demand quantile the predictive rule plans for: c / (1 + c).
+    pub fn quantile(&self) -> f64 {
+        self.shortfall_cost / (1.0 + self.shortfall_cost)
     }
 }
 
@@ -272,12 +340,33 @@ impl Scaler {
     /// the most any rule asks for, and the reason names the binding one.
     pub fn decide_with(&mut self, input: ScaleInput, need: ResourceNeed) -> ScaleDecision {
         let cfg = &self.cfg;
+        let q = cfg.quantile();
         let reactive = cfg.replicas_for(input.current_demand);
-        let predictive = input.forecast_upper.map_or(0, |f| cfg.replicas_for(f));
-        let (mut desired, mut reason) = if predictive > reactive {
+        let (predictive, planning, floor) = match input.forecast {
+            None => (0, Planning::Reactive, reactive),
+            Some(f) if !f.calibrated => {
+                // A wide fallback band must not buy a fleet: a bounded step above
+                // what current demand asks for.
+                let margin = (f64::from(reactive) * cfg.uncalibrated_margin).ceil() as u32;
+                let cap = reactive.saturating_add(margin.max(1));
+                (
+                    cfg.replicas_for(f.upper).min(cap),
+                    Planning::Uncalibrated,
+                    reactive,
+                )
+            }
+            Some(f) => {
+                let planned = demand_quantile(f, q);
+                // Current demand at full capacity is the floor: never fewer replicas
+                // than serve what arrives now.
+                let floor = cfg.replicas_at(input.current_demand, 1.0);
+                (cfg.replicas_at(planned, 1.0), Planning::Quantile, floor)
+            }
+        };
+        let (mut desired, mut reason) = if predictive > floor {
             (predictive, ScaleReason::Forecast)
         } else {
-            (reactive, ScaleReason::CurrentDemand)
+            (floor, ScaleReason::CurrentDemand)
         };
         let (cpu, memory) = cfg.replicas_for_resources(need);
         for (n, why) in [(cpu, ScaleReason::Cpu), (memory, ScaleReason::Memory)] {
@@ -295,12 +384,18 @@ impl Scaler {
 
         // Stabilise downward moves: remember this recommendation and never go below
         // the highest one in the window (the HPA's scale-down rule).
-        let window = cfg.scale_down_stabilization.as_millis() as Millis;
+        let window = if planning == Planning::Quantile && reason == ScaleReason::Forecast {
+            cfg.forecast_stabilization.min(cfg.scale_down_stabilization)
+        } else {
+            cfg.scale_down_stabilization
+        };
+        let window = window.as_millis() as Millis;
         self.recommendations.push_back((input.now, desired));
+        let longest = cfg.scale_down_stabilization.as_millis() as Millis;
         while self
             .recommendations
             .front()
-            .is_some_and(|(t, _)| input.now.saturating_sub(*t) > window)
+            .is_some_and(|(t, _)| input.now.saturating_sub(*t) > longest)
         {
             self.recommendations.pop_front();
         }
@@ -312,6 +407,7 @@ impl Scaler {
             let held = self
                 .recommendations
                 .iter()
+                .filter(|(t, _)| input.now.saturating_sub(*t) <= window)
                 .map(|(_, r)| *r)
                 .max()
                 .unwrap_or(desired);
@@ -334,9 +430,74 @@ impl Scaler {
             predictive,
             reactive,
             reason,
+            planning,
+            quantile: q,
             lead_time_seconds: self.lead_time().as_secs_f64(),
             learned_startup: self.learned.is_some(),
         }
+    }
+}
+
+/// The q-quantile of demand from the forecast's median and upper bound, taking the
+/// band as normal: median + (upper − median) × z(q) / z((1 + level) / 2).
+fn demand_quantile(f: LeadForecast, q: f64) -> f64 {
+    let spread = (f.upper - f.point).max(0.0);
+    let z_upper = probit((1.0 + f.level.clamp(0.01, 0.999)) / 2.0);
+    let planned = f.point + spread * probit(q) / z_upper;
+    if planned.is_nan() {
+        f.upper
+    } else {
+        planned.max(0.0)
+    }
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error
+/// below 1.2e-9), for q in (0, 1).
+fn probit(q: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let q = q.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |p: f64| {
+        let r = (-2.0 * p.ln()).sqrt();
+        (((((C[0] * r + C[1]) * r + C[2]) * r + C[3]) * r + C[4]) * r + C[5])
+            / ((((D[0] * r + D[1]) * r + D[2]) * r + D[3]) * r + 1.0)
+    };
+    if q < 0.024_25 {
+        tail(q)
+    } else if q > 1.0 - 0.024_25 {
+        -tail(1.0 - q)
+    } else {
+        let u = q - 0.5;
+        let r = u * u;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * u
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     }
 }
 
@@ -357,7 +518,7 @@ mod tests {
             now: 0,
             current_replicas: 1,
             current_demand: demand,
-            forecast_upper: Some(demand),
+            forecast: None,
         };
         let mut s = Scaler::new(cfg.clone());
         // Concurrency 10 → 2 replicas; 7 cores at 2 × 0.5 per replica → 7; 2 GB → 4.
@@ -399,12 +560,24 @@ mod tests {
         }
     }
 
+    /// A calibrated forecast over the lead window: median and 95th percentile.
+    fn calibrated(point: f64, upper: f64) -> LeadForecast {
+        LeadForecast {
+            point,
+            upper,
+            level: 0.9,
+            calibrated: true,
+        }
+    }
+
+    /// Demand now, and a calibrated forecast whose 95th percentile is `forecast`
+    /// (median 80 % of it), planned at the default shortfall cost (q = 0.95).
     fn at(now_s: u64, current: u32, demand: f64, forecast: Option<f64>) -> ScaleInput {
         ScaleInput {
             now: now_s * 1000,
             current_replicas: current,
             current_demand: demand,
-            forecast_upper: forecast,
+            forecast: forecast.map(|u| calibrated(0.8 * u, u)),
         }
     }
 
@@ -415,7 +588,7 @@ mod tests {
             now: 0,
             current_replicas: 1,
             current_demand: 1.0,
-            forecast_upper: None,
+            forecast: None,
         };
         let base = s.config().startup_time + s.config().sync_period;
         assert_eq!(s.lead_time(), base);
@@ -452,17 +625,20 @@ mod tests {
     #[test]
     fn scales_up_ahead_of_forecast_demand_and_never_below_current_demand() {
         let mut s = Scaler::new(cfg());
-        // Demand 14 now (2 replicas); the forecast's upper bound within the lead time is
-        // 50: ceil(50 / 7) = 8 replicas before the load lands.
+        // Demand 14 now (2 replicas at 70 %); the forecast's 95th percentile within the
+        // lead time is 50: planned at full capacity, ceil(50 / 10) = 5 replicas before
+        // the load lands (the quantile is the headroom; 70 % is not stacked on it).
         let d = s.decide(at(0, 2, 14.0, Some(50.0)));
         assert_eq!(
             (d.desired, d.predictive, d.reactive, d.reason),
-            (8, 8, 2, ScaleReason::Forecast)
+            (5, 5, 2, ScaleReason::Forecast)
         );
+        assert_eq!((d.planning, d.quantile), (Planning::Quantile, 0.95));
         assert_eq!(d.lead_time_seconds, 135.0);
-        // The forecast under-shoots a surge (demand 60 now): current demand wins.
+        // The forecast under-shoots a surge (demand 60 now): never fewer replicas than
+        // serve what arrives now, ceil(60 / 10) = 6.
         let d = s.decide(at(15, 8, 60.0, Some(20.0)));
-        assert_eq!((d.desired, d.reason), (9, ScaleReason::CurrentDemand));
+        assert_eq!((d.desired, d.reason), (6, ScaleReason::CurrentDemand));
     }
 
     #[test]
@@ -470,13 +646,87 @@ mod tests {
         let mut s = Scaler::new(cfg());
         assert_eq!(s.decide(at(0, 2, 63.0, None)).desired, 9);
         // Load drops right away: the recommendation of 9 holds the count for 300 s.
-        let d = s.decide(at(60, 9, 7.0, Some(7.0)));
+        let d = s.decide(at(60, 9, 7.0, None));
         assert_eq!((d.desired, d.reason), (9, ScaleReason::Stabilizing));
-        let d = s.decide(at(299, 9, 7.0, Some(7.0)));
+        let d = s.decide(at(299, 9, 7.0, None));
         assert_eq!(d.desired, 9);
         // 301 s after the high recommendation it leaves the window: down to the minimum.
-        let d = s.decide(at(301, 9, 7.0, Some(7.0)));
+        let d = s.decide(at(301, 9, 7.0, None));
         assert_eq!((d.desired, d.reason), (2, ScaleReason::AtMinimum));
+    }
+
+    #[test]
+    fn a_calibrated_forecast_of_falling_demand_scales_down_after_its_short_window() {
+        let mut s = Scaler::new(cfg());
+        // The forecast asks for 9 (95th percentile 90 at 10 per replica).
+        assert_eq!(s.decide(at(0, 2, 30.0, Some(90.0))).desired, 9);
+        // It now sees demand staying at 30 over the lead time: 3 replicas suffice, but
+        // the last 60 s (forecast_stabilization) still held 9.
+        let d = s.decide(at(45, 9, 30.0, Some(30.0)));
+        assert_eq!((d.desired, d.reason), (9, ScaleReason::Stabilizing));
+        // After 60 s, not the reactive rule's 300 s: down to what the forecast covers.
+        let d = s.decide(at(61, 9, 20.0, Some(30.0)));
+        assert_eq!((d.desired, d.reason), (3, ScaleReason::Forecast));
+        // Without a forecast, the full window applies to the same drop.
+        let mut r = Scaler::new(cfg());
+        assert_eq!(r.decide(at(0, 2, 63.0, None)).desired, 9);
+        assert_eq!(r.decide(at(61, 9, 20.0, None)).desired, 9);
+    }
+
+    #[test]
+    fn the_planned_quantile_follows_the_shortfall_cost() {
+        // Median 40, 95th percentile 50 (spread 10 over z = 1.645).
+        let f = calibrated(40.0, 50.0);
+        let plan = |cost: f64| {
+            let mut s = Scaler::new(ScalingConfig {
+                shortfall_cost: cost,
+                min_replicas: 1,
+                max_replicas: 100,
+                capacity_per_replica: 1.0,
+                ..cfg()
+            });
+            s.decide(ScaleInput {
+                now: 0,
+                current_replicas: 1,
+                current_demand: 0.0,
+                forecast: Some(f),
+            })
+            .desired
+        };
+        // Equal costs: the median. Short costs 19 idle: the 95th percentile. Dearer
+        // still: above the band, by the normal quantile (z(0.99) / z(0.95) = 1.414).
+        assert_eq!(plan(1.0), 40);
+        assert_eq!(plan(19.0), 50);
+        assert_eq!(plan(99.0), 55, "40 + 10 × 1.414 = 54.1");
+        assert!(plan(0.25) < 40, "idle dearer than short: below the median");
+        assert!((probit(0.975) - 1.959_964).abs() < 1e-5);
+        assert!((probit(0.01) + 2.326_348).abs() < 1e-5);
+    }
+
+    #[test]
+    fn an_uncalibrated_band_asks_for_a_bounded_step_above_current_demand() {
+        let mut s = Scaler::new(cfg());
+        // Current demand 28 → 4 replicas at 70 %; the fallback band's upper bound 700
+        // would ask for 100 (clamped to the maximum 20). Uncalibrated: at most 25 %
+        // (at least one replica) above the reactive rule.
+        let input = ScaleInput {
+            now: 0,
+            current_replicas: 4,
+            current_demand: 28.0,
+            forecast: Some(LeadForecast {
+                calibrated: false,
+                ..calibrated(30.0, 700.0)
+            }),
+        };
+        let d = s.decide(input);
+        assert_eq!((d.desired, d.predictive, d.reactive), (5, 5, 4));
+        assert_eq!(d.planning, Planning::Uncalibrated);
+        // Once calibrated, the same band is trusted (700 at full capacity: 70 → 20).
+        let d = Scaler::new(cfg()).decide(ScaleInput {
+            forecast: Some(calibrated(30.0, 700.0)),
+            ..input
+        });
+        assert_eq!((d.desired, d.planning), (20, Planning::Quantile));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::config::WarmStartConfig;
 use crate::metrics as m;
 use crate::signals::{Decision, ForecastSummary, SentSignal, Signals};
 use arc_swap::ArcSwap;
-use prescale_policies::scale::{ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig};
+use prescale_policies::scale::{
+    LeadForecast, ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig,
+};
 use prescale_profiler::anomaly::{signature_subject, subject_signature, TOTAL};
 use prescale_profiler::forecast::{
     Accuracy, Forecast, ForecastParams, ForecastPoint, Forecaster, ModelKind,
@@ -526,16 +528,23 @@ impl State {
     ) -> ScaleView {
         let step_s = (self.step_ms / 1000).max(1);
         self.lead_steps = (scaler.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
-        let forecast_upper = self
-            .latest
-            .get(&SeriesKey::Total)
-            .map(|(fc, _)| self.lead_points(fc).map(|p| p.upper).fold(0.0, f64::max));
+        let forecast = self.latest.get(&SeriesKey::Total).map(|(fc, _)| {
+            let (point, upper) = self
+                .lead_points(fc)
+                .fold((0.0, 0.0), |(p, u), x| (x.point.max(p), x.upper.max(u)));
+            LeadForecast {
+                point,
+                upper,
+                level: self.fc.level,
+                calibrated: fc.calibrated,
+            }
+        });
         let d = scaler.decide_with(
             ScaleInput {
                 now: at,
                 current_replicas: current,
                 current_demand: demand,
-                forecast_upper,
+                forecast,
             },
             need,
         );
@@ -561,7 +570,7 @@ impl State {
             at: Some(at),
             decision: Some(d),
             current_demand: demand,
-            forecast_upper,
+            forecast_upper: forecast.map(|f| f.upper),
             capacity_per_replica: cfg.capacity_per_replica,
             target_utilization: cfg.target_utilization,
             last_signals: Vec::new(),

@@ -7,7 +7,7 @@
 use super::forecasts::Forecasts;
 use super::pool::{Pool, Sec};
 use prescale_policies::hpa::{HpaBehavior, MetricSource, MetricSpec, MetricTarget, PodCounts};
-use prescale_policies::scale::{ScaleInput, Scaler, ScalingConfig};
+use prescale_policies::scale::{LeadForecast, ScaleInput, Scaler, ScalingConfig};
 use prescale_policies::{Hpa, HpaSpec, MetricSample};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -264,8 +264,7 @@ impl<'a> Driver<'a> {
                     max_replicas: w.max_replicas,
                     max_scale_up_step: 0,
                     scale_down_stabilization: Duration::from_secs(w.scale_down_stabilization),
-                    cpu_per_replica: None,
-                    memory_per_replica: None,
+                    ..ScalingConfig::default()
                 }),
             },
             Policy::Hpa { target_utilization } => {
@@ -311,14 +310,16 @@ impl<'a> Driver<'a> {
                 headroom,
                 scaler,
             } => {
-                let upper = forecasts
-                    .upper_over(t, w.lead_time())
-                    .map(|u| u * *headroom);
+                let forecast = forecasts.lead_over(t, w.lead_time()).map(|f| LeadForecast {
+                    point: f.point * *headroom,
+                    upper: f.upper * *headroom,
+                    ..f
+                });
                 let d = scaler.decide(ScaleInput {
                     now: t * 1000,
                     current_replicas: pool.requested(),
                     current_demand: w.lagged(t),
-                    forecast_upper: upper,
+                    forecast,
                 });
                 Some(d.desired)
             }

@@ -19,6 +19,8 @@ pub struct EvalRow {
     pub lower: f64,
     pub upper: f64,
     pub model: ModelKind,
+    /// Whether the interval came from the forecaster's own past errors.
+    pub calibrated: bool,
 }
 
 /// Accuracy at one horizon.
@@ -99,6 +101,7 @@ pub fn evaluate_at(
                 lower: p.lower,
                 upper: p.upper,
                 model: fc.model,
+                calibrated: fc.calibrated,
             });
         }
     }
