@@ -1,8 +1,8 @@
 //! A closed-loop burst through the shipped example config (deploy/examples/sidecar.yaml)
 //! in front of a plain Python `http.server`: with no latency objective configured,
 //! requests over the adaptive limit wait for a slot instead of being refused, so a
-//! burst the service keeps completing gets through (issue 14, item 8: 148 of 5 000
-//! were answered 2xx before).
+//! burst the service keeps completing gets through (148 of 5 000 were answered 2xx
+//! when every request over the limit was refused at once).
 
 mod support;
 
