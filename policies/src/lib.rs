@@ -17,6 +17,7 @@
 pub mod admission;
 mod config;
 pub mod hpa;
+pub mod quantile;
 pub mod scale;
 pub mod sources;
 pub mod tiers;

@@ -14,6 +14,7 @@
 //! band's upper bound. Without any forecast only the reactive rule counts. Results
 //! are clamped to [min, max], scale-ups limited per sync.
 
+use crate::quantile::normal_quantile;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -442,62 +443,12 @@ impl Scaler {
 /// band as normal: median + (upper − median) × z(q) / z((1 + level) / 2).
 fn demand_quantile(f: LeadForecast, q: f64) -> f64 {
     let spread = (f.upper - f.point).max(0.0);
-    let z_upper = probit((1.0 + f.level.clamp(0.01, 0.999)) / 2.0);
-    let planned = f.point + spread * probit(q) / z_upper;
+    let z_upper = normal_quantile((1.0 + f.level.clamp(0.01, 0.999)) / 2.0);
+    let planned = f.point + spread * normal_quantile(q) / z_upper;
     if planned.is_nan() {
         f.upper
     } else {
         planned.max(0.0)
-    }
-}
-
-/// The standard normal quantile (Acklam's rational approximation, relative error
-/// below 1.2e-9), for q in (0, 1).
-fn probit(q: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    let q = q.clamp(1e-12, 1.0 - 1e-12);
-    let tail = |p: f64| {
-        let r = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * r + C[1]) * r + C[2]) * r + C[3]) * r + C[4]) * r + C[5])
-            / ((((D[0] * r + D[1]) * r + D[2]) * r + D[3]) * r + 1.0)
-    };
-    if q < 0.024_25 {
-        tail(q)
-    } else if q > 1.0 - 0.024_25 {
-        -tail(1.0 - q)
-    } else {
-        let u = q - 0.5;
-        let r = u * u;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * u
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     }
 }
 
@@ -699,8 +650,6 @@ mod tests {
         assert_eq!(plan(19.0), 50);
         assert_eq!(plan(99.0), 55, "40 + 10 × 1.414 = 54.1");
         assert!(plan(0.25) < 40, "idle dearer than short: below the median");
-        assert!((probit(0.975) - 1.959_964).abs() < 1e-5);
-        assert!((probit(0.01) + 2.326_348).abs() < 1e-5);
     }
 
     #[test]

@@ -9,8 +9,7 @@ mod linalg;
 mod model;
 
 pub use forecast::{
-    forecast, normal_quantile, recommend, DemandForecast, Recommendation, ResourceForecast,
-    ResourcePoint,
+    forecast, recommend, DemandForecast, Recommendation, ResourceForecast, ResourcePoint,
 };
 pub use model::{
     Coef, CostModel, Costs, Fit, Load, Observation, MAX_RELATIVE_ERROR, MIN_INDEPENDENT_SHARE,

@@ -3,8 +3,7 @@
 
 use crate::forecasting::ForecastView;
 use prescale_profiler::resources::{
-    forecast, normal_quantile, recommend, Costs, DemandForecast, Fit, Observation, Recommendation,
-    ResourcePoint,
+    forecast, recommend, Costs, DemandForecast, Fit, Observation, Recommendation, ResourcePoint,
 };
 use prescale_profiler::signature::SignatureId;
 use prescale_profiler::ProfileView;
@@ -176,7 +175,7 @@ pub(super) fn build(i: Inputs<'_>) -> ResourcesView {
     } else {
         0.9
     };
-    let z = normal_quantile((1.0 + level) / 2.0);
+    let z = prescale_policies::quantile::normal_quantile((1.0 + level) / 2.0);
     let f = forecast(i.costs, &demand, z);
     let out = |pts: &[ResourcePoint]| -> Vec<PointOut> {
         pts.iter()
