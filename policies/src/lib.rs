@@ -18,6 +18,7 @@ pub mod admission;
 mod config;
 pub mod hpa;
 pub mod quantile;
+pub mod resize;
 pub mod scale;
 pub mod sources;
 pub mod tiers;

@@ -1,0 +1,203 @@
+//! The resize planner: vertical pre-allocation, the bridge, limits and damping.
+
+use super::*;
+
+/// A pod requesting 1 core (its spec's request), 2 replicas ready and asked for.
+fn input(now_s: u64, need: Option<f64>) -> ResizeInput {
+    ResizeInput {
+        now: now_s * 1000,
+        cpu_need: need,
+        protected_cpu: None,
+        memory_need: None,
+        current_cpu: 1.0,
+        base_cpu: 1.0,
+        current_memory: None,
+        base_memory: None,
+        requested_replicas: 2,
+        ready_replicas: 2,
+        node_free_cpu: None,
+        node_free_memory: None,
+    }
+}
+
+fn vertical() -> ResizeConfig {
+    ResizeConfig {
+        vertical: true,
+        bridge: false,
+        ..ResizeConfig::default()
+    }
+}
+
+#[test]
+fn vertical_follows_the_forecast_need_at_the_target_utilisation() {
+    let mut r = Resizer::new(vertical());
+    // 2 cores needed at 80 %: 2.5 cores, ahead of the load.
+    let p = r.plan(input(0, Some(2.0)));
+    assert_eq!(
+        (p.cpu, p.reason, p.change),
+        (2.5, ResizeReason::Forecast, true)
+    );
+    // Capped at max_cpu (4).
+    let p = Resizer::new(vertical()).plan(input(0, Some(10.0)));
+    assert_eq!((p.cpu, p.reason), (4.0, ResizeReason::AtLimit));
+    // Never below min_cpu, and below the spec's request when the forecast says so.
+    let p = Resizer::new(vertical()).plan(input(0, Some(0.0)));
+    assert_eq!(
+        (p.cpu, p.reason, p.change),
+        (0.1, ResizeReason::Forecast, true)
+    );
+}
+
+#[test]
+fn the_bridge_covers_a_pending_scale_up_and_hands_back_once_ready() {
+    let mut r = Resizer::new(ResizeConfig::default());
+    // Nothing pending: the bridge alone keeps the spec's request.
+    let p = r.plan(input(0, Some(2.0)));
+    assert_eq!(
+        (p.cpu, p.reason, p.change),
+        (1.0, ResizeReason::Base, false)
+    );
+    // 4 asked for, 2 ready: the running pod covers the forecast (2 / 0.8 = 2.5).
+    let pending = ResizeInput {
+        requested_replicas: 4,
+        ..input(10, Some(2.0))
+    };
+    let p = r.plan(pending);
+    assert_eq!(
+        (p.cpu, p.reason, p.change),
+        (2.5, ResizeReason::Bridge, true)
+    );
+    // New replicas ready, but inside the cooldown: held.
+    let bridged = ResizeInput {
+        current_cpu: 2.5,
+        requested_replicas: 4,
+        ready_replicas: 4,
+        ..input(40, Some(1.0))
+    };
+    let p = r.plan(bridged);
+    assert_eq!(
+        (p.cpu, p.reason, p.change),
+        (2.5, ResizeReason::Hold, false)
+    );
+    // After it: handed back to the spec's request.
+    let p = r.plan(ResizeInput {
+        now: 71_000,
+        ..bridged
+    });
+    assert_eq!((p.cpu, p.reason, p.change), (1.0, ResizeReason::Base, true));
+}
+
+#[test]
+fn the_bridge_says_when_only_the_protected_share_fits() {
+    let cfg = ResizeConfig {
+        max_cpu: 3.0,
+        ..ResizeConfig::default()
+    };
+    let pending = |protected: f64| ResizeInput {
+        requested_replicas: 6,
+        protected_cpu: Some(protected),
+        ..input(0, Some(4.0))
+    };
+    // 4 cores needed (5 requested at 80 %) above the 3-core maximum; the
+    // non-sheddable 2 cores (2.5) fit: the rest is for tier admission to shed.
+    let p = Resizer::new(cfg.clone()).plan(pending(2.0));
+    assert_eq!((p.cpu, p.reason), (3.0, ResizeReason::BridgeProtectedOnly));
+    // Not even that fits.
+    let p = Resizer::new(cfg).plan(pending(2.8));
+    assert_eq!((p.cpu, p.reason), (3.0, ResizeReason::AtLimit));
+}
+
+#[test]
+fn never_above_what_the_node_can_give() {
+    let mut r = Resizer::new(vertical());
+    let p = r.plan(ResizeInput {
+        node_free_cpu: Some(0.5),
+        ..input(0, Some(2.0))
+    });
+    assert_eq!((p.cpu, p.reason), (1.5, ResizeReason::AtLimit));
+    // A node with nothing left: no change at all.
+    let p = Resizer::new(vertical()).plan(ResizeInput {
+        node_free_cpu: Some(0.0),
+        ..input(0, Some(2.0))
+    });
+    assert!(!p.change && p.cpu == 1.0, "{p:?}");
+}
+
+#[test]
+fn small_changes_are_not_worth_a_resize_and_increases_skip_the_cooldown() {
+    let mut r = Resizer::new(vertical());
+    // 0.84 / 0.8 = 1.05: 5 % of the current request, under min_change (10 %).
+    let p = r.plan(input(0, Some(0.84)));
+    assert_eq!(
+        (p.cpu, p.reason, p.change),
+        (1.0, ResizeReason::Hold, false)
+    );
+    assert!(r.plan(input(1, Some(2.0))).change);
+    // Right after that change, another increase goes through at once.
+    let p = r.plan(ResizeInput {
+        current_cpu: 2.5,
+        ..input(2, Some(3.0))
+    });
+    assert_eq!((p.cpu, p.change), (3.75, true));
+}
+
+#[test]
+fn memory_rises_with_the_forecast_and_is_never_taken_back_below_use() {
+    let cfg = ResizeConfig {
+        min_memory: Some(256e6),
+        max_memory: Some(2e9),
+        ..vertical()
+    };
+    let with_memory = |need: f64, current: f64| ResizeInput {
+        memory_need: Some(need),
+        current_memory: Some(current),
+        base_memory: Some(512e6),
+        ..input(0, Some(0.8))
+    };
+    // 800 MB at 80 %: 1 GB.
+    let p = Resizer::new(cfg.clone()).plan(with_memory(800e6, 512e6));
+    assert_eq!(p.memory, Some(1e9));
+    assert!(p.change);
+    // Forecast falls to 100 MB while 1 GB is held: memory stays (an in-place shrink
+    // can OOM-kill the container); CPU at 1 core is unchanged, so nothing is sent.
+    let p = Resizer::new(cfg.clone()).plan(with_memory(100e6, 1e9));
+    assert_eq!((p.memory, p.change), (Some(1e9), false));
+    // Without memory bounds, memory is left alone.
+    let p = Resizer::new(vertical()).plan(with_memory(800e6, 512e6));
+    assert_eq!(p.memory, Some(512e6));
+}
+
+#[test]
+fn bad_config_names_the_field() {
+    let bad = |cfg: ResizeConfig| cfg.validate().unwrap_err().field;
+    assert!(ResizeConfig::default().validate().is_ok());
+    assert_eq!(
+        bad(ResizeConfig {
+            min_cpu: 5.0,
+            ..ResizeConfig::default()
+        }),
+        "min_cpu"
+    );
+    assert_eq!(
+        bad(ResizeConfig {
+            min_memory: Some(1.0),
+            ..ResizeConfig::default()
+        }),
+        "min_memory"
+    );
+    assert_eq!(
+        bad(ResizeConfig {
+            vertical: false,
+            bridge: false,
+            ..ResizeConfig::default()
+        }),
+        "vertical"
+    );
+    assert_eq!(
+        bad(ResizeConfig {
+            target_utilization: 0.0,
+            ..ResizeConfig::default()
+        }),
+        "target_utilization"
+    );
+}
