@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod client;
 pub mod keda;
 pub mod kube;
+pub mod sender;
 pub mod startup;
 pub mod webhook;
 
@@ -113,11 +114,7 @@ impl Signals {
     pub fn start(cfg: &SignalsConfig, scaling: &ScalingConfig) -> std::io::Result<Arc<Self>> {
         let recent = Arc::new(Recent::default());
         let webhook = match &cfg.webhook {
-            Some(w) => Some(webhook::Webhook::spawn(
-                w,
-                scaling.sync_period,
-                recent.clone(),
-            )?),
+            Some(w) => Some(webhook::spawn(w, scaling.sync_period, recent.clone())?),
             None => None,
         };
         let keda = match &cfg.keda {
@@ -125,7 +122,7 @@ impl Signals {
             None => None,
         };
         let kubernetes = match &cfg.kubernetes {
-            Some(k) => Some(self::kube::KubeScaler::spawn(k, recent.clone())?),
+            Some(k) => Some(self::kube::spawn(k, recent.clone())?),
             None => None,
         };
         Ok(Arc::new(Self {
@@ -152,7 +149,7 @@ impl Signals {
     /// The replica start-up time learned from the Deployment's readiness (the
     /// `kubernetes` signal), once observed.
     pub fn learned_startup(&self) -> Option<startup::LearnedStartup> {
-        self.kubernetes.as_ref().and_then(|k| k.learned())
+        self.kubernetes.as_ref().and_then(|k| k.signal().learned())
     }
 
     /// The last deliveries, newest first.
@@ -181,6 +178,15 @@ impl Recent {
 // === impl Outcome ===
 
 impl Outcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub const ALL: [Outcome; 5] = [
+        Self::Ok,
+        Self::Failed,
+        Self::Dropped,
+        Self::Unchanged,
+        Self::RefusedHpaOwned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",

@@ -6,57 +6,46 @@
 //! pending one, and a delivery still retrying gives up once the latest decision asks
 //! for a different number (latest wins).
 
-use super::backoff::{self, Jitter};
+use super::backoff;
 use super::client::{Answer, Endpoint, ExchangeError};
+use super::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
 use super::{rfc3339, Decision, ForecastSummary, Outcome, Recent, SentSignal};
-use crate::config::WebhookConfig;
+use crate::config::{RetryPolicy, WebhookConfig};
 use crate::metrics as m;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
-use metrics::{Counter, Gauge};
 use prescale_policies::scale::ScaleReason;
 use prescale_profiler::sample::Millis;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
-use tokio::time::Instant;
 
 /// The largest answer body read from a receiver; the body is not used, only bounded.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// `delivered` before anything was.
-const NONE: u64 = u64::MAX;
-
 /// The header carrying the idempotency key (also in the body).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// The webhook sender's shared state.
-pub struct Webhook {
+/// The webhook sender: decisions offered to it are POSTed by the one [`Sender`].
+pub type Webhook = Sender<WebhookSignal>;
+
+/// The webhook signal: what one POST of a decision is.
+pub struct WebhookSignal {
     cfg: WebhookConfig,
     endpoint: Endpoint,
     /// Content type and the configured headers (values marked sensitive).
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Decisions in the same sync period share an idempotency key.
     bucket_ms: Millis,
-    /// The pending decision: the only queue there is.
-    slot: Mutex<Option<Decision>>,
-    notify: Notify,
-    /// Desired replicas of the newest decision offered, and of the last delivered.
-    latest: AtomicU64,
-    delivered: AtomicU64,
     recent: Arc<Recent>,
-    metrics: Metrics,
 }
 
-struct Metrics {
-    ok: Counter,
-    retry: Counter,
-    failed: Counter,
-    dropped: Counter,
-    last_success: Gauge,
+/// A decision ready to POST.
+pub struct Prepared {
+    key: String,
+    body: Bytes,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The JSON body.
@@ -73,125 +62,81 @@ struct Payload<'a> {
     idempotency_key: &'a str,
 }
 
-// === impl Webhook ===
+/// Starts the webhook sender on its own thread and runtime.
+pub fn spawn(
+    cfg: &WebhookConfig,
+    sync_period: Duration,
+    recent: Arc<Recent>,
+) -> std::io::Result<Arc<Webhook>> {
+    let me = Arc::new(new(cfg, sync_period, recent)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    me.spawn(rt, "signal-webhook".into())?;
+    tracing::info!(signal = "webhook", target = %me.signal().endpoint.target(), service = %cfg.service,
+        only_on_change = cfg.only_on_change, "scale signals go to a webhook");
+    Ok(me)
+}
 
-impl Webhook {
-    /// Starts the sender on its own thread and runtime.
-    pub fn spawn(
-        cfg: &WebhookConfig,
-        sync_period: Duration,
-        recent: Arc<Recent>,
-    ) -> std::io::Result<Arc<Self>> {
-        let me = Arc::new(Self::new(cfg, sync_period, recent)?);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let sender = me.clone();
-        std::thread::Builder::new()
-            .name("signal-webhook".into())
-            .spawn(move || rt.block_on(sender.run()))?;
-        tracing::info!(signal = "webhook", target = %me.endpoint.target(), service = %cfg.service,
-            only_on_change = cfg.only_on_change, "scale signals go to a webhook");
-        Ok(me)
+/// The shared state, without a sender running.
+fn new(
+    cfg: &WebhookConfig,
+    sync_period: Duration,
+    recent: Arc<Recent>,
+) -> std::io::Result<Webhook> {
+    let endpoint = Endpoint::new(&cfg.url, cfg.ca_file.as_deref())
+        .map_err(|e| std::io::Error::other(format!("signals.webhook: {e}")))?;
+    let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    headers.extend(crate::signals::client::secret_headers(
+        &cfg.headers,
+        "signals.webhook",
+    )?);
+    let metrics = OutcomeMetrics::new(
+        m::SIGNAL_SENDS,
+        "signal",
+        "webhook",
+        &[Outcome::Ok, Outcome::Failed, Outcome::Dropped],
+        Some(::metrics::gauge!(m::SIGNAL_LAST_SUCCESS, "signal" => "webhook")),
+    );
+    let signal = WebhookSignal {
+        cfg: cfg.clone(),
+        endpoint,
+        headers,
+        bucket_ms: (sync_period.as_millis() as Millis).max(1),
+        recent,
+    };
+    Ok(Sender::new(signal, metrics))
+}
+
+// === impl WebhookSignal ===
+
+impl Signal for WebhookSignal {
+    type Item = Decision;
+    type Prepared = Prepared;
+
+    fn name(&self) -> &'static str {
+        "webhook"
     }
 
-    /// The shared state, without a sender running.
-    fn new(
-        cfg: &WebhookConfig,
-        sync_period: Duration,
-        recent: Arc<Recent>,
-    ) -> std::io::Result<Self> {
-        let endpoint = Endpoint::new(&cfg.url, cfg.ca_file.as_deref())
-            .map_err(|e| std::io::Error::other(format!("signals.webhook: {e}")))?;
-        let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-        headers.extend(crate::signals::client::secret_headers(
-            &cfg.headers,
-            "signals.webhook",
-        )?);
-        let handle = |outcome: &'static str| {
-            let c =
-                ::metrics::counter!(m::SIGNAL_SENDS, "signal" => "webhook", "outcome" => outcome);
-            c.increment(0);
-            c
-        };
-        Ok(Self {
-            cfg: cfg.clone(),
-            endpoint,
-            headers,
-            bucket_ms: (sync_period.as_millis() as Millis).max(1),
-            slot: Mutex::new(None),
-            notify: Notify::new(),
-            latest: AtomicU64::new(NONE),
-            delivered: AtomicU64::new(NONE),
-            recent,
-            metrics: Metrics {
-                ok: handle("ok"),
-                retry: handle("retry"),
-                failed: handle("failed"),
-                dropped: handle("dropped"),
-                last_success: ::metrics::gauge!(m::SIGNAL_LAST_SUCCESS, "signal" => "webhook"),
-            },
-        })
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.retry()
     }
 
-    /// Takes the newest decision; never blocks on the receiver.
-    pub fn offer(&self, d: Decision) {
-        let desired = u64::from(d.desired);
-        self.latest.store(desired, Ordering::Release);
-        // The platform already has this number: nothing to send, and anything pending
-        // is stale.
-        let unchanged =
-            self.cfg.only_on_change && self.delivered.load(Ordering::Acquire) == desired;
-        let replaced = {
-            let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-            if unchanged {
-                slot.take()
-            } else {
-                slot.replace(d.clone())
-            }
-        };
-        // Replacing a decision for the same number merely coalesces.
-        if let Some(old) = replaced.filter(|old| old.desired != d.desired) {
-            let key = self.key(&old);
-            self.finish(
-                &old,
-                &key,
-                Outcome::Dropped,
-                0,
-                None,
-                Some("replaced by a newer decision before it was sent".into()),
-            );
-        }
-        self.notify.notify_one();
+    fn min_interval(&self) -> Duration {
+        self.cfg.min_interval
     }
 
-    async fn run(self: Arc<Self>) {
-        let mut jitter = Jitter::seeded();
-        let mut last_start: Option<Instant> = None;
-        loop {
-            // Rate limit first: the pending decision may still be replaced meanwhile.
-            if let Some(last) = last_start {
-                tokio::time::sleep_until(last + self.cfg.min_interval).await;
-            }
-            let next = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let Some(d) = next else {
-                self.notify.notified().await;
-                continue;
-            };
-            if self.cfg.only_on_change
-                && self.delivered.load(Ordering::Acquire) == u64::from(d.desired)
-            {
-                continue;
-            }
-            last_start = Some(Instant::now());
-            self.deliver(d, &mut jitter).await;
-        }
+    fn ask(&self, d: &Decision) -> u64 {
+        u64::from(d.desired)
     }
 
-    /// Sends one decision until it is delivered, refused, out of retries, or
-    /// superseded.
-    async fn deliver(&self, d: Decision, jitter: &mut Jitter) {
-        let key = self.key(&d);
+    /// The platform already has this number: nothing to send.
+    fn wanted(&self, ask: u64, delivered: Option<u64>) -> bool {
+        !(self.cfg.only_on_change && delivered == Some(ask))
+    }
+
+    fn prepare(&self, d: &Decision) -> Result<Prepared, String> {
+        let key = self.key(d);
         let payload = Payload {
             service: &self.cfg.service,
             desired_replicas: d.desired,
@@ -203,118 +148,47 @@ impl Webhook {
             at: rfc3339(d.at),
             idempotency_key: &key,
         };
-        let body = match serde_json::to_vec(&payload) {
-            Ok(b) => Bytes::from(b),
-            Err(e) => {
-                return self.finish(&d, &key, Outcome::Failed, 0, None, Some(e.to_string()));
-            }
-        };
+        let body = Bytes::from(serde_json::to_vec(&payload).map_err(|e| e.to_string())?);
         let mut headers = self.headers.clone();
         if let Ok(v) = HeaderValue::from_str(&key) {
             headers.push((HeaderName::from_static(IDEMPOTENCY_KEY), v));
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = self
-                .endpoint
-                .exchange(
-                    Method::POST,
-                    self.endpoint.path(),
-                    &headers,
-                    body.clone(),
-                    self.cfg.timeout,
-                    MAX_ANSWER,
-                )
-                .await;
-            let (status, error, asked_wait) = match classify(result) {
-                Attempt::Delivered(status) => {
-                    return self.finish(&d, &key, Outcome::Ok, attempt, Some(status), None);
-                }
-                Attempt::Refused(status) => {
-                    let error = format!("receiver refused it with status {status}");
-                    return self.finish(
-                        &d,
-                        &key,
-                        Outcome::Failed,
-                        attempt,
-                        Some(status),
-                        Some(error),
-                    );
-                }
-                Attempt::Retry {
-                    status,
-                    error,
-                    retry_after,
-                } => (status, error, retry_after),
-            };
-            if attempt > self.cfg.retries {
-                return self.finish(&d, &key, Outcome::Failed, attempt, status, Some(error));
-            }
-            let wait = asked_wait.unwrap_or_else(|| {
-                backoff::delay(
-                    attempt,
-                    self.cfg.backoff,
-                    self.cfg.max_backoff,
-                    jitter.next_unit(),
-                )
-            });
-            self.metrics.retry.increment(1);
-            tracing::warn!(signal = "webhook", target = %self.endpoint.target(), desired = d.desired,
-                attempt, status, %error, retry_in = ?wait, idempotency_key = %key,
-                "scale signal not delivered; retrying");
-            if !self.wait_unless_superseded(d.desired, wait).await {
-                let error = Some("a newer decision replaced it while retrying".to_string());
-                return self.finish(&d, &key, Outcome::Dropped, attempt, status, error);
-            }
-        }
+        Ok(Prepared { key, body, headers })
     }
 
-    /// Sleeps `wait`; false as soon as the latest decision asks for another number.
-    async fn wait_unless_superseded(&self, desired: u32, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        let current = || self.latest.load(Ordering::Acquire) == u64::from(desired);
-        while current() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return current(),
-                // A permit taken here is not lost: `run` checks the slot after every
-                // delivery before it waits again.
-                _ = self.notify.notified() => {}
-            }
-        }
-        false
+    async fn attempt(&self, p: &Prepared) -> Attempt {
+        let result = self
+            .endpoint
+            .exchange(
+                Method::POST,
+                self.endpoint.path(),
+                &p.headers,
+                p.body.clone(),
+                self.cfg.timeout,
+                MAX_ANSWER,
+            )
+            .await;
+        classify(result)
     }
 
-    /// Counts, logs and records how a decision's delivery ended.
-    fn finish(
-        &self,
-        d: &Decision,
-        key: &str,
-        outcome: Outcome,
-        attempts: u32,
-        status: Option<u16>,
-        error: Option<String>,
-    ) {
+    /// Logs and records how a decision's delivery ended.
+    fn finish(&self, d: &Decision, p: Option<Prepared>, e: &Ended) {
+        let key = p.map_or_else(|| self.key(d), |p| p.key);
         let target = self.endpoint.target();
-        match outcome {
+        let (attempts, status) = (e.attempts, e.status);
+        match e.outcome {
             Outcome::Ok => {
-                self.metrics.ok.increment(1);
-                self.metrics.last_success.set(crate::reload::unix_now());
-                self.delivered
-                    .store(u64::from(d.desired), Ordering::Release);
                 tracing::info!(signal = "webhook", %target, desired = d.desired, attempts, status,
                     idempotency_key = %key, "scale signal delivered");
             }
             Outcome::Failed => {
-                self.metrics.failed.increment(1);
                 tracing::error!(signal = "webhook", %target, desired = d.desired, attempts, status,
-                    error = error.as_deref().unwrap_or(""), idempotency_key = %key,
+                    error = e.error.as_deref().unwrap_or(""), idempotency_key = %key,
                     "scale signal failed");
             }
             Outcome::Dropped => {
-                self.metrics.dropped.increment(1);
                 tracing::info!(signal = "webhook", %target, desired = d.desired, attempts,
-                    reason = error.as_deref().unwrap_or(""), idempotency_key = %key,
+                    reason = e.error.as_deref().unwrap_or(""), idempotency_key = %key,
                     "scale signal dropped");
             }
             // Kubernetes-only outcomes; a webhook delivery never ends so.
@@ -325,34 +199,31 @@ impl Webhook {
             at: rfc3339(super::now_ms()),
             decided_at: rfc3339(d.at),
             desired_replicas: d.desired,
-            outcome,
+            outcome: e.outcome,
             attempts,
             status,
-            error,
-            idempotency_key: key.to_string(),
+            error: e.error.clone(),
+            idempotency_key: key,
         });
     }
+}
 
+impl WebhookSignal {
     fn key(&self, d: &Decision) -> String {
         idempotency_key(&self.cfg.service, d.desired, d.at, self.bucket_ms)
     }
 }
 
-/// What one attempt's result means for the delivery.
-enum Attempt {
-    Delivered(u16),
-    /// A 4xx other than 429: sending the same body again would be refused again.
-    Refused(u16),
-    Retry {
-        status: Option<u16>,
-        error: String,
-        retry_after: Option<Duration>,
-    },
-}
-
+/// What one answer means for the delivery: 2xx delivered; 429 and 5xx retried
+/// (honouring `Retry-After`); any other status refused, since the same body would be
+/// refused again.
 fn classify(result: Result<Answer, ExchangeError>) -> Attempt {
     match result {
-        Ok(a) if a.status.is_success() => Attempt::Delivered(a.status.as_u16()),
+        Ok(a) if a.status.is_success() => Attempt::Done {
+            outcome: Outcome::Ok,
+            status: Some(a.status.as_u16()),
+            error: None,
+        },
         Ok(a) if a.status == StatusCode::TOO_MANY_REQUESTS || a.status.is_server_error() => {
             Attempt::Retry {
                 status: Some(a.status.as_u16()),
@@ -362,7 +233,14 @@ fn classify(result: Result<Answer, ExchangeError>) -> Attempt {
         }
         // 1xx/3xx are not an acceptance either; a redirect is not followed (the URL
         // is the config's to fix).
-        Ok(a) => Attempt::Refused(a.status.as_u16()),
+        Ok(a) => Attempt::Done {
+            outcome: Outcome::Failed,
+            status: Some(a.status.as_u16()),
+            error: Some(format!(
+                "receiver refused it with status {}",
+                a.status.as_u16()
+            )),
+        },
         Err(e) => Attempt::Retry {
             status: None,
             error: e.to_string(),
@@ -433,12 +311,12 @@ mod tests {
         ))
         .unwrap();
         let recent = Arc::new(Recent::default());
-        let hook = Webhook::new(&cfg, Duration::from_secs(15), recent.clone()).unwrap();
+        let hook = new(&cfg, Duration::from_secs(15), recent.clone()).unwrap();
         (hook, recent)
     }
 
     fn pending(w: &Webhook) -> Option<u32> {
-        w.slot.lock().unwrap().as_ref().map(|d| d.desired)
+        w.pending().map(|d| d as u32)
     }
 
     #[test]
@@ -468,7 +346,7 @@ mod tests {
     #[test]
     fn only_changes_from_the_delivered_number_are_queued() {
         let (w, recent) = webhook(true);
-        w.delivered.store(3, Ordering::Release);
+        w.set_delivered(3);
         // The platform has 3: nothing to send.
         w.offer(decision(3, 1_000));
         assert_eq!(pending(&w), None);
@@ -481,7 +359,7 @@ mod tests {
 
         // Without only_on_change every decision is queued (heartbeats).
         let (w, _) = webhook(false);
-        w.delivered.store(3, Ordering::Release);
+        w.set_delivered(3);
         w.offer(decision(3, 1_000));
         assert_eq!(pending(&w), Some(3));
     }
@@ -501,15 +379,44 @@ mod tests {
         };
         assert!(matches!(
             classify(answer(200, None)),
-            Attempt::Delivered(200)
+            Attempt::Done {
+                outcome: Outcome::Ok,
+                status: Some(200),
+                ..
+            }
         ));
         assert!(matches!(
             classify(answer(202, None)),
-            Attempt::Delivered(202)
+            Attempt::Done {
+                outcome: Outcome::Ok,
+                status: Some(202),
+                ..
+            }
         ));
-        assert!(matches!(classify(answer(400, None)), Attempt::Refused(400)));
-        assert!(matches!(classify(answer(404, None)), Attempt::Refused(404)));
-        assert!(matches!(classify(answer(302, None)), Attempt::Refused(302)));
+        assert!(matches!(
+            classify(answer(400, None)),
+            Attempt::Done {
+                outcome: Outcome::Failed,
+                status: Some(400),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(answer(404, None)),
+            Attempt::Done {
+                outcome: Outcome::Failed,
+                status: Some(404),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(answer(302, None)),
+            Attempt::Done {
+                outcome: Outcome::Failed,
+                status: Some(302),
+                ..
+            }
+        ));
         assert!(matches!(
             classify(answer(503, None)),
             Attempt::Retry {
