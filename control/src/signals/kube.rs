@@ -18,14 +18,14 @@
 use super::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
 use super::startup::{LearnedStartup, StartupLearner};
 use super::{rfc3339, Decision, Outcome, Recent, SentSignal};
-use crate::config::{KubernetesConfig, RetryPolicy};
-use crate::metrics as m;
 use ::kube::api::{ListParams, Patch, PatchParams};
 use ::kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use ::kube::{Api, Client, Config};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use metrics::Gauge;
+use prescale_proxy::config::{KubernetesConfig, RetryPolicy};
+use prescale_proxy::metrics as m;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -223,7 +223,7 @@ impl Signal for KubeSignal {
         }
         self.recent.push(SentSignal {
             signal: "kubernetes",
-            at: rfc3339(super::now_ms()),
+            at: rfc3339(prescale_proxy::signals::now_ms()),
             decided_at: rfc3339(d.at),
             desired_replicas: d.desired,
             outcome: e.outcome,

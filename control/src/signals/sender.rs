@@ -9,8 +9,8 @@
 
 use super::backoff::{self, Jitter};
 use super::Outcome;
-use crate::config::RetryPolicy;
 use metrics::{Counter, Gauge};
+use prescale_proxy::config::RetryPolicy;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -138,7 +138,7 @@ impl OutcomeMetrics {
         }
         if matches!(outcome, Outcome::Ok | Outcome::Unchanged) {
             if let Some(g) = &self.last_success {
-                g.set(crate::reload::unix_now());
+                g.set(prescale_proxy::reload::unix_now());
             }
         }
     }

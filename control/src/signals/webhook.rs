@@ -10,13 +10,13 @@ use super::backoff;
 use super::client::{Answer, Endpoint, ExchangeError};
 use super::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
 use super::{rfc3339, Decision, ForecastSummary, Outcome, Recent, SentSignal};
-use crate::config::{RetryPolicy, WebhookConfig};
-use crate::metrics as m;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use prescale_policies::scale::ScaleReason;
 use prescale_profiler::sample::Millis;
+use prescale_proxy::config::{RetryPolicy, WebhookConfig};
+use prescale_proxy::metrics as m;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -196,7 +196,7 @@ impl Signal for WebhookSignal {
         }
         self.recent.push(SentSignal {
             signal: "webhook",
-            at: rfc3339(super::now_ms()),
+            at: rfc3339(prescale_proxy::signals::now_ms()),
             decided_at: rfc3339(d.at),
             desired_replicas: d.desired,
             outcome: e.outcome,
@@ -340,7 +340,7 @@ mod tests {
             w.offer(decision(4 + i % 2, 46_000 + u64::from(i) * 15_000));
         }
         assert_eq!(pending(&w), Some(5));
-        assert_eq!(recent.list().len(), crate::signals::RECENT);
+        assert_eq!(recent.list().len(), prescale_proxy::signals::RECENT);
     }
 
     #[test]

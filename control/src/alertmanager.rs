@@ -12,8 +12,6 @@
 //! raise anomalies; each batch is retried with jittered backoff, and whatever is still
 //! firing goes out with the next batch anyway.
 
-use crate::config::{AlertmanagerConfig, RetryPolicy};
-use crate::metrics as m;
 use crate::signals::backoff;
 use crate::signals::client::Endpoint;
 use crate::signals::rfc3339;
@@ -24,6 +22,10 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use prescale_profiler::anomaly::{Anomaly, AnomalyKind, Direction};
 use prescale_profiler::sample::Millis;
+pub use prescale_proxy::anomalies::sink::{Delivery, Sink};
+use prescale_proxy::anomalies::AlertSink;
+use prescale_proxy::config::{AlertmanagerConfig, RetryPolicy};
+use prescale_proxy::metrics as m;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -40,16 +42,6 @@ const RECENT: usize = 8;
 const MAX_ANSWER: usize = 64 * 1024;
 /// The `alertname` label of every alert.
 pub const ALERT_NAME: &str = "PrescaleAnomaly";
-
-/// Where alerts go, and in which form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sink {
-    /// `POST <url>/api/v2/alerts` with the alert list.
-    Alertmanager,
-    /// `POST <url>` with Alertmanager's webhook payload.
-    Webhook,
-}
 
 /// Alertmanager's webhook payload (`version: "4"`), one group per batch.
 #[derive(Serialize)]
@@ -125,20 +117,6 @@ pub struct Alert {
     pub ends_at: Option<String>,
 }
 
-/// One batch's delivery, for `GET /v1/anomalies`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Delivery {
-    /// When the delivery ended (RFC 3339).
-    pub at: String,
-    pub sink: Sink,
-    pub firing: usize,
-    pub resolved: usize,
-    pub ok: bool,
-    pub attempts: u32,
-    pub status: Option<u16>,
-    pub error: Option<String>,
-}
-
 // === impl Alertmanager ===
 
 impl Alertmanager {
@@ -188,10 +166,12 @@ impl Alertmanager {
         let sender = Arc::new(Sender::new(AlertSignal(shared.clone()), metrics));
         Ok(Self { shared, sender })
     }
+}
 
+impl AlertSink for Alertmanager {
     /// A new anomaly: fires an alert with the severity bucket fixed now (labels name an
     /// alert, so they must not change while it lasts).
-    pub fn raise(&self, a: &Anomaly, severity: &'static str) {
+    fn raise(&self, a: &Anomaly, severity: &'static str) {
         if self.shared.raise(a, severity) {
             self.sender.offer(());
         }
@@ -199,19 +179,19 @@ impl Alertmanager {
 
     /// An active anomaly confirmed again: its annotations follow (sent with the next
     /// batch; no extra send).
-    pub fn update(&self, a: &Anomaly) {
+    fn update(&self, a: &Anomaly) {
         self.shared.update(a);
     }
 
     /// The anomaly ended at `at`: the alert is sent once more, resolved.
-    pub fn resolve(&self, kind: AnomalyKind, subject: &str, at: Millis) {
+    fn resolve(&self, kind: AnomalyKind, subject: &str, at: Millis) {
         if self.shared.resolve(kind, subject, at) {
             self.sender.offer(());
         }
     }
 
     /// The last deliveries, newest first.
-    pub fn recent(&self) -> Vec<Delivery> {
+    fn recent(&self) -> Vec<Delivery> {
         self.shared.recent()
     }
 }
@@ -309,7 +289,7 @@ impl Signal for AlertSignal {
     /// Everything firing and every resolved alert not yet delivered.
     fn prepare(&self, _: &()) -> Result<Batch, String> {
         let me = &self.0;
-        let ends = crate::clock::system_ms()
+        let ends = prescale_proxy::clock::system_ms()
             .saturating_add(4 * u64::try_from(me.cfg.resend_interval.as_millis()).unwrap_or(0));
         let (batch, firing, resolved) = {
             let mut st = me.lock();
@@ -418,7 +398,7 @@ impl Signal for AlertSignal {
             st.recent.pop_front();
         }
         st.recent.push_back(Delivery {
-            at: rfc3339(crate::clock::system_ms()),
+            at: rfc3339(prescale_proxy::clock::system_ms()),
             sink: me.sink,
             firing,
             resolved: resolved.len(),
@@ -440,18 +420,6 @@ impl Signal for AlertSignal {
 
     async fn chore(&self) -> Option<()> {
         Some(())
-    }
-}
-
-// === impl Sink ===
-
-impl Sink {
-    /// Its name in config paths, metric labels and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Sink::Alertmanager => "alertmanager",
-            Sink::Webhook => "webhook",
-        }
     }
 }
 
