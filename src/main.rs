@@ -120,7 +120,7 @@ fn run(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    match prescale_proxy::run(source, cfg) {
+    match prescale_proxy::run(source, cfg, prescale_control::start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

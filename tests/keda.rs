@@ -1,5 +1,5 @@
 //! The KEDA external scaler through the real binary with a real gRPC client: the tonic
-//! client generated from the same `proxy/proto/externalscaler.proto`, over a tonic
+//! client generated from the same `control/proto/externalscaler.proto`, over a tonic
 //! `Channel` (HTTP/2 over loopback TCP), calling what KEDA calls — GetMetricSpec,
 //! GetMetrics (cross-checked with `GET /v1/scale`), IsActive, and StreamIsActive, which
 //! must push `true` once traffic through the sidecar raises demand.
@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use prescale_proxy::signals::keda::pb::external_scaler_client::ExternalScalerClient;
-use prescale_proxy::signals::keda::pb::{GetMetricsRequest, ScaledObjectRef};
+use prescale_control::signals::keda::pb::external_scaler_client::ExternalScalerClient;
+use prescale_control::signals::keda::pb::{GetMetricsRequest, ScaledObjectRef};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;

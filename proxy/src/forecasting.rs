@@ -6,9 +6,8 @@
 //! milliseconds; nothing here is on the data path.
 
 use crate::anomalies::{Anomalies, Refit};
-use crate::config::WarmStartConfig;
 use crate::metrics as m;
-use crate::signals::{Decision, ForecastSummary, SentSignal, Signals};
+use crate::signals::{Decision, DecisionSink, ForecastSummary, NoSignals, SentSignal};
 use arc_swap::ArcSwap;
 use prescale_policies::scale::{
     LeadForecast, ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig,
@@ -25,6 +24,19 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Seeds the total forecast from history kept elsewhere (Prometheus, in
+/// `prescale-control`) when the store brings none. Runs once, on the forecaster thread.
+pub trait WarmStart: Send {
+    /// A forecaster built with `make` and fed the history before `now`, with the start
+    /// of the last step fed and that step's demand; None for a cold start.
+    fn seed(
+        self: Box<Self>,
+        now: Millis,
+        step_ms: Millis,
+        make: &mut dyn FnMut() -> Forecaster,
+    ) -> Option<(Forecaster, Millis, f64)>;
+}
 
 /// What the profiler thread sends.
 pub enum Update {
@@ -99,7 +111,7 @@ pub struct Forecasting {
     pub forecast: ArcSwap<ForecastView>,
     pub scale: ArcSwap<ScaleView>,
     /// Where decisions go besides the metrics.
-    pub signals: Arc<Signals>,
+    pub signals: Arc<dyn DecisionSink>,
     /// The live tier admission, whose pre-shed level follows each decision.
     tiers: std::sync::OnceLock<crate::tiers::LiveTiers>,
     /// Forecast CPU and memory over the lead window, from `resources` (the CPU and
@@ -113,7 +125,13 @@ impl Forecasting {
     /// Starts the forecasting thread, with no signals besides the metrics and no
     /// anomaly detection.
     pub fn spawn(fc: ForecastConfig, scaling: ScalingConfig) -> std::io::Result<Arc<Self>> {
-        Self::spawn_with(fc, scaling, Signals::none(), None, Anomalies::disabled())
+        Self::spawn_with(
+            fc,
+            scaling,
+            Arc::new(NoSignals),
+            None,
+            Anomalies::disabled(),
+        )
     }
 
     /// Starts the forecasting thread; decisions also go to `signals`, when the store
@@ -122,8 +140,8 @@ impl Forecasting {
     pub fn spawn_with(
         fc: ForecastConfig,
         scaling: ScalingConfig,
-        signals: Arc<Signals>,
-        warm_start: Option<WarmStartConfig>,
+        signals: Arc<dyn DecisionSink>,
+        warm_start: Option<Box<dyn WarmStart>>,
         anomalies: Arc<Anomalies>,
     ) -> std::io::Result<Arc<Self>> {
         // A day of minutes fits; beyond that the oldest updates are dropped.
@@ -197,7 +215,7 @@ fn run(
     rx: Receiver<Update>,
     fc: ForecastConfig,
     scaling: ScalingConfig,
-    mut warm_start: Option<WarmStartConfig>,
+    mut warm_start: Option<Box<dyn WarmStart>>,
     anomalies: Arc<Anomalies>,
 ) {
     let mut st = State::new(fc, &scaling, anomalies);
@@ -230,8 +248,8 @@ fn run(
                 }
             }
             Ok(Update::Now { at, demand }) => {
-                if let Some(cfg) = warm_start.take() {
-                    if st.warm_start(&cfg, at) {
+                if let Some(source) = warm_start.take() {
+                    if st.warm_start(source, at) {
                         shared.forecast.store(Arc::new(st.view()));
                         st.export();
                     }
@@ -300,10 +318,10 @@ impl State {
 
     /// Seeds the total forecast from Prometheus history before any live step (see
     /// `warm_start`); returns whether a forecast was made.
-    fn warm_start(&mut self, cfg: &WarmStartConfig, now: Millis) -> bool {
+    fn warm_start(&mut self, source: Box<dyn WarmStart>, now: Millis) -> bool {
         let params = self.params.clone();
         let Some((mut f, last_start, last)) =
-            crate::warm_start::seed(cfg, now, self.step_ms, || Forecaster::new(params))
+            source.seed(now, self.step_ms, &mut || Forecaster::new(params.clone()))
         else {
             return false;
         };
@@ -670,8 +688,11 @@ mod tests {
 
     #[test]
     fn each_step_is_judged_against_the_forecast_before_it_and_a_shift_restarts_the_model() {
-        let anomalies =
-            Anomalies::start(&AnomalyConfig::default(), &AnomaliesConfig::default()).unwrap();
+        let anomalies = Anomalies::start(
+            &AnomalyConfig::default(),
+            &AnomaliesConfig::default(),
+            Vec::new(),
+        );
         let mut st = State::new(
             ForecastConfig::default(),
             &ScalingConfig::default(),

@@ -1,8 +1,9 @@
 //! The prescale data plane: pingora listeners, the admin API, metrics, reload and drain.
 //!
-//! `run` turns a validated [`MeshConfig`] into a running sidecar. Everything that sends
-//! a packet lives in this crate; decisions live in `prescale-policies` and
-//! `prescale-profiler`.
+//! `run` turns a validated [`MeshConfig`] into a running sidecar. The platform clients
+//! (webhook, Kubernetes, KEDA, Alertmanager, Prometheus warm start) live in
+//! `prescale-control` and reach this crate only through [`ControlPlane`]'s traits;
+//! decisions live in `prescale-policies` and `prescale-profiler`.
 #![forbid(unsafe_code)]
 // A panic here takes the service beside us down with it: outside tests, every
 // fallible step must be handled (reasoned, local `allow`s where truly unreachable).
@@ -35,7 +36,6 @@ pub mod service;
 pub mod signals;
 pub mod tiers;
 pub mod tls;
-pub mod warm_start;
 
 pub use config::{ConfigError, ConfigSource, MeshConfig};
 
@@ -73,12 +73,18 @@ pub enum RunError {
     Metrics(String),
     #[error("admin runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    /// A signal sender that cannot start (e.g. an unreadable `ca_file`).
+    /// A signal or alert sender that cannot start (e.g. an unreadable `ca_file`).
     #[error("{0}")]
-    Signals(#[source] std::io::Error),
-    /// The alert sender cannot start (e.g. an unreadable `ca_file`).
-    #[error("{0}")]
-    Anomalies(#[source] std::io::Error),
+    Control(#[source] std::io::Error),
+}
+
+/// The control plane's edge, built by the binary from `prescale-control`: where
+/// decisions and alerts go, and where forecast history is read from at start. The
+/// data plane knows these only by their traits.
+pub struct ControlPlane {
+    pub signals: Arc<dyn signals::DecisionSink>,
+    pub alerts: Vec<Arc<dyn anomalies::AlertSink>>,
+    pub warm_start: Option<Box<dyn forecasting::WarmStart>>,
 }
 
 /// Latency buckets for request durations, from 0.5 ms (a local hop) to 30 s.
@@ -90,23 +96,30 @@ const DURATION_BUCKETS: &[f64] = &[
 const BIND_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the sidecar until it is drained or stopped. Returns only on a startup error;
-/// otherwise the process exits from the drain path.
-pub fn run(source: impl Into<ConfigSource>, cfg: MeshConfig) -> Result<(), RunError> {
+/// otherwise the process exits from the drain path. `control` starts the control
+/// plane's senders once metrics are installed (their counters register then).
+pub fn run(
+    source: impl Into<ConfigSource>,
+    cfg: MeshConfig,
+    control: impl FnOnce(&MeshConfig) -> std::io::Result<ControlPlane>,
+) -> Result<(), RunError> {
     pingora::tls::install_default_crypto_provider();
     let metrics = install_metrics()?;
     let admin_socket = precheck_binds(&cfg)?;
     admin::report_exposure(&cfg.admin);
 
     let lifecycle = Arc::new(Lifecycle::default());
-    let signals =
-        signals::Signals::start(&cfg.signals, &cfg.policies.scaling).map_err(RunError::Signals)?;
-    let anomalies = anomalies::Anomalies::start(&cfg.profiler.anomalies, &cfg.anomalies)
-        .map_err(RunError::Anomalies)?;
+    let ControlPlane {
+        signals,
+        alerts,
+        warm_start,
+    } = control(&cfg).map_err(RunError::Control)?;
+    let anomalies = anomalies::Anomalies::start(&cfg.profiler.anomalies, &cfg.anomalies, alerts);
     let forecasting = Forecasting::spawn_with(
         cfg.profiler.forecast.clone(),
         cfg.policies.scaling.clone(),
         signals,
-        cfg.warm_start.clone(),
+        warm_start,
         anomalies.clone(),
     )
     .map_err(RunError::Runtime)?;

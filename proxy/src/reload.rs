@@ -166,7 +166,7 @@ fn restart_only_changes(old: &MeshConfig, new: &MeshConfig) -> Vec<String> {
     out
 }
 
-pub(crate) fn unix_now() -> f64 {
+pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

@@ -7,14 +7,15 @@
 //! reads an `ArcSwap` snapshot. Events are handled after the lock is released, on the
 //! thread that produced them: counting, logging and handing an alert over never block.
 
-pub mod alertmanager;
 pub mod feed;
 pub mod remediation;
+pub mod sink;
 
 pub use self::feed::ProfilerFeed;
+pub use self::sink::AlertSink;
 
-use self::alertmanager::{Alertmanager, Delivery, Sink};
 use self::remediation::{ActionView, Remediation};
+use self::sink::Delivery;
 use crate::config::AnomaliesConfig;
 use crate::metrics as m;
 use crate::signals::rfc3339;
@@ -38,7 +39,7 @@ pub struct Anomalies {
     view: ArcSwap<AnomaliesView>,
     remediation: Remediation,
     /// Alert senders: an Alertmanager and/or a webhook.
-    alerts: Vec<Arc<Alertmanager>>,
+    alerts: Vec<Arc<dyn AlertSink>>,
     critical_at: f64,
     metrics: Metrics,
 }
@@ -71,24 +72,19 @@ pub struct AnomaliesResponse {
 // === impl Anomalies ===
 
 impl Anomalies {
-    /// The detectors of `detect` and the actions of `act`; starts the alert sender.
-    /// Fails only on an Alertmanager config the sender cannot use (e.g. `ca_file`).
-    pub fn start(detect: &AnomalyConfig, act: &AnomaliesConfig) -> std::io::Result<Arc<Self>> {
-        let mut alerts = Vec::new();
-        if detect.enabled {
-            if let Some(a) = &act.alertmanager {
-                alerts.push(Alertmanager::spawn(a, Sink::Alertmanager)?);
-            }
-            if let Some(w) = &act.webhook {
-                alerts.push(Alertmanager::spawn(w, Sink::Webhook)?);
-            }
-        }
+    /// The detectors of `detect` and the actions of `act`; alerts go to `alerts`
+    /// (started by the control plane).
+    pub fn start(
+        detect: &AnomalyConfig,
+        act: &AnomaliesConfig,
+        alerts: Vec<Arc<dyn AlertSink>>,
+    ) -> Arc<Self> {
         let critical_at = act
             .alertmanager
             .as_ref()
             .or(act.webhook.as_ref())
             .map_or(2.0, |a| a.critical_at);
-        Ok(Arc::new(Self::new(detect, act, alerts, critical_at)))
+        Arc::new(Self::new(detect, act, alerts, critical_at))
     }
 
     /// Nothing detected, nothing done (a config without an inbound listener, tests).
@@ -108,7 +104,7 @@ impl Anomalies {
     fn new(
         detect: &AnomalyConfig,
         act: &AnomaliesConfig,
-        alerts: Vec<Arc<Alertmanager>>,
+        alerts: Vec<Arc<dyn AlertSink>>,
         critical_at: f64,
     ) -> Self {
         let monitor = AnomalyMonitor::new(detect.clone());
@@ -311,7 +307,11 @@ mod tests {
 
     #[test]
     fn events_reach_the_view_and_refits_are_handed_back() {
-        let a = Anomalies::start(&AnomalyConfig::default(), &AnomaliesConfig::default()).unwrap();
+        let a = Anomalies::start(
+            &AnomalyConfig::default(),
+            &AnomaliesConfig::default(),
+            Vec::new(),
+        );
         let f = ForecastPoint {
             step: 1,
             point: 100.0,

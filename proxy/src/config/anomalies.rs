@@ -5,7 +5,6 @@
 //! Detection is the profiler's section (pure, no I/O); this one sends packets and
 //! changes admission, so it is the proxy's.
 
-use super::runtime::bounded;
 use super::signals::{check_headers, check_url};
 use super::{Invalid, Secret};
 use serde::{Deserialize, Serialize};
@@ -115,7 +114,11 @@ pub enum RemediationAction {
 }
 
 // Delivery defaults are the webhook signal's: one sender behaviour across the sidecar.
-use super::signals::{default_backoff, default_max_backoff, default_retries, default_timeout};
+use super::signals::{
+    default_backoff, default_max_backoff, default_retries, default_timeout, retry_policy,
+    RetryPolicy,
+};
+retry_policy!(AlertmanagerConfig);
 
 fn default_resend() -> Duration {
     Duration::from_secs(60)
@@ -178,22 +181,7 @@ impl AnomaliesConfig {
 impl AlertmanagerConfig {
     fn validate(&self) -> Result<(), Invalid> {
         check_url("url", &self.url, false)?;
-        bounded("timeout", self.timeout)?;
-        if self.retries > 10 {
-            return Err(Invalid::new("retries", "must be at most 10"));
-        }
-        if self.backoff.is_zero() || self.backoff > Duration::from_secs(60) {
-            return Err(Invalid::new(
-                "backoff",
-                "must be more than 0 and at most 60s",
-            ));
-        }
-        if self.max_backoff < self.backoff || self.max_backoff > Duration::from_secs(600) {
-            return Err(Invalid::new(
-                "max_backoff",
-                "must be at least backoff and at most 10m",
-            ));
-        }
+        self.retry().validate()?;
         if self.resend_interval < Duration::from_secs(1)
             || self.resend_interval > Duration::from_secs(3600)
         {

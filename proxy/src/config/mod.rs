@@ -27,7 +27,8 @@ pub use self::listener::{Direction, ListenerConfig, ListenerTls, RouteConfig};
 pub use self::resources::{ResourceSource, ResourcesConfig};
 pub use self::runtime::{DownstreamLimits, DrainConfig, RuntimeConfig};
 pub use self::signals::{
-    DemandUnit, KedaConfig, KubernetesConfig, SignalsConfig, WarmStartConfig, WebhookConfig,
+    DemandUnit, KedaConfig, KubernetesConfig, RetryPolicy, SignalsConfig, WarmStartConfig,
+    WebhookConfig,
 };
 pub use self::source::ConfigSource;
 

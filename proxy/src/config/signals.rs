@@ -164,6 +164,63 @@ pub enum DemandUnit {
     RequestsPerSecond,
 }
 
+/// How one endpoint is retried: the same four settings, with the same bounds, in every
+/// section that sends (`signals.webhook`, `signals.kubernetes`, `anomalies.*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Per attempt: connect, TLS, request and answer.
+    pub timeout: Duration,
+    /// Extra attempts after the first.
+    pub retries: u32,
+    /// Delay before the first retry; doubles per retry, jittered, capped at
+    /// `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+// === impl RetryPolicy ===
+
+impl RetryPolicy {
+    /// The one validation of retry settings; errors name the field in its section.
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        bounded("timeout", self.timeout)?;
+        if self.retries > 10 {
+            return Err(Invalid::new("retries", "must be at most 10"));
+        }
+        if self.backoff.is_zero() || self.backoff > Duration::from_secs(60) {
+            return Err(Invalid::new(
+                "backoff",
+                "must be more than 0 and at most 60s",
+            ));
+        }
+        if self.max_backoff < self.backoff || self.max_backoff > Duration::from_secs(600) {
+            return Err(Invalid::new(
+                "max_backoff",
+                "must be at least backoff and at most 10m",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The retry settings of a section that has them.
+macro_rules! retry_policy {
+    ($($t:ty),*) => {$(
+        impl $t {
+            pub fn retry(&self) -> RetryPolicy {
+                RetryPolicy {
+                    timeout: self.timeout,
+                    retries: self.retries,
+                    backoff: self.backoff,
+                    max_backoff: self.max_backoff,
+                }
+            }
+        }
+    )*};
+}
+pub(super) use retry_policy;
+retry_policy!(WebhookConfig, KubernetesConfig);
+
 pub(super) fn default_timeout() -> Duration {
     Duration::from_secs(2)
 }
@@ -231,22 +288,7 @@ impl KubernetesConfig {
         if self.field_manager.trim().is_empty() || self.field_manager.len() > 128 {
             return Err(Invalid::new("field_manager", "must be 1 to 128 characters"));
         }
-        bounded("timeout", self.timeout)?;
-        if self.retries > 10 {
-            return Err(Invalid::new("retries", "must be at most 10"));
-        }
-        if self.backoff.is_zero() || self.backoff > Duration::from_secs(60) {
-            return Err(Invalid::new(
-                "backoff",
-                "must be more than 0 and at most 60s",
-            ));
-        }
-        if self.max_backoff < self.backoff || self.max_backoff > Duration::from_secs(600) {
-            return Err(Invalid::new(
-                "max_backoff",
-                "must be at least backoff and at most 10m",
-            ));
-        }
+        self.retry().validate()?;
         if self.min_interval > Duration::from_secs(3600) {
             return Err(Invalid::new("min_interval", "must be at most 1h"));
         }
@@ -290,22 +332,7 @@ impl WebhookConfig {
         if self.service.trim().is_empty() || self.service.len() > 253 {
             return Err(Invalid::new("service", "must be 1 to 253 characters"));
         }
-        bounded("timeout", self.timeout)?;
-        if self.retries > 10 {
-            return Err(Invalid::new("retries", "must be at most 10"));
-        }
-        if self.backoff.is_zero() || self.backoff > Duration::from_secs(60) {
-            return Err(Invalid::new(
-                "backoff",
-                "must be more than 0 and at most 60s",
-            ));
-        }
-        if self.max_backoff < self.backoff || self.max_backoff > Duration::from_secs(600) {
-            return Err(Invalid::new(
-                "max_backoff",
-                "must be at least backoff and at most 10m",
-            ));
-        }
+        self.retry().validate()?;
         if self.min_interval > Duration::from_secs(3600) {
             return Err(Invalid::new("min_interval", "must be at most 1h"));
         }

@@ -1,20 +1,15 @@
-//! Platform signals: after each scaling decision, tell the platform how many replicas
-//! to have — off the data path, on a thread of their own, and never queueing more than
-//! the latest decision. (The Prometheus gauges are exported by `forecasting`.)
+//! Platform signals, as the sidecar sees them: the decision handed over, how its
+//! delivery ended, and the [`DecisionSink`] the senders (in `prescale-control`, off the
+//! data path, never queueing more than the latest decision) are reached through.
+//! (The Prometheus gauges are exported by `forecasting`.)
 
-pub mod backoff;
-pub mod client;
-pub mod keda;
-pub mod kube;
 pub mod startup;
-pub mod webhook;
 
-use crate::config::SignalsConfig;
-use prescale_policies::scale::{ScaleReason, ScalingConfig};
+use prescale_policies::scale::ScaleReason;
 use prescale_profiler::sample::Millis;
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Deliveries kept for `GET /v1/scale`, newest first; older ones are forgotten.
@@ -81,85 +76,33 @@ pub struct SentSignal {
     pub idempotency_key: String,
 }
 
-/// The signal senders configured, shared by the forecaster (which publishes) and the
-/// admin API (which shows the recent deliveries).
-pub struct Signals {
-    webhook: Option<Arc<webhook::Webhook>>,
-    keda: Option<Arc<keda::Keda>>,
-    kubernetes: Option<Arc<self::kube::KubeScaler>>,
-    recent: Arc<Recent>,
+/// Where scaling decisions go besides the metrics: the platform senders. Shared by
+/// the forecaster (which publishes) and the admin API (which shows the deliveries).
+pub trait DecisionSink: Send + Sync {
+    /// Hands a decision over. Never blocks: each sender keeps only the latest.
+    fn publish(&self, d: &Decision);
+    /// The last deliveries, newest first.
+    fn recent(&self) -> Vec<SentSignal>;
+    /// The replica start-up time learned from readiness, once observed.
+    fn learned_startup(&self) -> Option<startup::LearnedStartup>;
+}
+
+/// No signals besides the metrics.
+pub struct NoSignals;
+
+impl DecisionSink for NoSignals {
+    fn publish(&self, _: &Decision) {}
+    fn recent(&self) -> Vec<SentSignal> {
+        Vec::new()
+    }
+    fn learned_startup(&self) -> Option<startup::LearnedStartup> {
+        None
+    }
 }
 
 /// The last [`RECENT`] deliveries, newest last.
 #[derive(Default)]
 pub struct Recent(Mutex<VecDeque<SentSignal>>);
-
-// === impl Signals ===
-
-impl Signals {
-    /// No signals besides the metrics.
-    pub fn none() -> Arc<Self> {
-        Arc::new(Self {
-            webhook: None,
-            keda: None,
-            kubernetes: None,
-            recent: Arc::default(),
-        })
-    }
-
-    /// Starts a sender thread for each configured signal (and the KEDA scaler's
-    /// server). Fails only on a config the sender cannot use (e.g. an unreadable
-    /// `ca_file` or kubeconfig, or a KEDA address already in use).
-    pub fn start(cfg: &SignalsConfig, scaling: &ScalingConfig) -> std::io::Result<Arc<Self>> {
-        let recent = Arc::new(Recent::default());
-        let webhook = match &cfg.webhook {
-            Some(w) => Some(webhook::Webhook::spawn(
-                w,
-                scaling.sync_period,
-                recent.clone(),
-            )?),
-            None => None,
-        };
-        let keda = match &cfg.keda {
-            Some(k) => Some(keda::Keda::spawn(k, scaling)?),
-            None => None,
-        };
-        let kubernetes = match &cfg.kubernetes {
-            Some(k) => Some(self::kube::KubeScaler::spawn(k, recent.clone())?),
-            None => None,
-        };
-        Ok(Arc::new(Self {
-            webhook,
-            keda,
-            kubernetes,
-            recent,
-        }))
-    }
-
-    /// Hands a decision to every sender. Never blocks: each keeps only the latest.
-    pub fn publish(&self, d: &Decision) {
-        if let Some(w) = &self.webhook {
-            w.offer(d.clone());
-        }
-        if let Some(k) = &self.keda {
-            k.offer(d);
-        }
-        if let Some(k) = &self.kubernetes {
-            k.offer(d.clone());
-        }
-    }
-
-    /// The replica start-up time learned from the Deployment's readiness (the
-    /// `kubernetes` signal), once observed.
-    pub fn learned_startup(&self) -> Option<startup::LearnedStartup> {
-        self.kubernetes.as_ref().and_then(|k| k.learned())
-    }
-
-    /// The last deliveries, newest first.
-    pub fn recent(&self) -> Vec<SentSignal> {
-        self.recent.list()
-    }
-}
 
 // === impl Recent ===
 
@@ -181,6 +124,15 @@ impl Recent {
 // === impl Outcome ===
 
 impl Outcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub const ALL: [Outcome; 5] = [
+        Self::Ok,
+        Self::Failed,
+        Self::Dropped,
+        Self::Unchanged,
+        Self::RefusedHpaOwned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
@@ -198,7 +150,7 @@ pub fn rfc3339(at: Millis) -> String {
 }
 
 /// The system clock (signals carry timestamps other systems compare with theirs).
-pub(crate) fn now_ms() -> Millis {
+pub fn now_ms() -> Millis {
     crate::clock::system_ms()
 }
 

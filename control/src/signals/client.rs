@@ -242,7 +242,7 @@ fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
 /// hyper never prints them. `section` names the config path in the error, which never
 /// quotes a value.
 pub fn secret_headers(
-    headers: &std::collections::BTreeMap<String, crate::config::Secret>,
+    headers: &std::collections::BTreeMap<String, prescale_proxy::config::Secret>,
     section: &str,
 ) -> std::io::Result<Vec<(HeaderName, HeaderValue)>> {
     headers

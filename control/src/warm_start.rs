@@ -12,13 +12,14 @@
 //! describes the query step that ends at t, so it is attributed to the forecast step
 //! holding t − query step; points falling in the same forecast step are averaged.
 
-use crate::config::{DemandUnit, WarmStartConfig};
-use crate::metrics as m;
 use crate::signals::client::{encode_query_value, secret_headers, Endpoint};
 use bytes::Bytes;
 use http::Method;
 use prescale_profiler::forecast::Forecaster;
 use prescale_profiler::sample::Millis;
+use prescale_proxy::config::{DemandUnit, WarmStartConfig};
+use prescale_proxy::forecasting::WarmStart;
+use prescale_proxy::metrics as m;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -29,6 +30,20 @@ const MAX_ANSWER: usize = 32 * 1024 * 1024;
 /// The most recent steps fed with a forecast after each (so the intervals start
 /// calibrated); older history is only observed, which is cheap.
 const CALIBRATION_STEPS: usize = 180;
+
+/// Warm start from the Prometheus `warm_start:` names.
+pub struct Prometheus(pub WarmStartConfig);
+
+impl WarmStart for Prometheus {
+    fn seed(
+        self: Box<Self>,
+        now: Millis,
+        step_ms: Millis,
+        make: &mut dyn FnMut() -> Forecaster,
+    ) -> Option<(Forecaster, Millis, f64)> {
+        seed(&self.0, now, step_ms, make)
+    }
+}
 
 /// History read from Prometheus, one value per forecast step.
 #[derive(Debug, PartialEq)]

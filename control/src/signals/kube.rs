@@ -15,31 +15,26 @@
 //! start-up time ([`StartupLearner`]), exported as `prescale_learned_startup_seconds`
 //! and in `/v1/scale`.
 
-use super::backoff::{self, Jitter};
+use super::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
 use super::startup::{LearnedStartup, StartupLearner};
 use super::{rfc3339, Decision, Outcome, Recent, SentSignal};
-use crate::config::KubernetesConfig;
-use crate::metrics as m;
 use ::kube::api::{ListParams, Patch, PatchParams};
 use ::kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use ::kube::{Api, Client, Config};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use metrics::{Counter, Gauge};
+use metrics::Gauge;
+use prescale_proxy::config::{KubernetesConfig, RetryPolicy};
+use prescale_proxy::metrics as m;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// HPAs read per LIST page, and pages read at most (a namespace with more HPAs than
 /// this is not checked past it: the refusal is best effort beyond 5 000 HPAs).
 const HPA_PAGE: u32 = 500;
 const MAX_HPA_PAGES: usize = 10;
-
-/// `latest` before any decision.
-const NONE: u64 = u64::MAX;
 
 /// Why the client could not be set up (a startup error).
 #[derive(Debug, thiserror::Error)]
@@ -75,31 +70,23 @@ enum Applied {
     RefusedHpaOwned { hpa: String },
 }
 
-/// The Kubernetes sender's shared state.
-pub struct KubeScaler {
+/// The Kubernetes sender: decisions offered to it are applied by the one [`Sender`].
+pub type KubeScaler = Sender<KubeSignal>;
+
+/// The Kubernetes scale signal: what applying one decision is, and the start-up
+/// time learned from the readiness that follows.
+pub struct KubeSignal {
     cfg: KubernetesConfig,
-    /// The pending decision: the only queue there is.
-    slot: Mutex<Option<Decision>>,
-    notify: Notify,
-    /// Desired replicas of the newest decision offered.
-    latest: AtomicU64,
+    /// None only in unit tests, which never deliver.
+    apis: Option<Apis>,
     recent: Arc<Recent>,
     learner: Mutex<StartupLearner>,
     /// The HPA last found owning the Deployment, so the refusal is logged once.
     owner: Mutex<Option<String>>,
+    /// When readiness is next read while a scale-up becomes ready (None: now).
+    next_poll: Mutex<Option<Instant>>,
     /// The monotonic clock the learner runs on.
     epoch: Instant,
-    metrics: Metrics,
-}
-
-struct Metrics {
-    ok: Counter,
-    unchanged: Counter,
-    refused: Counter,
-    retry: Counter,
-    failed: Counter,
-    dropped: Counter,
-    last_success: Gauge,
     learned: Gauge,
 }
 
@@ -109,183 +96,172 @@ struct Apis {
     hpas: Api<HorizontalPodAutoscaler>,
 }
 
-// === impl KubeScaler ===
+/// Builds the client (reading the kubeconfig or the service account now, so a bad
+/// one is a startup error) and starts the sender on its own thread and runtime.
+pub fn spawn(cfg: &KubernetesConfig, recent: Arc<Recent>) -> std::io::Result<Arc<KubeScaler>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // The client spawns its request buffer on this runtime, which the thread runs.
+    let client = rt
+        .block_on(connect(cfg))
+        .map_err(|e| std::io::Error::other(format!("signals.kubernetes: {e}")))?;
+    let apis = Apis {
+        deployments: Api::namespaced(client.clone(), &cfg.namespace),
+        hpas: Api::namespaced(client, &cfg.namespace),
+    };
+    let me = Arc::new(new(cfg, Some(apis), recent));
+    me.spawn(rt, "signal-kubernetes".into())?;
+    tracing::info!(signal = "kubernetes", namespace = %cfg.namespace, deployment = %cfg.deployment,
+        kubeconfig = ?cfg.kubeconfig, dry_run = cfg.dry_run,
+        "scale signals go to the Kubernetes scale subresource");
+    Ok(me)
+}
 
-impl KubeScaler {
-    /// Builds the client (reading the kubeconfig or the service account now, so a bad
-    /// one is a startup error) and starts the sender on its own thread and runtime.
-    pub fn spawn(cfg: &KubernetesConfig, recent: Arc<Recent>) -> std::io::Result<Arc<Self>> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        // The client spawns its request buffer on this runtime, which the thread runs.
-        let client = rt
-            .block_on(connect(cfg))
-            .map_err(|e| std::io::Error::other(format!("signals.kubernetes: {e}")))?;
-        let apis = Apis {
-            deployments: Api::namespaced(client.clone(), &cfg.namespace),
-            hpas: Api::namespaced(client, &cfg.namespace),
-        };
-        let me = Arc::new(Self::new(cfg, recent));
-        let sender = me.clone();
-        std::thread::Builder::new()
-            .name("signal-kubernetes".into())
-            .spawn(move || rt.block_on(sender.run(apis)))?;
-        tracing::info!(signal = "kubernetes", namespace = %cfg.namespace, deployment = %cfg.deployment,
-            kubeconfig = ?cfg.kubeconfig, dry_run = cfg.dry_run,
-            "scale signals go to the Kubernetes scale subresource");
-        Ok(me)
+fn new(cfg: &KubernetesConfig, apis: Option<Apis>, recent: Arc<Recent>) -> KubeScaler {
+    let metrics = OutcomeMetrics::new(
+        m::SIGNAL_SENDS,
+        "signal",
+        "kubernetes",
+        &Outcome::ALL,
+        Some(::metrics::gauge!(m::SIGNAL_LAST_SUCCESS, "signal" => "kubernetes")),
+    );
+    let signal = KubeSignal {
+        cfg: cfg.clone(),
+        apis,
+        recent,
+        learner: Mutex::new(StartupLearner::default()),
+        owner: Mutex::new(None),
+        next_poll: Mutex::new(None),
+        epoch: Instant::now(),
+        learned: ::metrics::gauge!(m::LEARNED_STARTUP),
+    };
+    Sender::new(signal, metrics)
+}
+
+// === impl KubeSignal ===
+
+impl Signal for KubeSignal {
+    type Item = Decision;
+    type Prepared = u32;
+
+    fn name(&self) -> &'static str {
+        "kubernetes"
     }
 
-    fn new(cfg: &KubernetesConfig, recent: Arc<Recent>) -> Self {
-        let handle = |outcome: &'static str| {
-            let c = ::metrics::counter!(m::SIGNAL_SENDS, "signal" => "kubernetes", "outcome" => outcome);
-            c.increment(0);
-            c
+    fn retry(&self) -> RetryPolicy {
+        self.cfg.retry()
+    }
+
+    fn min_interval(&self) -> Duration {
+        self.cfg.min_interval
+    }
+
+    fn ask(&self, d: &Decision) -> u64 {
+        u64::from(d.desired)
+    }
+
+    fn prepare(&self, d: &Decision) -> Result<u32, String> {
+        Ok(d.desired)
+    }
+
+    async fn attempt(&self, desired: &u32) -> Attempt {
+        let Some(apis) = &self.apis else {
+            return Attempt::Retry {
+                status: None,
+                error: "no Kubernetes client".into(),
+                retry_after: None,
+            };
         };
-        Self {
-            cfg: cfg.clone(),
-            slot: Mutex::new(None),
-            notify: Notify::new(),
-            latest: AtomicU64::new(NONE),
-            recent,
-            learner: Mutex::new(StartupLearner::default()),
-            owner: Mutex::new(None),
-            epoch: Instant::now(),
-            metrics: Metrics {
-                ok: handle(Outcome::Ok.as_str()),
-                unchanged: handle(Outcome::Unchanged.as_str()),
-                refused: handle(Outcome::RefusedHpaOwned.as_str()),
-                retry: handle("retry"),
-                failed: handle(Outcome::Failed.as_str()),
-                dropped: handle(Outcome::Dropped.as_str()),
-                last_success: ::metrics::gauge!(m::SIGNAL_LAST_SUCCESS, "signal" => "kubernetes"),
-                learned: ::metrics::gauge!(m::LEARNED_STARTUP),
-            },
+        let done = |outcome, error| Attempt::Done {
+            outcome,
+            status: None,
+            error,
+        };
+        let error = match self.apply(apis, *desired).await {
+            Ok(Applied::Patched { from }) => {
+                tracing::info!(signal = "kubernetes", namespace = %self.cfg.namespace,
+                    deployment = %self.cfg.deployment, from, to = desired,
+                    dry_run = self.cfg.dry_run, "scaled the deployment");
+                return done(Outcome::Ok, None);
+            }
+            Ok(Applied::Unchanged) => return done(Outcome::Unchanged, None),
+            Ok(Applied::RefusedHpaOwned { hpa }) => {
+                let why = format!(
+                    "HorizontalPodAutoscaler {hpa} targets deployment {}; prescale does not write its scale",
+                    self.cfg.deployment
+                );
+                return done(Outcome::RefusedHpaOwned, Some(why));
+            }
+            Err(e) => e,
+        };
+        let status = match &error {
+            CallError::Api { code, .. } => Some(*code),
+            _ => None,
+        };
+        if retryable(&error) {
+            Attempt::Retry {
+                status,
+                error: error.to_string(),
+                retry_after: None,
+            }
+        } else {
+            Attempt::Done {
+                outcome: Outcome::Failed,
+                status,
+                error: Some(error.to_string()),
+            }
         }
     }
 
-    /// Takes the newest decision; never blocks on the API server.
-    pub fn offer(&self, d: Decision) {
-        self.latest.store(u64::from(d.desired), Ordering::Release);
-        let replaced = self
-            .slot
+    /// Logs and records how a decision's delivery ended.
+    fn finish(&self, d: &Decision, _: Option<u32>, e: &Ended) {
+        if e.outcome == Outcome::Failed {
+            tracing::error!(signal = "kubernetes", deployment = %self.cfg.deployment,
+                desired = d.desired, attempts = e.attempts, status = e.status,
+                error = e.error.as_deref().unwrap_or(""), "scale signal failed");
+        }
+        self.recent.push(SentSignal {
+            signal: "kubernetes",
+            at: rfc3339(prescale_proxy::signals::now_ms()),
+            decided_at: rfc3339(d.at),
+            desired_replicas: d.desired,
+            outcome: e.outcome,
+            attempts: e.attempts,
+            status: e.status,
+            error: e.error.clone(),
+            idempotency_key: String::new(),
+        });
+    }
+
+    /// While a scale-up is becoming ready, readiness is read every `readiness_poll`.
+    fn chore_due(&self, _: Option<Instant>) -> Option<Instant> {
+        let waiting = self
+            .learner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .replace(d.clone());
-        if let Some(old) = replaced.filter(|old| old.desired != d.desired) {
-            let why = "replaced by a newer decision before it was sent".to_string();
-            self.finish(&old, Outcome::Dropped, 0, None, Some(why));
-        }
-        self.notify.notify_one();
+            .waiting();
+        let next = *self.next_poll.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.then(|| next.unwrap_or_else(Instant::now))
     }
 
+    async fn chore(&self) -> Option<Decision> {
+        *self.next_poll.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + self.cfg.readiness_poll);
+        if let Some(apis) = &self.apis {
+            self.poll_readiness(apis).await;
+        }
+        None
+    }
+}
+
+impl KubeSignal {
     /// The start-up time learned so far, if any.
     pub fn learned(&self) -> Option<LearnedStartup> {
         self.learner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .estimate()
-    }
-
-    async fn run(self: Arc<Self>, apis: Apis) {
-        let mut jitter = Jitter::seeded();
-        let mut next_send = Instant::now();
-        let mut next_poll = Instant::now();
-        loop {
-            let now = Instant::now();
-            let pending = self
-                .slot
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some();
-            let waiting = self
-                .learner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .waiting();
-            if pending && now >= next_send {
-                let next = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(d) = next {
-                    next_send = now + self.cfg.min_interval;
-                    self.deliver(&apis, d, &mut jitter).await;
-                }
-                continue;
-            }
-            if waiting && now >= next_poll {
-                next_poll = now + self.cfg.readiness_poll;
-                self.poll_readiness(&apis).await;
-                continue;
-            }
-            let wake = [pending.then_some(next_send), waiting.then_some(next_poll)]
-                .into_iter()
-                .flatten()
-                .min();
-            match wake {
-                Some(at) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = self.notify.notified() => {}
-                    }
-                }
-                None => self.notify.notified().await,
-            }
-        }
-    }
-
-    /// Applies one decision until it is applied, refused, out of retries, or
-    /// superseded.
-    async fn deliver(&self, apis: &Apis, d: Decision, jitter: &mut Jitter) {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let error = match self.apply(apis, d.desired).await {
-                Ok(Applied::Patched { from }) => {
-                    tracing::info!(signal = "kubernetes", namespace = %self.cfg.namespace,
-                        deployment = %self.cfg.deployment, from, to = d.desired,
-                        dry_run = self.cfg.dry_run, "scaled the deployment");
-                    return self.finish(&d, Outcome::Ok, attempt, None, None);
-                }
-                Ok(Applied::Unchanged) => {
-                    return self.finish(&d, Outcome::Unchanged, attempt, None, None);
-                }
-                Ok(Applied::RefusedHpaOwned { hpa }) => {
-                    let why = format!(
-                        "HorizontalPodAutoscaler {hpa} targets deployment {}; prescale does not write its scale",
-                        self.cfg.deployment
-                    );
-                    return self.finish(&d, Outcome::RefusedHpaOwned, attempt, None, Some(why));
-                }
-                Err(e) => e,
-            };
-            let status = match &error {
-                CallError::Api { code, .. } => Some(*code),
-                _ => None,
-            };
-            if !retryable(&error) || attempt > self.cfg.retries {
-                return self.finish(
-                    &d,
-                    Outcome::Failed,
-                    attempt,
-                    status,
-                    Some(error.to_string()),
-                );
-            }
-            self.metrics.retry.increment(1);
-            let wait = backoff::delay(
-                attempt,
-                self.cfg.backoff,
-                self.cfg.max_backoff,
-                jitter.next_unit(),
-            );
-            tracing::warn!(signal = "kubernetes", deployment = %self.cfg.deployment,
-                desired = d.desired, attempt, status, %error, retry_in = ?wait,
-                "scale not applied; retrying");
-            if !self.wait_unless_superseded(d.desired, wait).await {
-                let why = Some("a newer decision replaced it while retrying".to_string());
-                return self.finish(&d, Outcome::Dropped, attempt, status, why);
-            }
-        }
     }
 
     /// One attempt: read the Deployment, check for an owning HPA, patch if needed.
@@ -373,7 +349,7 @@ impl KubeScaler {
             return;
         }
         if let Some(e) = learner.estimate() {
-            self.metrics.learned.set(e.seconds);
+            self.learned.set(e.seconds);
             tracing::info!(signal = "kubernetes", deployment = %self.cfg.deployment,
                 observed_seconds = e.last_seconds, learned_seconds = e.seconds,
                 observations = e.observations, "replica start-up time observed");
@@ -397,63 +373,8 @@ impl KubeScaler {
         }
     }
 
-    /// Sleeps `wait`; false as soon as the latest decision asks for another number.
-    async fn wait_unless_superseded(&self, desired: u32, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        let current = || self.latest.load(Ordering::Acquire) == u64::from(desired);
-        while current() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return current(),
-                // A permit taken here is not lost: `run` checks the slot after every
-                // delivery before it waits again.
-                _ = self.notify.notified() => {}
-            }
-        }
-        false
-    }
-
     fn mono_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Counts, logs and records how a decision's delivery ended.
-    fn finish(
-        &self,
-        d: &Decision,
-        outcome: Outcome,
-        attempts: u32,
-        status: Option<u16>,
-        error: Option<String>,
-    ) {
-        match outcome {
-            Outcome::Ok | Outcome::Unchanged => {
-                if outcome == Outcome::Ok {
-                    self.metrics.ok.increment(1);
-                } else {
-                    self.metrics.unchanged.increment(1);
-                }
-                self.metrics.last_success.set(crate::reload::unix_now());
-            }
-            Outcome::RefusedHpaOwned => self.metrics.refused.increment(1),
-            Outcome::Failed => {
-                self.metrics.failed.increment(1);
-                tracing::error!(signal = "kubernetes", deployment = %self.cfg.deployment,
-                    desired = d.desired, attempts, status,
-                    error = error.as_deref().unwrap_or(""), "scale signal failed");
-            }
-            Outcome::Dropped => self.metrics.dropped.increment(1),
-        }
-        self.recent.push(SentSignal {
-            signal: "kubernetes",
-            at: rfc3339(super::now_ms()),
-            decided_at: rfc3339(d.at),
-            desired_replicas: d.desired,
-            outcome,
-            attempts,
-            status,
-            error,
-            idempotency_key: String::new(),
-        });
     }
 }
 
@@ -582,7 +503,7 @@ mod tests {
         let cfg: KubernetesConfig =
             serde_yaml_ng::from_str("{namespace: shop, deployment: checkout}").unwrap();
         let recent = Arc::new(Recent::default());
-        let k = KubeScaler::new(&cfg, recent.clone());
+        let k = new(&cfg, None, recent.clone());
         let d = |desired| Decision {
             desired,
             previous: None,
@@ -602,7 +523,7 @@ mod tests {
             (list[0].signal, list[0].outcome),
             ("kubernetes", Outcome::Dropped)
         );
-        assert_eq!(k.slot.lock().unwrap().as_ref().map(|d| d.desired), Some(3));
-        assert!(k.learned().is_none());
+        assert_eq!(k.pending(), Some(3));
+        assert!(k.signal().learned().is_none());
     }
 }

@@ -20,13 +20,13 @@
 //! at once and then each change. Connections, streams and message sizes are bounded.
 
 use super::Decision;
-use crate::config::KedaConfig;
 use arc_swap::ArcSwapOption;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prescale_policies::scale::ScalingConfig;
+use prescale_proxy::config::KedaConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -5,28 +5,32 @@
 //! ([`Sink::Webhook`]): the body Alertmanager posts to its own webhook receivers, so
 //! whatever consumes those consumes these.
 //!
-//! Like the webhook signal, a thread of its own drains shared state rather than a
-//! queue: the set of firing alerts (bounded) and the resolved ones not yet delivered
-//! (bounded, oldest dropped first). A slow or dead Alertmanager never holds up the
-//! threads that raise anomalies; each batch is retried with jittered backoff, and
-//! whatever is still firing goes out with the next batch anyway.
+//! Like the scale signals, it runs on the one [`Sender`]: the item offered is "the
+//! alerts changed", and each delivery drains shared state rather than a queue — the
+//! set of firing alerts (bounded) and the resolved ones not yet delivered (bounded,
+//! oldest dropped first). A slow or dead Alertmanager never holds up the threads that
+//! raise anomalies; each batch is retried with jittered backoff, and whatever is still
+//! firing goes out with the next batch anyway.
 
-use crate::config::AlertmanagerConfig;
-use crate::metrics as m;
-use crate::signals::backoff::{self, Jitter};
+use crate::signals::backoff;
 use crate::signals::client::Endpoint;
 use crate::signals::rfc3339;
+use crate::signals::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
+use crate::signals::Outcome;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
-use metrics::Counter;
 use prescale_profiler::anomaly::{Anomaly, AnomalyKind, Direction};
 use prescale_profiler::sample::Millis;
+pub use prescale_proxy::anomalies::sink::{Delivery, Sink};
+use prescale_proxy::anomalies::AlertSink;
+use prescale_proxy::config::{AlertmanagerConfig, RetryPolicy};
+use prescale_proxy::metrics as m;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Firing alerts kept; beyond it a newly raised anomaly is not alerted (and logged).
 pub const MAX_FIRING: usize = 1024;
@@ -38,16 +42,6 @@ const RECENT: usize = 8;
 const MAX_ANSWER: usize = 64 * 1024;
 /// The `alertname` label of every alert.
 pub const ALERT_NAME: &str = "PrescaleAnomaly";
-
-/// Where alerts go, and in which form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sink {
-    /// `POST <url>/api/v2/alerts` with the alert list.
-    Alertmanager,
-    /// `POST <url>` with Alertmanager's webhook payload.
-    Webhook,
-}
 
 /// Alertmanager's webhook payload (`version: "4"`), one group per batch.
 #[derive(Serialize)]
@@ -77,31 +71,38 @@ struct WebhookAlert<'a> {
     alert: &'a Alert,
 }
 
-/// The sender's shared state.
+/// One alert receiver: the alert state, and the sender that delivers it.
 pub struct Alertmanager {
+    shared: Arc<Shared>,
+    sender: Arc<Sender<AlertSignal>>,
+}
+
+/// The alert state, shared by the threads that raise anomalies and the sender.
+pub struct Shared {
     sink: Sink,
     cfg: AlertmanagerConfig,
     endpoint: Endpoint,
     path: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     state: Mutex<State>,
-    notify: Notify,
-    metrics: Metrics,
+}
+
+/// The alert signal: one delivery is one batch of everything firing and resolved.
+pub struct AlertSignal(Arc<Shared>);
+
+/// One batch, drained from the state when its delivery starts.
+pub struct Batch {
+    body: Bytes,
+    firing: usize,
+    /// Put back for the next batch when this one fails (resolutions are sent once).
+    resolved: Vec<Alert>,
 }
 
 #[derive(Default)]
 struct State {
     firing: BTreeMap<(AnomalyKind, String), Alert>,
     resolved: VecDeque<Alert>,
-    /// Something changed since the last batch: send without waiting for the resend.
-    dirty: bool,
     recent: VecDeque<Delivery>,
-}
-
-struct Metrics {
-    ok: Counter,
-    retry: Counter,
-    failed: Counter,
 }
 
 /// One alert in Alertmanager's `PostableAlert` form.
@@ -116,20 +117,6 @@ pub struct Alert {
     pub ends_at: Option<String>,
 }
 
-/// One batch's delivery, for `GET /v1/anomalies`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Delivery {
-    /// When the delivery ended (RFC 3339).
-    pub at: String,
-    pub sink: Sink,
-    pub firing: usize,
-    pub resolved: usize,
-    pub ok: bool,
-    pub attempts: u32,
-    pub status: Option<u16>,
-    pub error: Option<String>,
-}
-
 // === impl Alertmanager ===
 
 impl Alertmanager {
@@ -139,11 +126,8 @@ impl Alertmanager {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let sender = me.clone();
-        std::thread::Builder::new()
-            .name(format!("alerts-{}", sink.name()))
-            .spawn(move || rt.block_on(sender.run()))?;
-        tracing::info!(target = %me.endpoint.target(), path = %me.path, sink = sink.name(),
+        me.sender.spawn(rt, format!("alerts-{}", sink.name()))?;
+        tracing::info!(target = %me.shared.endpoint.target(), path = %me.shared.path, sink = sink.name(),
             "anomaly alerts are sent");
         Ok(me)
     }
@@ -164,48 +148,75 @@ impl Alertmanager {
             &cfg.headers,
             &format!("anomalies.{}", sink.name()),
         )?);
-        let handle = |outcome: &'static str| {
-            let c =
-                ::metrics::counter!(m::ANOMALY_ALERT_SENDS, "sink" => name, "outcome" => outcome);
-            c.increment(0);
-            c
-        };
-        Ok(Self {
+        let shared = Arc::new(Shared {
             sink,
             cfg: cfg.clone(),
             endpoint,
             path,
             headers,
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
-            metrics: Metrics {
-                ok: handle("ok"),
-                retry: handle("retry"),
-                failed: handle("failed"),
-            },
-        })
+        });
+        let metrics = OutcomeMetrics::new(
+            m::ANOMALY_ALERT_SENDS,
+            "sink",
+            name,
+            &[Outcome::Ok, Outcome::Failed],
+            None,
+        );
+        let sender = Arc::new(Sender::new(AlertSignal(shared.clone()), metrics));
+        Ok(Self { shared, sender })
     }
+}
 
+impl AlertSink for Alertmanager {
     /// A new anomaly: fires an alert with the severity bucket fixed now (labels name an
     /// alert, so they must not change while it lasts).
-    pub fn raise(&self, a: &Anomaly, severity: &'static str) {
+    fn raise(&self, a: &Anomaly, severity: &'static str) {
+        if self.shared.raise(a, severity) {
+            self.sender.offer(());
+        }
+    }
+
+    /// An active anomaly confirmed again: its annotations follow (sent with the next
+    /// batch; no extra send).
+    fn update(&self, a: &Anomaly) {
+        self.shared.update(a);
+    }
+
+    /// The anomaly ended at `at`: the alert is sent once more, resolved.
+    fn resolve(&self, kind: AnomalyKind, subject: &str, at: Millis) {
+        if self.shared.resolve(kind, subject, at) {
+            self.sender.offer(());
+        }
+    }
+
+    /// The last deliveries, newest first.
+    fn recent(&self) -> Vec<Delivery> {
+        self.shared.recent()
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// A new anomaly: fires an alert with the severity bucket fixed now (labels name an
+    /// alert, so they must not change while it lasts).
+    fn raise(&self, a: &Anomaly, severity: &'static str) -> bool {
         let alert = self.alert(a, severity);
         let mut st = self.lock();
         let key = (a.kind, a.subject.clone());
         if st.firing.len() >= MAX_FIRING && !st.firing.contains_key(&key) {
             tracing::warn!(kind = a.kind.as_str(), subject = %a.subject, max = MAX_FIRING,
                 "too many firing alerts; this anomaly is not alerted");
-            return;
+            return false;
         }
         st.firing.insert(key, alert);
-        st.dirty = true;
-        drop(st);
-        self.notify.notify_one();
+        true
     }
 
     /// An active anomaly confirmed again: its annotations follow (sent with the next
     /// batch; no extra send).
-    pub fn update(&self, a: &Anomaly) {
+    fn update(&self, a: &Anomaly) {
         let mut st = self.lock();
         if let Some(alert) = st.firing.get_mut(&(a.kind, a.subject.clone())) {
             let severity = alert.labels.get("severity").cloned().unwrap_or_default();
@@ -214,23 +225,21 @@ impl Alertmanager {
     }
 
     /// The anomaly ended at `at`: the alert is sent once more, resolved.
-    pub fn resolve(&self, kind: AnomalyKind, subject: &str, at: Millis) {
+    fn resolve(&self, kind: AnomalyKind, subject: &str, at: Millis) -> bool {
         let mut st = self.lock();
         let Some(mut alert) = st.firing.remove(&(kind, subject.to_string())) else {
-            return;
+            return false;
         };
         alert.ends_at = Some(rfc3339(at));
         if st.resolved.len() >= MAX_RESOLVED {
             st.resolved.pop_front();
         }
         st.resolved.push_back(alert);
-        st.dirty = true;
-        drop(st);
-        self.notify.notify_one();
+        true
     }
 
     /// The last deliveries, newest first.
-    pub fn recent(&self) -> Vec<Delivery> {
+    fn recent(&self) -> Vec<Delivery> {
         self.lock().recent.iter().rev().cloned().collect()
     }
 
@@ -251,43 +260,39 @@ impl Alertmanager {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    async fn run(self: Arc<Self>) {
-        let mut jitter = Jitter::seeded();
-        let resend = self.cfg.resend_interval;
-        let mut last_send: Option<tokio::time::Instant> = None;
-        loop {
-            let due = last_send.map(|t| t + resend);
-            let (dirty, any) = {
-                let st = self.lock();
-                (st.dirty, !st.firing.is_empty() || !st.resolved.is_empty())
-            };
-            let resend_due = any && due.is_none_or(|d| tokio::time::Instant::now() >= d);
-            if !dirty && !resend_due {
-                match due.filter(|_| any) {
-                    Some(d) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(d) => {}
-                            _ = self.notify.notified() => {}
-                        }
-                    }
-                    None => self.notify.notified().await,
-                }
-                continue;
-            }
-            last_send = Some(tokio::time::Instant::now());
-            self.send_batch(&mut jitter).await;
-        }
+// === impl AlertSignal ===
+
+impl Signal for AlertSignal {
+    type Item = ();
+    type Prepared = Batch;
+
+    fn name(&self) -> &'static str {
+        self.0.sink.name()
     }
 
-    /// Sends everything firing and every resolved alert not yet delivered, retrying;
-    /// resolved alerts that could not be delivered go back for the next batch.
-    async fn send_batch(&self, jitter: &mut Jitter) {
-        let ends = crate::clock::system_ms()
-            .saturating_add(4 * u64::try_from(self.cfg.resend_interval.as_millis()).unwrap_or(0));
+    fn retry(&self) -> RetryPolicy {
+        self.0.cfg.retry()
+    }
+
+    /// A change goes out at once; the resend interval paces the rest.
+    fn min_interval(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Every batch asks the same: a newer change never abandons a delivery.
+    fn ask(&self, _: &()) -> u64 {
+        0
+    }
+
+    /// Everything firing and every resolved alert not yet delivered.
+    fn prepare(&self, _: &()) -> Result<Batch, String> {
+        let me = &self.0;
+        let ends = prescale_proxy::clock::system_ms()
+            .saturating_add(4 * u64::try_from(me.cfg.resend_interval.as_millis()).unwrap_or(0));
         let (batch, firing, resolved) = {
-            let mut st = self.lock();
-            st.dirty = false;
+            let mut st = me.lock();
             let resolved: Vec<Alert> = st.resolved.drain(..).collect();
             let mut batch: Vec<Alert> = st
                 .firing
@@ -302,85 +307,84 @@ impl Alertmanager {
             batch.extend(resolved.iter().cloned());
             (batch, firing, resolved)
         };
-        let body = match self.sink {
+        let body = match me.sink {
             Sink::Alertmanager => serde_json::to_vec(&batch),
             Sink::Webhook => serde_json::to_vec(&webhook_body(&batch, firing)),
         };
-        let body = match body {
-            Ok(b) => Bytes::from(b),
+        match body {
+            Ok(b) => Ok(Batch {
+                body: Bytes::from(b),
+                firing,
+                resolved,
+            }),
             Err(e) => {
                 tracing::error!(error = %e, "alert batch could not be encoded");
-                return;
+                Err(e.to_string())
             }
-        };
-        let mut attempt = 0u32;
-        let (ok, status, error) = loop {
-            attempt += 1;
-            let result = self
-                .endpoint
-                .exchange(
-                    Method::POST,
-                    &self.path,
-                    &self.headers,
-                    body.clone(),
-                    self.cfg.timeout,
-                    MAX_ANSWER,
-                )
-                .await;
-            let (status, error, retry_after) = match result {
-                Ok(a) if a.status.is_success() => break (true, Some(a.status.as_u16()), None),
-                Ok(a)
-                    if a.status == StatusCode::TOO_MANY_REQUESTS || a.status.is_server_error() =>
-                {
-                    (
-                        Some(a.status.as_u16()),
-                        format!("{} answered {}", self.sink.name(), a.status),
-                        backoff::retry_after(&a.headers, SystemTime::now()),
-                    )
+        }
+    }
+
+    async fn attempt(&self, batch: &Batch) -> Attempt {
+        let me = &self.0;
+        let result = me
+            .endpoint
+            .exchange(
+                Method::POST,
+                &me.path,
+                &me.headers,
+                batch.body.clone(),
+                me.cfg.timeout,
+                MAX_ANSWER,
+            )
+            .await;
+        match result {
+            Ok(a) if a.status.is_success() => Attempt::Done {
+                outcome: Outcome::Ok,
+                status: Some(a.status.as_u16()),
+                error: None,
+            },
+            Ok(a) if a.status == StatusCode::TOO_MANY_REQUESTS || a.status.is_server_error() => {
+                Attempt::Retry {
+                    status: Some(a.status.as_u16()),
+                    error: format!("{} answered {}", me.sink.name(), a.status),
+                    retry_after: backoff::retry_after(&a.headers, SystemTime::now()),
                 }
-                // A 4xx other than 429: the same body would be refused again.
-                Ok(a) => {
-                    let why = String::from_utf8_lossy(&a.body)
-                        .chars()
-                        .take(200)
-                        .collect::<String>();
-                    break (
-                        false,
-                        Some(a.status.as_u16()),
-                        Some(format!(
-                            "{} refused the alerts ({}): {why}",
-                            self.sink.name(),
-                            a.status
-                        )),
-                    );
-                }
-                Err(e) => (None, e.to_string(), None::<Duration>),
-            };
-            if attempt > self.cfg.retries {
-                break (false, status, Some(error));
             }
-            let wait = retry_after.unwrap_or_else(|| {
-                backoff::delay(
-                    attempt,
-                    self.cfg.backoff,
-                    self.cfg.max_backoff,
-                    jitter.next_unit(),
-                )
-            });
-            self.metrics.retry.increment(1);
-            tracing::warn!(target = %self.endpoint.target(), attempt, status, %error,
-                retry_in = ?wait, "anomaly alerts not delivered; retrying");
-            tokio::time::sleep(wait).await;
-        };
-        let mut st = self.lock();
+            // A 4xx other than 429: the same body would be refused again.
+            Ok(a) => {
+                let why = String::from_utf8_lossy(&a.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>();
+                Attempt::Done {
+                    outcome: Outcome::Failed,
+                    status: Some(a.status.as_u16()),
+                    error: Some(format!(
+                        "{} refused the alerts ({}): {why}",
+                        me.sink.name(),
+                        a.status
+                    )),
+                }
+            }
+            Err(e) => Attempt::Retry {
+                status: None,
+                error: e.to_string(),
+                retry_after: None,
+            },
+        }
+    }
+
+    fn finish(&self, _: &(), batch: Option<Batch>, e: &Ended) {
+        let me = &self.0;
+        let ok = e.outcome == Outcome::Ok;
+        let (firing, resolved) = batch.map_or((0, Vec::new()), |b| (b.firing, b.resolved));
+        let mut st = me.lock();
         if ok {
-            self.metrics.ok.increment(1);
-            tracing::debug!(target = %self.endpoint.target(), firing, resolved = resolved.len(),
-                attempts = attempt, "anomaly alerts delivered");
+            tracing::debug!(target = %me.endpoint.target(), firing, resolved = resolved.len(),
+                attempts = e.attempts, "anomaly alerts delivered");
         } else {
-            self.metrics.failed.increment(1);
-            tracing::error!(target = %self.endpoint.target(), firing, resolved = resolved.len(),
-                attempts = attempt, status, error = error.as_deref().unwrap_or(""),
+            tracing::error!(target = %me.endpoint.target(), firing, resolved = resolved.len(),
+                attempts = e.attempts, status = e.status, error = e.error.as_deref().unwrap_or(""),
                 "anomaly alerts failed");
             // Resolutions are sent once: keep them for the next batch (bounded).
             for a in resolved.iter().rev() {
@@ -394,27 +398,28 @@ impl Alertmanager {
             st.recent.pop_front();
         }
         st.recent.push_back(Delivery {
-            at: rfc3339(crate::clock::system_ms()),
-            sink: self.sink,
+            at: rfc3339(prescale_proxy::clock::system_ms()),
+            sink: me.sink,
             firing,
             resolved: resolved.len(),
             ok,
-            attempts: attempt,
-            status,
-            error,
+            attempts: e.attempts,
+            status: e.status,
+            error: e.error.clone(),
         });
     }
-}
 
-// === impl Sink ===
+    /// While anything is firing (or resolved and undelivered), it is sent again every
+    /// `resend_interval`.
+    fn chore_due(&self, last_start: Option<Instant>) -> Option<Instant> {
+        let st = self.0.lock();
+        let any = !st.firing.is_empty() || !st.resolved.is_empty();
+        drop(st);
+        any.then(|| last_start.map_or_else(Instant::now, |t| t + self.0.cfg.resend_interval))
+    }
 
-impl Sink {
-    /// Its name in config paths, metric labels and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Sink::Alertmanager => "alertmanager",
-            Sink::Webhook => "webhook",
-        }
+    async fn chore(&self) -> Option<()> {
+        Some(())
     }
 }
 
@@ -490,6 +495,7 @@ mod tests {
         )
         .unwrap();
         let w = Alertmanager::new(&cfg, Sink::Webhook).unwrap();
+        let w = &w.shared;
         assert_eq!(w.path, "/hooks/prescale");
         let firing = w.alert(&anomaly("source:00000000000000ab"), "critical");
         let mut resolved = w.alert(&anomaly("source:00000000000000cd"), "warning");
@@ -527,9 +533,10 @@ mod tests {
 
     #[test]
     fn alerts_carry_the_labels_alertmanager_groups_by_and_resolve_once() {
-        let a = am();
+        let am = am();
+        let a = &am.shared;
         assert_eq!(a.path, "/am/api/v2/alerts");
-        a.raise(&anomaly("source:00000000000000ab"), "critical");
+        am.raise(&anomaly("source:00000000000000ab"), "critical");
         let st = a.lock();
         let alert = st.firing.values().next().unwrap();
         let json = serde_json::to_value(alert).unwrap();
@@ -549,16 +556,17 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("baseline_rate"));
-        assert!(st.dirty);
+        // A batch is due at once.
+        assert_eq!(am.sender.pending(), Some(0));
         drop(st);
 
         // Resolved: out of the firing set, queued once with its end.
-        a.resolve(
+        am.resolve(
             AnomalyKind::SourceRate,
             "source:00000000000000ab",
             1_700_000_060_000,
         );
-        a.resolve(
+        am.resolve(
             AnomalyKind::SourceRate,
             "source:00000000000000ab",
             1_700_000_070_000,
@@ -575,13 +583,14 @@ mod tests {
     #[test]
     fn the_firing_and_resolved_sets_are_bounded() {
         let a = am();
+        let st = |a: &Alertmanager| a.shared.lock().firing.len();
         for i in 0..(MAX_FIRING + 10) {
             a.raise(&anomaly(&format!("source:{i:016x}")), "warning");
         }
-        assert_eq!(a.lock().firing.len(), MAX_FIRING);
+        assert_eq!(st(&a), MAX_FIRING);
         for i in 0..(MAX_FIRING + 10) {
             a.resolve(AnomalyKind::SourceRate, &format!("source:{i:016x}"), 1);
         }
-        assert_eq!(a.lock().resolved.len(), MAX_RESOLVED);
+        assert_eq!(a.shared.lock().resolved.len(), MAX_RESOLVED);
     }
 }
