@@ -15,6 +15,7 @@
 //! days of the same shape (see `history`), so the forecast knows the ramp before it
 //! comes; the view and the summary say so.
 
+mod chart;
 mod history;
 mod load;
 mod record;
@@ -316,6 +317,15 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
     let mut crashed = None;
     let mut generator_done = false;
     let mut last_print = None::<Instant>;
+    // In a terminal: the live chart over the run's hours (plus the lead, where the
+    // forecast is drawn), else the text screen if the terminal cannot take it.
+    let x0 = plan.day_start * 24.0;
+    let span = timing.series(args.duration) + STARTUP;
+    let mut live = if tty {
+        chart::Live::start((x0, x0 + span.as_secs_f64() / 3600.0)).ok()
+    } else {
+        None
+    };
     loop {
         tokio::select! {
             _ = &mut generator => {
@@ -335,6 +345,15 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
             snap.offered_rate * history::MEAN_SERVICE_SECONDS,
             snap.shed,
         );
+        if let Some(l) = live.as_mut() {
+            let day = shape::clock(plan.day_at(started.elapsed()));
+            if l.draw(&header, &day, &snap, &last, &timeline.samples)
+                .is_err()
+            {
+                live = None;
+            }
+            continue;
+        }
         // A frame a second: the timeline keeps every refresh.
         if last_print.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
             continue;
@@ -350,6 +369,8 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         let _ = writeln!(out, "{frame}");
         let _ = out.flush();
     }
+    // Back to the normal screen before the summary.
+    drop(live);
     let interrupted = stopped();
     if !generator_done {
         // Stop the generator (it waits for requests in flight, bounded by their timeout).

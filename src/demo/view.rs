@@ -1,5 +1,6 @@
-//! The live terminal view: what the sidecar's admin API says (signatures, forecast,
-//! scale, sheds) next to what the load generator sees, redrawn every refresh.
+//! The admin client and the text views: what the sidecar's admin API says
+//! (signatures, forecast, scale, sheds) next to what the load generator sees, as one
+//! line a second when piped, or a text screen when the live chart cannot start.
 //!
 //! The admin answers are read as loose JSON: the view shows what it finds and says
 //! "waiting" for what is not there yet, so a field added or renamed elsewhere degrades
