@@ -152,7 +152,11 @@ fn scale_time(factor: u64, start: Option<std::time::SystemTime>) {
     let start_ms = start
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or_else(prescale_proxy::clock::system_ms, |d| d.as_millis() as u64);
-    prescale_proxy::clock::install_scaled(start_ms, factor);
+    if !prescale_proxy::clock::install_scaled(start_ms, factor) {
+        // Nothing reads the clock before this; should that change, say so loudly.
+        tracing::error!("--time-scale ignored: the series clock was already in use");
+        return;
+    }
     tracing::warn!(
         time_scale = factor,
         series_start_ms = start_ms,

@@ -619,15 +619,12 @@ fn print_summary(
 /// The summary's account of the run: forecast, leads, the HPA, the spike.
 fn analysis_lines(s: &mut String, a: &Analysis) {
     use std::fmt::Write as _;
-    let first = a.levels.first().map(|l| l.demand_at);
-    let t0 = first.unwrap_or(0);
     let clock = |t: Option<u64>| {
         t.map_or("never".to_string(), |t| {
             shape::clock((t % DAY_MS) as f64 / DAY_MS as f64)
         })
     };
     let minutes = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:+.1} min", v / 60.0));
-    let _ = t0;
     let _ = writeln!(
         s,
         "  forecast    changed {} times during the run ({} refreshes recorded)",

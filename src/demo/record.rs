@@ -165,7 +165,6 @@ pub fn analyse(
         .windows(2)
         .filter(|w| w[1].forecast_origin != w[0].forecast_origin && w[1].forecast_origin.is_some())
         .count();
-    let t0 = first.at;
     let need: Vec<u32> = samples.iter().map(|s| replicas_at(m, s.offered)).collect();
     let hpa = hpa_desired(samples, m);
     let first_above = |v: &dyn Fn(usize) -> u32, level: u32| {
@@ -240,7 +239,6 @@ pub fn analyse(
         .iter()
         .find(|s| s.anomalies > first.anomalies)
         .map(|s| s.at);
-    let _ = t0;
     let in_spike: Vec<&Sample> = samples
         .iter()
         .filter(|s| (spike.0..=spike.1).contains(&s.at))
