@@ -36,6 +36,15 @@ enum Command {
         /// example deploy/examples/sidecar.yaml, compiled in) is used.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// DEMO ONLY, never in production: one wall second counts as N seconds for
+        /// series, forecasts, scaling, start-up time and timers (`prescale demo` uses it).
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        time_scale: u64,
+        /// DEMO ONLY, with --time-scale: the series time to start at (RFC 3339, UTC).
+        #[arg(long, value_name = "TIME", requires = "time_scale",
+              value_parser = humantime::parse_rfc3339)]
+        time_start: Option<std::time::SystemTime>,
     },
     /// Validate a config file and exit: 0 when valid, 64 with file:line:column otherwise.
     Check {
@@ -95,7 +104,16 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
-        Command::Run { config } => run(config),
+        Command::Run {
+            config,
+            time_scale,
+            time_start,
+        } => {
+            if time_scale > 1 || time_start.is_some() {
+                scale_time(time_scale, time_start);
+            }
+            run(config)
+        }
     }
 }
 
@@ -127,6 +145,24 @@ fn run(config: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `run --time-scale`: installs the scaled series clock and says so first.
+fn scale_time(factor: u64, start: Option<std::time::SystemTime>) {
+    let start_ms = start
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(prescale_proxy::clock::system_ms, |d| d.as_millis() as u64);
+    if !prescale_proxy::clock::install_scaled(start_ms, factor) {
+        // Nothing reads the clock before this; should that change, say so loudly.
+        tracing::error!("--time-scale ignored: the series clock was already in use");
+        return;
+    }
+    tracing::warn!(
+        time_scale = factor,
+        series_start_ms = start_ms,
+        "DEMO ONLY: --time-scale in force; one wall second counts as {factor} s for series, \
+         forecasts, scaling and timers. Never run production traffic like this."
+    );
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`, pingora's chatter at warn).

@@ -1,7 +1,8 @@
-//! `prescale demo` end to end: the real binary runs a short compressed day through the
-//! real sidecar (its own child process) and must exit 0, report successful requests,
-//! show a forecast within seconds (from the seeded synthetic history, and say so), and
-//! leave no sidecar process behind.
+//! `prescale demo` end to end: the real binary runs a short day (time scale 720, so
+//! 40 s cover 03:00 to 11:00: the night and the morning ramp) through the real sidecar
+//! (its own child process) and must exit 0, show the forecast changing and the
+//! predictive rule asking for the ramp's replicas before the reactive rule does, write
+//! an HTML report with inline SVG, and leave no sidecar process behind.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,27 +18,36 @@ fn value_after(line: &str, key: &str) -> Option<u64> {
     None
 }
 
-/// A progress line's elapsed seconds and its forecast (point, upper), when it has one:
-/// `[   3s/10s 07:12] … forecast 1.32/1.37 (seeded) …`.
-fn forecast_at(line: &str) -> Option<(u64, f64, f64)> {
-    let elapsed = line
-        .strip_prefix('[')?
-        .trim_start()
-        .split('s')
-        .next()?
-        .parse()
-        .ok()?;
+/// The word after `key` among whitespace-separated words of `line`.
+fn word_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let mut words = line.split_whitespace();
-    words.find(|w| *w == "forecast")?;
-    let (point, upper) = words.next()?.split_once('/')?;
-    Some((elapsed, point.parse().ok()?, upper.parse().ok()?))
+    words.find(|w| *w == key)?;
+    words.next()
+}
+
+/// The summary line that starts with `prefix`.
+fn summary_line<'a>(stdout: &'a str, prefix: &str, report: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line\n{report}"))
 }
 
 #[test]
-fn demo_runs_a_short_day_and_cleans_up() {
+fn demo_shows_the_forecast_leading_the_ramp_and_writes_a_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let html = dir.path().join("report.html");
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .args(["demo", "--duration", "10s", "--rate", "100"])
+        .args([
+            "demo",
+            "--duration",
+            "40s",
+            "--time-scale",
+            "720",
+            "--report",
+        ])
+        .arg(&html)
         .stdin(Stdio::null())
         .output()
         .expect("run prescale demo");
@@ -49,50 +59,65 @@ fn demo_runs_a_short_day_and_cleans_up() {
         out.status
     );
     assert!(out.status.success(), "{report}");
-    assert!(took < Duration::from_secs(60), "took {took:?}\n{report}");
+    assert!(took < Duration::from_secs(90), "took {took:?}\n{report}");
 
-    // Not a terminal: one compact progress line per refresh, no screen clearing.
+    // Not a terminal: one compact progress line a second, no screen clearing.
     assert!(!stdout.contains("\x1b[2J"), "{report}");
     assert!(
-        stdout.lines().filter(|l| l.starts_with('[')).count() >= 5,
+        stdout.lines().filter(|l| l.starts_with('[')).count() >= 20,
         "{report}"
     );
     assert!(stdout.contains("curl http://127.0.0.1:"), "{report}");
+    let note = "forecast warm-started from 3 earlier days of the same shape (demo only)";
+    assert!(stdout.contains(&format!("history     {note}")), "{report}");
 
-    // The store was seeded with synthetic history, and the output says so.
-    let note = "forecast seeded with 2 days of synthetic history (demo only)";
+    // The forecast moved with the day: a new one per closed step, at least 10.
+    let changes = value_after(
+        summary_line(&stdout, "forecast    changed", &report),
+        "changed",
+    )
+    .expect("forecast changes");
+    assert!(changes >= 10, "{report}");
+
+    // The ramp's middle level: the predictive rule asked for it before the reactive
+    // rule did (or the reactive rule never did within the morning).
+    let level = summary_line(&stdout, "ramp level", &report);
+    let predictive = word_after(level, "predictive").expect("predictive time");
+    let reactive = word_after(level, "reactive").expect("reactive time");
+    assert_ne!(predictive, "never", "{report}");
     assert!(
-        stdout.contains(&format!("prescale demo: {note}")),
+        reactive == "never" || predictive < reactive,
+        "predictive {predictive} not before reactive {reactive}\n{report}"
+    );
+    // And by a median of at least half the start-up time (20 min) over the ramp.
+    let lead = summary_line(&stdout, "lead ", &report);
+    let minutes: f64 = word_after(lead, "median")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no median lead\n{report}"));
+    assert!(minutes >= 10.0, "{report}");
+    assert!(
+        summary_line(&stdout, "hpa ", &report).contains("median "),
         "{report}"
     );
-    assert!(stdout.contains(&format!("history     {note}")), "{report}");
-    // So a forecast shows within the first 5 s, not after whole live minutes: a
-    // positive point with an upper bound at or above it, tagged as seeded.
-    let first = stdout
-        .lines()
-        .filter(|l| l.starts_with('['))
-        .find_map(forecast_at)
-        .unwrap_or_else(|| panic!("no forecast shown\n{report}"));
-    let (at, point, upper) = first;
-    assert!(at <= 5, "first forecast at {at} s\n{report}");
-    assert!(point > 0.0 && upper >= point, "{first:?}\n{report}");
-    assert!(stdout.contains(" (seeded)"), "{report}");
-    assert!(stdout.contains("  forecast    next "), "{report}");
 
-    let requests = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("requests"))
-        .unwrap_or_else(|| panic!("no requests line\n{report}"));
+    // The HTML report: where the summary says, self-contained, with SVG charts.
+    let path = summary_line(&stdout, "report ", &report)
+        .trim_start()
+        .trim_start_matches("report")
+        .trim();
+    assert_eq!(std::path::Path::new(path), html, "{report}");
+    let page = std::fs::read_to_string(&html).expect("read the report");
+    assert!(page.matches("<svg").count() >= 3, "{report}");
+    assert!(!page.contains("src=\"http"), "no external assets");
+
+    let requests = summary_line(&stdout, "requests", &report);
     let sent = value_after(requests, "sent").expect("sent");
     let ok = value_after(requests, "ok").expect("ok");
     let failed = value_after(requests, "failed").expect("failed");
+    let shed = value_after(requests, "shed").expect("batch shed");
     assert!(ok > 0, "{report}");
-    assert_eq!(ok + failed, sent, "{report}");
+    assert_eq!(ok + failed + shed, sent, "{report}");
     assert!(failed * 20 <= sent, "more than 5 % failed\n{report}");
-    // A 10 s day at a 100 req/s peak offers roughly 500 requests (the mean of the
-    // shape is ~0.6 of the peak), and never more than peak × duration.
-    assert!((200..=1000).contains(&sent), "{report}");
-    assert!(stdout.contains("latency     p50 "), "{report}");
     assert!(
         stdout.contains("stopped after POST /shutdown (exit status: 0)"),
         "{report}"

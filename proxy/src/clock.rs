@@ -14,6 +14,13 @@
 //!   never run backwards; a restart adopts the system clock again.
 //!
 //! Timestamps sent to other systems (alerts, webhooks) use the system clock.
+//!
+//! Demo only: a *scaled* clock ([`SeriesClock::scaled`], installed by [`install_scaled`]
+//! from `prescale run --time-scale N`) starts at a chosen time and counts N series
+//! milliseconds per monotonic one, so a day of series, forecasts and scaling fits in
+//! minutes. It never resyncs (its time is not the system's), request service times are
+//! stretched by the same factor ([`series`]) so demand (busy concurrency) is unchanged,
+//! and the timers that pace series-time work wait [`wall`] of their configured period.
 
 use prescale_profiler::sample::Millis;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -27,6 +34,8 @@ pub const STEP: Millis = 60_000;
 #[derive(Debug)]
 pub struct SeriesClock {
     start: Millis,
+    /// Series milliseconds per monotonic millisecond: 1 except in the demo.
+    factor: u64,
     /// Forward catch-ups so far.
     offset: AtomicU64,
     /// The system clock is behind (warned once per episode).
@@ -51,8 +60,15 @@ pub enum Resync {
 impl SeriesClock {
     /// A clock reading `start` (Unix ms) at monotonic elapsed zero.
     pub fn new(start: Millis) -> Self {
+        Self::scaled(start, 1)
+    }
+
+    /// A clock reading `start` at elapsed zero and running `factor` times faster than
+    /// the monotonic clock (demo only; a factor of 0 counts as 1).
+    pub fn scaled(start: Millis, factor: u64) -> Self {
         Self {
             start,
+            factor: factor.max(1),
             offset: AtomicU64::new(0),
             behind: AtomicBool::new(false),
         }
@@ -60,7 +76,9 @@ impl SeriesClock {
 
     /// Series time `elapsed` after the start: two adds and one relaxed load.
     pub fn at(&self, elapsed: Duration) -> Millis {
-        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(elapsed.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(self.factor);
         self.start
             .saturating_add(ms)
             .saturating_add(self.offset.load(Relaxed))
@@ -68,6 +86,10 @@ impl SeriesClock {
 
     /// Compares with the system clock reading `system` at `elapsed`; see the module doc.
     pub fn resync(&self, elapsed: Duration, system: Millis) -> Resync {
+        if self.factor != 1 {
+            // A scaled clock leaves the system's time on purpose.
+            return Resync::InStep;
+        }
         let ours = self.at(elapsed);
         if system > ours.saturating_add(STEP) {
             let ahead = system - ours;
@@ -87,9 +109,34 @@ impl SeriesClock {
     }
 }
 
+static CLOCK: OnceLock<(Instant, SeriesClock)> = OnceLock::new();
+
 fn global() -> &'static (Instant, SeriesClock) {
-    static CLOCK: OnceLock<(Instant, SeriesClock)> = OnceLock::new();
     CLOCK.get_or_init(|| (Instant::now(), SeriesClock::new(system_ms())))
+}
+
+/// Demo only: makes series time start at `start` (Unix ms) now and run `factor` times
+/// faster. Must come before anything reads the clock; returns false (and changes
+/// nothing) when the clock was already in use.
+pub fn install_scaled(start: Millis, factor: u64) -> bool {
+    CLOCK
+        .set((Instant::now(), SeriesClock::scaled(start, factor)))
+        .is_ok()
+}
+
+/// Series milliseconds per wall millisecond: 1 unless `--time-scale` is in force.
+pub fn factor() -> u64 {
+    global().1.factor
+}
+
+/// The wall time a timer waits for a `series` period (`series` itself when unscaled).
+pub fn wall(series: Duration) -> Duration {
+    series / u32::try_from(factor()).unwrap_or(u32::MAX)
+}
+
+/// A wall duration measured on the data path, in series time (the demo's stretch).
+pub fn series(wall: Duration) -> Duration {
+    wall.saturating_mul(u32::try_from(factor()).unwrap_or(u32::MAX))
 }
 
 /// Series time now (the data path stamps requests with it).
@@ -162,6 +209,17 @@ mod tests {
         assert_eq!(c.at(secs(50)), resumed);
         assert_eq!(c.at(secs(51)), resumed + 1_000);
         // Time read before and after every step never decreased.
+    }
+
+    #[test]
+    fn a_scaled_clock_runs_faster_and_never_resyncs() {
+        let c = SeriesClock::scaled(T0, 60);
+        assert_eq!(c.at(secs(2)), T0 + 120_000);
+        // Far from the system clock either way: left alone.
+        assert_eq!(c.resync(secs(2), T0 + 86_400_000), Resync::InStep);
+        assert_eq!(c.resync(secs(2), T0 - 86_400_000), Resync::InStep);
+        assert_eq!(c.at(secs(3)), T0 + 180_000);
+        assert_eq!(SeriesClock::scaled(T0, 0).at(secs(1)), T0 + 1_000);
     }
 
     #[test]

@@ -226,7 +226,8 @@ fn run(
     let mut current = scaling.min_replicas;
     let mut previous: Option<u32> = None;
     let mut preshed = crate::tiers::PreShedding::new(&scaling);
-    let sync = scaling.sync_period;
+    // A series-time period (`--time-scale` shortens the wait).
+    let sync = crate::clock::wall(scaling.sync_period);
     let mut next_sync = Instant::now() + sync;
     loop {
         let wait = next_sync.saturating_duration_since(Instant::now());

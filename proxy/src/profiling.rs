@@ -283,7 +283,9 @@ impl Profiling {
                 self.model.store(model);
             }
             feed.tick(now, &profile.model());
-            if exit.is_some() || last_flush.elapsed() >= cfg.store.flush_interval {
+            if exit.is_some()
+                || last_flush.elapsed() >= crate::clock::wall(cfg.store.flush_interval)
+            {
                 if let Some(opened) = &store {
                     if !flush(opened, &mut profile, now.saturating_sub(retention)) {
                         // redb refuses every write after an I/O error (disk full, a
@@ -340,12 +342,29 @@ fn feed_forecasts(
     }
     let current = now - now % FINE_STEP_MS;
     let last = current.saturating_sub(FINE_STEP_MS);
-    let demand = profile
-        .series()
-        .fine()
-        .rev()
-        .find(|b| b.start == last)
-        .map_or(0.0, |b| b.total.demand(FINE_STEP_MS));
+    let demand = if crate::clock::factor() > 1 {
+        // `--time-scale`: a 10 s bucket lasts a few wall milliseconds and holds a
+        // handful of requests; the last five complete minutes are a steadier reading.
+        const MINUTES: u64 = 5;
+        let end = now - now % MINUTE_MS;
+        let from = end.saturating_sub(MINUTES * MINUTE_MS);
+        let work: u64 = profile
+            .series()
+            .minutes()
+            .rev()
+            .take_while(|b| b.start >= from)
+            .filter(|b| b.start < end)
+            .map(|b| b.total.work_us)
+            .sum();
+        work as f64 / (MINUTES * MINUTE_MS * 1000) as f64
+    } else {
+        profile
+            .series()
+            .fine()
+            .rev()
+            .find(|b| b.start == last)
+            .map_or(0.0, |b| b.total.demand(FINE_STEP_MS))
+    };
     forecasting.send(Update::Now { at: now, demand });
 }
 

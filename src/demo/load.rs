@@ -1,5 +1,5 @@
-//! The built-in load generator: open-loop arrivals that follow the compressed daily
-//! shape, a fixed endpoint mix, and traced requests (each carries a `traceparent`).
+//! The built-in load generator: open-loop arrivals that follow the demo day's shape
+//! at the sidecar's time scale, a fixed endpoint mix, and traced requests (each carries a `traceparent`).
 //!
 //! Arrivals are scheduled by integrating the target rate over small ticks, so a slow
 //! answer never slows the offered load down. Work is bounded three ways: by time (the
@@ -30,11 +30,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(5);
 
 /// The endpoint mix, with fixed proportions (they sum to 100).
-const MIX: [(Endpoint, u32); 4] = [
-    (Endpoint::Item, 60),
+const MIX: [(Endpoint, u32); 5] = [
+    (Endpoint::Item, 55),
     (Endpoint::Search, 20),
     (Endpoint::Static, 12),
     (Endpoint::Checkout, 8),
+    (Endpoint::Report, 5),
 ];
 
 const QUERIES: [&str; 8] = [
@@ -47,6 +48,8 @@ enum Endpoint {
     Search,
     Static,
     Checkout,
+    /// The batch tier: what pre-shedding refuses first.
+    Report,
 }
 
 /// What the generator is told to do.
@@ -56,8 +59,19 @@ pub struct Plan {
     pub target: SocketAddr,
     /// Requests per second at the day's peak.
     pub peak_rate: f64,
-    /// The whole compressed day.
+    /// How long the generator runs (wall time).
     pub duration: Duration,
+    /// Series seconds per wall second (the sidecar's `--time-scale`).
+    pub time_scale: f64,
+    /// Where in the day (0.0 = midnight) the run starts.
+    pub day_start: f64,
+}
+
+impl Plan {
+    /// The point of the day (fraction, may pass 1.0) `elapsed` wall time into the run.
+    pub fn day_at(&self, elapsed: Duration) -> f64 {
+        self.day_start + elapsed.as_secs_f64() * self.time_scale / 86_400.0
+    }
 }
 
 /// Live counters, shared with the view.
@@ -71,6 +85,8 @@ pub struct Stats {
     pub transport_errors: AtomicU64,
     /// Arrivals dropped because every in-flight slot was taken (counted in `sent`).
     pub dropped: AtomicU64,
+    /// Batch-tier requests the sidecar shed (429/503): its job, not a failure.
+    pub shed: AtomicU64,
     /// Target rate now, in millirequests per second (an atomic float stand-in).
     offered_milli: AtomicU64,
     /// Latency of completed requests (any status), microseconds.
@@ -86,6 +102,7 @@ pub struct Snapshot {
     pub http_errors: u64,
     pub transport_errors: u64,
     pub dropped: u64,
+    pub shed: u64,
     pub offered_rate: f64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
@@ -133,6 +150,7 @@ impl Stats {
             http_errors,
             transport_errors,
             dropped,
+            shed: self.shed.load(Ordering::Relaxed),
             offered_rate: self.offered_milli.load(Ordering::Relaxed) as f64 / 1000.0,
             p50_ms,
             p99_ms,
@@ -181,8 +199,7 @@ pub async fn run(plan: Plan, stats: Arc<Stats>, mut stop: watch::Receiver<bool>)
         if elapsed >= plan.duration || issued >= budget {
             break;
         }
-        let day = elapsed.as_secs_f64() / plan.duration.as_secs_f64();
-        let rate = plan.peak_rate * shape::relative_rate(day);
+        let rate = plan.peak_rate * shape::live_rate(plan.day_at(elapsed));
         stats
             .offered_milli
             .store((rate * 1000.0) as u64, Ordering::Relaxed);
@@ -197,7 +214,7 @@ pub async fn run(plan: Plan, stats: Arc<Stats>, mut stop: watch::Receiver<bool>)
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let req = build(plan.target, seq, &rng);
+            let (req, batch) = build(plan.target, seq, &rng);
             let client = client.clone();
             let stats = stats.clone();
             tokio::spawn(async move {
@@ -215,6 +232,8 @@ pub async fn run(plan: Plan, stats: Arc<Stats>, mut stop: watch::Receiver<bool>)
                         stats.record_latency(began.elapsed());
                         if status.is_success() {
                             stats.ok.fetch_add(1, Ordering::Relaxed);
+                        } else if batch && matches!(status.as_u16(), 429 | 503) {
+                            stats.shed.fetch_add(1, Ordering::Relaxed);
                         } else {
                             stats.http_errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -236,9 +255,10 @@ pub async fn run(plan: Plan, stats: Arc<Stats>, mut stop: watch::Receiver<bool>)
     .await;
 }
 
-/// One request of the mix, traced with a fresh W3C `traceparent`.
-fn build(target: SocketAddr, seq: u64, rng: &Jitter) -> Request<Full<Bytes>> {
+/// One request of the mix, traced with a fresh W3C `traceparent`; true for the batch tier.
+fn build(target: SocketAddr, seq: u64, rng: &Jitter) -> (Request<Full<Bytes>>, bool) {
     let endpoint = pick(rng.next_f64());
+    let batch = matches!(endpoint, Endpoint::Report);
     let r = rng.next_f64();
     let (method, path, body) = match endpoint {
         Endpoint::Item => (
@@ -266,6 +286,11 @@ fn build(target: SocketAddr, seq: u64, rng: &Jitter) -> Request<Full<Bytes>> {
             let body = format!(r#"{{"cart":[{}],"card":"tok_demo"}}"#, lines.join(","));
             (Method::POST, "/api/checkout".to_string(), Bytes::from(body))
         }
+        Endpoint::Report => (
+            Method::POST,
+            format!("/reports/{}", 1 + (r * 100.0) as u32),
+            Bytes::from_static(br#"{"format":"csv"}"#),
+        ),
     };
     let trace = format!(
         "00-{:016x}{:016x}-{:016x}-01",
@@ -285,14 +310,15 @@ fn build(target: SocketAddr, seq: u64, rng: &Jitter) -> Request<Full<Bytes>> {
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::CONTENT_LENGTH, len);
     }
-    builder.body(Full::new(body)).unwrap_or_else(|_| {
+    let req = builder.body(Full::new(body)).unwrap_or_else(|_| {
         // Every part above is well-formed; fall back to a plain request regardless.
         let mut req = Request::new(Full::new(Bytes::new()));
         if let Ok(uri) = format!("http://{target}/api/items/1").parse() {
             *req.uri_mut() = uri;
         }
         req
-    })
+    });
+    (req, batch)
 }
 
 /// The endpoint for a uniform draw in [0, 1).
@@ -315,13 +341,14 @@ mod tests {
     #[test]
     fn mix_follows_its_proportions() {
         let rng = Jitter::new(3);
-        let mut counts = [0u32; 4];
+        let mut counts = [0u32; 5];
         for _ in 0..20_000 {
             let i = match pick(rng.next_f64()) {
                 Endpoint::Item => 0,
                 Endpoint::Search => 1,
                 Endpoint::Static => 2,
                 Endpoint::Checkout => 3,
+                Endpoint::Report => 4,
             };
             counts[i] += 1;
         }
@@ -336,10 +363,11 @@ mod tests {
         let rng = Jitter::new(4);
         let target: SocketAddr = "127.0.0.1:1".parse().unwrap();
         for seq in 0..200 {
-            let req = build(target, seq, &rng);
+            let (req, _) = build(target, seq, &rng);
             let tp = req.headers()["traceparent"].to_str().unwrap();
             assert_eq!(tp.len(), 55, "{tp}");
-            assert!(req.uri().path().starts_with("/api/") || req.uri().path() == "/static/app.js");
+            let p = req.uri().path();
+            assert!(p.starts_with("/api/") || p.starts_with("/reports/") || p == "/static/app.js");
         }
     }
 }

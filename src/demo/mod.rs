@@ -2,23 +2,31 @@
 //!
 //! It starts an embedded sample service (endpoints that differ in cost, size and
 //! fanout) and the real sidecar in front of it (this binary, `run`, with the example
-//! config re-pointed at loopback), drives a compressed real day of traffic through it,
-//! shows what the sidecar learns (signatures, demand vs forecast, desired replicas,
-//! sheds) live, prints a summary and shuts the sidecar down. Everything binds to
-//! loopback; every file lives in a temporary directory removed at the end.
+//! config re-pointed at loopback, and `--time-scale N`: one wall second counts as N
+//! series seconds), drives a day of traffic through it (night, a morning ramp, a lunch
+//! spike) and shows what the sidecar learns (signatures, demand vs forecast, desired
+//! replicas by rule, pre-shedding, anomalies) live. At the end it prints a summary
+//! with the predictive rule's lead over demand and what the project's HPA would have
+//! done on the same demand, writes an HTML report with inline SVG charts, and shuts
+//! the sidecar down. Everything binds to loopback; every other file lives in a
+//! temporary directory removed at the end.
 //!
-//! Unless `--no-history` is given, the sidecar's store is first seeded with two days
-//! of synthetic per-minute history (see `history`), so a forecast shows within
-//! seconds instead of after whole minutes; the view and the summary say so.
+//! Unless `--no-history` is given, the sidecar's store is first seeded with earlier
+//! days of the same shape (see `history`), so the forecast knows the ramp before it
+//! comes; the view and the summary say so.
 
+mod chart;
 mod history;
 mod load;
+mod record;
+mod report;
 mod shape;
 mod sidecar;
 mod upstream;
 mod view;
 
-use sidecar::{Ports, Sidecar, Stopped};
+use record::{Analysis, Model, Timeline};
+use sidecar::{Ports, Sidecar, Stopped, Timing};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::{ExitCode, ExitStatus};
@@ -40,21 +48,45 @@ const START_ATTEMPTS: usize = 3;
 const EXIT_USAGE: u8 = 64;
 /// The shell's convention for a run ended by SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Series time of day the run starts at: the quiet night before the morning ramp,
+/// with time for the forecaster to take in the history.
+const DAY_START_HOURS: f64 = 3.0;
+/// The morning ramp's leads are measured up to here (before the lunch spike).
+const RAMP_END_HOURS: f64 = 11.5;
+/// A replica's start-up time in the demo (series time): the lead the predictive rule
+/// plans for.
+const STARTUP: Duration = Duration::from_secs(20 * 60);
+/// Busy workers per replica: the day's swing becomes 1 to ~12 replicas at the default
+/// rate.
+const CAPACITY_PER_REPLICA: f64 = 0.1;
+/// High, so a spike above the forecast outgrows the ready headroom and pre-sheds.
+const TARGET_UTILIZATION: f64 = 0.9;
+/// How often the view reads the admin API (wall time).
+const REFRESH: Duration = Duration::from_millis(200);
 
 /// Arguments of `prescale demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// How long the compressed day lasts (e.g. 60s, 2m).
+    /// How long the demo runs (wall time, e.g. 60s, 2m); it covers duration × time
+    /// scale of the day from 03:00 (60 s at 600: 03:00 to 13:00).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// Offered load at the day's peak, in requests per second.
-    #[arg(long, default_value_t = 150)]
+    /// Series seconds per wall second: the sidecar runs with `--time-scale N`, so
+    /// series, forecasts, scaling, the start-up time and timers all run N times faster.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub time_scale: u64,
+    /// Offered load at the day's peak, in requests per second (wall time).
+    #[arg(long, default_value_t = 120)]
     pub rate: u32,
+    /// Where to write the HTML report (inline SVG, no external assets); default
+    /// `prescale-demo-report.html` in the system's temporary directory.
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<std::path::PathBuf>,
     /// Admin API address of the demo's sidecar (loopback; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
-    /// Start the sidecar with an empty store instead of two days of synthetic history
-    /// (the forecast then waits for whole minutes of live traffic).
+    /// Start the sidecar with an empty store instead of earlier days of the same shape
+    /// (the forecast then has no day to learn the ramp from).
     #[arg(long)]
     pub no_history: bool,
 }
@@ -195,13 +227,14 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         .map_err(|e| DemoError::io("creating a temporary directory", e))?;
     let tty = std::io::stdout().is_terminal();
     println!("prescale demo: starting the sample service and the sidecar ...");
+    let timing = timing(args);
     let seeded = if args.no_history {
         None
     } else {
-        seed_history(dir.path(), f64::from(args.rate))
+        seed_history(dir.path(), f64::from(args.rate), &timing)
     };
 
-    let (mut child, ports, _upstreams, admin) = {
+    let (mut child, ports, _upstreams, admin, spawned) = {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -215,12 +248,18 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
                 },
             };
             let upstreams = upstream::Upstreams::start(ports.outbound).await?;
-            let config =
-                sidecar::write_config(dir.path(), &ports, upstreams.app, upstreams.payments)?;
-            let mut child = Sidecar::spawn(&config, &dir.path().join("sidecar.log"))?;
-            let admin = AdminClient::new(ports.admin);
+            let config = sidecar::write_config(
+                dir.path(),
+                &ports,
+                upstreams.app,
+                upstreams.payments,
+                &timing,
+            )?;
+            let spawned = Instant::now();
+            let mut child = Sidecar::spawn(&config, &dir.path().join("sidecar.log"), &timing)?;
+            let admin = AdminClient::new(ports.admin, timing.time_scale as f64);
             match child.wait_ready(&admin, READY_LIMIT, &stopped).await {
-                Ok(()) => break (child, ports, upstreams, admin),
+                Ok(()) => break (child, ports, upstreams, admin, spawned),
                 Err(DemoError::SidecarExited { .. })
                     if attempt < START_ATTEMPTS && child.lost_a_port() =>
                 {
@@ -238,6 +277,8 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         peak_rate: f64::from(args.rate),
         sidecar_pid: child.pid(),
         seeded: seeded.clone(),
+        time_scale: args.time_scale,
+        startup: STARTUP,
     };
     println!(
         "prescale demo: sidecar pid {} ready; inbound http://{}  outbound http://{}  admin http://{}",
@@ -246,27 +287,45 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         ports.outbound,
         ports.admin
     );
-    println!(
-        "prescale demo: {} of a real day's traffic shape, peak {} req/s; meanwhile try: curl http://{}/metrics",
-        humantime::format_duration(args.duration),
-        args.rate,
-        ports.admin
-    );
-
-    let stats = Arc::new(load::Stats::new());
+    // The sidecar's series clock started when it did; the load follows it.
     let plan = load::Plan {
         target: ports.inbound,
         peak_rate: f64::from(args.rate),
         duration: args.duration,
+        time_scale: args.time_scale as f64,
+        day_start: (timing.start_ms % DAY_MS) as f64 / DAY_MS as f64
+            + timing.series(spawned.elapsed()).as_secs_f64() / 86_400.0,
     };
-    let mut generator = tokio::spawn(load::run(plan, stats.clone(), stop_rx.clone()));
+    println!(
+        "prescale demo: time scale {}: {} of wall time is {} of the day from {}, peak {} req/s; replica start-up {} min; meanwhile try: curl http://{}/metrics",
+        args.time_scale,
+        humantime::format_duration(args.duration),
+        humantime::format_duration(timing.series(args.duration)),
+        shape::clock(plan.day_start),
+        args.rate,
+        STARTUP.as_secs() / 60,
+        ports.admin
+    );
+
+    let stats = Arc::new(load::Stats::new());
+    let mut generator = tokio::spawn(load::run(plan.clone(), stats.clone(), stop_rx.clone()));
     let started = Instant::now();
-    let refresh = Duration::from_secs(1);
-    let mut tick = tokio::time::interval(refresh);
+    let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Observed::default();
+    let mut timeline = Timeline::default();
     let mut crashed = None;
     let mut generator_done = false;
+    let mut last_print = None::<Instant>;
+    // In a terminal: the live chart over the run's hours (plus the lead, where the
+    // forecast is drawn), else the text screen if the terminal cannot take it.
+    let x0 = plan.day_start * 24.0;
+    let span = timing.series(args.duration) + STARTUP;
+    let mut live = if tty {
+        chart::Live::start((x0, x0 + span.as_secs_f64() / 3600.0)).ok()
+    } else {
+        None
+    };
     loop {
         tokio::select! {
             _ = &mut generator => {
@@ -281,15 +340,37 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         }
         last = admin.observe().await;
         let snap = stats.snapshot();
+        timeline.push(
+            &last,
+            snap.offered_rate * history::MEAN_SERVICE_SECONDS,
+            snap.shed,
+        );
+        if let Some(l) = live.as_mut() {
+            let day = shape::clock(plan.day_at(started.elapsed()));
+            if l.draw(&header, &day, &snap, &last, &timeline.samples)
+                .is_err()
+            {
+                live = None;
+            }
+            continue;
+        }
+        // A frame a second: the timeline keeps every refresh.
+        if last_print.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            continue;
+        }
+        last_print = Some(Instant::now());
+        let day = plan.day_at(started.elapsed());
         let frame = if tty {
-            view::screen(&header, started.elapsed(), &snap, &last)
+            view::screen(&header, started.elapsed(), day, &snap, &last, &timeline)
         } else {
-            view::line(&header, started.elapsed(), &snap, &last)
+            view::line(&header, started.elapsed(), day, &snap, &last)
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{frame}");
         let _ = out.flush();
     }
+    // Back to the normal screen before the summary.
+    drop(live);
     let interrupted = stopped();
     if !generator_done {
         // Stop the generator (it waits for requests in flight, bounded by their timeout).
@@ -313,14 +394,51 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         None => child.shutdown(&admin, EXIT_LIMIT).await,
     };
     let sidecar_ok = matches!(&stop, Stopped::Clean(s) if s.success());
+    let model = Model {
+        capacity_per_replica: CAPACITY_PER_REPLICA,
+        target_utilization: TARGET_UTILIZATION,
+        startup_s: STARTUP.as_secs(),
+        max_replicas: MAX_REPLICAS,
+    };
+    let day0 = timing.start_ms - timing.start_ms % DAY_MS;
+    let ramp_end = day0 + (RAMP_END_HOURS * 3_600_000.0) as u64;
+    let spike = (
+        day0 + ((shape::SPIKE_CENTER - shape::SPIKE_HALF_WIDTH) * DAY_MS as f64) as u64,
+        // The anomaly is judged when the step closes, and the view reads it after.
+        day0 + ((shape::SPIKE_CENTER + 2.0 * shape::SPIKE_HALF_WIDTH) * DAY_MS as f64) as u64,
+    );
+    let analysis = record::analyse(&timeline.samples, &model, ramp_end, spike);
+    let report_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("prescale-demo-report.html"));
+    let report = report::write(
+        &report_path,
+        &timeline.samples,
+        &analysis,
+        &report::Context {
+            time_scale: args.time_scale,
+            startup: STARTUP,
+            capacity_per_replica: CAPACITY_PER_REPLICA,
+            target_utilization: TARGET_UTILIZATION,
+            peak_rate: args.rate,
+            seeded: seeded.clone(),
+        },
+    );
     print_summary(
         &snap,
         &last,
         &stop,
-        child.pid(),
         interrupted,
         &child,
         seeded.as_deref(),
+        (
+            &analysis,
+            report
+                .as_ref()
+                .map(|()| report_path.as_path())
+                .map_err(|e| e.to_string()),
+        ),
     );
     drop(child);
     drop(dir);
@@ -332,21 +450,42 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
     })
 }
 
-/// Seeds the sidecar's store (`<dir>/store.redb`, as the config says) with synthetic
-/// history; returns the note to show, or None (with a warning) when it failed: the
-/// demo then runs as with `--no-history`.
-fn seed_history(dir: &std::path::Path, peak_rate: f64) -> Option<String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    match history::seed(&dir.join(sidecar::STORE_FILE), now, peak_rate) {
+const DAY_MS: u64 = 86_400_000;
+const MAX_REPLICAS: u32 = 40;
+
+/// The sidecar's time scale and replica model: its series clock starts at
+/// [`DAY_START_HOURS`] of the current UTC day.
+fn timing(args: &DemoArgs) -> Timing {
+    let now = prescale_proxy::clock::system_ms();
+    Timing {
+        time_scale: args.time_scale,
+        start_ms: now - now % DAY_MS + (DAY_START_HOURS * 3_600_000.0) as u64,
+        startup: STARTUP,
+        capacity_per_replica: CAPACITY_PER_REPLICA,
+        target_utilization: TARGET_UTILIZATION,
+        sync_period: Duration::from_secs(30),
+    }
+}
+
+/// Seeds the sidecar's store (`<dir>/store.redb`, as the config says) with earlier
+/// days of the same shape; returns the note to show, or None (with a warning) when it
+/// failed: the demo then runs as with `--no-history`.
+fn seed_history(dir: &std::path::Path, peak_rate: f64, timing: &Timing) -> Option<String> {
+    match history::seed(
+        &dir.join(sidecar::STORE_FILE),
+        timing.start_ms,
+        peak_rate,
+        timing.time_scale as f64,
+    ) {
         Ok(minutes) => {
             let note = history::note();
             println!("prescale demo: {note}: {minutes} minutes (--no-history turns it off)");
             Some(note)
         }
         Err(e) => {
-            eprintln!("warning: cannot seed the demo's history ({e}); the forecast waits for live minutes");
+            eprintln!(
+                "warning: cannot seed the demo's history ({e}); the forecast has no earlier day"
+            );
             None
         }
     }
@@ -356,10 +495,10 @@ fn print_summary(
     snap: &load::Snapshot,
     obs: &Observed,
     stop: &Stopped,
-    pid: u32,
     interrupted: bool,
     child: &Sidecar,
     seeded: Option<&str>,
+    (a, report): (&Analysis, Result<&std::path::Path, String>),
 ) {
     let mut s = String::new();
     use std::fmt::Write as _;
@@ -375,14 +514,15 @@ fn print_summary(
     );
     let _ = writeln!(
         s,
-        "  requests    sent {}  ok {}  failed {}  ({:.2} %: {} http errors, {} transport errors, {} dropped)",
+        "  requests    sent {}  ok {}  failed {}  ({:.2} %: {} http errors, {} transport errors, {} dropped)  batch shed {}",
         snap.sent,
         snap.ok,
         snap.failed,
         snap.failure_ratio() * 100.0,
         snap.http_errors,
         snap.transport_errors,
-        snap.dropped
+        snap.dropped,
+        snap.shed
     );
     let fmt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     let _ = writeln!(
@@ -457,7 +597,16 @@ fn print_summary(
             EXIT_LIMIT.as_secs()
         ),
     };
-    let _ = writeln!(s, "  sidecar     pid {pid} {stopped}");
+    analysis_lines(&mut s, a);
+    match report {
+        Ok(path) => {
+            let _ = writeln!(s, "  report      {}", path.display());
+        }
+        Err(e) => {
+            let _ = writeln!(s, "  report      not written: {e}");
+        }
+    }
+    let _ = writeln!(s, "  sidecar     pid {} {stopped}", child.pid());
     if !matches!(stop, Stopped::Clean(st) if st.success()) {
         let _ = writeln!(s, "  sidecar log (last lines):\n{}", child.log_tail(15));
     }
@@ -465,4 +614,57 @@ fn print_summary(
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(s.as_bytes());
     let _ = out.flush();
+}
+
+/// The summary's account of the run: forecast, leads, the HPA, the spike.
+fn analysis_lines(s: &mut String, a: &Analysis) {
+    use std::fmt::Write as _;
+    let clock = |t: Option<u64>| {
+        t.map_or("never".to_string(), |t| {
+            shape::clock((t % DAY_MS) as f64 / DAY_MS as f64)
+        })
+    };
+    let minutes = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:+.1} min", v / 60.0));
+    let _ = writeln!(
+        s,
+        "  forecast    changed {} times during the run ({} refreshes recorded)",
+        a.forecast_changes, a.samples
+    );
+    let _ = writeln!(
+        s,
+        "  lead        the predictive rule asked for each replica of the morning ramp a median {} before the offered demand needed it ({} levels; start-up time {} min)",
+        minutes(a.predictive_lead_s),
+        a.levels.len(),
+        STARTUP.as_secs() / 60
+    );
+    let _ = writeln!(
+        s,
+        "  hpa         the project's HPA (prescale_policies::Hpa, as in `prescale replay`) on the same demand: median {} (negative: after demand), peak {} replicas",
+        minutes(a.hpa_lead_s),
+        a.hpa_peak_replicas
+    );
+    let _ = writeln!(
+        s,
+        "  ramp level  {} replicas first asked for: predictive {}  reactive {}  hpa {}",
+        a.levels.get(a.levels.len() / 2).map_or(0, |l| l.replicas),
+        clock(a.predictive_first_raise),
+        clock(a.reactive_first_raise),
+        clock(a.hpa_first_raise)
+    );
+    let _ = writeln!(
+        s,
+        "  shortfall   minutes with demand above ready capacity (replicas ready {} min after asked for): prescale {:.0}, HPA {:.0}",
+        STARTUP.as_secs() / 60,
+        a.prescale_short_minutes,
+        a.hpa_short_minutes
+    );
+    let _ = writeln!(
+        s,
+        "  spike       pre-shed level peaked at {:.2} during the lunch spike ({:.2} over the run); {} batch requests shed; anomalies raised: {} during the spike, {} over the run",
+        a.spike_preshed,
+        a.peak_preshed,
+        a.batch_shed,
+        a.spike_anomalies,
+        a.anomalies,
+    );
 }

@@ -1,4 +1,5 @@
-//! The demo's daily traffic shape: one real day's hourly profile, compressed in time.
+//! The demo's daily traffic shape: one real day's hourly profile (the history's days
+//! and the live day), plus a lunch spike that only the live day has.
 
 /// Relative request rate for each hour of the day (00:00 … 23:00), peak hour = 1.0.
 ///
@@ -28,9 +29,29 @@ pub fn relative_rate(day_fraction: f64) -> f64 {
     a + (b - a) * t
 }
 
-/// The compressed day's clock at `day_fraction`, as `HH:MM`.
+/// Where the lunch spike peaks (12:20) and its half-width (20 min), as day fractions.
+pub const SPIKE_CENTER: f64 = (12.0 + 20.0 / 60.0) / 24.0;
+pub const SPIKE_HALF_WIDTH: f64 = 20.0 / 1440.0;
+/// The spike's extra load at its peak, relative to the day's curve there.
+pub const SPIKE_EXTRA: f64 = 1.5;
+
+/// The live day's relative rate: the same curve as the history's days, plus a lunch
+/// spike (a raised cosine, 2.5 times the load at 12:20) that no earlier day had, so it
+/// is larger than the forecast. `day_fraction` may pass 1.0 (the next day).
+pub fn live_rate(day_fraction: f64) -> f64 {
+    let day = day_fraction.rem_euclid(1.0);
+    let x = (day - SPIKE_CENTER) / SPIKE_HALF_WIDTH;
+    let spike = if x.abs() < 1.0 {
+        SPIKE_EXTRA * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())
+    } else {
+        0.0
+    };
+    relative_rate(day) * (1.0 + spike)
+}
+
+/// The day's clock at `day_fraction`, as `HH:MM`.
 pub fn clock(day_fraction: f64) -> String {
-    let minutes = (day_fraction.clamp(0.0, 1.0) * 1440.0) as u32 % 1440;
+    let minutes = (day_fraction.rem_euclid(1.0) * 1440.0) as u32 % 1440;
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
@@ -50,5 +71,14 @@ mod tests {
         assert!((midnight - (0.700 + 0.367) / 2.0).abs() < 1e-9);
         assert_eq!(clock(0.5), "12:00");
         assert_eq!(clock(1.0), "00:00");
+    }
+
+    #[test]
+    fn the_live_day_is_the_curve_plus_a_lunch_spike() {
+        assert!((live_rate(SPIKE_CENTER) / relative_rate(SPIKE_CENTER) - 2.5).abs() < 1e-9);
+        for day in [0.2, 0.3, 0.45, 0.6, 0.9] {
+            assert!((live_rate(day) - relative_rate(day)).abs() < 1e-12, "{day}");
+        }
+        assert!((live_rate(1.3) - relative_rate(0.3)).abs() < 1e-12);
     }
 }

@@ -21,6 +21,27 @@ const EXAMPLE_NAME: &str = "deploy/examples/sidecar.yaml";
 /// The sidecar's embedded store, inside the demo's temporary directory.
 pub const STORE_FILE: &str = "store.redb";
 
+/// The demo's time scale and the replica model it scales with (series time).
+#[derive(Copy, Clone, Debug)]
+pub struct Timing {
+    /// Series seconds per wall second (`run --time-scale`).
+    pub time_scale: u64,
+    /// Series time (Unix ms) the sidecar starts at (`run --time-start`).
+    pub start_ms: u64,
+    /// A replica's start-up time: the lead the predictive rule plans for.
+    pub startup: Duration,
+    pub capacity_per_replica: f64,
+    pub target_utilization: f64,
+    pub sync_period: Duration,
+}
+
+impl Timing {
+    /// Wall `d` as series time at this scale.
+    pub fn series(&self, d: Duration) -> Duration {
+        d.saturating_mul(u32::try_from(self.time_scale).unwrap_or(u32::MAX))
+    }
+}
+
 /// Where the sidecar listens (all loopback).
 #[derive(Copy, Clone, Debug)]
 pub struct Ports {
@@ -59,13 +80,15 @@ pub fn free_addr() -> Result<SocketAddr, DemoError> {
 ///
 /// From the example: the `inbound` and `outbound` listeners and the `local` and
 /// `payments` clusters, re-pointed at the embedded services; the profiler with its
-/// embedded store in `dir`, re-fitting every 10 s; a 2 s scaling sync, a 30 s replica
-/// start-up time and a short drain so the whole run fits in about a minute.
+/// embedded store in `dir`, re-fitting signatures every 10 wall seconds; scaling with
+/// the replica model of `timing` (every duration in series time: the sidecar runs with
+/// `--time-scale`), pre-shedding on, and a short drain.
 pub fn write_config(
     dir: &Path,
     ports: &Ports,
     app: SocketAddr,
     payments: SocketAddr,
+    timing: &Timing,
 ) -> Result<PathBuf, DemoError> {
     let mut cfg = MeshConfig::parse(EXAMPLE, Path::new(EXAMPLE_NAME))?;
     cfg.admin.address = ports.admin;
@@ -103,17 +126,30 @@ pub fn write_config(
     }
     let p = &mut cfg.profiler;
     p.enabled = true;
-    p.refit_interval = Duration::from_secs(10);
+    // Profiler timers count series time; these are their wall periods times the scale.
+    p.refit_interval = timing
+        .series(Duration::from_secs(10))
+        .min(Duration::from_secs(86_400));
     p.min_samples = p.min_samples.min(150);
+    p.tick = Duration::from_millis(100);
     p.store.path = Some(dir.join(STORE_FILE));
-    p.store.flush_interval = Duration::from_secs(5);
+    p.store.flush_interval = timing.series(Duration::from_secs(5));
+    // Five-minute forecast steps: at a high time scale a minute holds a handful of
+    // requests, too few for a steady demand reading.
+    p.forecast.step = Duration::from_secs(300);
     let s = &mut cfg.policies.scaling;
-    // At its peak the demo's service keeps ~1.5 workers busy; half a worker per
-    // replica makes the day's swing visible as 1 to ~5 replicas.
-    s.capacity_per_replica = 0.5;
-    s.startup_time = Duration::from_secs(30);
-    s.sync_period = Duration::from_secs(2);
-    s.scale_down_stabilization = Duration::from_secs(20);
+    s.capacity_per_replica = timing.capacity_per_replica;
+    s.target_utilization = timing.target_utilization;
+    s.startup_time = timing.startup;
+    // No cluster to learn a start-up time from: plan with the configured one.
+    s.learn_startup_time = false;
+    s.max_startup_time = None;
+    s.sync_period = timing.sync_period;
+    s.min_replicas = 1;
+    s.max_replicas = 40;
+    s.scale_down_stabilization = Duration::from_secs(600);
+    // Shed the batch tier ahead of a shortfall the forecast sees (the point of tiers).
+    cfg.policies.admission.preshed.enabled = true;
 
     let yaml = serde_yaml_ng::to_string(&cfg)
         .map_err(|e| DemoError::Example(format!("cannot write it back: {e}")))?;
@@ -128,8 +164,10 @@ pub fn write_config(
 // === impl Sidecar ===
 
 impl Sidecar {
-    /// Starts `<this binary> run --config <config>`, logging to `log`.
-    pub fn spawn(config: &Path, log: &Path) -> Result<Self, DemoError> {
+    /// Starts `<this binary> run --config <config> --time-scale N --time-start T`,
+    /// logging to `log`.
+    pub fn spawn(config: &Path, log: &Path, timing: &Timing) -> Result<Self, DemoError> {
+        let start = std::time::UNIX_EPOCH + Duration::from_millis(timing.start_ms);
         let exe =
             std::env::current_exe().map_err(|e| DemoError::io("finding the prescale binary", e))?;
         let log_file = std::fs::File::create(log)
@@ -138,6 +176,10 @@ impl Sidecar {
             .arg("run")
             .arg("--config")
             .arg(config)
+            .arg("--time-scale")
+            .arg(timing.time_scale.to_string())
+            .arg("--time-start")
+            .arg(humantime::format_rfc3339_millis(start).to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -6,7 +6,8 @@
 //! - `GET /api/search?q=…`: medium, ~20 ms, a ~24 KiB JSON answer;
 //! - `POST /api/checkout`: expensive, ~60 ms, makes 2–3 calls to `payments.internal`
 //!   through the sidecar's outbound listener, propagating `traceparent`;
-//! - `GET /static/app.js`: fast, a 192 KiB body.
+//! - `GET /static/app.js`: fast, a 192 KiB body;
+//! - `POST /reports/{id}`: a batch export, ~15 ms (the example config's `batch` tier).
 //!
 //! Payments endpoints (`/v1/authorize`, `/v1/capture`, `/v1/risk`): ~8 ms each.
 
@@ -167,6 +168,12 @@ impl App {
                 )
             }
             (&Method::POST, "/api/checkout") => self.checkout(req).await,
+            // The batch tier (the example config's `POST /reports/{id}`): an export job.
+            (&Method::POST, p) if p.starts_with("/reports/") => {
+                let _ = req.into_body().collect().await;
+                self.rng.sleep_around(15).await;
+                json(StatusCode::ACCEPTED, r#"{"report":"queued"}"#.into())
+            }
             (&Method::GET, "/static/app.js") => {
                 let mut resp = Response::new(Full::new(self.static_js.clone()));
                 resp.headers_mut().insert(

@@ -1,5 +1,6 @@
-//! The live terminal view: what the sidecar's admin API says (signatures, forecast,
-//! scale, sheds) next to what the load generator sees, redrawn every refresh.
+//! The admin client and the text views: what the sidecar's admin API says
+//! (signatures, forecast, scale, sheds) next to what the load generator sees, as one
+//! line a second when piped, or a text screen when the live chart cannot start.
 //!
 //! The admin answers are read as loose JSON: the view shows what it finds and says
 //! "waiting" for what is not there yet, so a field added or renamed elsewhere degrades
@@ -28,6 +29,8 @@ const ADMITTED: [&str; 5] = ["admit", "admitted", "accept", "accepted", "allow"]
 #[derive(Clone)]
 pub struct AdminClient {
     pub addr: SocketAddr,
+    /// The sidecar's time scale: its service times are series time, shown as wall.
+    time_scale: f64,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -39,6 +42,10 @@ pub struct Observed {
     pub scale: Option<Scale>,
     /// Shed counts per tier; None when no tier is configured.
     pub sheds: Option<BTreeMap<String, u64>>,
+    /// `prescale_preshed_level` (the share of sheddable demand refused ahead).
+    pub preshed_level: Option<f64>,
+    /// `prescale_anomalies_total`, summed over kinds.
+    pub anomalies: Option<u64>,
     /// Whether the admin API answered at all.
     pub reachable: bool,
 }
@@ -71,10 +78,19 @@ pub struct TotalForecast {
     /// The first step's point forecast, and the highest upper bound over the horizon.
     pub point: f64,
     pub upper: f64,
+    /// The last observed step (Unix ms): a new one is a new forecast.
+    pub origin: Option<u64>,
+    /// The point at the end of the lead window (what the scaling rule plans for).
+    pub lead_at: u64,
+    pub lead_point: f64,
+    pub lead_lower: f64,
+    pub lead_upper: f64,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Scale {
+    /// Series time of the decision (Unix ms).
+    pub at: u64,
     pub desired: u64,
     pub predictive: u64,
     pub reactive: u64,
@@ -90,16 +106,21 @@ pub struct Header {
     pub duration: Duration,
     pub peak_rate: f64,
     pub sidecar_pid: u32,
-    /// The note shown when the store was seeded with synthetic history.
+    /// The note shown when the store was seeded with earlier days.
     pub seeded: Option<String>,
+    /// Series seconds per wall second.
+    pub time_scale: u64,
+    /// A replica's start-up time (series).
+    pub startup: Duration,
 }
 
 // === impl AdminClient ===
 
 impl AdminClient {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, time_scale: f64) -> Self {
         Self {
             addr,
+            time_scale: time_scale.max(1.0),
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(10))
                 .build_http(),
@@ -147,11 +168,19 @@ impl AdminClient {
         );
         let reachable = sigs.is_some();
         Observed {
-            signatures: sigs.as_ref().map(parse_signatures),
+            signatures: sigs.as_ref().map(|v| parse_signatures(v, self.time_scale)),
             forecast: fc.as_ref().and_then(parse_forecast),
             scale: scale.as_ref().and_then(parse_scale),
-            sheds: match metrics {
-                Ok((200, text)) => parse_sheds(&text),
+            sheds: match &metrics {
+                Ok((200, text)) => parse_sheds(text),
+                _ => None,
+            },
+            preshed_level: match &metrics {
+                Ok((200, text)) => metric_sum(text, "prescale_preshed_level"),
+                _ => None,
+            },
+            anomalies: match &metrics {
+                Ok((200, text)) => metric_sum(text, "prescale_anomalies_total").map(|v| v as u64),
                 _ => None,
             },
             reachable,
@@ -167,7 +196,8 @@ fn u(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
-fn parse_signatures(v: &Value) -> Signatures {
+/// Service times are divided by `time_scale` (series time back to wall time).
+fn parse_signatures(v: &Value, time_scale: f64) -> Signatures {
     let list = v
         .get("signatures")
         .and_then(Value::as_array)
@@ -178,8 +208,8 @@ fn parse_signatures(v: &Value) -> Signatures {
                     Signature {
                         id: u(s, "id"),
                         share: f(s, "share"),
-                        mean_ms: f(cost, "mean") * 1000.0,
-                        p99_ms: f(cost, "p99") * 1000.0,
+                        mean_ms: f(cost, "mean") * 1000.0 / time_scale,
+                        p99_ms: f(cost, "p99") * 1000.0 / time_scale,
                         fanout: f(s, "mean_fanout"),
                         demand: f(s, "demand"),
                         top_route: s
@@ -208,7 +238,14 @@ fn parse_forecast(v: &Value) -> Option<TotalForecast> {
     let total = v.get("series")?.get("total")?;
     let points = total.get("points")?.as_array()?;
     let first = points.first()?;
+    let lead_steps = u(v, "lead_steps").max(1) as usize;
+    let lead = points.get(lead_steps - 1).or(points.last())?;
     Some(TotalForecast {
+        origin: v.get("origin").and_then(Value::as_u64),
+        lead_at: u(lead, "at"),
+        lead_point: f(lead, "point"),
+        lead_lower: f(lead, "lower"),
+        lead_upper: f(lead, "upper"),
         step_seconds: u(v, "step_seconds"),
         horizon_steps: u(v, "horizon_steps"),
         model: total
@@ -230,6 +267,7 @@ fn parse_scale(v: &Value) -> Option<Scale> {
         return None;
     }
     Some(Scale {
+        at: u(v, "at"),
         desired: u(d, "desired"),
         predictive: u(d, "predictive"),
         reactive: u(d, "reactive"),
@@ -241,6 +279,25 @@ fn parse_scale(v: &Value) -> Option<Scale> {
         current_demand: f(v, "current_demand"),
         capacity_per_replica: f(v, "capacity_per_replica"),
     })
+}
+
+/// The sum of a metric's samples over all label sets; None when absent.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.strip_prefix('{') {
+            Some(r) => r.split_once('}').map(|(_, v)| v),
+            None if rest.starts_with(' ') => Some(rest),
+            None => None,
+        };
+        if let Some(v) = value.and_then(|v| v.trim().parse::<f64>().ok()) {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
 }
 
 /// Sums shed decisions per tier from the Prometheus text; None when the metric is
@@ -291,12 +348,19 @@ const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
 /// A full-screen frame for a terminal.
-pub fn screen(h: &Header, elapsed: Duration, load: &Snapshot, obs: &Observed) -> String {
+pub fn screen(
+    h: &Header,
+    elapsed: Duration,
+    day: f64,
+    load: &Snapshot,
+    obs: &Observed,
+    timeline: &super::record::Timeline,
+) -> String {
     let mut s = String::with_capacity(2048);
     let total = h.duration.as_secs_f64();
     let el = elapsed.as_secs_f64().min(total);
-    let day = if total > 0.0 { el / total } else { 1.0 };
-    let _ = writeln!(s, "{CLEAR}{BOLD}prescale demo{RESET}  {DIM}a day of traffic in {total:.0} s, through the real sidecar{RESET}");
+    let done = if total > 0.0 { el / total } else { 1.0 };
+    let _ = writeln!(s, "{CLEAR}{BOLD}prescale demo{RESET}  {DIM}time scale {}: one wall second is {} s of the day, through the real sidecar{RESET}", h.time_scale, h.time_scale);
     let _ = writeln!(
         s,
         "sidecar pid {}  inbound http://{}  admin http://{}",
@@ -309,7 +373,7 @@ pub fn screen(h: &Header, elapsed: Duration, load: &Snapshot, obs: &Observed) ->
     );
     let _ = writeln!(s);
     let bar_width = 40usize;
-    let filled = ((day * bar_width as f64).round() as usize).min(bar_width);
+    let filled = ((done * bar_width as f64).round() as usize).min(bar_width);
     let _ = writeln!(
         s,
         "{BOLD}time{RESET}      {el:>5.1} s / {total:.0} s  [{}{}]  day clock {}",
@@ -399,15 +463,24 @@ pub fn screen(h: &Header, elapsed: Duration, load: &Snapshot, obs: &Observed) ->
         Some(sc) => {
             let _ = writeln!(
                 s,
-                "{BOLD}replicas{RESET}  desired {}  (predictive {}, reactive {}; reason {}; {:.2} workers per replica)",
-                sc.desired, sc.predictive, sc.reactive, sc.reason, sc.capacity_per_replica
+                "{BOLD}replicas{RESET}  desired {}  (predictive {}, reactive {}; reason {}; {:.2} workers per replica; start-up {} min)",
+                sc.desired, sc.predictive, sc.reactive, sc.reason, sc.capacity_per_replica, h.startup.as_secs() / 60
             );
         }
         None => {
             let _ = writeln!(s, "{BOLD}replicas{RESET}  waiting for the first decision");
         }
     }
-    let _ = writeln!(s, "{BOLD}sheds{RESET}     {}", sheds(obs.sheds.as_ref()));
+    let _ = writeln!(
+        s,
+        "{BOLD}sheds{RESET}     {}  (pre-shed level {:.2}; batch shed {})",
+        sheds(obs.sheds.as_ref()),
+        obs.preshed_level.unwrap_or(0.0),
+        load.shed
+    );
+    let _ = writeln!(s, "{BOLD}anomalies{RESET} {}", obs.anomalies.unwrap_or(0));
+    let _ = writeln!(s);
+    chart(&mut s, timeline);
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -416,8 +489,44 @@ pub fn screen(h: &Header, elapsed: Duration, load: &Snapshot, obs: &Observed) ->
     s
 }
 
+/// Sparklines of the last refreshes: demand, the forecast's upper bound at the lead,
+/// desired replicas.
+fn chart(s: &mut String, timeline: &super::record::Timeline) {
+    const WIDTH: usize = 60;
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let tail = &timeline.samples[timeline.samples.len().saturating_sub(WIDTH)..];
+    let spark = |v: &[f64], max: f64| -> String {
+        v.iter()
+            .map(|x| {
+                let i = ((x / max.max(1e-9)) * 7.0).round().clamp(0.0, 7.0) as usize;
+                BARS.get(i).copied().unwrap_or(' ')
+            })
+            .collect()
+    };
+    let demand: Vec<f64> = tail.iter().map(|x| x.demand).collect();
+    let upper: Vec<f64> = tail
+        .iter()
+        .map(|x| x.forecast_upper.unwrap_or(0.0))
+        .collect();
+    let desired: Vec<f64> = tail.iter().map(|x| f64::from(x.desired)).collect();
+    let dmax = demand.iter().chain(&upper).copied().fold(0.0, f64::max);
+    let rmax = desired.iter().copied().fold(1.0, f64::max);
+    let _ = writeln!(s, "{DIM}last {} refreshes, oldest left{RESET}", tail.len());
+    let _ = writeln!(s, "  demand          {}", spark(&demand, dmax));
+    let _ = writeln!(
+        s,
+        "  forecast upper  {}  {DIM}(at the lead){RESET}",
+        spark(&upper, dmax)
+    );
+    let _ = writeln!(
+        s,
+        "  desired         {}  {DIM}(max {rmax:.0}){RESET}",
+        spark(&desired, rmax)
+    );
+}
+
 /// One compact line, for logs and pipes.
-pub fn line(h: &Header, elapsed: Duration, load: &Snapshot, obs: &Observed) -> String {
+pub fn line(h: &Header, elapsed: Duration, day: f64, load: &Snapshot, obs: &Observed) -> String {
     let total = h.duration.as_secs_f64();
     let el = elapsed.as_secs_f64().min(total);
     let sigs = obs.signatures.as_ref().map_or("?".to_string(), |s| {
@@ -430,22 +539,33 @@ pub fn line(h: &Header, elapsed: Duration, load: &Snapshot, obs: &Observed) -> S
     });
     let fc = obs.forecast.as_ref().map_or("waiting".to_string(), |f| {
         let seeded = if h.seeded.is_some() { " (seeded)" } else { "" };
-        format!("{:.2}/{:.2}{seeded}", f.point, f.upper)
+        format!(
+            "{:.2} [{:.2}, {:.2}] at +{} min{seeded}",
+            f.lead_point,
+            f.lead_lower,
+            f.lead_upper,
+            h.startup.as_secs() / 60
+        )
     });
-    let replicas = obs
-        .scale
-        .as_ref()
-        .map_or("?".to_string(), |s| s.desired.to_string());
+    let replicas = obs.scale.as_ref().map_or("?".to_string(), |s| {
+        format!(
+            "{} (predictive {}, reactive {}; {})",
+            s.desired, s.predictive, s.reactive, s.reason
+        )
+    });
     format!(
-        "[{el:>4.0}s/{total:.0}s {}] offered {:.0} req/s  ok {} failed {}  sigs {}  demand {}  forecast {}  replicas {}  sheds {}",
-        shape::clock(if total > 0.0 { el / total } else { 1.0 }),
+        "[{el:>4.0}s/{total:.0}s {}] offered {:.0} req/s  ok {} failed {} shed {}  sigs {}  demand {}  forecast {}  replicas {}  pre-shed {:.2}  anomalies {}  sheds {}",
+        shape::clock(day),
         load.offered_rate,
         load.ok,
         load.failed,
+        load.shed,
         sigs,
         num(obs.scale.as_ref().map(|s| s.current_demand)),
         fc,
         replicas,
+        obs.preshed_level.unwrap_or(0.0),
+        obs.anomalies.unwrap_or(0),
         sheds(obs.sheds.as_ref()),
     )
 }
@@ -496,7 +616,7 @@ prescale_admission_decisions_total{tier=\"batch\",decision=\"shed\",reason=\"rat
                 "service_time_seconds": {"mean": 0.002, "p99": 0.004},
                 "top_routes": [{"route": "/api/items/{id}", "requests": 10}]}]
         });
-        let s = parse_signatures(&sigs);
+        let s = parse_signatures(&sigs, 1.0);
         assert_eq!(s.list.len(), 1);
         assert_eq!(s.list[0].top_route, "/api/items/{id}");
         assert!((s.list[0].mean_ms - 2.0).abs() < 1e-9);

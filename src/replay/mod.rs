@@ -10,9 +10,9 @@ pub mod input;
 
 mod forecasts;
 mod output;
-mod pool;
+pub(crate) mod pool;
 mod report;
-mod sim;
+pub(crate) mod sim;
 mod trace;
 
 use self::forecasts::Forecasts;

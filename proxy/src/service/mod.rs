@@ -370,7 +370,11 @@ impl ProxyHttp for Sidecar {
             let completion = Completion {
                 request_bytes: session.body_bytes_read() as u64,
                 response_bytes: session.body_bytes_sent() as u64,
-                service_time_us: u64::try_from(ctx.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                // In series time: `--time-scale` stretches it with the clock.
+                service_time_us: u64::try_from(
+                    crate::clock::series(ctx.start.elapsed()).as_micros(),
+                )
+                .unwrap_or(u64::MAX),
                 status,
                 fanout: 0,
             };

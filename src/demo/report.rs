@@ -1,0 +1,364 @@
+//! The demo's HTML report: one self-contained page (inline SVG from plotters, no
+//! external assets) with demand against the forecast band, the replicas each rule and
+//! the project's HPA asked for, pre-shedding, and the numbers of the summary.
+
+use super::record::{Analysis, Sample};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+/// Draws one chart of the run.
+type PlotFn = fn(&[Sample], &Analysis, &DrawingArea<SVGBackend, Shift>) -> Drawn;
+/// A line of the replicas chart: name, colour, points.
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+
+const SIZE: (u32, u32) = (960, 320);
+const DAY_MS: u64 = 86_400_000;
+
+/// The run's settings, shown with the numbers.
+pub struct Context {
+    pub time_scale: u64,
+    pub startup: Duration,
+    pub capacity_per_replica: f64,
+    pub target_utilization: f64,
+    pub peak_rate: u32,
+    pub seeded: Option<String>,
+}
+
+/// Writes the report to `path`.
+pub fn write(path: &Path, samples: &[Sample], a: &Analysis, ctx: &Context) -> std::io::Result<()> {
+    std::fs::write(path, html(samples, a, ctx))
+}
+
+/// Hours of the day (series time) of a sample.
+fn hour(at: u64) -> f64 {
+    (at % DAY_MS) as f64 / 3_600_000.0
+}
+
+fn html(samples: &[Sample], a: &Analysis, ctx: &Context) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>prescale demo report</title>\
+         <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}\
+         td,th{{padding:2px 10px;text-align:left}}</style></head><body>\
+         <h1>prescale demo</h1><p>Time scale {}: one wall second counted as {} s of the day. \
+         Replica start-up time {} min, {:.2} busy workers per replica at {:.0} % target \
+         utilisation, peak {} req/s. {}</p>",
+        ctx.time_scale,
+        ctx.time_scale,
+        ctx.startup.as_secs() / 60,
+        ctx.capacity_per_replica,
+        ctx.target_utilization * 100.0,
+        ctx.peak_rate,
+        ctx.seeded.as_deref().unwrap_or("No history seeded."),
+    );
+    let min = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:+.1} min", v / 60.0));
+    let clock = |t: Option<u64>| {
+        t.map_or("never".into(), |t| {
+            let m = (t % DAY_MS) / 60_000;
+            format!("{:02}:{:02}", m / 60, m % 60)
+        })
+    };
+    let rows = [
+        ("forecast changes", a.forecast_changes.to_string()),
+        (
+            "predictive lead over demand (median per replica of the ramp)",
+            min(a.predictive_lead_s),
+        ),
+        ("HPA lead over demand (same levels)", min(a.hpa_lead_s)),
+        (
+            "ramp's middle level first asked for: predictive / reactive / HPA",
+            format!(
+                "{} / {} / {}",
+                clock(a.predictive_first_raise),
+                clock(a.reactive_first_raise),
+                clock(a.hpa_first_raise)
+            ),
+        ),
+        (
+            "minutes short of ready capacity: prescale / HPA",
+            format!(
+                "{:.0} / {:.0}",
+                a.prescale_short_minutes, a.hpa_short_minutes
+            ),
+        ),
+        (
+            "peak pre-shed level: lunch spike / whole run",
+            format!("{:.2} / {:.2}", a.spike_preshed, a.peak_preshed),
+        ),
+        ("batch requests shed", a.batch_shed.to_string()),
+        (
+            "anomalies raised: lunch spike / whole run (first)",
+            format!(
+                "{} / {} ({})",
+                a.spike_anomalies,
+                a.anomalies,
+                clock(a.first_anomaly)
+            ),
+        ),
+    ];
+    h.push_str("<table>");
+    for (k, v) in rows {
+        let _ = write!(h, "<tr><th>{k}</th><td>{v}</td></tr>");
+    }
+    h.push_str("</table><h2>Ramp, replica by replica</h2><table><tr><th>replicas</th><th>offered demand needed them</th><th>predictive asked</th><th>HPA asked</th></tr>");
+    for l in &a.levels {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            l.replicas,
+            clock(Some(l.demand_at)),
+            clock(l.predictive_at),
+            clock(l.hpa_at)
+        );
+    }
+    h.push_str("</table>");
+    let plots: [(&str, PlotFn); 3] = [
+        (
+            "Demand and the forecast band (drawn at the time it forecast, one lead ahead)",
+            demand_plot,
+        ),
+        (
+            "Desired replicas: predictive rule, reactive rule, the sidecar's decision, the HPA",
+            replicas_plot,
+        ),
+        (
+            "Pre-shed level (share of sheddable demand refused ahead)",
+            preshed_plot,
+        ),
+    ];
+    for (title, plot) in plots {
+        let _ = write!(h, "<h2>{title}</h2>{}", svg(samples, a, plot));
+    }
+    // The data behind the charts, for anyone who wants to plot it differently.
+    let data = serde_json::json!({ "analysis": a, "samples": samples });
+    let _ = write!(
+        h,
+        "<script type=\"application/json\" id=\"timeline\">{}</script>",
+        data.to_string().replace("</", "<\\/")
+    );
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn svg(samples: &[Sample], a: &Analysis, plot: PlotFn) -> String {
+    let mut buf = String::new();
+    let outcome = {
+        let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
+        let drawn = root
+            .fill(&WHITE)
+            .map_err(Into::into)
+            .and_then(|_| plot(samples, a, &root));
+        drawn.and_then(|_| root.present().map_err(Into::into))
+    };
+    match outcome {
+        // An empty run still gets an (empty) chart.
+        Ok(()) => buf,
+        Err(e) => format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text x=\"10\" y=\"20\">plot unavailable: {}</text></svg>", e.to_string().replace('<', "&lt;")),
+    }
+}
+
+fn x_range(samples: &[Sample]) -> std::ops::Range<f64> {
+    let a = samples.first().map_or(0.0, |s| hour(s.at));
+    let b = samples
+        .iter()
+        .filter_map(|s| s.forecast_at.map(hour))
+        .chain(samples.last().map(|s| hour(s.at)))
+        .fold(a, f64::max);
+    a..b.max(a + 1e-3)
+}
+
+fn legend(x: i32, y: i32, c: RGBColor) -> PathElement<(i32, i32)> {
+    PathElement::new(vec![(x, y), (x + 20, y)], c)
+}
+
+fn demand_plot(samples: &[Sample], _: &Analysis, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
+    let ymax = samples
+        .iter()
+        .flat_map(|s| [Some(s.demand), Some(s.offered), s.forecast_upper])
+        .flatten()
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.05;
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x_range(samples), 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc("hour of the day")
+        .y_desc("busy workers")
+        .draw()?;
+    let band: Vec<(f64, f64, f64, f64)> = samples
+        .iter()
+        .filter_map(|s| {
+            Some((
+                hour(s.forecast_at?),
+                s.forecast_lower?,
+                s.forecast_point?,
+                s.forecast_upper?,
+            ))
+        })
+        .collect();
+    if band.len() >= 2 {
+        let mut poly: Vec<(f64, f64)> = band.iter().map(|b| (b.0, b.3)).collect();
+        poly.extend(band.iter().rev().map(|b| (b.0, b.1)));
+        chart.draw_series(std::iter::once(Polygon::new(poly, BLUE.mix(0.2))))?;
+    }
+    chart
+        .draw_series(LineSeries::new(band.iter().map(|b| (b.0, b.2)), BLUE))?
+        .label("forecast point (band: interval)")
+        .legend(|(x, y)| legend(x, y, BLUE));
+    chart
+        .draw_series(LineSeries::new(
+            samples.iter().map(|s| (hour(s.at), s.demand)),
+            BLACK,
+        ))?
+        .label("demand (measured, last step)")
+        .legend(|(x, y)| legend(x, y, BLACK));
+    let grey = RGBColor(150, 150, 150);
+    chart
+        .draw_series(LineSeries::new(
+            samples.iter().map(|s| (hour(s.at), s.offered)),
+            grey,
+        ))?
+        .label("offered (rate x mean service time)")
+        .legend(move |(x, y)| legend(x, y, grey));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn replicas_plot(samples: &[Sample], a: &Analysis, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
+    let ymax = samples
+        .iter()
+        .map(|s| s.desired.max(s.predictive).max(s.reactive))
+        .chain(a.hpa_desired.iter().copied())
+        .max()
+        .unwrap_or(1) as f64
+        + 1.0;
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x_range(samples), 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc("hour of the day")
+        .y_desc("replicas")
+        .draw()?;
+    let orange = RGBColor(230, 120, 0);
+    let series: [Line; 4] = [
+        (
+            "predictive rule",
+            BLUE,
+            samples
+                .iter()
+                .map(|s| (hour(s.at), f64::from(s.predictive)))
+                .collect(),
+        ),
+        (
+            "reactive rule",
+            RED,
+            samples
+                .iter()
+                .map(|s| (hour(s.at), f64::from(s.reactive)))
+                .collect(),
+        ),
+        (
+            "desired (the sidecar's decision)",
+            BLACK,
+            samples
+                .iter()
+                .map(|s| (hour(s.at), f64::from(s.desired)))
+                .collect(),
+        ),
+        (
+            "HPA on the same demand",
+            orange,
+            samples
+                .iter()
+                .zip(&a.hpa_desired)
+                .map(|(s, d)| (hour(s.at), f64::from(*d)))
+                .collect(),
+        ),
+    ];
+    for (name, color, pts) in series {
+        chart
+            .draw_series(LineSeries::new(pts, color))?
+            .label(name)
+            .legend(move |(x, y)| legend(x, y, color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn preshed_plot(samples: &[Sample], _: &Analysis, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x_range(samples), 0f64..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("hour of the day")
+        .y_desc("level")
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        samples.iter().map(|s| (hour(s.at), s.preshed_level)),
+        RED,
+    ))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_is_one_page_with_inline_svg() {
+        let samples: Vec<Sample> = (0..30u64)
+            .map(|i| Sample {
+                at: 5 * 3_600_000 + i * 60_000,
+                demand: i as f64 / 10.0,
+                forecast_at: Some(5 * 3_600_000 + (i + 20) * 60_000),
+                forecast_point: Some(1.0),
+                forecast_lower: Some(0.5),
+                forecast_upper: Some(1.5),
+                desired: 2,
+                predictive: 2,
+                reactive: 1,
+                ..Sample::default()
+            })
+            .collect();
+        let a = Analysis {
+            hpa_desired: vec![1; 30],
+            ..Analysis::default()
+        };
+        let ctx = Context {
+            time_scale: 600,
+            startup: Duration::from_secs(1200),
+            capacity_per_replica: 0.4,
+            target_utilization: 0.7,
+            peak_rate: 200,
+            seeded: None,
+        };
+        let page = html(&samples, &a, &ctx);
+        assert_eq!(page.matches("<svg").count(), 3, "{page}");
+        assert!(!page.contains("plot unavailable"));
+        assert!(!page.contains("src=\"http"));
+    }
+}
