@@ -1,7 +1,13 @@
 //! The `prescale` binary: command line, logging, and the hand-off to the proxy.
 #![forbid(unsafe_code)]
+// The package allows it for tests and benches (Cargo.toml); the binary keeps the ban.
+#![warn(clippy::disallowed_methods)]
 
 mod default_config;
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the demo's load generator and timers pace real traffic on the wall clock"
+)]
 mod demo;
 mod forecast_cmd;
 mod inject;

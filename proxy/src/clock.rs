@@ -14,11 +14,33 @@
 //!   never run backwards; a restart adopts the system clock again.
 //!
 //! Timestamps sent to other systems (alerts, webhooks) use the system clock.
+//!
+//! [`Clock`] is the one clock: made once at start (`Clock::system`) and handed to
+//! everything that reads time — the data path's admission and health (monotonic
+//! microseconds), the profiler and forecaster (series time). It is the only place
+//! `Instant::now` and `SystemTime::now` are called (`clippy.toml` bans them elsewhere).
+//! A scale factor lets one wall second count as several for series time (a demo);
+//! admission and health always run on real time.
 
 use prescale_profiler::sample::Millis;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Microseconds on the monotonic clock since the [`Clock`] started.
+pub type Micros = u64;
+
+/// The one clock, shared by cloning (one start, one series offset).
+#[derive(Clone, Debug)]
+pub struct Clock(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    epoch: Instant,
+    series: SeriesClock,
+    /// Series seconds per wall second (1 but in a demo).
+    scale: f64,
+}
 
 /// Differences up to this are the two clocks' ordinary drift and slew: ignored.
 pub const STEP: Millis = 60_000;
@@ -87,21 +109,105 @@ impl SeriesClock {
     }
 }
 
-fn global() -> &'static (Instant, SeriesClock) {
-    static CLOCK: OnceLock<(Instant, SeriesClock)> = OnceLock::new();
-    CLOCK.get_or_init(|| (Instant::now(), SeriesClock::new(system_ms())))
+// === impl Clock ===
+
+impl Clock {
+    /// The clock of a running sidecar: series time starts at the system clock.
+    pub fn system() -> Self {
+        Self::scaled(1.0)
+    }
+
+    /// Series time runs `scale` times as fast as the wall clock (a demo); `scale` is
+    /// clamped to [1, 3600].
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one place time is read"
+    )]
+    pub fn scaled(scale: f64) -> Self {
+        let scale = if scale.is_finite() {
+            scale.clamp(1.0, 3600.0)
+        } else {
+            1.0
+        };
+        Self(Arc::new(Inner {
+            epoch: Instant::now(),
+            series: SeriesClock::new(system_ms()),
+            scale,
+        }))
+    }
+
+    /// Series time now (the data path stamps requests with it): two adds, one load.
+    pub fn now_ms(&self) -> Millis {
+        self.0.series.at(self.series_elapsed())
+    }
+
+    /// Monotonic microseconds since the start, unscaled: admission's and passive
+    /// health's `now`.
+    pub fn now_micros(&self) -> Micros {
+        u64::try_from(self.0.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// A monotonic instant, for measuring how long something took.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one place time is read"
+    )]
+    pub fn instant(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Unix seconds on the system clock (metrics such as last-success times).
+    pub fn unix_secs(&self) -> f64 {
+        system_ms() as f64 / 1000.0
+    }
+
+    fn series_elapsed(&self) -> Duration {
+        let e = self.0.epoch.elapsed();
+        if self.0.scale == 1.0 {
+            e
+        } else {
+            e.mul_f64(self.0.scale)
+        }
+    }
+
+    /// Checks the system clock (from the profiler's tick), logging a step. A scaled
+    /// clock runs ahead of the system clock on purpose: not checked.
+    pub fn resync(&self) {
+        if self.0.scale != 1.0 {
+            return;
+        }
+        resync_with(&self.0.series, self.series_elapsed(), system_ms());
+    }
 }
 
-/// Series time now (the data path stamps requests with it).
-pub fn now_ms() -> Millis {
-    let (epoch, clock) = global();
-    clock.at(epoch.elapsed())
+/// Measures how long something took (compute time in reports and logs): a monotonic
+/// duration, never a time of day or an input to a decision, so it needs no injected
+/// clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one place time is read"
+    )]
+    pub fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
 }
 
-/// Checks the system clock (from the profiler's tick), logging a step.
-pub fn resync() {
-    let (epoch, clock) = global();
-    match clock.resync(epoch.elapsed(), system_ms()) {
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+fn resync_with(clock: &SeriesClock, elapsed: Duration, system: Millis) {
+    match clock.resync(elapsed, system) {
         Resync::Forward(ms) => {
             tracing::warn!(
                 ahead_ms = ms,
@@ -118,7 +224,11 @@ pub fn resync() {
     }
 }
 
-/// The system clock, Unix ms.
+/// The system clock, Unix ms (timestamps other systems compare with theirs).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the clock module is the one place time is read"
+)]
 pub fn system_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -165,11 +275,24 @@ mod tests {
     }
 
     #[test]
-    fn the_global_clock_starts_at_the_system_clock_and_is_monotonic() {
-        let a = now_ms();
+    fn the_clock_starts_at_the_system_clock_and_is_monotonic() {
+        let c = Clock::system();
+        let a = c.now_ms();
         let sys = system_ms();
         assert!(a.abs_diff(sys) < STEP, "{a} vs {sys}");
-        let b = now_ms();
+        let b = c.clone().now_ms();
         assert!(b >= a);
+        assert!(c.now_micros() <= c.now_micros());
+    }
+
+    #[test]
+    fn a_scaled_clock_runs_series_time_faster_and_admission_time_at_wall_speed() {
+        let c = Clock::scaled(60.0);
+        let (s0, m0) = (c.now_ms(), c.now_micros());
+        std::thread::sleep(Duration::from_millis(50));
+        let (s1, m1) = (c.now_ms(), c.now_micros());
+        // 50 ms of wall time: at least 3 s of series time, but only ~50 ms of micros.
+        assert!(s1 - s0 >= 3_000, "{}", s1 - s0);
+        assert!((50_000..1_000_000).contains(&(m1 - m0)), "{}", m1 - m0);
     }
 }
