@@ -6,7 +6,7 @@ use prescale_profiler::forecast::eval::{evaluate_at, Evaluation};
 use prescale_profiler::forecast::ForecastParams;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Evaluate the sidecar's forecaster on a `timestamp,value` CSV (rolling origin).
 #[derive(clap::Args)]
@@ -78,7 +78,7 @@ pub fn run(args: &ForecastArgs) -> Result<(), ForecastError> {
         .as_ref()
         .and_then(|o| o.first().copied())
         .unwrap_or(warmup.max(1));
-    let started = Instant::now();
+    let started = prescale_proxy::clock::Stopwatch::start();
     let ev = evaluate_at(&series.values, params.clone(), from, origins.as_ref());
     let took = started.elapsed();
     std::fs::create_dir_all(&args.out)

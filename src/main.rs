@@ -1,7 +1,13 @@
 //! The `prescale` binary: command line, logging, and the hand-off to the proxy.
 #![forbid(unsafe_code)]
+// The package allows it for tests and benches (Cargo.toml); the binary keeps the ban.
+#![warn(clippy::disallowed_methods)]
 
 mod default_config;
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the demo's load generator and timers pace real traffic on the wall clock"
+)]
 mod demo;
 mod forecast_cmd;
 mod inject;
@@ -109,17 +115,19 @@ fn main() -> ExitCode {
             time_scale,
             time_start,
         } => {
-            if time_scale > 1 || time_start.is_some() {
-                scale_time(time_scale, time_start);
-            }
-            run(config)
+            let clock = if time_scale > 1 || time_start.is_some() {
+                scaled_clock(time_scale, time_start)
+            } else {
+                prescale_proxy::clock::Clock::system()
+            };
+            run(config, clock)
         }
     }
 }
 
 /// `prescale run`: the config file given, else the built-in default (said in the first
 /// log line, so nobody mistakes the example's ports for their own config).
-fn run(config: Option<PathBuf>) -> ExitCode {
+fn run(config: Option<PathBuf>, clock: prescale_proxy::clock::Clock) -> ExitCode {
     let source = match config {
         Some(path) => prescale_proxy::ConfigSource::File(path),
         None => {
@@ -138,7 +146,7 @@ fn run(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    match prescale_proxy::run(source, cfg, prescale_control::start) {
+    match prescale_proxy::run(source, cfg, clock, prescale_control::start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -147,22 +155,20 @@ fn run(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// `run --time-scale`: installs the scaled series clock and says so first.
-fn scale_time(factor: u64, start: Option<std::time::SystemTime>) {
+/// `run --time-scale`: the scaled series clock, said first.
+fn scaled_clock(factor: u64, start: Option<std::time::SystemTime>) -> prescale_proxy::clock::Clock {
     let start_ms = start
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or_else(prescale_proxy::clock::system_ms, |d| d.as_millis() as u64);
-    if !prescale_proxy::clock::install_scaled(start_ms, factor) {
-        // Nothing reads the clock before this; should that change, say so loudly.
-        tracing::error!("--time-scale ignored: the series clock was already in use");
-        return;
-    }
+    let clock = prescale_proxy::clock::Clock::scaled_from(start_ms, factor as f64);
     tracing::warn!(
-        time_scale = factor,
+        time_scale = clock.scale(),
         series_start_ms = start_ms,
-        "DEMO ONLY: --time-scale in force; one wall second counts as {factor} s for series, \
-         forecasts, scaling and timers. Never run production traffic like this."
+        "DEMO ONLY: --time-scale in force; one wall second counts as {} s for series, \
+         forecasts, scaling and timers. Never run production traffic like this.",
+        clock.scale()
     );
+    clock
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`, pingora's chatter at warn).

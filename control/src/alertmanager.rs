@@ -12,7 +12,7 @@
 //! raise anomalies; each batch is retried with jittered backoff, and whatever is still
 //! firing goes out with the next batch anyway.
 
-use crate::signals::backoff;
+use crate::signals::backoff::{self, system_now};
 use crate::signals::client::Endpoint;
 use crate::signals::rfc3339;
 use crate::signals::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
@@ -29,7 +29,7 @@ use prescale_proxy::metrics as m;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Firing alerts kept; beyond it a newly raised anomaly is not alerted (and logged).
@@ -347,7 +347,7 @@ impl Signal for AlertSignal {
                 Attempt::Retry {
                     status: Some(a.status.as_u16()),
                     error: format!("{} answered {}", me.sink.name(), a.status),
-                    retry_after: backoff::retry_after(&a.headers, SystemTime::now()),
+                    retry_after: backoff::retry_after(&a.headers, system_now()),
                 }
             }
             // A 4xx other than 429: the same body would be refused again.

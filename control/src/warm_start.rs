@@ -22,7 +22,6 @@ use prescale_proxy::forecasting::WarmStart;
 use prescale_proxy::metrics as m;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 /// The largest `query_range` answer read (11 000 points of a few series fit easily).
 const MAX_ANSWER: usize = 32 * 1024 * 1024;
@@ -105,7 +104,7 @@ pub fn seed(
     step_ms: Millis,
     make: impl FnOnce() -> Forecaster,
 ) -> Option<(Forecaster, Millis, f64)> {
-    let started = Instant::now();
+    let started = prescale_proxy::clock::Stopwatch::start();
     let history = match fetch(cfg, now, step_ms) {
         Ok(h) => h,
         Err(e) => {

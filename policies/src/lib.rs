@@ -2,6 +2,8 @@
 //!
 //! Pure code: it never touches the network or the wall clock; `now` is an argument.
 #![forbid(unsafe_code)]
+// No clock here: time is an argument (clippy.toml; allowed for tests in Cargo.toml).
+#![cfg_attr(not(test), warn(clippy::disallowed_methods))]
 // A panic here takes the service beside us down with it: outside tests, every
 // fallible step must be handled (reasoned, local `allow`s where truly unreachable).
 #![cfg_attr(

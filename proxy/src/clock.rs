@@ -15,17 +15,32 @@
 //!
 //! Timestamps sent to other systems (alerts, webhooks) use the system clock.
 //!
-//! Demo only: a *scaled* clock ([`SeriesClock::scaled`], installed by [`install_scaled`]
-//! from `prescale run --time-scale N`) starts at a chosen time and counts N series
-//! milliseconds per monotonic one, so a day of series, forecasts and scaling fits in
-//! minutes. It never resyncs (its time is not the system's), request service times are
-//! stretched by the same factor ([`series`]) so demand (busy concurrency) is unchanged,
-//! and the timers that pace series-time work wait [`wall`] of their configured period.
+//! [`Clock`] is the one clock: made once at start (`Clock::system`) and handed to
+//! everything that reads time — the data path's admission and health (monotonic
+//! microseconds), the profiler and forecaster (series time). It is the only place
+//! `Instant::now` and `SystemTime::now` are called (`clippy.toml` bans them elsewhere).
+//! A scale factor lets one wall second count as several for series time (a demo);
+//! admission and health always run on real time.
 
 use prescale_profiler::sample::Millis;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Microseconds on the monotonic clock since the [`Clock`] started.
+pub type Micros = u64;
+
+/// The one clock, shared by cloning (one start, one series offset).
+#[derive(Clone, Debug)]
+pub struct Clock(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    epoch: Instant,
+    series: SeriesClock,
+    /// Series seconds per wall second (1 but in a demo).
+    scale: f64,
+}
 
 /// Differences up to this are the two clocks' ordinary drift and slew: ignored.
 pub const STEP: Millis = 60_000;
@@ -34,8 +49,6 @@ pub const STEP: Millis = 60_000;
 #[derive(Debug)]
 pub struct SeriesClock {
     start: Millis,
-    /// Series milliseconds per monotonic millisecond: 1 except in the demo.
-    factor: u64,
     /// Forward catch-ups so far.
     offset: AtomicU64,
     /// The system clock is behind (warned once per episode).
@@ -60,15 +73,8 @@ pub enum Resync {
 impl SeriesClock {
     /// A clock reading `start` (Unix ms) at monotonic elapsed zero.
     pub fn new(start: Millis) -> Self {
-        Self::scaled(start, 1)
-    }
-
-    /// A clock reading `start` at elapsed zero and running `factor` times faster than
-    /// the monotonic clock (demo only; a factor of 0 counts as 1).
-    pub fn scaled(start: Millis, factor: u64) -> Self {
         Self {
             start,
-            factor: factor.max(1),
             offset: AtomicU64::new(0),
             behind: AtomicBool::new(false),
         }
@@ -76,9 +82,7 @@ impl SeriesClock {
 
     /// Series time `elapsed` after the start: two adds and one relaxed load.
     pub fn at(&self, elapsed: Duration) -> Millis {
-        let ms = u64::try_from(elapsed.as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_mul(self.factor);
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         self.start
             .saturating_add(ms)
             .saturating_add(self.offset.load(Relaxed))
@@ -86,10 +90,6 @@ impl SeriesClock {
 
     /// Compares with the system clock reading `system` at `elapsed`; see the module doc.
     pub fn resync(&self, elapsed: Duration, system: Millis) -> Resync {
-        if self.factor != 1 {
-            // A scaled clock leaves the system's time on purpose.
-            return Resync::InStep;
-        }
         let ours = self.at(elapsed);
         if system > ours.saturating_add(STEP) {
             let ahead = system - ours;
@@ -109,46 +109,140 @@ impl SeriesClock {
     }
 }
 
-static CLOCK: OnceLock<(Instant, SeriesClock)> = OnceLock::new();
+// === impl Clock ===
 
-fn global() -> &'static (Instant, SeriesClock) {
-    CLOCK.get_or_init(|| (Instant::now(), SeriesClock::new(system_ms())))
+impl Clock {
+    /// The clock of a running sidecar: series time starts at the system clock.
+    pub fn system() -> Self {
+        Self::scaled(1.0)
+    }
+
+    /// Series time runs `scale` times as fast as the wall clock (a demo); `scale` is
+    /// clamped to [1, 3600].
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one place time is read"
+    )]
+    pub fn scaled(scale: f64) -> Self {
+        Self::scaled_from(system_ms(), scale)
+    }
+
+    /// As [`Clock::scaled`], with series time starting at `start` (Unix ms): a demo
+    /// day can begin at 03:00 whatever the time of day.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one place time is read"
+    )]
+    pub fn scaled_from(start: Millis, scale: f64) -> Self {
+        let scale = if scale.is_finite() {
+            scale.clamp(1.0, 3600.0)
+        } else {
+            1.0
+        };
+        Self(Arc::new(Inner {
+            epoch: Instant::now(),
+            series: SeriesClock::new(start),
+            scale,
+        }))
+    }
+
+    /// Series seconds per wall second (1 but in a demo).
+    pub fn scale(&self) -> f64 {
+        self.0.scale
+    }
+
+    /// The wall time a series-time period takes (a decision period, a flush
+    /// interval): timers wait this long.
+    pub fn wall(&self, series: Duration) -> Duration {
+        if self.0.scale == 1.0 {
+            series
+        } else {
+            series.div_f64(self.0.scale)
+        }
+    }
+
+    /// The series time a wall duration counts as (a request's service time, so that
+    /// demand in busy concurrency is the same at any scale).
+    pub fn series(&self, wall: Duration) -> Duration {
+        if self.0.scale == 1.0 {
+            wall
+        } else {
+            wall.mul_f64(self.0.scale)
+        }
+    }
+
+    /// Series time now (the data path stamps requests with it): two adds, one load.
+    pub fn now_ms(&self) -> Millis {
+        self.0.series.at(self.series_elapsed())
+    }
+
+    /// Monotonic microseconds since the start, unscaled: admission's and passive
+    /// health's `now`.
+    pub fn now_micros(&self) -> Micros {
+        u64::try_from(self.0.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// A monotonic instant, for measuring how long something took.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one place time is read"
+    )]
+    pub fn instant(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Unix seconds on the system clock (metrics such as last-success times).
+    pub fn unix_secs(&self) -> f64 {
+        system_ms() as f64 / 1000.0
+    }
+
+    fn series_elapsed(&self) -> Duration {
+        let e = self.0.epoch.elapsed();
+        if self.0.scale == 1.0 {
+            e
+        } else {
+            e.mul_f64(self.0.scale)
+        }
+    }
+
+    /// Checks the system clock (from the profiler's tick), logging a step. A scaled
+    /// clock runs ahead of the system clock on purpose: not checked.
+    pub fn resync(&self) {
+        if self.0.scale != 1.0 {
+            return;
+        }
+        resync_with(&self.0.series, self.series_elapsed(), system_ms());
+    }
 }
 
-/// Demo only: makes series time start at `start` (Unix ms) now and run `factor` times
-/// faster. Must come before anything reads the clock; returns false (and changes
-/// nothing) when the clock was already in use.
-pub fn install_scaled(start: Millis, factor: u64) -> bool {
-    CLOCK
-        .set((Instant::now(), SeriesClock::scaled(start, factor)))
-        .is_ok()
+/// Measures how long something took (compute time in reports and logs): a monotonic
+/// duration, never a time of day or an input to a decision, so it needs no injected
+/// clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the clock module is the one place time is read"
+    )]
+    pub fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
 }
 
-/// Series milliseconds per wall millisecond: 1 unless `--time-scale` is in force.
-pub fn factor() -> u64 {
-    global().1.factor
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
 }
 
-/// The wall time a timer waits for a `series` period (`series` itself when unscaled).
-pub fn wall(series: Duration) -> Duration {
-    series / u32::try_from(factor()).unwrap_or(u32::MAX)
-}
-
-/// A wall duration measured on the data path, in series time (the demo's stretch).
-pub fn series(wall: Duration) -> Duration {
-    wall.saturating_mul(u32::try_from(factor()).unwrap_or(u32::MAX))
-}
-
-/// Series time now (the data path stamps requests with it).
-pub fn now_ms() -> Millis {
-    let (epoch, clock) = global();
-    clock.at(epoch.elapsed())
-}
-
-/// Checks the system clock (from the profiler's tick), logging a step.
-pub fn resync() {
-    let (epoch, clock) = global();
-    match clock.resync(epoch.elapsed(), system_ms()) {
+fn resync_with(clock: &SeriesClock, elapsed: Duration, system: Millis) {
+    match clock.resync(elapsed, system) {
         Resync::Forward(ms) => {
             tracing::warn!(
                 ahead_ms = ms,
@@ -165,7 +259,11 @@ pub fn resync() {
     }
 }
 
-/// The system clock, Unix ms.
+/// The system clock, Unix ms (timestamps other systems compare with theirs).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the clock module is the one place time is read"
+)]
 pub fn system_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -212,22 +310,33 @@ mod tests {
     }
 
     #[test]
-    fn a_scaled_clock_runs_faster_and_never_resyncs() {
-        let c = SeriesClock::scaled(T0, 60);
-        assert_eq!(c.at(secs(2)), T0 + 120_000);
-        // Far from the system clock either way: left alone.
-        assert_eq!(c.resync(secs(2), T0 + 86_400_000), Resync::InStep);
-        assert_eq!(c.resync(secs(2), T0 - 86_400_000), Resync::InStep);
-        assert_eq!(c.at(secs(3)), T0 + 180_000);
-        assert_eq!(SeriesClock::scaled(T0, 0).at(secs(1)), T0 + 1_000);
+    fn the_clock_starts_at_the_system_clock_and_is_monotonic() {
+        let c = Clock::system();
+        let a = c.now_ms();
+        let sys = system_ms();
+        assert!(a.abs_diff(sys) < STEP, "{a} vs {sys}");
+        let b = c.clone().now_ms();
+        assert!(b >= a);
+        assert!(c.now_micros() <= c.now_micros());
     }
 
     #[test]
-    fn the_global_clock_starts_at_the_system_clock_and_is_monotonic() {
-        let a = now_ms();
-        let sys = system_ms();
-        assert!(a.abs_diff(sys) < STEP, "{a} vs {sys}");
-        let b = now_ms();
-        assert!(b >= a);
+    fn a_scaled_clock_runs_series_time_faster_and_admission_time_at_wall_speed() {
+        let c = Clock::scaled(60.0);
+        let (s0, m0) = (c.now_ms(), c.now_micros());
+        std::thread::sleep(Duration::from_millis(50));
+        let (s1, m1) = (c.now_ms(), c.now_micros());
+        // 50 ms of wall time: at least 3 s of series time, but only ~50 ms of micros.
+        assert!(s1 - s0 >= 3_000, "{}", s1 - s0);
+        assert!((50_000..1_000_000).contains(&(m1 - m0)), "{}", m1 - m0);
+        // Periods convert both ways.
+        assert_eq!(c.wall(Duration::from_secs(60)), Duration::from_secs(1));
+        assert_eq!(
+            c.series(Duration::from_millis(5)),
+            Duration::from_millis(300)
+        );
+        // A demo day starts where it is told to.
+        let day = Clock::scaled_from(T0, 600.0);
+        assert!(day.now_ms() >= T0 && day.now_ms() < T0 + 60_000);
     }
 }

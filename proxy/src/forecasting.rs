@@ -6,8 +6,10 @@
 //! milliseconds; nothing here is on the data path.
 
 use crate::anomalies::{Anomalies, Refit};
+use crate::clock::Clock;
 use crate::metrics as m;
 use crate::signals::{Decision, DecisionSink, ForecastSummary, NoSignals, SentSignal};
+use crate::tiers::LiveTiers;
 use arc_swap::ArcSwap;
 use prescale_policies::scale::{
     LeadForecast, ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig,
@@ -23,7 +25,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Seeds the total forecast from history kept elsewhere (Prometheus, in
 /// `prescale-control`) when the store brings none. Runs once, on the forecaster thread.
@@ -113,7 +115,7 @@ pub struct Forecasting {
     /// Where decisions go besides the metrics.
     pub signals: Arc<dyn DecisionSink>,
     /// The live tier admission, whose pre-shed level follows each decision.
-    tiers: std::sync::OnceLock<crate::tiers::LiveTiers>,
+    tiers: Option<LiveTiers>,
     /// Forecast CPU and memory over the lead window, from `resources` (the CPU and
     /// memory rules of the scaling decision).
     resource_need: std::sync::Mutex<ResourceNeed>,
@@ -131,6 +133,8 @@ impl Forecasting {
             Arc::new(NoSignals),
             None,
             Anomalies::disabled(),
+            Clock::system(),
+            None,
         )
     }
 
@@ -143,6 +147,8 @@ impl Forecasting {
         signals: Arc<dyn DecisionSink>,
         warm_start: Option<Box<dyn WarmStart>>,
         anomalies: Arc<Anomalies>,
+        clock: Clock,
+        tiers: Option<LiveTiers>,
     ) -> std::io::Result<Arc<Self>> {
         // A day of minutes fits; beyond that the oldest updates are dropped.
         let (tx, rx) = std::sync::mpsc::sync_channel(1440);
@@ -151,13 +157,13 @@ impl Forecasting {
             forecast: ArcSwap::from_pointee(ForecastView::default()),
             scale: ArcSwap::from_pointee(ScaleView::default()),
             signals,
-            tiers: std::sync::OnceLock::new(),
+            tiers,
             resource_need: std::sync::Mutex::new(ResourceNeed::default()),
         });
         let shared = me.clone();
         std::thread::Builder::new()
             .name("forecaster".into())
-            .spawn(move || run(shared, rx, fc, scaling, warm_start, anomalies))?;
+            .spawn(move || run(shared, rx, fc, scaling, warm_start, anomalies, clock))?;
         Ok(me)
     }
 
@@ -167,11 +173,6 @@ impl Forecasting {
         view.last_signals = self.signals.recent();
         view.learned_startup = self.signals.learned_startup();
         view
-    }
-
-    /// Pre-sheds on `tiers` after each scaling decision (set once, at startup).
-    pub fn protect(&self, tiers: crate::tiers::LiveTiers) {
-        let _ = self.tiers.set(tiers);
     }
 
     /// The resource sampler's latest forecast need, for the next decision.
@@ -217,6 +218,7 @@ fn run(
     scaling: ScalingConfig,
     mut warm_start: Option<Box<dyn WarmStart>>,
     anomalies: Arc<Anomalies>,
+    clock: Clock,
 ) {
     let mut st = State::new(fc, &scaling, anomalies);
     let mut scaler = Scaler::new(scaling.clone());
@@ -227,10 +229,10 @@ fn run(
     let mut previous: Option<u32> = None;
     let mut preshed = crate::tiers::PreShedding::new(&scaling);
     // A series-time period (`--time-scale` shortens the wait).
-    let sync = crate::clock::wall(scaling.sync_period);
-    let mut next_sync = Instant::now() + sync;
+    let sync = clock.wall(scaling.sync_period);
+    let mut next_sync = clock.instant() + sync;
     loop {
-        let wait = next_sync.saturating_duration_since(Instant::now());
+        let wait = next_sync.saturating_duration_since(clock.instant());
         match rx.recv_timeout(wait) {
             Ok(Update::History(rows)) => {
                 warm_start = None;
@@ -260,8 +262,8 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        if Instant::now() >= next_sync {
-            next_sync = Instant::now() + sync;
+        if clock.instant() >= next_sync {
+            next_sync = clock.instant() + sync;
             if let Some((at, demand)) = now_demand {
                 // The start-up time learned from readiness, once there is one.
                 let learned = shared.signals.learned_startup();
@@ -282,7 +284,12 @@ fn run(
                     });
                     previous = Some(d.desired);
                     current = d.desired;
-                    preshed.after_decision(shared.tiers.get(), d.desired, view.forecast_upper, at);
+                    preshed.after_decision(
+                        shared.tiers.as_ref(),
+                        d.desired,
+                        view.forecast_upper,
+                        at,
+                    );
                 }
                 shared.scale.store(Arc::new(view));
             }
@@ -693,6 +700,7 @@ mod tests {
             &AnomalyConfig::default(),
             &AnomaliesConfig::default(),
             Vec::new(),
+            None,
         );
         let mut st = State::new(
             ForecastConfig::default(),

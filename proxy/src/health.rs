@@ -27,7 +27,7 @@ struct EndpointHealth {
     failures: AtomicU32,
     /// Ejections in a row (the back-off doubles with each); reset by a success.
     ejections: AtomicU32,
-    /// Ejected until this time (µs on `tiers::now_micros`' clock); 0: never ejected.
+    /// Ejected until this time (µs on the `Clock`'s `now_micros`); 0: never ejected.
     until: AtomicU64,
 }
 

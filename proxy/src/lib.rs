@@ -19,19 +19,35 @@
 
 pub mod admin;
 pub mod anomalies;
+#[allow(
+    clippy::disallowed_methods,
+    reason = "bind-deadline polling on the monotonic clock: a bounded wait at start, not time read for a decision"
+)]
 pub mod bound;
 pub mod clock;
 pub mod config;
 pub mod forecasting;
 pub mod guard;
 pub mod health;
+#[allow(
+    clippy::disallowed_methods,
+    reason = "drain and bind waits on the monotonic clock: bounded waits, not time read for a decision"
+)]
 pub mod lifecycle;
 pub mod metrics;
 pub mod peer_identity;
 pub mod profiling;
 pub mod reload;
+#[allow(
+    clippy::disallowed_methods,
+    reason = "CPU and memory sampling divides by the monotonic time between two reads of /proc; the samples are timestamped with the Clock"
+)]
 pub mod resources;
 pub mod routes;
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the data path measures request latency on the monotonic clock directly (no shared handle per request); admission and health time come from the Clock"
+)]
 pub mod service;
 pub mod signals;
 pub mod tiers;
@@ -101,6 +117,8 @@ const BIND_DEADLINE: Duration = Duration::from_secs(10);
 pub fn run(
     source: impl Into<ConfigSource>,
     cfg: MeshConfig,
+    // The one clock everything reads time from (`Clock::system()` but in a demo).
+    clock: clock::Clock,
     control: impl FnOnce(&MeshConfig) -> std::io::Result<ControlPlane>,
 ) -> Result<(), RunError> {
     pingora::tls::install_default_crypto_provider();
@@ -114,16 +132,26 @@ pub fn run(
         alerts,
         warm_start,
     } = control(&cfg).map_err(RunError::Control)?;
-    let anomalies = anomalies::Anomalies::start(&cfg.profiler.anomalies, &cfg.anomalies, alerts);
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1, &clock)?));
+    // Remediation and pre-shedding act on the live tier admission, handed over here.
+    let live_tiers = || Some(tiers::LiveTiers::new(snapshot.clone()));
+    let anomalies = anomalies::Anomalies::start(
+        &cfg.profiler.anomalies,
+        &cfg.anomalies,
+        alerts,
+        live_tiers(),
+    );
     let forecasting = Forecasting::spawn_with(
         cfg.profiler.forecast.clone(),
         cfg.policies.scaling.clone(),
         signals,
         warm_start,
         anomalies.clone(),
+        clock.clone(),
+        live_tiers(),
     )
     .map_err(RunError::Runtime)?;
-    let profiling = Profiling::new(&cfg.profiler);
+    let profiling = Profiling::new(&cfg.profiler, clock.clone());
     profiling
         .spawn(cfg.profiler.clone(), forecasting.clone(), anomalies.clone())
         .map_err(RunError::Runtime)?;
@@ -133,9 +161,6 @@ pub fn run(
         .map(|r| resources::Resources::spawn(r, cfg.profiler.tick, &profiling, forecasting.clone()))
         .transpose()
         .map_err(RunError::Runtime)?;
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1)?));
-    forecasting.protect(tiers::LiveTiers::new(snapshot.clone()));
-    anomalies.act_on(tiers::LiveTiers::new(snapshot.clone()));
     let reloader = Arc::new(Reloader::new(source.into(), cfg.clone(), snapshot.clone()));
 
     let mut conf = ServerConf {
@@ -162,6 +187,7 @@ pub fn run(
             snapshot.clone(),
             lifecycle.clone(),
             profiling.clone(),
+            clock.clone(),
         );
         let mut proxy = pingora::proxy::http_proxy(&server.configuration, sidecar);
         let mut opts = HttpServerOptions::default();
@@ -214,6 +240,10 @@ pub fn run(
         Err(addr) => {
             tracing::error!(%addr, deadline = ?BIND_DEADLINE,
                     "listener not bound by this process within the deadline; exiting");
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "pingora's Server::run has no way to stop it with an error; not yet a service with a shutdown signal"
+            )]
             std::process::exit(1);
         }
     });
@@ -226,6 +256,10 @@ pub fn run(
         exit_profiling.flush_before_exit(Duration::from_secs(2));
         // pingora would sleep out the whole grace period; once nothing is in flight
         // there is nothing left to wait for.
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "pingora's graceful path sleeps out the whole grace period; not yet a service with a shutdown signal"
+        )]
         std::process::exit(0);
     });
 
@@ -323,6 +357,7 @@ fn spawn_admin(
         forecasting,
         anomalies,
         resources,
+        tier_exports: std::sync::Mutex::default(),
     });
     std::thread::Builder::new()
         .name("admin".into())

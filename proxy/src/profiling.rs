@@ -6,6 +6,7 @@
 //! profiler thread, which never holds anything the data path waits for.
 
 use crate::anomalies::{Anomalies, ProfilerFeed};
+use crate::clock::Clock;
 use crate::forecasting::{Forecasting, Update};
 use crate::metrics as m;
 use arc_swap::ArcSwap;
@@ -23,7 +24,7 @@ use prescale_profiler::{Profile, ProfileView, ProfilerConfig};
 use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Refused requests held between two profiler ticks; beyond it they are dropped and
 /// counted.
@@ -43,6 +44,8 @@ struct Refused {
 
 /// Shared between the data path, the admin API and the profiler thread.
 pub struct Profiling {
+    /// Series time, which requests are stamped with.
+    clock: Clock,
     enabled: bool,
     pub recorder: Recorder,
     /// Requests admission refused: not samples (nothing was served), but part of the
@@ -78,8 +81,9 @@ struct FanoutGuard {
 // === impl Profiling ===
 
 impl Profiling {
-    pub fn new(cfg: &ProfilerConfig) -> Arc<Self> {
+    pub fn new(cfg: &ProfilerConfig, clock: Clock) -> Arc<Self> {
         Arc::new(Self {
+            clock,
             enabled: cfg.enabled,
             recorder: Recorder::new(cfg.queue_capacity),
             shed: ArrayQueue::new(SHED_QUEUE),
@@ -120,7 +124,7 @@ impl Profiling {
         let guess = self.model.load().classify(&arrival);
         let slot = self.trace_id(req).and_then(|id| self.fanout.begin(id));
         Some(RequestProfile {
-            at: now_ms(),
+            at: self.clock.now_ms(),
             arrival,
             guess,
             path: InlinePath::new(target),
@@ -232,7 +236,7 @@ impl Profiling {
         forecasting: Arc<Forecasting>,
         anomalies: Arc<Anomalies>,
     ) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut feed = ProfilerFeed::new(anomalies);
         let mut profile = Profile::new(&cfg, now);
         let (mut store, history) = open_store(&cfg, &mut profile, now);
@@ -244,7 +248,7 @@ impl Profiling {
             Some(_) => None,
         };
         let retention = cfg.store.retention.as_millis() as Millis;
-        let mut last_flush = Instant::now();
+        let mut last_flush = self.clock.instant();
         let mut exported = BTreeSet::new();
         let mut batch = Vec::with_capacity(4096);
         // The forecaster gets the whole restored history at once; live minutes follow.
@@ -258,8 +262,8 @@ impl Profiling {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            crate::clock::resync();
-            let now = now_ms();
+            self.clock.resync();
+            let now = self.clock.now_ms();
             self.recorder.drain_into(&mut batch);
             profile.ingest_each(&batch, |s, sig| feed.finished(s, sig));
             batch.clear();
@@ -271,7 +275,7 @@ impl Profiling {
                     feed.shed(r.source, r.guess.unwrap_or(0));
                 }
             }
-            let started = Instant::now();
+            let started = self.clock.instant();
             if profile.maybe_refit(now) {
                 let model = profile.model();
                 tracing::info!(
@@ -283,9 +287,7 @@ impl Profiling {
                 self.model.store(model);
             }
             feed.tick(now, &profile.model());
-            if exit.is_some()
-                || last_flush.elapsed() >= crate::clock::wall(cfg.store.flush_interval)
-            {
+            if exit.is_some() || last_flush.elapsed() >= self.clock.wall(cfg.store.flush_interval) {
                 if let Some(opened) = &store {
                     if !flush(opened, &mut profile, now.saturating_sub(retention)) {
                         // redb refuses every write after an I/O error (disk full, a
@@ -299,10 +301,16 @@ impl Profiling {
                         reopen = None;
                     }
                 }
-                last_flush = Instant::now();
+                last_flush = self.clock.instant();
             }
             export(&profile, &self.recorder, &self.fanout, &mut exported, now);
-            feed_forecasts(&profile, &forecasting, &mut sent_through, now);
+            feed_forecasts(
+                &profile,
+                &forecasting,
+                &mut sent_through,
+                now,
+                self.clock.scale(),
+            );
             if let Some(tx) = self.resources.get() {
                 let totals = profile.totals().clone();
                 let _ = tx.try_send(crate::resources::Tick { at: now, totals });
@@ -331,6 +339,7 @@ fn feed_forecasts(
     forecasting: &Forecasting,
     sent_through: &mut Option<Millis>,
     now: Millis,
+    time_scale: f64,
 ) {
     const GRACE_MS: Millis = 2_000;
     for b in profile.series().minutes() {
@@ -342,7 +351,7 @@ fn feed_forecasts(
     }
     let current = now - now % FINE_STEP_MS;
     let last = current.saturating_sub(FINE_STEP_MS);
-    let demand = if crate::clock::factor() > 1 {
+    let demand = if time_scale > 1.0 {
         // `--time-scale`: a 10 s bucket lasts a few wall milliseconds and holds a
         // handful of requests; the last five complete minutes are a steadier reading.
         const MINUTES: u64 = 5;
@@ -545,9 +554,4 @@ impl Drop for FanoutGuard {
 
 fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name)?.to_str().ok()
-}
-
-/// Series time (see `clock`): wall-clock ms that a system clock step does not move.
-pub fn now_ms() -> Millis {
-    crate::clock::now_ms()
 }

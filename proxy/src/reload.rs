@@ -167,7 +167,5 @@ fn restart_only_changes(old: &MeshConfig, new: &MeshConfig) -> Vec<String> {
 }
 
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    crate::clock::system_ms() as f64 / 1000.0
 }

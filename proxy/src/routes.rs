@@ -1,6 +1,7 @@
 //! The routing snapshot: clusters with resolved endpoints and each listener's routes,
 //! built from a validated config and swapped whole (ArcSwap) on reload.
 
+use crate::clock::Clock;
 use crate::config::{ClusterConfig, Direction, DownstreamLimits, MeshConfig, Protocol};
 use crate::health::PassiveHealth;
 use crate::metrics::{ClusterMetrics, ListenerMetrics};
@@ -15,6 +16,8 @@ use std::sync::{Arc, OnceLock};
 
 /// Everything the data path reads that a reload may change.
 pub struct Snapshot {
+    /// The one clock (carried over by every reload).
+    pub clock: Clock,
     /// Bumped on every successful reload; shown in `/config` and logs.
     pub generation: u64,
     pub limits: DownstreamLimits,
@@ -66,8 +69,9 @@ pub struct BuildError {
 // === impl Snapshot ===
 
 impl Snapshot {
-    pub fn build(cfg: &MeshConfig, generation: u64) -> Result<Self, BuildError> {
-        Self::build_after(cfg, generation, None)
+    /// The first snapshot; admission reads time from `clock`.
+    pub fn build(cfg: &MeshConfig, generation: u64, clock: &Clock) -> Result<Self, BuildError> {
+        Self::build_inner(cfg, generation, None, clock)
     }
 
     /// Builds the snapshot for a reload: tier admission takes over what `previous`
@@ -77,6 +81,16 @@ impl Snapshot {
         cfg: &MeshConfig,
         generation: u64,
         previous: Option<&Snapshot>,
+    ) -> Result<Self, BuildError> {
+        let clock = previous.map_or_else(Clock::system, |p| p.clock.clone());
+        Self::build_inner(cfg, generation, previous, &clock)
+    }
+
+    fn build_inner(
+        cfg: &MeshConfig,
+        generation: u64,
+        previous: Option<&Snapshot>,
+        clock: &Clock,
     ) -> Result<Self, BuildError> {
         let mut clusters = HashMap::new();
         for c in &cfg.clusters {
@@ -125,13 +139,14 @@ impl Snapshot {
             listeners.insert(l.name.clone(), Arc::new(routes));
         }
         let old_tiers = previous.and_then(|p| p.tiers.as_deref());
-        let tiers = TierPolicy::build(cfg, &clusters, old_tiers)
+        let tiers = TierPolicy::build(cfg, &clusters, old_tiers, clock)
             .map_err(|e| BuildError {
                 what: format!("policies.{}", e.field),
                 reason: e.reason,
             })?
             .map(Arc::new);
         Ok(Self {
+            clock: clock.clone(),
             generation,
             limits: cfg.limits.clone(),
             listeners,

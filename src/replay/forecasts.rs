@@ -34,7 +34,7 @@ impl Forecasts {
     /// Runs the forecaster over `series` (mean rate per step). Forecasts are made from
     /// the first step; accuracy is scored after `warmup` steps.
     pub fn run(series: &[f64], params: ForecastParams, step: Sec, lag: Sec, warmup: usize) -> Self {
-        let started = std::time::Instant::now();
+        let started = prescale_proxy::clock::Stopwatch::start();
         let ev = eval::evaluate(series, params.clone(), 1);
         let fit_seconds = started.elapsed().as_secs_f64();
         let (summary, seasonal_period) = eval::score(series, &ev.rows, &params, warmup);

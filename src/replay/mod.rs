@@ -20,7 +20,7 @@ use self::sim::{Policy, World};
 use self::trace::{Builder, ServiceModel};
 use prescale_profiler::forecast::ForecastParams;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Replay an access log or request-count series against scaling policies.
 #[derive(clap::Args)]
@@ -166,7 +166,7 @@ fn validate(args: &ReplayArgs) -> Result<(), ReplayError> {
 }
 
 pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
-    let started = Instant::now();
+    let started = prescale_proxy::clock::Stopwatch::start();
     let opts = input::InputOptions {
         format: args.format,
         interval: args.interval,
@@ -199,7 +199,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
     }
     let read_seconds = started.elapsed().as_secs_f64();
 
-    let sim_started = Instant::now();
+    let sim_started = prescale_proxy::clock::Stopwatch::start();
     let resolution = match args.resolution {
         Some(r) => r.as_secs().max(1),
         None => auto_resolution(trace.requests, trace.arrivals.len() as u64),

@@ -32,6 +32,11 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(d.min(MAX_RETRY_AFTER))
 }
 
+/// The system clock as a `SystemTime` (an HTTP date in `Retry-After` is absolute).
+pub fn system_now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(prescale_proxy::clock::system_ms())
+}
+
 /// A small xorshift generator for jitter: not for secrets, just to decorrelate
 /// sidecars that fail at the same moment.
 pub struct Jitter(u64);
@@ -40,10 +45,9 @@ pub struct Jitter(u64);
 
 impl Jitter {
     pub fn seeded() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Self((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
+        let ms = prescale_proxy::clock::system_ms();
+        // Sidecars started in the same millisecond differ by pid.
+        Self((ms.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (u64::from(std::process::id()) << 32)) | 1)
     }
 
     /// The next value in [0, 1).

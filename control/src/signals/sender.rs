@@ -344,3 +344,167 @@ impl<S: Signal> Sender<S> {
         self.signal.finish(item, prepared, &ended);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop itself, on a signal whose answers are scripted (the receivers behind
+    //! the real signals are exercised by tests/signals.rs, kube_scale.rs, anomalies.rs).
+    use super::*;
+    use prescale_proxy::clock::Stopwatch;
+    use std::collections::VecDeque;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Answers attempts from a script (then `Ok`), and records what happened when.
+    struct Scripted {
+        answers: Mutex<VecDeque<Attempt>>,
+        min_interval: Duration,
+        retries: u32,
+        clock: Stopwatch,
+        /// (item, when the attempt started)
+        attempts: Mutex<Vec<(u64, Duration)>>,
+        ended: Mutex<Vec<(u64, Outcome, u32)>>,
+    }
+
+    impl Signal for Arc<Scripted> {
+        type Item = u64;
+        type Prepared = u64;
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn retry(&self) -> RetryPolicy {
+            RetryPolicy {
+                timeout: 100 * MS,
+                retries: self.retries,
+                backoff: 10 * MS,
+                max_backoff: 20 * MS,
+            }
+        }
+        fn min_interval(&self) -> Duration {
+            self.min_interval
+        }
+        fn ask(&self, item: &u64) -> u64 {
+            *item
+        }
+        fn prepare(&self, item: &u64) -> Result<u64, String> {
+            Ok(*item)
+        }
+        async fn attempt(&self, item: &u64) -> Attempt {
+            self.attempts
+                .lock()
+                .unwrap()
+                .push((*item, self.clock.elapsed()));
+            self.answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Attempt::Done {
+                    outcome: Outcome::Ok,
+                    status: Some(200),
+                    error: None,
+                })
+        }
+        fn finish(&self, item: &u64, _: Option<u64>, e: &Ended) {
+            self.ended
+                .lock()
+                .unwrap()
+                .push((*item, e.outcome, e.attempts));
+        }
+    }
+
+    fn start(
+        script: Vec<Attempt>,
+        min_interval: Duration,
+        retries: u32,
+    ) -> Arc<Sender<Arc<Scripted>>> {
+        let signal = Arc::new(Scripted {
+            answers: Mutex::new(script.into()),
+            min_interval,
+            retries,
+            clock: Stopwatch::start(),
+            attempts: Mutex::default(),
+            ended: Mutex::default(),
+        });
+        let metrics = OutcomeMetrics::new(
+            "prescale_test_sends_total",
+            "signal",
+            "scripted",
+            &Outcome::ALL,
+            None,
+        );
+        let sender = Arc::new(Sender::new(signal, metrics));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        sender.spawn(rt, "scripted".into()).unwrap();
+        sender
+    }
+
+    /// Waits (at most 5 s) until `n` deliveries ended.
+    fn ended(s: &Sender<Arc<Scripted>>, n: usize) -> Vec<(u64, Outcome, u32)> {
+        let waited = Stopwatch::start();
+        loop {
+            let e = s.signal().ended.lock().unwrap().clone();
+            if e.len() >= n || waited.elapsed() > Duration::from_secs(5) {
+                return e;
+            }
+            std::thread::sleep(5 * MS);
+        }
+    }
+
+    fn retry_after(wait: Option<Duration>) -> Attempt {
+        Attempt::Retry {
+            status: Some(503),
+            error: "receiver answered 503".into(),
+            retry_after: wait,
+        }
+    }
+
+    #[test]
+    fn a_retry_waits_as_long_as_the_receiver_asks_not_the_backoff() {
+        let s = start(vec![retry_after(Some(300 * MS))], Duration::ZERO, 3);
+        s.offer(3);
+        assert_eq!(ended(&s, 1), [(3, Outcome::Ok, 2)]);
+        let at = s.signal().attempts.lock().unwrap().clone();
+        let gap = at[1].1 - at[0].1;
+        // The backoff alone would have waited 5-10 ms.
+        assert!(gap >= 300 * MS, "{gap:?}");
+    }
+
+    #[test]
+    fn a_newer_different_decision_abandons_a_delivery_still_retrying() {
+        let script = (0..8).map(|_| retry_after(Some(200 * MS))).collect();
+        let s = start(script, Duration::ZERO, 5);
+        s.offer(3);
+        let waited = Stopwatch::start();
+        while s.signal().attempts.lock().unwrap().is_empty()
+            && waited.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(5 * MS);
+        }
+        s.offer(4);
+        let e = ended(&s, 2);
+        assert_eq!(e[0], (3, Outcome::Dropped, 1), "{e:?}");
+        // The newer one is then tried until its retries run out.
+        assert_eq!(e[1], (4, Outcome::Failed, 6), "{e:?}");
+    }
+
+    #[test]
+    fn while_rate_limited_only_the_latest_decision_is_sent() {
+        let s = start(Vec::new(), 400 * MS, 3);
+        s.offer(1);
+        assert_eq!(ended(&s, 1), [(1, Outcome::Ok, 1)]);
+        s.offer(2);
+        s.offer(3);
+        let e = ended(&s, 3);
+        assert_eq!(
+            e[1..],
+            [(2, Outcome::Dropped, 0), (3, Outcome::Ok, 1)],
+            "{e:?}"
+        );
+        let at = s.signal().attempts.lock().unwrap().clone();
+        assert_eq!(at.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 3]);
+        assert!(at[1].1 - at[0].1 >= 400 * MS, "{at:?}");
+    }
+}

@@ -6,7 +6,7 @@
 //! pending one, and a delivery still retrying gives up once the latest decision asks
 //! for a different number (latest wins).
 
-use super::backoff;
+use super::backoff::{self, system_now};
 use super::client::{Answer, Endpoint, ExchangeError};
 use super::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
 use super::{rfc3339, Decision, ForecastSummary, Outcome, Recent, SentSignal};
@@ -19,7 +19,7 @@ use prescale_proxy::config::{RetryPolicy, WebhookConfig};
 use prescale_proxy::metrics as m;
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The largest answer body read from a receiver; the body is not used, only bounded.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -228,7 +228,7 @@ fn classify(result: Result<Answer, ExchangeError>) -> Attempt {
             Attempt::Retry {
                 status: Some(a.status.as_u16()),
                 error: format!("receiver answered {}", a.status),
-                retry_after: backoff::retry_after(&a.headers, SystemTime::now()),
+                retry_after: backoff::retry_after(&a.headers, system_now()),
             }
         }
         // 1xx/3xx are not an acceptance either; a redirect is not followed (the URL

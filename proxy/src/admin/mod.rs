@@ -28,6 +28,8 @@ pub struct Admin {
     pub anomalies: Arc<crate::anomalies::Anomalies>,
     /// None without a `resources:` section.
     pub resources: Option<Arc<crate::resources::Resources>>,
+    /// Tier series exported at the last scrape (a reload may remove some).
+    pub tier_exports: std::sync::Mutex<crate::tiers::Exported>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -129,7 +131,8 @@ impl Admin {
     fn metrics(&self) -> Resp {
         // Admission counts in atomics of its own; copy them in at each scrape.
         if let Some(policy) = &self.reloader.snapshot().tiers {
-            crate::tiers::export(policy);
+            let mut exported = self.tier_exports.lock().unwrap_or_else(|p| p.into_inner());
+            crate::tiers::export(policy, &mut exported);
         }
         let body = self.metrics.render();
         let mut resp = Response::new(Full::new(Bytes::from(body)));

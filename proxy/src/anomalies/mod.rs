@@ -73,18 +73,20 @@ pub struct AnomaliesResponse {
 
 impl Anomalies {
     /// The detectors of `detect` and the actions of `act`; alerts go to `alerts`
-    /// (started by the control plane).
+    /// (started by the control plane), remediation acts on `tiers` (the live tier
+    /// admission; None without an inbound listener).
     pub fn start(
         detect: &AnomalyConfig,
         act: &AnomaliesConfig,
         alerts: Vec<Arc<dyn AlertSink>>,
+        tiers: Option<LiveTiers>,
     ) -> Arc<Self> {
         let critical_at = act
             .alertmanager
             .as_ref()
             .or(act.webhook.as_ref())
             .map_or(2.0, |a| a.critical_at);
-        Arc::new(Self::new(detect, act, alerts, critical_at))
+        Arc::new(Self::new(detect, act, alerts, critical_at, tiers))
     }
 
     /// Nothing detected, nothing done (a config without an inbound listener, tests).
@@ -98,6 +100,7 @@ impl Anomalies {
             &AnomaliesConfig::default(),
             Vec::new(),
             2.0,
+            None,
         ))
     }
 
@@ -106,6 +109,7 @@ impl Anomalies {
         act: &AnomaliesConfig,
         alerts: Vec<Arc<dyn AlertSink>>,
         critical_at: f64,
+        tiers: Option<LiveTiers>,
     ) -> Self {
         let monitor = AnomalyMonitor::new(detect.clone());
         // Every kind at 0 from the start, so dashboards and alerts see the series.
@@ -131,7 +135,7 @@ impl Anomalies {
             view: ArcSwap::from_pointee(monitor.view()),
             monitor: Mutex::new(monitor),
             detect: detect.clone(),
-            remediation: Remediation::new(&act.remediation),
+            remediation: Remediation::new(&act.remediation, tiers),
             alerts,
             critical_at,
             metrics: Metrics {
@@ -148,11 +152,6 @@ impl Anomalies {
 
     pub fn config(&self) -> &AnomalyConfig {
         &self.detect
-    }
-
-    /// Remediation acts on the live tier admission (set once, at startup).
-    pub fn act_on(&self, tiers: LiveTiers) {
-        self.remediation.act_on(tiers);
     }
 
     /// Judges one closed forecast step of `subject` against the one-step forecast made
@@ -311,6 +310,7 @@ mod tests {
             &AnomalyConfig::default(),
             &AnomaliesConfig::default(),
             Vec::new(),
+            None,
         );
         let f = ForecastPoint {
             step: 1,

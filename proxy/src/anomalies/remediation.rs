@@ -10,7 +10,7 @@
 
 use crate::config::{RemediationAction, RemediationConfig, RemediationMode};
 use crate::metrics as m;
-use crate::tiers::{now_micros, LiveTiers, TierPolicy};
+use crate::tiers::{LiveTiers, TierPolicy};
 use metrics::Counter;
 use prescale_policies::sources::SourceOverride;
 use prescale_policies::TierId;
@@ -18,7 +18,7 @@ use prescale_profiler::anomaly::{subject_source, Anomaly, AnomalyKind};
 use prescale_profiler::sample::Millis;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// Sources with an action in force at once; beyond it an action is logged and counted
 /// but not taken (it could not be reversed reliably).
@@ -27,7 +27,8 @@ pub const MAX_SOURCES: usize = 256;
 /// The remediation state, shared by the threads that raise anomalies.
 pub struct Remediation {
     cfg: RemediationConfig,
-    tiers: OnceLock<LiveTiers>,
+    /// The live tier admission it acts through; None without an inbound listener.
+    tiers: Option<LiveTiers>,
     /// Per source hash: the action per anomaly kind (at most two: rate and mix).
     taken: Mutex<BTreeMap<u64, BTreeMap<AnomalyKind, Taken>>>,
     counters: BTreeMap<(AnomalyKind, RemediationAction), Counter>,
@@ -54,7 +55,7 @@ pub struct ActionView {
 // === impl Remediation ===
 
 impl Remediation {
-    pub fn new(cfg: &RemediationConfig) -> Self {
+    pub fn new(cfg: &RemediationConfig, tiers: Option<LiveTiers>) -> Self {
         let mode = cfg.mode.as_str();
         let mut counters = BTreeMap::new();
         for (kind, action) in [
@@ -71,15 +72,10 @@ impl Remediation {
         }
         Self {
             cfg: cfg.clone(),
-            tiers: OnceLock::new(),
+            tiers,
             taken: Mutex::new(BTreeMap::new()),
             counters,
         }
-    }
-
-    /// Acts on the live tier admission (set once, at startup).
-    pub fn act_on(&self, tiers: LiveTiers) {
-        let _ = self.tiers.set(tiers);
     }
 
     /// A new anomaly: takes the configured action if it is about a source.
@@ -186,7 +182,7 @@ impl Remediation {
     /// Installs the strongest action `kinds` call for on `source`, or clears its
     /// override when there is none.
     fn apply(&self, source: u64, kinds: Option<&BTreeMap<AnomalyKind, Taken>>) {
-        let Some(policy) = self.tiers.get().and_then(LiveTiers::load) else {
+        let Some(policy) = self.tiers.as_ref().and_then(LiveTiers::load) else {
             tracing::warn!(source = %format!("{source:016x}"),
                 "no tier admission to remediate through (no inbound listener)");
             return;
@@ -209,7 +205,7 @@ impl Remediation {
             },
             Some(RemediationAction::Reject) => SourceOverride::Reject,
         };
-        let now = now_micros();
+        let now = policy.clock.now_micros();
         let lapse = u64::try_from(self.cfg.max_duration.as_micros()).unwrap_or(u64::MAX);
         if let Err(e) =
             policy
@@ -264,7 +260,7 @@ mod tests {
             source_mix: RemediationAction::Reject,
             ..RemediationConfig::default()
         };
-        let r = Remediation::new(&cfg);
+        let r = Remediation::new(&cfg, None);
         // Not about a source, or a kind without an action: nothing.
         r.raised(&anomaly(AnomalyKind::CostDrift, 7));
         assert!(r.actions().is_empty());
@@ -290,7 +286,7 @@ mod tests {
 
     #[test]
     fn the_action_table_is_bounded() {
-        let r = Remediation::new(&RemediationConfig::default());
+        let r = Remediation::new(&RemediationConfig::default(), None);
         for s in 0..(MAX_SOURCES as u64 + 20) {
             r.raised(&anomaly(AnomalyKind::SourceRate, s));
         }

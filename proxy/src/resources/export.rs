@@ -7,7 +7,6 @@ use super::view::{PointOut, ResourcesView};
 use metrics::{describe_counter, describe_gauge, Unit};
 use prescale_profiler::resources::{Observation, Recommendation};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
 pub const SAMPLES: &str = "prescale_resources_samples_total";
 pub const SAMPLE_ERRORS: &str = "prescale_resources_sample_errors_total";
@@ -19,9 +18,6 @@ pub const SIGNATURE_MEMORY: &str = "prescale_signature_memory_bytes";
 pub const FORECAST_CPU: &str = "prescale_forecast_cpu_cores";
 pub const FORECAST_MEMORY: &str = "prescale_forecast_memory_bytes";
 pub const FORECAST_NETWORK: &str = "prescale_forecast_network_bytes_per_second";
-
-/// Signatures whose gauges were set last time, to zero those that left.
-static EXPORTED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
 pub fn describe() {
     describe_counter!(SAMPLES, "Successful reads of the resource source.");
@@ -64,7 +60,13 @@ pub fn describe() {
     );
 }
 
-pub(super) fn export(view: &ResourcesView, last: Option<&Observation>) {
+/// Publishes the view; `exported` holds the signatures whose gauges were set last
+/// time (kept by the sampler thread), to zero those that left.
+pub(super) fn export(
+    view: &ResourcesView,
+    last: Option<&Observation>,
+    exported: &mut BTreeSet<u32>,
+) {
     if let Some(o) = last {
         if let Some(c) = o.cpu_cores {
             ::metrics::gauge!(OBSERVED_CPU).set(c);
@@ -74,14 +76,12 @@ pub(super) fn export(view: &ResourcesView, last: Option<&Observation>) {
         }
     }
     let current: BTreeSet<u32> = view.signatures.iter().map(|s| s.id).collect();
-    if let Ok(mut exported) = EXPORTED.lock() {
-        for gone in exported.difference(&current) {
-            let id = gone.to_string();
-            ::metrics::gauge!(SIGNATURE_CPU, "signature" => id.clone()).set(0.0);
-            ::metrics::gauge!(SIGNATURE_MEMORY, "signature" => id).set(0.0);
-        }
-        *exported = current;
+    for gone in exported.difference(&current) {
+        let id = gone.to_string();
+        ::metrics::gauge!(SIGNATURE_CPU, "signature" => id.clone()).set(0.0);
+        ::metrics::gauge!(SIGNATURE_MEMORY, "signature" => id).set(0.0);
     }
+    *exported = current;
     for s in &view.signatures {
         let id = s.id.to_string();
         ::metrics::gauge!(SIGNATURE_CPU, "signature" => id.clone())

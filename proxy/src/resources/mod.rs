@@ -97,6 +97,7 @@ impl Sampler {
         let name = self.source.name();
         let mut prev: Option<(Instant, Totals)> = None;
         let mut failing = false;
+        let mut exported = std::collections::BTreeSet::new();
         let (mut samples, mut errors) = (0u64, 0u64);
         let mut last = None;
         while let Ok(tick) = rx.recv() {
@@ -149,7 +150,7 @@ impl Sampler {
                 profile: &self.profiling.view.load(),
                 forecast: &self.forecasting.forecast.load(),
             });
-            export::export(&view, last.as_ref());
+            export::export(&view, last.as_ref(), &mut exported);
             let r = &view.recommendation;
             self.forecasting.set_resource_need(ResourceNeed {
                 cpu_cores: r.cpu_cores.as_ref().map(|c| c.upper_bound),

@@ -16,6 +16,7 @@ mod timeouts;
 pub use self::ctx::{RequestCtx, Target};
 pub use self::strict::MAX_METHOD_LEN;
 
+use crate::clock::Clock;
 use crate::config::Direction;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::LocalReason;
@@ -46,6 +47,8 @@ pub struct Sidecar {
     snapshot: Arc<ArcSwap<Snapshot>>,
     lifecycle: Arc<Lifecycle>,
     profiling: Arc<Profiling>,
+    /// Admission's and passive health's `now`.
+    clock: Clock,
 }
 
 // === impl Sidecar ===
@@ -58,6 +61,7 @@ impl Sidecar {
         snapshot: Arc<ArcSwap<Snapshot>>,
         lifecycle: Arc<Lifecycle>,
         profiling: Arc<Profiling>,
+        clock: Clock,
     ) -> Self {
         Self {
             listener,
@@ -66,6 +70,7 @@ impl Sidecar {
             snapshot,
             lifecycle,
             profiling,
+            clock,
         }
     }
 
@@ -246,7 +251,7 @@ impl ProxyHttp for Sidecar {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
         ctx.attempts += 1;
-        let now = tiers::now_micros();
+        let now = self.clock.now_micros();
         let peer = match &ctx.target {
             Target::Cluster(c) => match c.pick(&mut ctx.rr_base, ctx.attempts, now) {
                 Some((i, peer)) => {
@@ -306,7 +311,7 @@ impl ProxyHttp for Sidecar {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let now = tiers::now_micros();
+        let now = self.clock.now_micros();
         let endpoint = ctx.endpoint.take();
         if let Some(c) = ctx.cluster() {
             c.metrics.connect_error(errors::connect_kind(&e));
@@ -357,7 +362,7 @@ impl ProxyHttp for Sidecar {
             let began = ctx.admitted.unwrap_or(ctx.start);
             let latency = ctx.responded.unwrap_or_else(Instant::now) - began;
             let outcome = tiers::outcome(status, ctx.local, client_gone);
-            permit.release(latency, outcome, tiers::now_micros());
+            permit.release(latency, outcome, self.clock.now_micros());
         }
         let Some(routes) = &ctx.routes else { return };
         let m = &routes.metrics;
@@ -371,10 +376,8 @@ impl ProxyHttp for Sidecar {
                 request_bytes: session.body_bytes_read() as u64,
                 response_bytes: session.body_bytes_sent() as u64,
                 // In series time: `--time-scale` stretches it with the clock.
-                service_time_us: u64::try_from(
-                    crate::clock::series(ctx.start.elapsed()).as_micros(),
-                )
-                .unwrap_or(u64::MAX),
+                service_time_us: u64::try_from(self.clock.series(ctx.start.elapsed()).as_micros())
+                    .unwrap_or(u64::MAX),
                 status,
                 fanout: 0,
             };
@@ -384,13 +387,15 @@ impl ProxyHttp for Sidecar {
         // `fail_to_connect`).
         if let (Some(c), Some(i)) = (ctx.cluster(), ctx.endpoint) {
             match ctx.local {
-                None if matches!(status, 502..=504) => c.endpoint_failed(i, tiers::now_micros()),
+                None if matches!(status, 502..=504) => {
+                    c.endpoint_failed(i, self.clock.now_micros())
+                }
                 None if status > 0 => c.endpoint_ok(i),
                 Some(
                     LocalReason::UpstreamTimeout
                     | LocalReason::UpstreamReset
                     | LocalReason::UpstreamProtocol,
-                ) => c.endpoint_failed(i, tiers::now_micros()),
+                ) => c.endpoint_failed(i, self.clock.now_micros()),
                 _ => {}
             }
         }

@@ -9,14 +9,13 @@ use crate::metrics as m;
 use prescale_policies::sources::SourceOverride;
 use prescale_policies::RejectReason;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
 /// `(cluster, tier)` in-flight series exported last time, so a tier removed by a
-/// reload is zeroed rather than left stale.
-static EXPORTED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+/// reload is zeroed rather than left stale. Kept by the one exporter (the admin API).
+pub type Exported = BTreeSet<(String, String)>;
 
 /// Publishes the policy's counters and gauges. Off the data path (admin thread).
-pub fn export(policy: &TierPolicy) {
+pub fn export(policy: &TierPolicy, exported: &mut Exported) {
     let snap = policy.admission.snapshot();
     for (tier, kind, reason, n) in snap.decision_counts() {
         let reason = reason.map_or("none", RejectReason::as_str);
@@ -45,7 +44,6 @@ pub fn export(policy: &TierPolicy) {
         now.insert(key);
     }
     ::metrics::gauge!(m::PRESHED_LEVEL).set(snap.preshed_level);
-    let mut exported = EXPORTED.lock().unwrap_or_else(|p| p.into_inner());
     for (cluster, tier) in exported.difference(&now) {
         ::metrics::gauge!(m::ADMISSION_IN_FLIGHT, "cluster" => cluster.clone(), "tier" => tier.clone())
             .set(0.0);
@@ -66,7 +64,7 @@ pub fn tiers_json(policy: &TierPolicy) -> serde_json::Value {
         );
         // Anomaly remediation in force: what each overridden source gets, and for how
         // long still (sources by hash, as `GET /v1/anomalies` names them).
-        let now = super::now_micros();
+        let now = policy.clock.now_micros();
         let table = policy.admission.tiers();
         let overrides: Vec<serde_json::Value> = policy
             .admission

@@ -20,10 +20,11 @@ mod export;
 mod preshed;
 mod request;
 
-pub use self::export::{export, tiers_json};
+pub use self::export::{export, tiers_json, Exported};
 pub use self::preshed::PreShedding;
 
 use self::request::{IpText, TierRequest};
+use crate::clock::Clock;
 use crate::config::{Direction, MeshConfig};
 use crate::metrics::LocalReason;
 use crate::routes::{Cluster, Snapshot};
@@ -31,13 +32,12 @@ use arc_swap::ArcSwap;
 use pingora::proxy::Session;
 use prescale_policies::admission::PreShedConfig;
 use prescale_policies::{
-    Admission, AdmissionConfig, Decision, Micros, Outcome, Permit, PoliciesConfig,
-    PoliciesConfigError, Rejection, SourcesConfig, Ticket, TierId, TiersConfig, Topology,
+    Admission, AdmissionConfig, Decision, Outcome, Permit, PoliciesConfig, PoliciesConfigError,
+    Rejection, SourcesConfig, Ticket, TierId, TiersConfig, Topology,
 };
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 /// Tiers and admission for the inbound listeners of one config.
 pub struct TierPolicy {
@@ -53,6 +53,8 @@ pub struct TierPolicy {
     /// False when the config sets no policy at all: then everything is admitted and
     /// only counted, so a plain proxy config never sheds.
     pub enforcing: bool,
+    /// Admission's `now` (monotonic microseconds).
+    pub clock: Clock,
 }
 
 /// What admission made of one request.
@@ -83,6 +85,7 @@ impl TierPolicy {
         cfg: &MeshConfig,
         clusters: &HashMap<String, Arc<Cluster>>,
         previous: Option<&TierPolicy>,
+        clock: &Clock,
     ) -> Result<Option<Self>, PoliciesConfigError> {
         let Some(inbound) = cfg
             .listeners
@@ -100,7 +103,7 @@ impl TierPolicy {
         if !enforcing {
             policies.admission.enabled = false;
         }
-        let now = now_micros();
+        let now = clock.now_micros();
         // A tier cluster with `overflow` lends the tier a free slot there when it is
         // full (and takes all its requests while it has no endpoint, see `routes`).
         let route_cluster = inbound.cluster.as_deref();
@@ -140,6 +143,7 @@ impl TierPolicy {
                 .map(|h| h.to_ascii_lowercase()),
             preshed: p.admission.preshed.clone(),
             enforcing,
+            clock: clock.clone(),
         }))
     }
 
@@ -169,7 +173,7 @@ impl TierPolicy {
             let source = peer.or(vouched).or(ip_text.as_ref().map(IpText::as_str));
             let view = TierRequest::new(req, source, client);
             let class = table.classify(&view);
-            let now = now_micros();
+            let now = self.clock.now_micros();
             // A tier cluster whose endpoints are all ejected sends to its overflow
             // cluster (`upstream_peer`): hold the slot there, not on the idle one.
             let home_down: std::cell::Cell<Option<&Arc<Cluster>>> = std::cell::Cell::new(None);
@@ -205,7 +209,7 @@ impl TierPolicy {
 
     /// Waits for a queued request's slot until its deadline; then admits or refuses.
     pub async fn wait(&self, mut ticket: Ticket) -> Verdict {
-        let left = ticket.deadline().saturating_sub(now_micros());
+        let left = ticket.deadline().saturating_sub(self.clock.now_micros());
         let waited =
             tokio::time::timeout(std::time::Duration::from_micros(left), &mut ticket).await;
         match waited.map_or_else(|_| ticket.expire(), Ok) {
@@ -260,13 +264,6 @@ pub fn outcome(status: u16, local: Option<LocalReason>, client_gone: bool) -> Ou
         None if matches!(status, 503 | 429) => Outcome::Overloaded,
         None => Outcome::Success,
     }
-}
-
-/// Microseconds on a monotonic clock since the first call: admission's `now`.
-pub fn now_micros() -> Micros {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

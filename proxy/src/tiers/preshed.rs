@@ -160,7 +160,9 @@ mod tests {
         use std::sync::Arc;
         let yaml = "listeners: [{name: in, direction: inbound, address: \"127.0.0.1:1\", cluster: local}]\nclusters: [{name: local, endpoints: [\"127.0.0.1:2\"]}]\npolicies:\n  scaling: { capacity_per_replica: 10, startup_time: 60s, min_replicas: 2 }\n  admission: { preshed: { enabled: true, release_rate: 0.01 } }\n";
         let cfg = crate::MeshConfig::parse(yaml, std::path::Path::new("t.yaml")).unwrap();
-        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1).unwrap()));
+        let snapshot = Arc::new(ArcSwap::from_pointee(
+            Snapshot::build(&cfg, 1, &crate::clock::Clock::system()).unwrap(),
+        ));
         let live = LiveTiers::new(snapshot.clone());
         let admission = || live.load().unwrap().admission.clone();
         let mut p = PreShedding::new(&cfg.policies.scaling);
