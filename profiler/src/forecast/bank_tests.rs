@@ -1,7 +1,7 @@
 //! The bank's members against independent computations, and its choice and
 //! combination on series whose best model is known.
 
-use super::bank::{Bank, BankConfig};
+use super::bank::{Bank, BankConfig, Transform};
 
 fn bank(periods: Vec<usize>, horizon: usize, combine: usize) -> Bank {
     Bank::new(BankConfig {
@@ -9,6 +9,7 @@ fn bank(periods: Vec<usize>, horizon: usize, combine: usize) -> Bank {
         horizon,
         combine,
         memory: 288,
+        non_negative: true,
     })
 }
 
@@ -35,7 +36,7 @@ fn a_filter_run_to_t_equals_simple_exponential_smoothing_refit_on_data_to_t() {
         if t % 97 != 0 {
             continue;
         }
-        for alpha in [0.03, 0.25, 0.6] {
+        for alpha in [0.03, 0.3, 0.8] {
             let a: f64 = alpha;
             let refit = ys[..=t]
                 .iter()
@@ -51,7 +52,7 @@ fn a_filter_run_to_t_equals_simple_exponential_smoothing_refit_on_data_to_t() {
                 })
                 .sum::<f64>();
             let filtered = b
-                .member_forecast(alpha, false, false, None)
+                .member_forecast(Transform::Raw, alpha, false, None)
                 .expect("member");
             for p in filtered {
                 assert!(
@@ -73,9 +74,9 @@ fn a_seasonal_member_learns_an_exact_daily_shape_once_it_has_two_days() {
         b.observe(shape(t));
     }
     let t = 24 * 4 - 1;
-    for alpha in [0.03, 0.6] {
+    for alpha in [0.05, 0.5] {
         let f = b
-            .member_forecast(alpha, false, false, Some(0))
+            .member_forecast(Transform::Raw, alpha, false, Some((0, 0)))
             .expect("seasonal member");
         for (s, p) in f.iter().enumerate() {
             assert!(
