@@ -503,7 +503,8 @@ pub fn memory_steps(periods: &[usize]) -> usize {
 #[cfg(test)]
 impl Bank {
     /// The forecast of the member in this space with these parameters (no trend when
-    /// `trend` is false; the bank's one damped trend otherwise).
+    /// `trend` is false; the bank's one damped trend otherwise; `profile` = (index
+    /// among the profiles of that space, view)).
     pub(crate) fn member_forecast(
         &self,
         transform: Transform,
@@ -511,13 +512,14 @@ impl Bank {
         trend: bool,
         profile: Option<(usize, usize)>,
     ) -> Option<Vec<f64>> {
+        let per_space = (self.profiles.len() / self.transforms.len().max(1)).max(1);
         self.members
             .iter()
             .find(|m| {
                 m.transform == transform
                     && m.alpha == alpha
                     && m.trend.is_some() == trend
-                    && m.profile == profile
+                    && m.profile.map(|(i, v)| (i % per_space, v)) == profile
             })
             .map(|m| m.current.clone())
     }
@@ -537,5 +539,41 @@ impl Bank {
             .iter()
             .filter_map(|m| Some((m.alpha, m.score(step)?)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use super::Profile;
+
+    #[test]
+    fn a_smoothed_view_kept_incrementally_equals_the_moving_average_of_the_slots() {
+        // Irregular inputs so that every update changes a slot; checked at every step,
+        // mid-period (incremental) and just after a wrap (resynced).
+        let period = 20;
+        let mut p = Profile::new(0, period, 0.3, &[0, 2, 9, 50]);
+        let mut state: u64 = 99;
+        for step in 0..200 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            p.update((state % 1000) as f64 / 7.0);
+            if !p.ready() {
+                continue;
+            }
+            for (v, w) in [(0, 0usize), (1, 2), (2, 9), (3, 9)] {
+                for t in 0..period {
+                    let want = (0..=2 * w)
+                        .map(|d| p.slots[(t + period + d - w) % period])
+                        .sum::<f64>()
+                        / (2 * w + 1) as f64;
+                    let got = p.at(v, t);
+                    assert!(
+                        (got - want).abs() < 1e-9 * want.abs().max(1.0),
+                        "step {step} view {v} slot {t}: {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }
