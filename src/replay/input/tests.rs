@@ -340,25 +340,29 @@ fn format_value_names_for_the_command_line() {
         .is_some_and(|v| v.get_name() == f.to_string())));
 }
 
-/// A small cut of a real input in `testdata/replay/` (see its README).
-fn fixture(test: &str, name: &str) -> Option<PathBuf> {
-    let dir = crate::test_require::traces_dir()
-        .parent()
-        .map(|d| d.join("replay"))
-        .unwrap_or_default();
-    let p = dir.join(name);
-    if p.is_file() {
-        Some(p)
-    } else {
-        crate::test_require::unmet(test, &format!("{} is absent", p.display()));
-        None
-    }
+/// A small cut of a real input in `testdata/replay/` (see its README), or None after
+/// `unmet`. A macro, not a function: `benches/replay_input.rs` compiles this module
+/// without the test harness, where only `#[test]` bodies are left out.
+macro_rules! fixture {
+    ($test:expr, $name:expr) => {{
+        let p = crate::test_require::traces_dir()
+            .parent()
+            .map(|d| d.join("replay"))
+            .unwrap_or_default()
+            .join($name);
+        if p.is_file() {
+            Some(p)
+        } else {
+            crate::test_require::unmet($test, &format!("{} is absent", p.display()));
+            None
+        }
+    }};
 }
 
 #[test]
 fn a_per_request_llm_csv_is_refused_by_detection_and_read_with_columns() {
     let name = "a_per_request_llm_csv_is_refused_by_detection_and_read_with_columns";
-    let Some(p) = fixture(name, "azure_llm_code_head.csv") else {
+    let Some(p) = fixture!(name, "azure_llm_code_head.csv") else {
         return;
     };
     // Three columns, irregular sub-second times: never a count series.
@@ -407,7 +411,7 @@ fn a_per_request_llm_csv_is_refused_by_detection_and_read_with_columns() {
 #[test]
 fn the_day_and_clock_log_variant_is_read_without_a_date() {
     let name = "the_day_and_clock_log_variant_is_read_without_a_date";
-    let Some(p) = fixture(name, "epa_http_head.log") else {
+    let Some(p) = fixture!(name, "epa_http_head.log") else {
         return;
     };
     let (records, stats) = read_all(&p, &InputOptions::default());
@@ -425,7 +429,7 @@ fn the_day_and_clock_log_variant_is_read_without_a_date() {
 #[test]
 fn a_zeek_http_log_is_read_from_its_fields_header() {
     let name = "a_zeek_http_log_is_read_from_its_fields_header";
-    let Some(p) = fixture(name, "zeek_http_semicomplete.log") else {
+    let Some(p) = fixture!(name, "zeek_http_semicomplete.log") else {
         return;
     };
     let (records, stats) = read_all(&p, &InputOptions::default());
