@@ -338,22 +338,17 @@ impl Bank {
         let t = self.seen;
         let h = self.horizon();
         let decay = self.decay;
-        let z: Vec<f64> = self.transforms.iter().map(|tr| tr.forward(y)).collect();
-        // Each profile view is read once per step, not once per member.
-        let now: Vec<Vec<Option<f64>>> = self
-            .profiles
-            .iter()
-            .map(|p| {
-                (0..p.views.len())
-                    .map(|v| p.ready().then(|| p.at(v, t)))
-                    .collect()
-            })
-            .collect();
+        // No allocation per step: at most three spaces, and profile reads are O(1).
+        let mut z = [y; 3];
+        for (slot, tr) in z.iter_mut().zip(&self.transforms) {
+            *slot = tr.forward(y);
+        }
+        let profiles = &self.profiles;
         for m in &mut self.members {
             score_member(m, t, h, y, decay);
             let season = match m.profile {
-                Some((i, v)) => match now.get(i).and_then(|p| p.get(v)).copied().flatten() {
-                    Some(s) => s,
+                Some((i, v)) => match profiles.get(i).filter(|p| p.ready()) {
+                    Some(p) => p.at(v, t),
                     None => continue,
                 },
                 None => 0.0,
@@ -364,23 +359,9 @@ impl Bank {
         for p in &mut self.profiles {
             p.update(z.get(p.space).copied().unwrap_or(y));
         }
-        let ahead: Vec<Vec<Vec<f64>>> = self
-            .profiles
-            .iter()
-            .map(|p| {
-                (0..p.views.len())
-                    .map(|v| {
-                        (1..=h)
-                            .map(|s| if p.ready() { p.at(v, t + s) } else { f64::NAN })
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
+        let profiles = &self.profiles;
         for m in &mut self.members {
-            let season = m
-                .profile
-                .and_then(|(i, v)| ahead.get(i).and_then(|p| p.get(v)));
+            let season = m.profile.and_then(|(i, v)| profiles.get(i).map(|p| (p, v)));
             forecast_member(m, season, t, h);
         }
         self.seen += 1;
@@ -467,7 +448,7 @@ fn update_member(m: &mut Member, x: f64) {
     m.slope = phi * m.slope + beta * e;
 }
 
-fn forecast_member(m: &mut Member, season: Option<&Vec<f64>>, t: usize, h: usize) {
+fn forecast_member(m: &mut Member, season: Option<(&Profile, usize)>, t: usize, h: usize) {
     let base = (t % h) * h;
     let (_, phi) = m.trend.unwrap_or((0.0, 0.0));
     let mut damp = 0.0;
@@ -476,7 +457,8 @@ fn forecast_member(m: &mut Member, season: Option<&Vec<f64>>, t: usize, h: usize
         pow *= phi;
         damp += pow;
         let s = match season {
-            Some(v) => v.get(step - 1).copied().unwrap_or(f64::NAN),
+            Some((p, v)) if p.ready() => p.at(v, t + step),
+            Some(_) => f64::NAN,
             None => 0.0,
         };
         let v = if m.started {
