@@ -122,6 +122,40 @@ fn origins_are_answered_exactly_and_in_the_series_own_clock() {
     // Exactly the origins asked for, each answered at horizons 1..=3.
     assert_eq!(got, wanted);
     assert_eq!(rows.lines().count() - 1, 3 * wanted.len());
+
+    // One MASE: summary.json's MASE per horizon is the harness's, i.e. the mean of
+    // |actual - point| over the per-origin scale in the harness's origins.csv.
+    let scale: std::collections::BTreeMap<String, f64> = std::fs::read_to_string(&origins)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[0].to_string(), c[3].parse().unwrap())
+        })
+        .collect();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    for h in summary["horizons"].as_array().unwrap() {
+        let step = h["horizon_steps"].as_u64().unwrap().to_string();
+        let scaled: Vec<f64> = rows
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|r| r[2] == step)
+            .map(|r| {
+                let (actual, point): (f64, f64) = (r[3].parse().unwrap(), r[4].parse().unwrap());
+                (actual - point.max(0.0)).abs() / scale[r[0]]
+            })
+            .collect();
+        let mase = scaled.iter().sum::<f64>() / scaled.len() as f64;
+        let reported = h["mase"].as_f64().unwrap();
+        // forecasts.csv rounds points to 4 decimals.
+        assert!(
+            (mase - reported).abs() < 1e-4 * mase,
+            "h={step}: summary MASE {reported} vs the harness's definition {mase}"
+        );
+    }
 }
 
 #[test]

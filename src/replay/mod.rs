@@ -34,6 +34,11 @@ pub struct ReplayArgs {
     /// Interval of a rate CSV's rows (inferred when omitted).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub interval: Option<Duration>,
+    /// Columns of a per-request CSV or TSV: `ROLE=NAME` pairs (roles time, method,
+    /// path, status, request_size, response_size, duration, source) or bare names
+    /// taken as time, request size, response size, e.g. `TIMESTAMP,ContextTokens,GeneratedTokens`.
+    #[arg(long)]
+    pub columns: Option<String>,
     /// Output directory for summary.json, timeline.csv, signatures.json, report.html.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -170,6 +175,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
     let opts = input::InputOptions {
         format: args.format,
         interval: args.interval,
+        columns: args.columns.clone(),
         max_malformed_fraction: args.max_malformed,
         ..input::InputOptions::default()
     };

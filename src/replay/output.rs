@@ -140,6 +140,16 @@ pub fn summary_json(r: &Replay) -> serde_json::Value {
                 .collect::<Vec<_>>(),
             "reordered": r.stats.reordered,
             "too_late": r.stats.too_late,
+            "dated": r.stats.undated == 0,
+            "gaps": r.trace.gaps.iter()
+                .map(|g| serde_json::json!({
+                    "start": format_time(r.trace.start_unix + g.start),
+                    "seconds": g.seconds,
+                    "missing_rows": g.missing_rows,
+                }))
+                .collect::<Vec<_>>(),
+            "gap_seconds": r.trace.gap_seconds(),
+            "missing_rows": r.trace.missing_rows(),
             "requests": r.trace.requests,
             "requests_with_logged_service_time": r.trace.timed_requests,
             "start": format_time(r.trace.start_unix),
@@ -227,6 +237,17 @@ pub fn print_summary(dir: &Path, r: &Replay) {
             ""
         }
     );
+    if !r.trace.gaps.is_empty() {
+        let longest = r.trace.gaps.iter().map(|g| g.seconds).max().unwrap_or(0);
+        println!(
+            "  {} gaps in the input ({} missing rows, {:.1} h in all, longest {:.1} h): \
+             not read as zero demand; the forecaster skips them",
+            r.trace.gaps.len(),
+            r.trace.missing_rows(),
+            r.trace.gap_seconds() as f64 / 3600.0,
+            longest as f64 / 3600.0,
+        );
+    }
     if r.stats.malformed > 0 {
         println!(
             "  {} malformed lines skipped (first: {})",

@@ -56,11 +56,16 @@ pub fn render(r: &Replay) -> String {
          <style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}\
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
          th:first-child,td:first-child{{text-align:left}}</style></head><body>\
-         <h1>prescale replay</h1><p><code>{name}</code>: {req} requests over {hours:.1} h; \
+         <h1>prescale replay</h1><p><code>{name}</code>: {req} requests over {hours:.1} h{from}; \
          replica capacity {cap:.3} req/s; start-up delay {delay} s; metric lag {lag} s; sync {sync} s.</p>",
         name = escape(&r.input_name),
         req = r.trace.requests,
         hours = r.demand.len() as f64 / 3600.0,
+        from = if dated(r) {
+            format!(" from {}", crate::series_csv::format_time(r.trace.start_unix))
+        } else {
+            String::new()
+        },
         cap = r.capacity,
         delay = r.args_echo["start_delay_seconds"],
         lag = r.args_echo["metric_lag_seconds"],
@@ -168,7 +173,8 @@ fn demand_plot(r: &Replay, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
         .build_cartesian_2d(0f64..hours(r, n).max(1e-3), 0f64..ymax)?;
     chart
         .configure_mesh()
-        .x_desc("hours")
+        .x_desc(x_desc(r))
+        .x_label_formatter(&|h| x_label(r, *h))
         .y_desc("req/s")
         .draw()?;
     // One polygon per run of rows that had a forecast.
@@ -231,7 +237,8 @@ fn replicas_plot(r: &Replay, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
         .build_cartesian_2d(0f64..xmax, 0f64..ymax)?;
     chart
         .configure_mesh()
-        .x_desc("hours")
+        .x_desc(x_desc(r))
+        .x_label_formatter(&|h| x_label(r, *h))
         .y_desc("replicas")
         .draw()?;
     let width = r.row_every as f64 / 3600.0;
@@ -316,7 +323,8 @@ fn mix_plot(r: &Replay, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
         .build_cartesian_2d(0f64..x(buckets.len()).max(1e-3), 0f64..1f64)?;
     chart
         .configure_mesh()
-        .x_desc("hours")
+        .x_desc(x_desc(r))
+        .x_label_formatter(&|h| x_label(r, *h))
         .y_desc("share")
         .draw()?;
     let mut below = vec![0.0; buckets.len()];
@@ -423,6 +431,32 @@ fn sweep_plot(r: &Replay, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
         .border_style(BLACK)
         .draw()?;
     Ok(())
+}
+
+/// Whether the input's times are dates (not the `[DD:HH:MM:SS]` variant's day and
+/// clock): the axes then show dates.
+fn dated(r: &Replay) -> bool {
+    r.stats.undated == 0
+}
+
+fn x_desc(r: &Replay) -> &'static str {
+    if dated(r) {
+        "time (UTC)"
+    } else {
+        "hours from start"
+    }
+}
+
+/// An x-axis label for `hours` after the start: `MM-DD HH:MM` (UTC) when dated.
+fn x_label(r: &Replay, hours: f64) -> String {
+    if !dated(r) {
+        return format!("{hours:.0}");
+    }
+    let at = r.trace.start_unix + (hours * 3600.0).max(0.0).round() as u64;
+    let stamp = crate::series_csv::format_time(at);
+    stamp
+        .get(5..16)
+        .map_or(stamp.clone(), |s| s.replace('T', " "))
 }
 
 fn escape(s: &str) -> String {

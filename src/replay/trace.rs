@@ -19,7 +19,10 @@ pub struct ServiceModel {
 /// Arrivals per second, from the first record's second on.
 pub struct Trace {
     pub start_unix: u64,
+    /// Requests per second; 0 inside a gap (see `gaps`: there it means "unknown").
     pub arrivals: Vec<f64>,
+    /// Spans of the trace with no data, in order (see [`Gap`]).
+    pub gaps: Vec<Gap>,
     pub requests: u64,
     /// Seconds per row of an aggregated input (0 for request logs).
     pub interval: u64,
@@ -27,6 +30,26 @@ pub struct Trace {
     pub timed_requests: u64,
     pub profile: Option<Profiled>,
 }
+
+/// A span the input says nothing about: rows missing from an aggregated series (a
+/// timestamp further than one interval after the previous row's), or a silence in a
+/// request log that its own rate makes implausible as real quiet (see
+/// [`SILENCE_EXPECTED`]). Not zero demand: the forecaster is not fed zeros there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// Seconds from the trace's start.
+    pub start: u64,
+    pub seconds: u64,
+    /// Rows of the series' interval missing (0 for a request log's silence).
+    pub missing_rows: u64,
+}
+
+/// A request log's silence is a gap when, at the log's mean rate, it should have held
+/// at least this many requests: at 200 the chance of it being real quiet is nil even
+/// where the night's rate is a quarter of the mean.
+pub const SILENCE_EXPECTED: f64 = 200.0;
+/// Silences shorter than this are never gaps (minutes of quiet are normal).
+const MIN_SILENCE_SECONDS: f64 = 600.0;
 
 /// The profiler's view of a request log.
 pub struct Profiled {
@@ -58,6 +81,13 @@ pub struct Builder {
     refit_every_ms: u64,
     last_refit_ms: u64,
     attempts: u64,
+    /// End (seconds, exclusive) of the latest aggregated row, to find missing rows.
+    covered_until: Option<f64>,
+    /// Time of the latest request, to find silences.
+    last_request: Option<f64>,
+    /// Silences of at least `MIN_SILENCE_SECONDS` (start, end) in unix seconds; judged
+    /// against the log's rate at the end.
+    silences: Vec<(f64, f64)>,
 }
 
 impl Builder {
@@ -76,6 +106,7 @@ impl Builder {
                 interval: 0,
                 timed_requests: 0,
                 profile: None,
+                gaps: Vec::new(),
             },
             profile: None,
             batch: Vec::with_capacity(BATCH),
@@ -84,6 +115,9 @@ impl Builder {
             refit_every_ms,
             last_refit_ms: 0,
             attempts: 0,
+            covered_until: None,
+            last_request: None,
+            silences: Vec::new(),
         }
     }
 
@@ -117,6 +151,20 @@ impl Builder {
                 let secs = interval.round().max(1.0) as usize;
                 self.trace.interval = self.trace.interval.max(secs as u64);
                 let Some(i) = self.second(*ts) else { return };
+                // Rows more than half an interval late: the ones between are missing.
+                if let Some(until) = self.covered_until {
+                    let missing = ((ts - until) / *interval).round();
+                    if missing >= 1.0 {
+                        let start = until.floor() as u64;
+                        self.trace.gaps.push(Gap {
+                            start: start.saturating_sub(self.trace.start_unix),
+                            seconds: (ts.floor() as u64).saturating_sub(start),
+                            missing_rows: missing as u64,
+                        });
+                    }
+                }
+                let end_ts = ts + interval;
+                self.covered_until = Some(self.covered_until.map_or(end_ts, |u| u.max(end_ts)));
                 let end = i + secs;
                 if self.trace.arrivals.len() < end {
                     self.trace.arrivals.resize(end, 0.0);
@@ -129,6 +177,12 @@ impl Builder {
             }
             Record::Request(r) => {
                 let Some(i) = self.second(r.ts) else { return };
+                if let Some(last) = self.last_request {
+                    if r.ts - last >= MIN_SILENCE_SECONDS {
+                        self.silences.push((last, r.ts));
+                    }
+                }
+                self.last_request = Some(self.last_request.map_or(r.ts, |l| l.max(r.ts)));
                 if let Some(a) = self.trace.arrivals.get_mut(i) {
                     *a += 1.0;
                 }
@@ -216,6 +270,7 @@ impl Builder {
 
     pub fn finish(mut self) -> Trace {
         self.flush();
+        self.judge_silences();
         if let Some(p) = self.profile.take() {
             let now = (self.trace.start_unix + self.trace.arrivals.len() as u64) * 1000;
             let view = p.view(now);
@@ -241,6 +296,32 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// Keeps the silences the log's own mean rate (over its whole span, silences
+    /// included, so the judgement errs towards quiet) makes implausible, as gaps.
+    fn judge_silences(&mut self) {
+        let span = self.trace.arrivals.len() as f64;
+        if span <= 0.0 || self.silences.is_empty() {
+            return;
+        }
+        let rate = self.trace.requests as f64 / span;
+        let start = self.trace.start_unix;
+        for (a, b) in std::mem::take(&mut self.silences) {
+            if (b - a) * rate >= SILENCE_EXPECTED {
+                // The seconds strictly between the two requests' seconds.
+                let first = a.floor() as u64 + 1;
+                let end = b.floor() as u64;
+                self.trace.gaps.push(Gap {
+                    start: first.saturating_sub(start),
+                    seconds: end.saturating_sub(first),
+                    missing_rows: 0,
+                });
+            }
+        }
+        self.trace.gaps.sort_by_key(|g| g.start);
+    }
+}
+
 fn hash(s: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     s.hash(&mut h);
@@ -260,13 +341,39 @@ impl Trace {
         out
     }
 
-    /// Mean arrival rate per step of `step` seconds (the forecaster's series).
+    /// Mean arrival rate per step of `step` seconds (the forecaster's series); NaN
+    /// (a gap, which the forecaster skips) for a step at least half inside a gap.
     pub fn step_series(&self, step: u64) -> Vec<f64> {
         let s = step.max(1) as usize;
+        let mut unknown = vec![0usize; self.arrivals.len().div_ceil(s)];
+        for g in &self.gaps {
+            for second in g.start..g.start + g.seconds {
+                if let Some(u) = unknown.get_mut(second as usize / s) {
+                    *u += 1;
+                }
+            }
+        }
         self.arrivals
             .chunks(s)
-            .map(|w| w.iter().sum::<f64>() / s as f64)
+            .zip(unknown)
+            .map(|(w, u)| {
+                if 2 * u >= w.len() {
+                    f64::NAN
+                } else {
+                    w.iter().sum::<f64>() / s as f64
+                }
+            })
             .collect()
+    }
+
+    /// Seconds inside gaps.
+    pub fn gap_seconds(&self) -> u64 {
+        self.gaps.iter().map(|g| g.seconds).sum()
+    }
+
+    /// Rows missing from an aggregated input.
+    pub fn missing_rows(&self) -> u64 {
+        self.gaps.iter().map(|g| g.missing_rows).sum()
     }
 }
 
@@ -328,6 +435,7 @@ mod tests {
             interval: 0,
             timed_requests: 0,
             profile: None,
+            gaps: Vec::new(),
         };
         assert_eq!(t.demand(4), vec![1.0, 1.0, 1.0, 1.0, 0.5]);
     }
@@ -349,5 +457,72 @@ mod tests {
         assert!(!p.view.signatures.is_empty());
         let total: u32 = p.mix.iter().flatten().sum();
         assert_eq!(total, 3000);
+    }
+
+    #[test]
+    fn missing_rows_of_a_rate_series_are_a_gap_not_zero_demand() {
+        let test = "missing_rows_of_a_rate_series_are_a_gap_not_zero_demand";
+        let Some(p) = crate::test_require::traces_dir()
+            .parent()
+            .map(|d| d.join("replay/elb_gap.csv"))
+            .filter(|p| p.is_file())
+            .or_else(|| {
+                crate::test_require::unmet(test, "testdata/replay/elb_gap.csv is absent");
+                None
+            })
+        else {
+            return;
+        };
+        let mut reader = super::super::input::open(&p, &Default::default()).unwrap();
+        let mut b = Builder::new(model(), 60, None);
+        for r in reader.by_ref() {
+            b.add(&r.unwrap());
+        }
+        let t = b.finish();
+        // 11:29 is followed by 11:39: the 11:34 row is missing.
+        assert_eq!(
+            t.gaps,
+            vec![Gap {
+                start: 10 * 300,
+                seconds: 300,
+                missing_rows: 1
+            }]
+        );
+        let series = t.step_series(300);
+        let unknown: Vec<usize> = (0..series.len()).filter(|i| series[*i].is_nan()).collect();
+        assert_eq!(unknown, vec![10]);
+        assert!(series.iter().filter(|v| !v.is_nan()).all(|v| *v > 0.0));
+    }
+
+    #[test]
+    fn a_silence_a_busy_log_makes_implausible_is_a_gap_and_a_quiet_logs_is_not() {
+        // An hour at 1 request/s, two hours of nothing, an hour at 1/s: 7 200
+        // expected requests missing, a gap.
+        let mut b = Builder::new(model(), 60, None);
+        let mut t = 1_000_000.0;
+        for i in 0..7200 {
+            if i == 3600 {
+                t += 7200.0;
+            }
+            b.add(&req(t, "/a", 10));
+            t += 1.0;
+        }
+        let trace = b.finish();
+        assert_eq!(trace.gaps.len(), 1, "{:?}", trace.gaps);
+        let g = trace.gaps[0];
+        assert!(
+            (7199..=7201).contains(&g.seconds) && g.missing_rows == 0,
+            "{g:?}"
+        );
+        let series = trace.step_series(600);
+        assert_eq!(series.iter().filter(|v| v.is_nan()).count(), 12);
+        // One request every 10 minutes and a 40-minute lull: ordinary quiet.
+        let mut b = Builder::new(model(), 60, None);
+        let mut t = 1_000_000.0;
+        for i in 0..100 {
+            t += if i == 50 { 2400.0 } else { 600.0 };
+            b.add(&req(t, "/a", 10));
+        }
+        assert!(b.finish().gaps.is_empty());
     }
 }

@@ -1,7 +1,7 @@
 //! The bank's members against independent computations, and its choice and
 //! combination on series whose best model is known.
 
-use super::bank::{Bank, BankConfig};
+use super::bank::{Bank, BankConfig, Transform};
 
 fn bank(periods: Vec<usize>, horizon: usize, combine: usize) -> Bank {
     Bank::new(BankConfig {
@@ -9,6 +9,7 @@ fn bank(periods: Vec<usize>, horizon: usize, combine: usize) -> Bank {
         horizon,
         combine,
         memory: 288,
+        non_negative: true,
     })
 }
 
@@ -35,7 +36,7 @@ fn a_filter_run_to_t_equals_simple_exponential_smoothing_refit_on_data_to_t() {
         if t % 97 != 0 {
             continue;
         }
-        for alpha in [0.03, 0.25, 0.6] {
+        for alpha in [0.03, 0.3, 0.8] {
             let a: f64 = alpha;
             let refit = ys[..=t]
                 .iter()
@@ -51,7 +52,7 @@ fn a_filter_run_to_t_equals_simple_exponential_smoothing_refit_on_data_to_t() {
                 })
                 .sum::<f64>();
             let filtered = b
-                .member_forecast(alpha, false, false, None)
+                .member_forecast(Transform::Raw, alpha, false, None)
                 .expect("member");
             for p in filtered {
                 assert!(
@@ -61,6 +62,71 @@ fn a_filter_run_to_t_equals_simple_exponential_smoothing_refit_on_data_to_t() {
             }
         }
     }
+}
+
+/// A map of one value (a transform or its inverse).
+type Map = fn(f64) -> f64;
+
+#[test]
+fn log_and_square_root_members_equal_smoothing_refit_in_their_space() {
+    // A member in a transformed space is simple exponential smoothing of the
+    // transformed series, turned back: recomputed from scratch on the data up to t.
+    let mut state = 11;
+    let ys: Vec<f64> = (0..400)
+        .map(|i| (200.0 + 100.0 * (i as f64 / 30.0).sin()) * (1.0 + 0.3 * noise(&mut state)))
+        .collect();
+    let mut b = bank(vec![], 3, 1);
+    for (t, y) in ys.iter().enumerate() {
+        b.observe(*y);
+        if t % 57 != 0 {
+            continue;
+        }
+        let cases: [(Transform, Map, Map); 2] = [
+            (Transform::Log, f64::ln_1p, f64::exp_m1),
+            (Transform::Sqrt, f64::sqrt, |z| z * z),
+        ];
+        for (transform, forward, inverse) in cases {
+            let a = 0.3;
+            let mut level = forward(ys[0]);
+            for y in &ys[1..=t] {
+                level += a * (forward(*y) - level);
+            }
+            let refit = inverse(level);
+            let filtered = b
+                .member_forecast(transform, a, false, None)
+                .expect("member");
+            for p in filtered {
+                assert!(
+                    (p - refit).abs() < 1e-9 * refit.abs().max(1.0),
+                    "t={t} {transform:?}: {p} vs {refit}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_multiplicative_season_is_forecast_better_in_log_space() {
+    // Demand whose daily swing and noise scale with a level that doubles: the
+    // log-space seasonal members beat the raw-space ones on the absolute error.
+    let mut b = bank(vec![24], 1, 1);
+    let err = |transform: Transform, b: &Bank, y: f64| {
+        b.member_forecast(transform, 0.2, false, Some((0, 0)))
+            .map(|f| (y - f[0]).abs())
+    };
+    let (mut raw, mut log) = (0.0, 0.0);
+    let mut seq = 99u64;
+    for t in 0..24 * 30 {
+        let level = 50.0 * 2f64.powf(t as f64 / (24.0 * 15.0));
+        let shape = 1.0 + 0.8 * ((t % 24) as f64 * std::f64::consts::TAU / 24.0).sin();
+        let y = level * shape * (1.0 + 0.1 * noise(&mut seq));
+        if t >= 24 * 10 {
+            raw += err(Transform::Raw, &b, y).expect("raw member");
+            log += err(Transform::Log, &b, y).expect("log member");
+        }
+        b.observe(y);
+    }
+    assert!(log < 0.8 * raw, "log {log} vs raw {raw}");
 }
 
 #[test]
@@ -73,9 +139,9 @@ fn a_seasonal_member_learns_an_exact_daily_shape_once_it_has_two_days() {
         b.observe(shape(t));
     }
     let t = 24 * 4 - 1;
-    for alpha in [0.03, 0.6] {
+    for alpha in [0.05, 0.5] {
         let f = b
-            .member_forecast(alpha, false, false, Some(0))
+            .member_forecast(Transform::Raw, alpha, false, Some((0, 0)))
             .expect("seasonal member");
         for (s, p) in f.iter().enumerate() {
             assert!(

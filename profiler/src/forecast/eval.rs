@@ -132,7 +132,13 @@ pub fn score(
         .copied()
         .find(|p| *p >= 2 && *p < from);
     let scored: Vec<EvalRow> = rows.iter().filter(|r| r.origin >= from).cloned().collect();
-    let horizons = summarize(series, &scored, params.horizon, period);
+    // Without a whole season before `from`, MASE falls back to the one-step naive
+    // scale over the same history cap (14 days when the first period is a day).
+    let cap = params
+        .periods
+        .first()
+        .map_or(usize::MAX, |d| d.saturating_mul(SCALE_DAYS));
+    let horizons = summarize(series, &scored, params.horizon, period, cap);
     (horizons, period)
 }
 
@@ -145,8 +151,14 @@ pub const SCALE_DAYS: usize = 14;
 /// `SCALE_DAYS` periods cut after the latest gap (NaN). None when the window is
 /// shorter than a period or the MAE is zero.
 pub fn origin_scale(series: &[f64], origin: usize, period: usize) -> Option<f64> {
+    naive_scale(series, origin, period, period.checked_mul(SCALE_DAYS)?)
+}
+
+/// The in-sample MAE of the lag-`period` naive forecast over the last `cap` points up
+/// to `origin`, cut after the latest gap; None when the window is shorter than a
+/// period or the MAE is zero.
+fn naive_scale(series: &[f64], origin: usize, period: usize, cap: usize) -> Option<f64> {
     let end = origin.min(series.len());
-    let cap = period.checked_mul(SCALE_DAYS)?;
     let mut a = end.saturating_sub(cap);
     let window = series.get(a..end)?;
     if let Some(last_gap) = window.iter().rposition(|v| !v.is_finite()) {
@@ -167,6 +179,7 @@ fn summarize(
     rows: &[EvalRow],
     horizon: usize,
     period: Option<usize>,
+    fallback_cap: usize,
 ) -> Vec<HorizonSummary> {
     let mut scales: BTreeMap<usize, Option<f64>> = BTreeMap::new();
     (1..=horizon)
@@ -182,9 +195,10 @@ fn summarize(
             let scaled: Vec<f64> = at
                 .iter()
                 .filter_map(|r| {
-                    let s = *scales
-                        .entry(r.origin)
-                        .or_insert_with(|| origin_scale(series, r.origin, period.unwrap_or(1)));
+                    let s = *scales.entry(r.origin).or_insert_with(|| match period {
+                        Some(p) => origin_scale(series, r.origin, p),
+                        None => naive_scale(series, r.origin, 1, fallback_cap),
+                    });
                     Some((r.actual - r.point).abs() / s?)
                 })
                 .collect();

@@ -141,6 +141,7 @@ impl ForecastParams {
             horizon: self.horizon.max(1),
             combine: COMBINE,
             memory: bank::memory_steps(&self.periods),
+            non_negative: self.non_negative,
         }
     }
 }

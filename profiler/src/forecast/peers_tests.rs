@@ -86,6 +86,9 @@ fn grid(text: &str, step: i64) -> (Vec<f64>, i64) {
 struct Scored {
     mase: f64,
     coverage: f64,
+    /// Coverage of every forecast from the first peer origin on (thousands, not
+    /// ~150: the calibration measured without the sampling noise of 150 origins).
+    coverage_all: f64,
     best_peer: String,
     best_peer_mase: f64,
     forecasts: usize,
@@ -133,7 +136,9 @@ fn score_against_peers(peer: &str, trace: &str) -> Option<BTreeMap<usize, Scored
     let h = horizons.iter().copied().max().unwrap_or(1);
     let params = ForecastParams::for_step(step as u64, h);
     let started = std::time::Instant::now();
-    let ev = evaluate_at(&y, params, 1, Some(&only));
+    // Every origin is kept: the peers' origins for MASE, all of them for coverage.
+    let ev = evaluate_at(&y, params, 1, None);
+    let first = only.first().copied().unwrap_or(1);
     eprintln!(
         "{peer}: {} steps, {:.1} us per observe + forecast",
         y.len(),
@@ -141,7 +146,21 @@ fn score_against_peers(peer: &str, trace: &str) -> Option<BTreeMap<usize, Scored
     );
     let mut out = BTreeMap::new();
     for &hs in &horizons {
-        let rows: Vec<_> = ev.rows.iter().filter(|r| r.horizon_steps == hs).collect();
+        let all: Vec<_> = ev
+            .rows
+            .iter()
+            .filter(|r| r.horizon_steps == hs && r.origin >= first)
+            .collect();
+        let coverage_all = all
+            .iter()
+            .filter(|r| (r.lower..=r.upper).contains(&r.actual))
+            .count() as f64
+            / all.len().max(1) as f64;
+        let rows: Vec<_> = all
+            .iter()
+            .copied()
+            .filter(|r| only.contains(&r.origin))
+            .collect();
         let k = rows.len() as f64;
         let mase = rows
             .iter()
@@ -165,6 +184,7 @@ fn score_against_peers(peer: &str, trace: &str) -> Option<BTreeMap<usize, Scored
             Scored {
                 mase,
                 coverage,
+                coverage_all,
                 best_peer,
                 best_peer_mase,
                 forecasts: rows.len(),
@@ -175,10 +195,15 @@ fn score_against_peers(peer: &str, trace: &str) -> Option<BTreeMap<usize, Scored
 }
 
 /// Ratio of prescale's MASE to the best peer's that every dev series and horizon
-/// meets (the goal is 0.85).
+/// meets (the goal is 0.85; on the 5-minute series even a two-sided smoother
+/// that sees the target's neighbours does not reach it: see docs/forecasting.md).
 const MAX_RATIO: f64 = 1.05;
-/// 90 % interval coverage at the peers' ~150 origins per series and horizon.
+/// 90 % interval coverage at the peers' ~150 origins per series and horizon (one
+/// origin is 0.7 % of the share; the binomial standard error is 0.025).
 const COVERAGE: std::ops::RangeInclusive<f64> = 0.85..=0.95;
+/// 90 % interval coverage over every forecast from the first peer origin on, per
+/// series and horizon: the calibration goal.
+const COVERAGE_ALL: std::ops::RangeInclusive<f64> = 0.88..=0.92;
 
 fn assert_beats_the_best_peer(peer: &str, trace: &str) {
     let Some(scored) = score_against_peers(peer, trace) else {
@@ -188,18 +213,21 @@ fn assert_beats_the_best_peer(peer: &str, trace: &str) {
     for (h, s) in &scored {
         let ratio = s.mase / s.best_peer_mase;
         eprintln!(
-            "{peer} h={h}: prescale MASE {:.3} coverage {:.3} ({} forecasts); best peer {} {:.3}; ratio {ratio:.3}",
-            s.mase, s.coverage, s.forecasts, s.best_peer, s.best_peer_mase
+            "{peer} h={h}: prescale MASE {:.3} coverage {:.3} ({} forecasts), {:.3} at every origin; best peer {} {:.3}; ratio {ratio:.3}",
+            s.mase, s.coverage, s.forecasts, s.coverage_all, s.best_peer, s.best_peer_mase
         );
         assert!(
             s.forecasts >= 100,
             "{peer} h={h}: {} forecasts",
             s.forecasts
         );
-        if ratio > MAX_RATIO || !COVERAGE.contains(&s.coverage) {
+        if ratio > MAX_RATIO
+            || !COVERAGE.contains(&s.coverage)
+            || !COVERAGE_ALL.contains(&s.coverage_all)
+        {
             failures.push(format!(
-                "h={h}: ratio {ratio:.3} (max {MAX_RATIO}), coverage {:.3}",
-                s.coverage
+                "h={h}: ratio {ratio:.3} (max {MAX_RATIO}), coverage {:.3}, {:.3} at every origin",
+                s.coverage, s.coverage_all
             ));
         }
     }

@@ -174,3 +174,27 @@ fn intervals_are_calibrated_on_a_series_with_known_noise() {
         1.645 * sd
     );
 }
+
+#[test]
+fn without_a_season_mase_is_scaled_by_the_naive_error_over_the_whole_history() {
+    // No seasonal period: each origin's scale is the one-step naive MAE over its whole
+    // history (up to the 14-day cap), not over the last 14 points.
+    let series: Vec<f64> = (0..400)
+        .map(|i| if i % 37 < 3 { 50.0 } else { (i % 5) as f64 })
+        .collect();
+    let ev = evaluate(&series, params(1, vec![]), 100);
+    let h = ev.horizons.first().expect("scored");
+    let scaled: Vec<f64> = ev
+        .rows
+        .iter()
+        .filter(|r| r.origin >= 100)
+        .map(|r| {
+            let hist = &series[..r.origin];
+            let scale =
+                hist.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (hist.len() - 1) as f64;
+            (r.actual - r.point).abs() / scale
+        })
+        .collect();
+    let want = scaled.iter().sum::<f64>() / scaled.len() as f64;
+    assert!((h.mase - want).abs() < 1e-9, "{} vs {want}", h.mase);
+}

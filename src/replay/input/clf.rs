@@ -1,5 +1,8 @@
 //! Apache/nginx Common and Combined Log Format lines, parsed by hand over bytes:
-//! `%h %l %u %t "%r" %>s %b ["%{Referer}i" "%{User-agent}i" ...]`.
+//! `%h %l %u %t "%r" %>s %b ["%{Referer}i" "%{User-agent}i" ...]`. The variant of the
+//! old public traces (EPA-HTTP: `host [DD:HH:MM:SS] "request" status bytes`, no ident
+//! or user, a day of the month and a clock but no month or year) is read too; its
+//! times have no date (see `Line::dated`).
 
 use super::{lossy, snippet, time, Request};
 use memchr::{memchr, memchr_iter};
@@ -9,6 +12,8 @@ use memchr::{memchr, memchr_iter};
 pub(super) struct Line {
     pub request: Request,
     pub combined: bool,
+    /// False for a `[DD:HH:MM:SS]` time: days since 1970-01-00, not a date.
+    pub dated: bool,
 }
 
 pub(super) fn parse(line: &[u8]) -> Result<Line, String> {
@@ -22,8 +27,15 @@ pub(super) fn parse(line: &[u8]) -> Result<Line, String> {
     let close = open
         + memchr(b']', &line[open..])
             .ok_or_else(|| format!("unterminated timestamp {}", snippet(&line[open..])))?;
-    let ts = time::parse_clf(&line[open + 1..close])
-        .ok_or_else(|| format!("unreadable timestamp {}", snippet(&line[open..=close])))?;
+    let stamp = &line[open + 1..close];
+    let (ts, dated) = match time::parse_clf(stamp) {
+        Some(ts) => (ts, true),
+        None => (
+            time::parse_day_clock(stamp)
+                .ok_or_else(|| format!("unreadable timestamp {}", snippet(&line[open..=close])))?,
+            false,
+        ),
+    };
 
     let rest = line[close + 1..].trim_ascii_start();
     let rest = rest.strip_prefix(b"\"").ok_or_else(|| {
@@ -64,6 +76,7 @@ pub(super) fn parse(line: &[u8]) -> Result<Line, String> {
             request_bytes: None,
         },
         combined,
+        dated,
     })
 }
 

@@ -1,11 +1,131 @@
-//! Tells the format of a log from its first lines, by which parser reads most of them.
+//! Tells the format of a log from its first lines, by which parser reads most of them,
+//! and refuses what it cannot read unambiguously: a CSV is a request-count series only
+//! when it has two columns and regular timestamps; a CSV of requests (irregular times,
+//! or more columns, e.g. `TIMESTAMP,ContextTokens,GeneratedTokens`) is never read as
+//! counts.
 
-use super::{clf, jsonl, rate_csv, Format};
+use super::{clf, delimited, jsonl, rate_csv, time, Format};
+
+/// What the first lines say.
+#[derive(Debug, PartialEq)]
+pub(super) enum Detected {
+    Format(Format),
+    /// Readable more than one way: the reason names the flags that settle it.
+    Ambiguous(String),
+}
+
+/// Share of a rate series' gaps that equal its most common gap (the others are
+/// multiples of it: missing rows).
+const REGULAR_SHARE: f64 = 0.5;
+
+/// The format of the sampled lines; `columns` says `--columns` was given (so a CSV
+/// or TSV is one request a row). None when no line reads as any format.
+pub(super) fn detect_input(lines: &[&[u8]], columns: bool) -> Option<Detected> {
+    let content: Vec<&[u8]> = lines
+        .iter()
+        .map(|l| l.trim_ascii())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let first = content.iter().find(|l| !l.starts_with(b"#"))?;
+    let zeek = content.iter().any(|l| l.starts_with(b"#fields\t"));
+    let tabbed = first.contains(&b'\t') && !first.starts_with(b"{");
+    if zeek || (tabbed && columns) {
+        return Some(Detected::Format(Format::Tsv));
+    }
+    if tabbed && clf::parse(first).is_err() {
+        let header = delimited::header_names(first, b'\t');
+        return Some(match header.map(|h| delimited::layout(&h, b'\t', None)) {
+            Some(Ok(layout)) if layout.unambiguous() => Detected::Format(Format::Tsv),
+            _ => Detected::Ambiguous(
+                "a tab-separated log is read with a header naming its columns: Zeek's \
+                 #fields line, or a first line with a time column (ts, timestamp, time, \
+                 @timestamp, datetime) and a method, path (uri, url) or status column; \
+                 or pass --format tsv --columns time=NAME[,ROLE=NAME...]"
+                    .into(),
+            ),
+        });
+    }
+    let format = detect(content.iter().copied())?;
+    if format != Format::RateCsv && !columns {
+        return Some(Detected::Format(format));
+    }
+    if columns {
+        return Some(Detected::Format(Format::RequestCsv));
+    }
+    Some(judge_csv(&content))
+}
+
+/// A CSV the vote calls a rate series: a request-count series only if unambiguous.
+fn judge_csv(content: &[&[u8]]) -> Detected {
+    let header = content
+        .first()
+        .and_then(|l| delimited::header_names(l, b','));
+    // A header naming a time and a method, path or status column: a request log.
+    if header
+        .as_ref()
+        .and_then(|h| delimited::layout(h, b',', None).ok())
+        .is_some_and(|l| l.unambiguous())
+    {
+        return Detected::Format(Format::RequestCsv);
+    }
+    let data: Vec<&[u8]> = content
+        .iter()
+        .copied()
+        .filter(|l| matches!(rate_csv::parse(l), Ok(rate_csv::Row::Data { .. })))
+        .collect();
+    let width = data
+        .iter()
+        .map(|l| l.split(|c| *c == b',').count())
+        .max()
+        .unwrap_or(0);
+    let names = header.map_or_else(
+        || format!("{width} columns"),
+        |h| format!("columns {}", h.join(",")),
+    );
+    let advice = "if each row is one request, pass --format request-csv --columns \
+         TIME[,REQUEST_SIZE[,RESPONSE_SIZE]] (or ROLE=NAME pairs); if each row counts \
+         the requests of an interval, pass --format rate-csv (it reads the first two \
+         columns as timestamp,value)";
+    if width > 2 {
+        return Detected::Ambiguous(format!(
+            "a CSV with {names}: not a timestamp,value request-count series; {advice}"
+        ));
+    }
+    let mut ts: Vec<f64> = data
+        .iter()
+        .filter_map(|l| {
+            let comma = l.iter().position(|c| *c == b',')?;
+            time::parse_any(l.get(..comma)?)
+        })
+        .collect();
+    ts.sort_by(f64::total_cmp);
+    let gaps: Vec<i64> = ts
+        .windows(2)
+        .filter_map(|w| Some(((w.get(1)? - w.first()?) * 1e3).round() as i64))
+        .collect();
+    // Regular: every gap a whole number of the most common one (rows may be missing),
+    // that one at least a second and most of the gaps. Fewer than two rows: let the
+    // rate reader say what it needs.
+    let mode = rate_csv::infer_interval(ts.clone()).map(|g| (g * 1e3).round() as i64);
+    let regular = mode.is_none_or(|m| {
+        m >= 1000
+            && gaps.iter().all(|g| *g > 0 && g % m == 0)
+            && gaps.iter().filter(|g| **g == m).count() as f64 >= REGULAR_SHARE * gaps.len() as f64
+    });
+    if regular {
+        Detected::Format(Format::RateCsv)
+    } else {
+        Detected::Ambiguous(format!(
+            "a CSV with {names} whose timestamps are not evenly spaced (a request-count \
+             series has one row per interval); {advice}"
+        ))
+    }
+}
 
 /// How many non-blank lines the vote looks at.
 pub(super) const SAMPLE: usize = 16;
 
-/// None when no line reads as any format.
+/// The format most of the lines read as; None when no line reads as any format.
 pub(super) fn detect<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<Format> {
     let (mut json, mut clf, mut combined, mut csv) = (0, 0, false, 0);
     for line in lines.map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()) {

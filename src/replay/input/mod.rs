@@ -1,5 +1,7 @@
 //! Access-log and request-count readers for `prescale replay`: Common/Combined Log
-//! Format, JSON lines and `timestamp,value` rate CSV, plain or gzip, streamed in time order.
+//! Format (and its `[DD:HH:MM:SS]` variant), JSON lines, per-request CSV and
+//! tab-separated logs with a header, and `timestamp,value` rate CSV, plain or gzip,
+//! streamed in time order.
 //!
 //! [`open`] detects the format and returns a [`Reader`], an iterator of
 //! `Result<Record, InputError>`. Malformed lines are not errors there: they are counted in
@@ -8,6 +10,7 @@
 //! first 1000 lines all malformed) and ends the iteration.
 
 mod clf;
+mod delimited;
 mod detect;
 mod jsonl;
 #[cfg(test)]
@@ -47,6 +50,12 @@ pub enum Format {
     Jsonl,
     /// `timestamp,value`: requests per interval.
     RateCsv,
+    /// A CSV with one request a row and a header; `--columns` says which column is
+    /// the time and which the sizes (e.g. `TIMESTAMP,ContextTokens,GeneratedTokens`).
+    RequestCsv,
+    /// A tab-separated log with one request a row and a header (Zeek's `#fields` or a
+    /// first line of names).
+    Tsv,
 }
 
 impl fmt::Display for Format {
@@ -57,6 +66,8 @@ impl fmt::Display for Format {
             Format::Common => "common",
             Format::Jsonl => "jsonl",
             Format::RateCsv => "rate-csv",
+            Format::RequestCsv => "request-csv",
+            Format::Tsv => "tsv",
         })
     }
 }
@@ -70,7 +81,9 @@ pub fn parse_line(format: Format, line: &[u8]) -> Result<Option<Record>, String>
         f => f,
     };
     match format {
-        Format::Auto => Err("no format detected".into()),
+        Format::Auto | Format::RequestCsv | Format::Tsv => {
+            Err("a delimited log needs its header".into())
+        }
         Format::Combined | Format::Common => {
             clf::parse(line).map(|l| Some(Record::Request(l.request)))
         }
@@ -137,6 +150,9 @@ pub struct InputOptions {
     pub max_malformed_fraction: f64,
     /// How far behind the newest record a line may be and still be put in order.
     pub reorder_window: Duration,
+    /// Which columns of a per-request CSV or TSV are what: `ROLE=NAME` pairs or bare
+    /// names (time, request size, response size); see `delimited.rs`.
+    pub columns: Option<String>,
 }
 
 impl Default for InputOptions {
@@ -146,6 +162,7 @@ impl Default for InputOptions {
             interval: None,
             max_malformed_fraction: 0.1,
             reorder_window: Duration::from_secs(60),
+            columns: None,
         }
     }
 }
@@ -169,6 +186,10 @@ pub struct InputStats {
     pub first_ts: Option<f64>,
     pub last_ts: Option<f64>,
     pub gzip: bool,
+    /// Records whose time carries no date (the `[DD:HH:MM:SS]` log variant: day of
+    /// month and clock only, read as days since 1970-01-00); a report shows dates only
+    /// when this is 0.
+    pub undated: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,8 +209,12 @@ pub enum InputError {
     },
     #[error("{file}: {what}-compressed input is not read; decompress it first (gzip is)")]
     Compressed { file: String, what: &'static str },
-    #[error("{file}: cannot tell the format from the first lines (first: {first}); pass --format")]
+    #[error("{file}: cannot tell the format from the first lines (first: {first}); pass --format: combined, common ([DD/Mon/YYYY:HH:MM:SS zone] or [DD:HH:MM:SS]), jsonl, rate-csv (timestamp,value), request-csv or tsv (a header naming a time column, or --columns)")]
     Undetected { file: String, first: String },
+    #[error("{file}: {reason}")]
+    Ambiguous { file: String, reason: String },
+    #[error("{file}: {reason}")]
+    Columns { file: String, reason: String },
     #[error("{file}: no records")]
     Empty { file: String },
     #[error("{file}: does not look like {format}: none of the first {lines} lines could be read; {reasons}")]
@@ -228,11 +253,12 @@ pub struct Reader {
     failed: bool,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Parser {
     Clf,
     Jsonl,
     RateCsv { interval: f64 },
+    Delimited(delimited::Layout),
 }
 
 /// Opens `path` (gzip or plain, told by magic bytes) and settles the format: the
@@ -256,8 +282,11 @@ pub fn open(path: &Path, opts: &InputOptions) -> Result<Reader, InputError> {
                     })
                 }
             };
-            match detect::detect(sample.iter().copied()) {
-                Some(f) => f,
+            match detect::detect_input(&sample, opts.columns.is_some()) {
+                Some(detect::Detected::Format(f)) => f,
+                Some(detect::Detected::Ambiguous(reason)) => {
+                    return Err(InputError::Ambiguous { file, reason })
+                }
                 None => {
                     return Err(match sample.iter().find(|l| !l.trim_ascii().is_empty()) {
                         Some(first) => InputError::Undetected {
@@ -276,6 +305,12 @@ pub fn open(path: &Path, opts: &InputOptions) -> Result<Reader, InputError> {
         Format::RateCsv => Parser::RateCsv {
             interval: rate_interval(&file, &mut lines, opts.interval)?,
         },
+        Format::RequestCsv | Format::Tsv => Parser::Delimited(delimited_layout(
+            &file,
+            &mut lines,
+            format,
+            opts.columns.as_deref(),
+        )?),
         Format::Auto | Format::Combined | Format::Common => Parser::Clf,
     };
     Ok(Reader {
@@ -290,6 +325,7 @@ pub fn open(path: &Path, opts: &InputOptions) -> Result<Reader, InputError> {
             first_ts: None,
             last_ts: None,
             gzip: lines.gzip,
+            undated: 0,
         },
         file,
         lines,
@@ -301,6 +337,57 @@ pub fn open(path: &Path, opts: &InputOptions) -> Result<Reader, InputError> {
         eof: false,
         failed: false,
     })
+}
+
+/// The columns of a per-request CSV or TSV, from its header and `--columns`.
+fn delimited_layout(
+    file: &str,
+    lines: &mut Lines,
+    format: Format,
+    columns: Option<&str>,
+) -> Result<delimited::Layout, InputError> {
+    let err = |reason: String| InputError::Columns {
+        file: file.to_string(),
+        reason,
+    };
+    let asked = columns
+        .map(delimited::parse_columns)
+        .transpose()
+        .map_err(err)?;
+    let delimiter = if format == Format::Tsv { b'\t' } else { b',' };
+    let sample: Vec<&[u8]> = lines
+        .read_ahead(DETECT_MAX_LINES, detect::SAMPLE)
+        .map_err(|source| InputError::Read {
+            file: file.to_string(),
+            line: 0,
+            source,
+        })?
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+        .collect();
+    // Zeek writes `#fields` after other `#` lines; otherwise the first line names.
+    let header = sample
+        .iter()
+        .find(|l| l.starts_with(b"#fields"))
+        .or_else(|| sample.iter().find(|l| !l.starts_with(b"#")))
+        .and_then(|l| delimited::header_names(l, delimiter))
+        .ok_or_else(|| {
+            err(format!(
+                "{format} needs a header line naming the columns (a time column such as \
+                 ts, timestamp or time{}), as its first line{}",
+                if columns.is_some() {
+                    ", and the ones --columns names"
+                } else {
+                    "; or name them with --columns"
+                },
+                if format == Format::Tsv {
+                    " or Zeek's #fields line"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+    delimited::layout(&header, delimiter, asked.as_deref()).map_err(err)
 }
 
 fn rate_interval(
@@ -407,14 +494,23 @@ impl Reader {
         }
         let first = !self.seen_content;
         self.seen_content = true;
-        let parsed = match self.parser {
-            Parser::Clf => clf::parse(line).map(|l| Some(Record::Request(l.request))),
+        let parsed = match &self.parser {
+            Parser::Clf => clf::parse(line).map(|l| {
+                self.stats.undated += u64::from(!l.dated);
+                Some(Record::Request(l.request))
+            }),
+            // Comments (Zeek's `#` lines) and the header are not requests.
+            Parser::Delimited(_) if line.starts_with(b"#") => Ok(None),
+            Parser::Delimited(layout) => match layout.parse(line) {
+                Err(_) if first => Ok(None),
+                other => other.map(|r| Some(Record::Request(r))),
+            },
             Parser::Jsonl => jsonl::parse(line).map(|r| Some(Record::Request(r))),
             Parser::RateCsv { interval } => match rate_csv::parse(line) {
                 Ok(rate_csv::Row::Data { ts, value }) => Ok(Some(Record::Count {
                     ts,
                     count: value,
-                    interval,
+                    interval: *interval,
                 })),
                 Ok(rate_csv::Row::Header) if first => Ok(None),
                 Ok(rate_csv::Row::Header) => {

@@ -323,8 +323,144 @@ fn format_value_names_for_the_command_line() {
         .iter()
         .filter_map(|f| Some(f.to_possible_value()?.get_name().to_string()))
         .collect();
-    assert_eq!(names, ["auto", "combined", "common", "jsonl", "rate-csv"]);
+    assert_eq!(
+        names,
+        [
+            "auto",
+            "combined",
+            "common",
+            "jsonl",
+            "rate-csv",
+            "request-csv",
+            "tsv"
+        ]
+    );
     assert!(Format::value_variants().iter().all(|f| f
         .to_possible_value()
         .is_some_and(|v| v.get_name() == f.to_string())));
+}
+
+/// A small cut of a real input in `testdata/replay/` (see its README), or None after
+/// `unmet`. A macro, not a function: `benches/replay_input.rs` compiles this module
+/// without the test harness, where only `#[test]` bodies are left out.
+macro_rules! fixture {
+    ($test:expr, $name:expr) => {{
+        let p = crate::test_require::traces_dir()
+            .parent()
+            .map(|d| d.join("replay"))
+            .unwrap_or_default()
+            .join($name);
+        if p.is_file() {
+            Some(p)
+        } else {
+            crate::test_require::unmet($test, &format!("{} is absent", p.display()));
+            None
+        }
+    }};
+}
+
+#[test]
+fn a_per_request_llm_csv_is_refused_by_detection_and_read_with_columns() {
+    let name = "a_per_request_llm_csv_is_refused_by_detection_and_read_with_columns";
+    let Some(p) = fixture!(name, "azure_llm_code_head.csv") else {
+        return;
+    };
+    // Three columns, irregular sub-second times: never a count series.
+    let e = match open(&p, &InputOptions::default()) {
+        Err(e) => e.to_string(),
+        Ok(r) => panic!("read as {:?}", r.stats().format),
+    };
+    assert!(
+        e.contains("columns TIMESTAMP,ContextTokens,GeneratedTokens")
+            && e.contains("--format request-csv --columns")
+            && e.contains("--format rate-csv"),
+        "{e}"
+    );
+    // Named: one request a row, the token counts as its sizes.
+    for format in [Format::RequestCsv, Format::Auto] {
+        let opts = InputOptions {
+            format,
+            columns: Some("TIMESTAMP,ContextTokens,GeneratedTokens".into()),
+            ..InputOptions::default()
+        };
+        let (records, stats) = read_all(&p, &opts);
+        let stats = stats.unwrap();
+        assert_eq!(stats.format, Format::RequestCsv);
+        assert_eq!((stats.records, stats.malformed), (72, 0), "{stats:?}");
+        let reqs = requests(&records);
+        assert_eq!(reqs.len(), 72);
+        // 2023-11-16 18:17:03.9799600 UTC
+        assert!(
+            (reqs[0].ts - 1_700_158_623.979_96).abs() < 1e-4,
+            "{}",
+            reqs[0].ts
+        );
+        assert_eq!((reqs[0].request_bytes, reqs[0].bytes), (Some(4808), 10));
+        assert_eq!(stats.undated, 0);
+    }
+    // A column the header lacks is named in the error.
+    let opts = InputOptions {
+        format: Format::RequestCsv,
+        columns: Some("time=TIMESTAMP,duration=Latency".into()),
+        ..InputOptions::default()
+    };
+    let e = open(&p, &opts).err().unwrap().to_string();
+    assert!(e.contains("no column \"Latency\""), "{e}");
+}
+
+#[test]
+fn the_day_and_clock_log_variant_is_read_without_a_date() {
+    let name = "the_day_and_clock_log_variant_is_read_without_a_date";
+    let Some(p) = fixture!(name, "epa_http_head.log") else {
+        return;
+    };
+    let (records, stats) = read_all(&p, &InputOptions::default());
+    let stats = stats.unwrap();
+    assert_eq!(stats.format, Format::Common);
+    assert_eq!((stats.records, stats.malformed, stats.undated), (9, 0, 9));
+    let reqs = requests(&records);
+    // [29:23:53:25] then [29:23:53:36]; [30:16:07:56] is the next day.
+    assert_eq!(reqs[1].ts - reqs[0].ts, 11.0);
+    assert_eq!(reqs[8].ts - reqs[0].ts, 16.0 * 3600.0 + 14.0 * 60.0 + 31.0);
+    assert_eq!((reqs[8].status, reqs[8].bytes), (304, 0));
+    assert_eq!(reqs[0].path, "/Software.html");
+}
+
+#[test]
+fn a_zeek_http_log_is_read_from_its_fields_header() {
+    let name = "a_zeek_http_log_is_read_from_its_fields_header";
+    let Some(p) = fixture!(name, "zeek_http_semicomplete.log") else {
+        return;
+    };
+    let (records, stats) = read_all(&p, &InputOptions::default());
+    let stats = stats.unwrap();
+    assert_eq!(stats.format, Format::Tsv);
+    assert_eq!((stats.records, stats.malformed), (8, 0));
+    let reqs = requests(&records);
+    // The same requests as the Apache log they were cut from, in time order.
+    assert_eq!(stats.first_ts, Some(1_431_857_103.0)); // 10:05:03, the first line's
+    assert!(reqs.windows(2).all(|w| w[0].ts <= w[1].ts));
+    assert!(reqs.iter().all(|r| r.method == "GET" && r.status == 200));
+    assert_eq!(reqs[0].bytes, 203_023);
+    assert_eq!(reqs[0].source.as_deref(), Some("83.149.9.216"));
+}
+
+#[test]
+fn a_tab_separated_log_without_a_header_says_what_is_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        &dir,
+        "access.tsv",
+        "1431857103\t83.149.9.216\tGET\t/a\t200\t5\n1431857104\t83.149.9.216\tGET\t/b\t200\t7\n",
+    );
+    let e = open(&p, &InputOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("#fields")
+            && e.contains("a time column")
+            && e.contains("--format tsv --columns"),
+        "{e}"
+    );
 }
