@@ -9,7 +9,8 @@
 #                            when hit directly with the same protocol (utime+stime from
 #                            /proc/<pid>/stat, every process of the target);
 #   throughput             h2load, closed loop, N requests;
-#   p50 at a fixed rate    examples/loadgen.rs, open loop (latency from scheduled start);
+#   p50 at a fixed rate    h2load --rps over 4 connections, per-request times from its
+#                          --log-file (send to end of response);
 #   context switches       per request, all threads of the proxy (/proc/<pid>/task/*/status);
 #   idle RSS               VmRSS of the proxy's processes after start and after the load;
 # then the ratios against nginx and haproxy. Rounds are interleaved (every target once per
@@ -19,7 +20,7 @@
 # Knobs (environment):
 #   N=100000        requests per throughput run (bounded; each run also stops after 120 s)
 #   ROUNDS=2        interleaved rounds
-#   RATE=1000       fixed arrival rate for the latency run, requests/s
+#   RATE=1000       fixed request rate for the latency run, requests/s (4 connections)
 #   RATE_SECS=5     measured seconds of the latency run (after 1 s of warm-up)
 #   PRESCALES="prescale=target/release/prescale"   space-separated name=binary pairs, e.g.
 #                   PRESCALES="after=target/release/prescale before=/tmp/prescale-before"
@@ -46,7 +47,7 @@ SUT_CPU=1
 
 if ((N < 1000 || N > 2000000)); then echo "N must be 1000..2000000" >&2; exit 2; fi
 if ((ROUNDS < 1 || ROUNDS > 10)); then echo "ROUNDS must be 1..10" >&2; exit 2; fi
-if ((RATE < 1 || RATE > 20000)); then echo "RATE must be 1..20000" >&2; exit 2; fi
+if ((RATE < 4 || RATE > 20000)); then echo "RATE must be 4..20000" >&2; exit 2; fi
 if ((RATE_SECS < 1 || RATE_SECS > 60)); then echo "RATE_SECS must be 1..60" >&2; exit 2; fi
 
 for tool in nginx haproxy h2load curl ss taskset getconf awk timeout; do
@@ -78,13 +79,11 @@ log() { printf '%s\n' "$*" >&2; }
 
 # --- build --------------------------------------------------------------------------------
 
-BUILD_CMD=(cargo build --release --bin prescale --example loadgen)
+BUILD_CMD=(cargo build --release --bin prescale)
 if [[ $SKIP_BUILD != 1 ]]; then
     log "+ ${BUILD_CMD[*]}"
     "${BUILD_CMD[@]}" >&2
 fi
-LOADGEN=${LOADGEN:-$TARGET_DIR/release/examples/loadgen}
-[[ -x $LOADGEN ]] || { echo "missing $LOADGEN (cargo build --release --example loadgen)" >&2; exit 1; }
 declare -A BIN
 PS_NAMES=()
 for pair in $PRESCALES; do
@@ -290,18 +289,25 @@ throughput() { # target proto round
     log "   $t $proto round $r: ${rps:-?} req/s, $(awk -v c=$((c1 - c0 + up1 - up0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", c / hz * 1e6 / n }') us CPU/req (proxy + upstream)"
 }
 
-latency() { # target proto
-    local t=$1 proto=$2 u flag=""
+latency() { # target proto: RATE requests/s over 4 connections, per-request log
+    local t=$1 proto=$2 u args
     u=$(url "$t" "$proto")
-    [[ $proto == h2c ]] && flag=--h2c
-    local res
-    res=$(taskset -c "$GEN_CPU" timeout 120 "$LOADGEN" --url "$u" --rate "$RATE" \
-        --duration "$RATE_SECS" --warmup 1 --timeout 5 $flag | grep '^RESULT') || res=""
-    local kv
-    for kv in p50_us p99_us lag_p99_us ok; do
-        echo "$t $proto 1 ${kv%_us} $(tr ' ' '\n' <<<"$res" | awk -F= -v k="$kv" '$1 == k { print $2 }')" >>"$RES"
-    done
-    log "   $t $proto @${RATE}/s: $res"
+    args="-c 4 --rps $((RATE / 4))"
+    [[ $proto == h1 ]] && args="--h1 $args"
+    # shellcheck disable=SC2086
+    taskset -c "$GEN_CPU" timeout 60 h2load $args -n "$RATE" "$u" >/dev/null 2>&1 || true
+    local logf=$WORK/latency-$t-$proto.tsv
+    # shellcheck disable=SC2086
+    taskset -c "$GEN_CPU" timeout 120 h2load $args -n $((RATE * RATE_SECS)) --log-file="$logf" "$u" >/dev/null 2>&1 || true
+    # columns: start (us since epoch), status, microseconds to the end of the response
+    local p50 p99 ok
+    ok=$(awk '$2 >= 200 && $2 < 300' "$logf" 2>/dev/null | wc -l)
+    read -r p50 p99 < <(awk '$2 >= 200 && $2 < 300 { print $3 }' "$logf" 2>/dev/null | sort -n |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan nan"; exit } i = int(NR * 0.99); if (i < 1) i = 1; print v[int((NR + 1) / 2)], v[i] }')
+    echo "$t $proto 1 p50 $p50" >>"$RES"
+    echo "$t $proto 1 p99 $p99" >>"$RES"
+    echo "$t $proto 1 lat_ok $ok" >>"$RES"
+    log "   $t $proto @${RATE}/s: p50 $p50 us, p99 $p99 us, $ok of $((RATE * RATE_SECS)) 2xx"
 }
 
 # --- header -------------------------------------------------------------------------------------
@@ -321,7 +327,7 @@ echo "  haproxy:   $(haproxy -v | head -1 | awk '{ print $3 }'), nbthread 1, htt
 echo "  upstream:  nginx, worker_processes 1, 'return 200' with a ${#BODY}-byte body"
 echo "  pinning:   generator on cpu $GEN_CPU; upstream and proxy on cpu $SUT_CPU (taskset)"
 echo "  load:      h2load -n $N, h1: $(h2load_args h1), h2c: $(h2load_args h2c) (after $((N / 10)) unmeasured)"
-echo "  latency:   examples/loadgen.rs --rate $RATE --duration $RATE_SECS --warmup 1 (open loop)"
+echo "  latency:   h2load [--h1] -c 4 --rps $((RATE / 4)) -n $((RATE * RATE_SECS)) --log-file (after $RATE unmeasured)"
 echo "  CPU:       utime+stime from /proc/<pid>/stat, CLK_TCK=$CLK_TCK; rounds: $ROUNDS, interleaved"
 echo
 
@@ -365,11 +371,11 @@ added_range() {
 }
 
 declare -A ADD P50
-printf '%-10s | %-5s | %9s %-11s | %9s | %8s | %7s | %7s %7s | %6s %6s\n' \
-    target proto "added CPU" "us/req" "req/s" "ctx sw" "p50 us" "p99 us" "lag p99" "RSS0" "RSS1"
-printf '%-10s | %-5s | %9s %-11s | %9s | %8s | %7s | %7s %7s | %6s %6s\n' \
-    "" "" "median" "(range)" "median" "/req" "@$RATE/s" "@$RATE/s" "(gen)" "MiB" "MiB"
-printf -- '-%.0s' $(seq 1 112)
+printf '%-12s | %-5s | %9s %-13s | %9s | %8s | %7s | %7s | %6s %6s\n' \
+    target proto "added CPU" "us/req" "req/s" "ctx sw" "p50 us" "p99 us" "RSS0" "RSS1"
+printf '%-12s | %-5s | %9s %-13s | %9s | %8s | %7s | %7s | %6s %6s\n' \
+    "" "" "median" "(range)" "median" "/req" "@$RATE/s" "@$RATE/s" "MiB" "MiB"
+printf -- '-%.0s' $(seq 1 106)
 echo
 for proto in h1 h2c; do
     for t in "${TARGETS[@]}"; do
@@ -383,9 +389,9 @@ for proto in h1 h2c; do
         P50[$t:$proto]=$(med "$t" "$proto" p50)
         cs="-"
         [[ $t == direct ]] || cs=$(med "$t" "$proto" cs)
-        printf '%-10s | %-5s | %9s %-11s | %9s | %8s | %7s | %7s %7s | %6s %6s\n' \
+        printf '%-12s | %-5s | %9s %-13s | %9s | %8s | %7s | %7s | %6s %6s\n' \
             "$t" "$proto" "$a" "$ar" "$(med "$t" "$proto" rps)" "$cs" "${P50[$t:$proto]}" \
-            "$(med "$t" "$proto" p99)" "$(med "$t" "$proto" lag_p99)" "${RSS0[$t]:--}" "${RSS1[$t]:--}"
+            "$(med "$t" "$proto" p99)" "${RSS0[$t]:--}" "${RSS1[$t]:--}"
     done
 done
 echo

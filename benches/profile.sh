@@ -106,7 +106,7 @@ awk '{
     else if (sym ~ /http::|httparse|pingora_http/) c = "http/httparse"
     else if (sym ~ /prescale|profiler|policies/) c = "prescale (proxy, profiler, policies)"
     else if (sym ~ /metrics/) c = "metrics"
-    else if (dso ~ /libc/) c = "libc (other)"
+    else if (dso ~ /^libc[.-]/) c = "libc (other)"
     share[c] += pct
 } END { for (c in share) printf "  %6.2f%%  %s\n", share[c], c }' <<<"$REPORT" | sort -rn
 echo
