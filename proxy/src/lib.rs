@@ -25,6 +25,7 @@ pub mod forecasting;
 pub mod guard;
 pub mod health;
 pub mod lifecycle;
+pub mod listeners;
 pub mod metrics;
 pub mod peer_identity;
 pub mod profiling;
@@ -125,8 +126,12 @@ pub fn run(source: impl Into<ConfigSource>, cfg: MeshConfig) -> Result<(), RunEr
     anomalies.act_on(tiers::LiveTiers::new(snapshot.clone()));
     let reloader = Arc::new(Reloader::new(source.into(), cfg.clone(), snapshot.clone()));
 
+    let threads = cfg.runtime.threads();
     let mut conf = ServerConf {
-        threads: cfg.runtime.threads(),
+        threads,
+        // Each thread runs its own connections (tokio current-thread runtimes): no
+        // cross-thread wakeups or task stealing per request (docs/performance.md).
+        work_stealing: false,
         grace_period_seconds: Some(cfg.drain.grace_period.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: cfg
@@ -141,6 +146,8 @@ pub fn run(source: impl Into<ConfigSource>, cfg: MeshConfig) -> Result<(), RunEr
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    // One thread set for every listener (pingora would give each its own runtime).
+    let mut listeners = listeners::Listeners::new(threads);
     for l in &cfg.listeners {
         let sidecar = Sidecar::new(
             l.name.clone(),
@@ -179,8 +186,9 @@ pub fn run(source: impl Into<ConfigSource>, cfg: MeshConfig) -> Result<(), RunEr
             (None, Some(opt)) => svc.add_tcp_with_settings(&addr, opt),
             (None, None) => svc.add_tcp(&addr),
         }
-        server.add_service(svc);
+        listeners.add(svc);
     }
+    server.add_service(listeners);
 
     spawn_admin(
         &cfg,
