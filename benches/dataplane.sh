@@ -95,15 +95,30 @@ done
 
 # --- ports and configs ----------------------------------------------------------------------
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# Ports below the kernel's ephemeral range (so no outgoing connection takes one between
+# the check and the bind), never the same one twice in a run. Sets PORT (no subshell,
+# so CHOSEN persists).
+CHOSEN=" "
+next_port() {
+    local p
+    for _ in $(seq 1 500); do
+        p=$((20000 + RANDOM % 12000))
+        [[ $CHOSEN == *" $p "* ]] && continue
+        if ! ss -Htan "( sport = :$p or dport = :$p )" | grep -q .; then
+            CHOSEN+="$p "
+            PORT=$p
+            return
+        fi
+    done
+    echo "no free port" >&2
+    exit 1
 }
-UP_H1=$(free_port)
-UP_H2=$(free_port)
-NG_H1=$(free_port)
-NG_H2=$(free_port)
-HA_H1=$(free_port)
-HA_H2=$(free_port)
+next_port; UP_H1=$PORT
+next_port; UP_H2=$PORT
+next_port; NG_H1=$PORT
+next_port; NG_H2=$PORT
+next_port; HA_H1=$PORT
+next_port; HA_H2=$PORT
 
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
 
@@ -161,14 +176,16 @@ EOF
 # cluster points at a closed port).
 declare -A PS_PORT PS_ADMIN
 for name in "${PS_NAMES[@]}"; do
-    PS_PORT[$name]=$(free_port)
-    PS_ADMIN[$name]=$(free_port)
+    next_port; PS_PORT[$name]=$PORT
+    next_port; PS_ADMIN[$name]=$PORT
+    next_port; out_port=$PORT
+    next_port; payments_port=$PORT
     mkdir -p "$WORK/ps-$name"
     sed -e "s|127.0.0.1:9901|127.0.0.1:${PS_ADMIN[$name]}|" \
         -e "s|127.0.0.1:4143|127.0.0.1:${PS_PORT[$name]}|" \
-        -e "s|127.0.0.1:4140|127.0.0.1:$(free_port)|" \
+        -e "s|127.0.0.1:4140|127.0.0.1:$out_port|" \
         -e "s|127.0.0.1:8080|127.0.0.1:$UP_H1|" \
-        -e "s|127.0.0.1:8081|127.0.0.1:$(free_port)|" \
+        -e "s|127.0.0.1:8081|127.0.0.1:$payments_port|" \
         deploy/examples/sidecar.yaml >"$WORK/ps-$name/prescale.yaml"
 done
 
