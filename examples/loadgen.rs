@@ -1,5 +1,5 @@
-//! An open-loop HTTP/1.1 load generator: requests start at a fixed rate whether or not
-//! earlier ones have finished, so a slow server cannot slow the arrivals down (no
+//! An open-loop HTTP/1.1 (or h2c) load generator: requests start at a fixed rate whether
+//! or not earlier ones have finished, so a slow server cannot slow the arrivals down (no
 //! coordinated omission, unlike closed-loop tools such as wrk).
 //!
 //! A pacer thread sleeps until each scheduled start (std's nanosleep, finer than tokio's
@@ -39,6 +39,10 @@ struct Args {
     /// Per-request timeout in seconds; a timed-out request counts as an error.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
+    /// Speak h2c with prior knowledge (requests multiplexed on one connection) instead
+    /// of HTTP/1.1 over a keep-alive pool.
+    #[arg(long)]
+    h2c: bool,
 }
 
 #[derive(Default)]
@@ -91,6 +95,7 @@ fn main() {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
             .pool_idle_timeout(Duration::from_secs(30))
+            .http2_only(args.h2c)
             .build_http::<Empty<Bytes>>();
         let mut tasks = tokio::task::JoinSet::new();
         while let Some((i, at)) = rx.recv().await {

@@ -188,7 +188,11 @@ pub struct GuardedStream {
     timeout: Duration,
     /// The first request's deadline: accept + timeout.
     first: Option<Instant>,
-    /// The armed deadline of the head being read, if any.
+    /// The deadline of the head being read, if one is being read.
+    deadline: Option<Instant>,
+    /// The timer for `deadline`, registered only when a read of a head has to wait
+    /// (most heads arrive whole in one read) and then reused, reset, for later heads:
+    /// no allocation or timer registration per request.
     sleep: Option<Pin<Box<Sleep>>>,
     /// Set once the deadline passed: every later read fails at once.
     expired: bool,
@@ -241,7 +245,8 @@ impl GuardedStream {
             state: AtomicU8::new(if h2 { OFF } else { IDLE }),
             timeout,
             first: Some(first),
-            sleep: (!h2).then(|| Box::pin(tokio::time::sleep_until(first))),
+            deadline: None,
+            sleep: None,
             expired: false,
             replay: Vec::new(),
             line: None,
@@ -280,6 +285,7 @@ impl GuardedStream {
         }
         self.expired = true;
         self.sleep = None;
+        self.deadline = None;
         ::metrics::counter!(CONNECTIONS_CLOSED, "listener" => self.listener.clone(), "reason" => "bad_request")
             .increment(1);
         if let Poll::Ready(Ok(_)) = Pin::new(&mut self.inner).poll_write(cx, BAD_REQUEST_RESPONSE) {
@@ -334,7 +340,7 @@ impl AsyncRead for GuardedStream {
                 this.line = Some(Vec::new());
             }
             if let Some(at) = this.first.take() {
-                this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+                this.deadline = Some(at);
             }
             if this.state.load(Ordering::Acquire) == HEAD {
                 if let Err(e) = this.check_line(&bytes, cx) {
@@ -345,11 +351,13 @@ impl AsyncRead for GuardedStream {
         }
         let state = this.state.load(Ordering::Acquire);
         if state == BUSY || state == OFF {
-            this.sleep = None;
+            // A registered timer left behind wakes the task once, harmlessly; dropping
+            // it would cost an allocation for the next head that has to wait.
+            this.deadline = None;
             this.first = None;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        let overdue = this.sleep.as_ref().is_some_and(|s| s.is_elapsed());
+        let overdue = state == HEAD && this.deadline.is_some_and(|d| Instant::now() >= d);
         if this.expired || (state == HEAD && overdue) {
             return Poll::Ready(Err(this.timed_out(cx)));
         }
@@ -373,7 +381,7 @@ impl AsyncRead for GuardedStream {
                         .first
                         .take()
                         .unwrap_or_else(|| Instant::now() + this.timeout);
-                    this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
+                    this.deadline = Some(at);
                 }
                 if this.line.is_some() {
                     let fresh = buf.filled().get(before..).unwrap_or_default().to_vec();
@@ -389,13 +397,23 @@ impl AsyncRead for GuardedStream {
                 if state == IDLE && this.first.is_none() {
                     return Poll::Pending;
                 }
-                if this.sleep.is_none() {
-                    let at = this.first.unwrap_or_else(|| Instant::now() + this.timeout);
-                    this.sleep = Some(Box::pin(tokio::time::sleep_until(at)));
-                }
-                match this.sleep.as_mut().map(|s| s.as_mut().poll(cx)) {
-                    Some(Poll::Ready(())) => Poll::Ready(Err(this.timed_out(cx))),
-                    _ => Poll::Pending,
+                let at = match (this.deadline, this.first) {
+                    (Some(at), _) | (None, Some(at)) => at,
+                    (None, None) => Instant::now() + this.timeout,
+                };
+                this.deadline = Some(at);
+                let sleep = match this.sleep.as_mut() {
+                    Some(s) => {
+                        if s.deadline() != at {
+                            s.as_mut().reset(at);
+                        }
+                        s
+                    }
+                    None => this.sleep.insert(Box::pin(tokio::time::sleep_until(at))),
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(this.timed_out(cx))),
+                    Poll::Pending => Poll::Pending,
                 }
             }
         }
@@ -544,6 +562,7 @@ impl Peek for GuardedStream {
         if self.replay.as_slice() == H2_PREFACE {
             self.state.store(OFF, Ordering::Release);
             self.sleep = None;
+            self.deadline = None;
             self.first = None;
         }
         Ok(true)

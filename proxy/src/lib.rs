@@ -34,6 +34,7 @@ pub mod health;
     reason = "drain and bind waits on the monotonic clock: bounded waits, not time read for a decision"
 )]
 pub mod lifecycle;
+pub mod listeners;
 pub mod metrics;
 pub mod peer_identity;
 pub mod profiling;
@@ -163,8 +164,12 @@ pub fn run(
         .map_err(RunError::Runtime)?;
     let reloader = Arc::new(Reloader::new(source.into(), cfg.clone(), snapshot.clone()));
 
+    let threads = cfg.runtime.threads();
     let mut conf = ServerConf {
-        threads: cfg.runtime.threads(),
+        threads,
+        // Each thread runs its own connections (tokio current-thread runtimes): no
+        // cross-thread wakeups or task stealing per request (docs/performance.md).
+        work_stealing: false,
         grace_period_seconds: Some(cfg.drain.grace_period.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: cfg
@@ -179,6 +184,8 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    // One thread set for every listener (pingora would give each its own runtime).
+    let mut listeners = listeners::Listeners::new(threads);
     for l in &cfg.listeners {
         let sidecar = Sidecar::new(
             l.name.clone(),
@@ -218,8 +225,9 @@ pub fn run(
             (None, Some(opt)) => svc.add_tcp_with_settings(&addr, opt),
             (None, None) => svc.add_tcp(&addr),
         }
-        server.add_service(svc);
+        listeners.add(svc);
     }
+    server.add_service(listeners);
 
     spawn_admin(
         &cfg,

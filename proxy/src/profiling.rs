@@ -53,7 +53,8 @@ pub struct Profiling {
     shed: ArrayQueue<Refused>,
     pub model: ArcSwap<Model>,
     pub fanout: Arc<FanoutTable>,
-    trace_headers: Vec<String>,
+    /// The trace-id headers, looked up by parsed name (no per-request name parsing).
+    trace_headers: Vec<(http::HeaderName, String)>,
     pub view: ArcSwap<ProfileView>,
     /// The last hour of minute buckets, for `GET /v1/series`.
     pub minutes: ArcSwap<Vec<Bucket>>,
@@ -89,7 +90,11 @@ impl Profiling {
             shed: ArrayQueue::new(SHED_QUEUE),
             model: ArcSwap::from_pointee(Model::empty()),
             fanout: Arc::new(FanoutTable::new(cfg.fanout_capacity)),
-            trace_headers: cfg.trace_headers.clone(),
+            trace_headers: cfg
+                .trace_headers
+                .iter()
+                .filter_map(|h| Some((http::HeaderName::try_from(h.as_str()).ok()?, h.clone())))
+                .collect(),
             view: ArcSwap::from_pointee(Profile::new(cfg, 0).view(0)),
             minutes: ArcSwap::from_pointee(Vec::new()),
             flush: Mutex::new(None),
@@ -115,7 +120,7 @@ impl Profiling {
         let arrival = Arrival {
             method: Method::parse(req.method.as_str()),
             shape: PathShape::of(target),
-            request_bytes: header(req, "content-length")
+            request_bytes: header(req, &http::header::CONTENT_LENGTH)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
             source: 0,
@@ -196,7 +201,7 @@ impl Profiling {
     fn trace_id(&self, req: &RequestHeader) -> Option<TraceId> {
         self.trace_headers
             .iter()
-            .find_map(|h| TraceId::parse(h, header(req, h)?))
+            .find_map(|(name, h)| TraceId::parse(h, header(req, name)?))
     }
 
     /// Flushes the store before the process exits; waits at most `limit`.
@@ -552,6 +557,6 @@ impl Drop for FanoutGuard {
     }
 }
 
-fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+fn header<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a str> {
     req.headers.get(name)?.to_str().ok()
 }

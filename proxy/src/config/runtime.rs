@@ -8,9 +8,15 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
-    /// Worker threads per listener; 0 means one per available core.
+    /// Worker threads shared by every listener; 0 means one per available core, at
+    /// most [`AUTO_MAX_THREADS`].
     pub worker_threads: usize,
 }
+
+/// The most threads `worker_threads: 0` picks. A sidecar's CPU is paid beside every
+/// pod, and one thread is the cheapest per request (docs/performance.md); Linkerd's
+/// proxy likewise runs on one or two cores. More only when configured.
+pub const AUTO_MAX_THREADS: usize = 2;
 
 /// How the process stops on SIGTERM or `POST /shutdown`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -60,12 +66,12 @@ impl RuntimeConfig {
         Ok(())
     }
 
-    /// The thread count to give each listener.
+    /// The thread count of the listeners' shared runtime.
     pub fn threads(&self) -> usize {
         if self.worker_threads > 0 {
             return self.worker_threads;
         }
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(AUTO_MAX_THREADS))
     }
 }
 

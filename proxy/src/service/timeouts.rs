@@ -19,7 +19,8 @@ const MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The request's `grpc-timeout` (gRPC over HTTP/2: 1-8 ASCII digits and a unit `H`,
 /// `M`, `S`, `m`, `u` or `n`), capped at a day; `None` if absent or malformed.
 pub fn grpc_timeout(req: &RequestHeader) -> Option<Duration> {
-    let value = req.headers.get("grpc-timeout")?.to_str().ok()?.trim();
+    const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    let value = req.headers.get(GRPC_TIMEOUT)?.to_str().ok()?.trim();
     parse_grpc_timeout(value)
 }
 
