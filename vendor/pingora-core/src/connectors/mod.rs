@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if connected_to(peer, &stream) // PRESCALE PATCH: was peer.matches_fd(stream.id())
+                        if peer.matches_fd(stream.id())
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -470,25 +470,6 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
-
-// PRESCALE PATCH begin
-/// Whether a pooled stream is connected to `peer` (the pool is keyed by a hash, which
-/// may collide). The address recorded in the stream's socket digest at connect answers
-/// without the `getpeername` system call `Peer::matches_fd` makes on every reuse; a
-/// stream without one (or a peer behind a proxy) still asks the socket.
-#[cfg(unix)]
-fn connected_to<P: Peer>(peer: &P, stream: &Stream) -> bool {
-    if peer.get_proxy().is_none() {
-        let recorded = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr.get().cloned().flatten());
-        if let Some(addr) = recorded {
-            return &addr == peer.address();
-        }
-    }
-    peer.matches_fd(stream.id())
-}
-// PRESCALE PATCH end
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
