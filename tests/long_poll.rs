@@ -4,13 +4,8 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 async fn get(url: String) -> (i32, String) {
     tokio::task::spawn_blocking(move || curl(&["--max-time", "100", "-w", "\n%{http_code}", &url]))
@@ -21,11 +16,7 @@ async fn get(url: String) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_70_second_long_poll_succeeds_under_the_default_config() {
     let upstream = Upstream::start().await;
-    let (admin, listen) = (addr(free_port()), addr(free_port()));
-    let cfg = inbound_config(admin, listen, upstream.addr, "");
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
-        .await
-        .unwrap();
+    let (proxy, listen) = inbound_proxy(&upstream).await;
     let t = Instant::now();
     let (code, out) = get(format!("http://{listen}/delay/70000")).await;
     assert_eq!(code, 0, "{out}");
@@ -40,16 +31,11 @@ async fn a_70_second_long_poll_succeeds_under_the_default_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_later_than_the_response_header_timeout_is_within_stream_idle() {
     let upstream = Upstream::start().await;
-    let (admin, listen) = (addr(free_port()), addr(free_port()));
-    let cfg = inbound_config(
-        admin,
-        listen,
-        upstream.addr,
+    let (proxy, listen) = inbound_proxy_with(
+        &upstream,
         "    timeouts: { response_header: 1s, stream_idle: 10s }\n",
-    );
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
-        .await
-        .unwrap();
+    )
+    .await;
 
     // Head at once, body 3 s later: within stream_idle, past response_header.
     let (code, out) = get(format!("http://{listen}/drip/3000")).await;
@@ -75,16 +61,11 @@ async fn a_body_later_than_the_response_header_timeout_is_within_stream_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_later_than_stream_idle_is_cut() {
     let upstream = Upstream::start().await;
-    let (admin, listen) = (addr(free_port()), addr(free_port()));
-    let cfg = inbound_config(
-        admin,
-        listen,
-        upstream.addr,
+    let (_proxy, listen) = inbound_proxy_with(
+        &upstream,
         "    timeouts: { response_header: 5s, stream_idle: 1s }\n",
-    );
-    let _proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
-        .await
-        .unwrap();
+    )
+    .await;
     let t = Instant::now();
     let (code, out) = get(format!("http://{listen}/drip/4000")).await;
     // The head (200) was already sent: the body is cut, which curl reports as an error.
@@ -129,16 +110,11 @@ async fn grpc_like(url: String, deadline: Option<&str>) -> (String, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_timeout_bounds_the_wait_for_the_response_head() {
     let upstream = Upstream::start().await;
-    let (admin, listen) = (addr(free_port()), addr(free_port()));
-    let cfg = inbound_config(
-        admin,
-        listen,
-        upstream.addr,
+    let (_proxy, listen) = inbound_proxy_with(
+        &upstream,
         "    protocol: h2c\n    timeouts: { response_header: 1s, stream_idle: 30s }\n",
-    );
-    let _proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
-        .await
-        .unwrap();
+    )
+    .await;
     let slow = format!("http://{listen}/delay/2500");
 
     // A deadline shorter than the answer: 504 at the deadline, not at response_header.

@@ -5,29 +5,19 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_sent_events_stream_through_one_by_one() {
     let upstream = Upstream::start().await;
-    let (admin, listen) = (addr(free_port()), addr(free_port()));
     // Events 1.5 s apart: past response_header (1 s), within stream_idle.
-    let cfg = inbound_config(
-        admin,
-        listen,
-        upstream.addr,
+    let (proxy, listen) = inbound_proxy_with(
+        &upstream,
         "    timeouts: { response_header: 1s, stream_idle: 10s }\n",
-    );
-    let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
-        .await
-        .unwrap();
+    )
+    .await;
     let url = format!("http://{listen}/sse/3/1500");
     let seen = tokio::task::spawn_blocking(move || {
         let mut child = Command::new("curl")
@@ -74,11 +64,7 @@ async fn server_sent_events_stream_through_one_by_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_gets_its_interim_answer() {
     let upstream = Upstream::start().await;
-    let (admin, listen) = (addr(free_port()), addr(free_port()));
-    let cfg = inbound_config(admin, listen, upstream.addr, "");
-    let _proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
-        .await
-        .unwrap();
+    let (_proxy, listen) = inbound_proxy(&upstream).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("body");
     std::fs::write(&file, vec![b'x'; 100_000]).unwrap();

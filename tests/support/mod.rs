@@ -472,9 +472,15 @@ pub fn inbound_config(
 /// The real binary on [`inbound_config`] in front of `upstream`, on free loopback
 /// ports; returns it and its listener's address.
 pub async fn inbound_proxy(upstream: &Upstream) -> (Proxy, SocketAddr) {
+    inbound_proxy_with(upstream, "").await
+}
+
+/// As [`inbound_proxy`], with `cluster_extra` (indented YAML lines) added to the
+/// cluster, e.g. its timeouts or protocol.
+pub async fn inbound_proxy_with(upstream: &Upstream, cluster_extra: &str) -> (Proxy, SocketAddr) {
     let port = |p| SocketAddr::from(([127, 0, 0, 1], p));
     let (admin, listen) = (port(free_port()), port(free_port()));
-    let cfg = inbound_config(admin, listen, upstream.addr, "");
+    let cfg = inbound_config(admin, listen, upstream.addr, cluster_extra);
     let proxy = tokio::task::spawn_blocking(move || Proxy::start(&cfg, admin))
         .await
         .expect("the proxy starts");
