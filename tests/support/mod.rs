@@ -102,6 +102,10 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests it has started serving.
     pub hits: Arc<AtomicUsize>,
+    /// Requests it has started serving whose path is not under `/probe/`: tests that
+    /// run a background probe count the others exactly, with no race against the
+    /// probe's own requests in flight.
+    others: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -134,17 +138,23 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let others = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
+        let other_counter = others.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let counter = counter.clone();
+                let other_counter = other_counter.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
+                    let svc = service_fn(move |req: Request<Incoming>| {
                         counter.fetch_add(1, Ordering::SeqCst);
+                        if !req.uri().path().starts_with("/probe/") {
+                            other_counter.fetch_add(1, Ordering::SeqCst);
+                        }
                         handle(req)
                     });
                     let builder =
@@ -167,11 +177,21 @@ impl Upstream {
                 });
             }
         });
-        Self { addr, hits, task }
+        Self {
+            addr,
+            hits,
+            others,
+            task,
+        }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests started whose path is not under `/probe/`.
+    pub fn hits_except_probes(&self) -> usize {
+        self.others.load(Ordering::SeqCst)
     }
 }
 
