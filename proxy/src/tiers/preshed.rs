@@ -6,8 +6,9 @@
 //! still asked for (a scale-down removes capacity at once). Before the first decision
 //! `min_replicas` are taken as ready. Ready replicas × `capacity_per_replica` is the
 //! ready capacity; replicas asked for but not yet ready are pending. Demand is the
-//! forecast's upper bound over the lead time (busy concurrency, the unit the scaling
-//! rule divides by `capacity_per_replica`); without a forecast nothing is pre-shed.
+//! forecast's upper bound over the lead time or the current demand, whichever is higher
+//! (busy concurrency, the unit the scaling rule divides by `capacity_per_replica`), so
+//! a spike larger than forecast raises the level; without a forecast nothing is pre-shed.
 //!
 //! The level is set on whatever admission is live (a reload carries it over); a reload
 //! that changes `policies.admission.preshed` restarts the release ramp.
