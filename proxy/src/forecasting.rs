@@ -287,7 +287,8 @@ fn run(
                     preshed.after_decision(
                         shared.tiers.as_ref(),
                         d.desired,
-                        view.forecast_upper,
+                        // A spike larger than forecast counts too.
+                        view.forecast_upper.map(|u| u.max(demand)),
                         at,
                     );
                 }

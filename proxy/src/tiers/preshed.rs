@@ -3,11 +3,13 @@
 //!
 //! The sidecar reads no cluster API, so "ready" is modelled from its own decisions: a
 //! replica counts as ready `startup_time` after it was asked for, and only while it is
-//! still asked for (a scale-down removes capacity at once). Before the first decision
-//! `min_replicas` are taken as ready. Ready replicas × `capacity_per_replica` is the
+//! still asked for (a scale-down removes capacity at once). What the first decision
+//! asks for is taken as ready: the sidecar cannot see what ran before it started, and
+//! a sidecar restarted at peak must not pre-shed for a whole start-up time. Ready replicas × `capacity_per_replica` is the
 //! ready capacity; replicas asked for but not yet ready are pending. Demand is the
-//! forecast's upper bound over the lead time (busy concurrency, the unit the scaling
-//! rule divides by `capacity_per_replica`); without a forecast nothing is pre-shed.
+//! forecast's upper bound over the lead time or the current demand, whichever is higher
+//! (busy concurrency, the unit the scaling rule divides by `capacity_per_replica`), so
+//! a spike larger than forecast raises the level; without a forecast nothing is pre-shed.
 //!
 //! The level is set on whatever admission is live (a reload carries it over); a reload
 //! that changes `policies.admission.preshed` restarts the release ramp.
@@ -27,7 +29,8 @@ const MAX_HISTORY: usize = 4096;
 pub struct PreShedding {
     startup_ms: Millis,
     capacity_per_replica: f64,
-    /// Replicas taken as ready before the first decision.
+    /// Replicas taken as ready before the oldest decision kept (at first: what the
+    /// first decision asked for).
     initial: u32,
     /// Desired replicas by decision time, oldest first.
     history: VecDeque<(Millis, u32)>,
@@ -74,6 +77,9 @@ impl PreShedding {
     }
 
     fn record(&mut self, desired: u32, at: Millis) {
+        if self.history.is_empty() {
+            self.initial = self.initial.max(desired);
+        }
         self.history.push_back((at, desired));
         // Keep the newest decision at or before the ready horizon, and all after it.
         let horizon = at.saturating_sub(self.startup_ms);
@@ -169,6 +175,7 @@ mod tests {
 
         // 2 replicas ready (20 slots), 5 asked for, 45 forecast, all demand sheddable
         // (idle admission says 1): 25 of 45 cannot be served yet.
+        p.after_decision(Some(&live), 2, Some(15.0), 0);
         let level = p
             .after_decision(Some(&live), 5, Some(45.0), 100_000)
             .unwrap();
@@ -203,6 +210,16 @@ mod tests {
         assert_eq!(admission().preshed(), 0.0);
         // Without a live policy nothing is set.
         assert_eq!(p.after_decision(None, 5, Some(45.0), 163_000), None);
+    }
+
+    #[test]
+    fn what_the_first_decision_asks_for_is_taken_as_ready() {
+        // A sidecar restarted at peak: it asks for 6 at once, and 6 are running.
+        let mut p = PreShedding::new(&scaling());
+        p.record(6, 100_000);
+        assert_eq!(p.ready(100_000), 6);
+        let i = p.input(Some(55.0), 1.0, 100_000);
+        assert_eq!(prescale_policies::admission::preshed_level(&i).level, 0.0);
     }
 
     #[test]
