@@ -652,7 +652,7 @@ fn analysis_lines(s: &mut String, a: &Analysis) {
     );
     let _ = writeln!(
         s,
-        "  ramp level  {} replicas first asked for: predictive {}  reactive {}  hpa {}",
+        "  ramp level  {} replicas first asked for (and kept 10 min): predictive {}  reactive {}  hpa {}",
         a.levels.get(a.levels.len() / 2).map_or(0, |l| l.replicas),
         clock(a.predictive_first_raise),
         clock(a.reactive_first_raise),

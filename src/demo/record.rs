@@ -151,6 +151,10 @@ impl Timeline {
     }
 }
 
+/// How long (series time) a rule must keep asking for a ramp level for it to count
+/// as asked for.
+const HOLD_MS: Millis = 10 * 60_000;
+
 /// Demand needs `replicas_at(demand)` replicas at the target utilisation.
 fn replicas_at(m: &Model, demand: f64) -> u32 {
     let n = (demand.max(0.0) / (m.capacity_per_replica * m.target_utilization) - 1e-9).ceil();
@@ -193,9 +197,19 @@ pub fn analyse(
         .count();
     let need: Vec<u32> = samples.iter().map(|s| replicas_at(m, s.offered)).collect();
     let hpa = hpa_desired(samples, m);
+    // When a rule first asked for `level` and kept asking for it for `HOLD_MS`: one
+    // noisy reading (a loaded host slows the upstream, so measured demand jumps for a
+    // sample) does not count as a scale-up, for any rule alike.
     let first_above = |v: &dyn Fn(usize) -> u32, level: u32| {
         (0..samples.len())
-            .find(|&i| v(i) >= level && samples[i].at <= ramp_end)
+            .find(|&i| {
+                samples[i].at <= ramp_end
+                    && samples[i..]
+                        .iter()
+                        .enumerate()
+                        .take_while(|(_, s)| s.at <= samples[i].at + HOLD_MS)
+                        .all(|(k, _)| v(i + k) >= level)
+            })
             .map(|i| samples[i].at)
     };
     // The morning ramp's levels: from above where demand started, to the most the
@@ -405,6 +419,18 @@ mod tests {
         assert!(a.predictive_first_raise < a.reactive_first_raise);
         assert!(a.hpa_first_raise >= a.reactive_first_raise);
         assert!(a.hpa_short_minutes > a.prescale_short_minutes);
+    }
+
+    #[test]
+    fn one_noisy_reading_is_not_a_ramp_level_asked_for() {
+        // The reactive rule jumps to the top for one minute early in the ramp (a
+        // loaded host slowed the upstream for a sample), then follows demand again.
+        let mut s = ramp();
+        let clean = analyse(&s, &[], &model(), u64::MAX, (0, 0));
+        s[35].reactive = 12;
+        let a = analyse(&s, &[], &model(), u64::MAX, (0, 0));
+        assert_eq!(a.reactive_first_raise, clean.reactive_first_raise);
+        assert!(a.predictive_first_raise < a.reactive_first_raise);
     }
 
     #[test]
