@@ -102,8 +102,16 @@ impl World<'_> {
 
     /// Demand over the sync period ending `metric_lag` before `t`.
     fn lagged(&self, t: Sec) -> f64 {
-        let end = t.saturating_sub(self.metric_lag);
-        self.mean(end.saturating_sub(self.sync_period), end.max(1))
+        self.mean(
+            self.lagged_since(t),
+            t.saturating_sub(self.metric_lag).max(1),
+        )
+    }
+
+    /// Where the window [`World::lagged`] measures starts.
+    fn lagged_since(&self, t: Sec) -> Sec {
+        t.saturating_sub(self.metric_lag)
+            .saturating_sub(self.sync_period)
     }
 
     fn peak(&self) -> f64 {
@@ -310,11 +318,13 @@ impl<'a> Driver<'a> {
                 headroom,
                 scaler,
             } => {
-                let forecast = forecasts.lead_over(t, w.lead_time()).map(|f| LeadForecast {
-                    point: f.point * *headroom,
-                    upper: f.upper * *headroom,
-                    ..f
-                });
+                let forecast = forecasts
+                    .lead_over(t, w.lead_time(), w.lagged_since(t))
+                    .map(|f| LeadForecast {
+                        point: f.point * *headroom,
+                        upper: f.upper * *headroom,
+                        ..f
+                    });
                 let d = scaler.decide(ScaleInput {
                     now: t * 1000,
                     current_replicas: pool.requested(),
