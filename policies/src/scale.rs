@@ -20,6 +20,7 @@
 use crate::quantile::normal_quantile;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::Duration;
 
 pub type Millis = u64;
@@ -125,15 +126,16 @@ pub struct StepBand {
 impl LeadForecast {
     /// The forecast over the lead window from its steps (the caller picks the steps
     /// that overlap [now, now + lead]): the highest median and upper bound, except for
-    /// a step that current demand is measured inside (`measured_since`, the start of
-    /// current demand's window, falls in it). That step's band was forecast before it
-    /// began; the rest of the step is planned from the measurement (the rule's floor),
-    /// so its band no longer holds capacity the measurement shows is idle. With only
-    /// that step in the window the forecast adds nothing to the floor (point and upper
-    /// 0). None without steps.
+    /// a step that current demand is measured inside (every arrival the reading
+    /// averages, `measured`, falls in the step). That step's band was forecast before
+    /// it began; the rest of the step is planned from the measurement (the rule's
+    /// floor), so its band no longer holds capacity the measurement shows is idle. A
+    /// reading that also averages time outside the step (a coarser one) does not
+    /// measure it, and the band stays. With only the measured step in the window the
+    /// forecast adds nothing to the floor (point and upper 0). None without steps.
     pub fn over_steps(
         steps: impl IntoIterator<Item = StepBand>,
-        measured_since: Millis,
+        measured: Range<Millis>,
         level: f64,
         calibrated: bool,
     ) -> Option<Self> {
@@ -141,7 +143,7 @@ impl LeadForecast {
         let (mut point, mut upper) = (0.0_f64, 0.0_f64);
         for s in steps {
             any = true;
-            if (s.start..s.end).contains(&measured_since) {
+            if s.start <= measured.start && measured.end <= s.end && !measured.is_empty() {
                 continue;
             }
             point = point.max(s.point);
@@ -722,31 +724,32 @@ mod tests {
         // The lead window covers the step under way (a high band forecast before it
         // began) and the next one.
         let steps = [step(0, 20.0, 60.0), step(300_000, 15.0, 40.0)];
-        // Current demand measured from 45 s into the first step: its band is dropped,
-        // the next step's counts.
-        let f = LeadForecast::over_steps(steps, 45_000, 0.9, true);
+        // Current demand measured over [45 s, 60 s) of the first step: its band is
+        // dropped, the next step's counts.
+        let f = LeadForecast::over_steps(steps, 45_000..60_000, 0.9, true);
         assert_eq!(f.map(|f| (f.point, f.upper)), Some((15.0, 40.0)));
-        // Measured across the steps' boundary (from before the first began): the
-        // measurement is not of that step, so its band still counts.
-        let f = LeadForecast::over_steps(
-            [step(300_000, 20.0, 60.0), step(600_000, 15.0, 40.0)],
-            290_000,
-            0.9,
-            true,
-        );
-        assert_eq!(f.map(|f| (f.point, f.upper)), Some((20.0, 60.0)));
+        // A reading across the steps' boundary, or one averaging a longer span than
+        // the step (a coarse reading), does not measure the step: its band counts.
+        let later = [step(300_000, 20.0, 60.0), step(600_000, 15.0, 40.0)];
+        for measured in [290_000..305_000, 300_000..900_000] {
+            let f = LeadForecast::over_steps(later, measured, 0.9, true);
+            assert_eq!(f.map(|f| (f.point, f.upper)), Some((20.0, 60.0)));
+        }
         // Only the measured step in the window: the forecast adds nothing to the floor,
         // and stays a (calibrated) forecast, so the short window still applies.
-        let only = LeadForecast::over_steps([step(0, 20.0, 60.0)], 45_000, 0.9, true);
+        let only = LeadForecast::over_steps([step(0, 20.0, 60.0)], 45_000..60_000, 0.9, true);
         assert_eq!(only, Some(calibrated(0.0, 0.0)));
-        assert_eq!(LeadForecast::over_steps([], 45_000, 0.9, true), None);
+        assert_eq!(
+            LeadForecast::over_steps([], 45_000..60_000, 0.9, true),
+            None
+        );
         // In the rule: demand measured at 30 now (3 replicas) against the stale band's
         // 6, held by the next step's 40 (4).
         let d = Scaler::new(cfg()).decide(ScaleInput {
             now: 60_000,
             current_replicas: 6,
             current_demand: 30.0,
-            forecast: LeadForecast::over_steps(steps, 45_000, 0.9, true),
+            forecast: LeadForecast::over_steps(steps, 45_000..60_000, 0.9, true),
         });
         assert_eq!((d.desired, d.reason), (4, ScaleReason::Forecast));
     }

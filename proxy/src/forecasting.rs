@@ -23,6 +23,7 @@ use prescale_profiler::series::{Bucket, MINUTE_MS, UNCLASSIFIED};
 use prescale_profiler::ForecastConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,11 +48,11 @@ pub enum Update {
     /// Minutes restored from the store at start, oldest first, in one message: the
     /// store may hold two weeks (20 160 minutes), more than the channel holds.
     History(Vec<Bucket>),
-    /// Total demand over the last complete 10 s bucket (from `since`), for the
+    /// Total demand over the last complete 10 s bucket (`measured`), for the
     /// reactive floor.
     Now {
         at: Millis,
-        since: Millis,
+        measured: Range<Millis>,
         demand: f64,
     },
 }
@@ -227,7 +228,7 @@ fn run(
 ) {
     let mut st = State::new(fc, &scaling, anomalies);
     let mut scaler = Scaler::new(scaling.clone());
-    let mut now_demand: Option<(Millis, Millis, f64)> = None;
+    let mut now_demand: Option<(Millis, Range<Millis>, f64)> = None;
     // The sidecar does not see the platform's replica count; its own last decision
     // stands in for it (the platform converges to it).
     let mut current = scaling.min_replicas;
@@ -255,28 +256,32 @@ fn run(
                     st.export();
                 }
             }
-            Ok(Update::Now { at, since, demand }) => {
+            Ok(Update::Now {
+                at,
+                measured,
+                demand,
+            }) => {
                 if let Some(source) = warm_start.take() {
                     if st.warm_start(source, at) {
                         shared.forecast.store(Arc::new(st.view()));
                         st.export();
                     }
                 }
-                now_demand = Some((at, since, demand));
+                now_demand = Some((at, measured, demand));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         if clock.instant() >= next_sync {
             next_sync = clock.instant() + sync;
-            if let Some((at, since, demand)) = now_demand {
+            if let Some((at, measured, demand)) = now_demand.clone() {
                 // The start-up time learned from readiness, once there is one.
                 let learned = shared.signals.learned_startup();
                 scaler.learned_startup(
                     learned.and_then(|l| Duration::try_from_secs_f64(l.seconds).ok()),
                 );
                 let need = shared.resource_need.lock().map(|g| *g).unwrap_or_default();
-                let view = st.decide(&mut scaler, current, (at, since), demand, need);
+                let view = st.decide(&mut scaler, current, (at, measured), demand, need);
                 if let Some(d) = &view.decision {
                     shared.signals.publish(&Decision {
                         desired: d.desired,
@@ -553,14 +558,14 @@ impl State {
         &mut self,
         scaler: &mut Scaler,
         current: u32,
-        (at, since): (Millis, Millis),
+        (at, measured): (Millis, Range<Millis>),
         demand: f64,
         need: ResourceNeed,
     ) -> ScaleView {
         let step_s = (self.step_ms / 1000).max(1);
         self.lead_steps = (scaler.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
         // Step s of the forecast starts s steps after the last one fed: the step under
-        // way that current demand (from `since`) measures is left to the floor.
+        // way that current demand (averaging `measured`) measures is left to the floor.
         let first = self.last_fed.map_or(0, |l| l + self.step_ms);
         let forecast = self.latest.get(&SeriesKey::Total).and_then(|(fc, _)| {
             let steps = self.lead_points(fc).map(|p| {
@@ -572,7 +577,7 @@ impl State {
                     upper: p.upper,
                 }
             });
-            LeadForecast::over_steps(steps, since, self.fc.level, fc.calibrated)
+            LeadForecast::over_steps(steps, measured, self.fc.level, fc.calibrated)
         });
         let d = scaler.decide_with(
             ScaleInput {
@@ -785,10 +790,22 @@ mod tests {
         let need = ResourceNeed::default();
         // Current demand read from a bucket that began before the step: the step's
         // band is the forecast.
-        let v = st.decide(&mut scaler, 1, (step1 + 5_000, step1 - 5_000), 4.0, need);
+        let v = st.decide(
+            &mut scaler,
+            1,
+            (step1 + 5_000, step1 - 5_000..step1 + 5_000),
+            4.0,
+            need,
+        );
         assert!(v.forecast_upper.is_some_and(|u| u > 4.0), "{v:?}");
         // Read from inside the step: the floor plans it, the forecast adds nothing.
-        let v = st.decide(&mut scaler, 1, (step1 + 25_000, step1 + 10_000), 4.0, need);
+        let v = st.decide(
+            &mut scaler,
+            1,
+            (step1 + 25_000, step1 + 10_000..step1 + 20_000),
+            4.0,
+            need,
+        );
         assert_eq!(v.forecast_upper, Some(0.0), "{v:?}");
     }
 }

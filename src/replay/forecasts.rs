@@ -88,9 +88,14 @@ impl Forecasts {
 
     /// The forecast over the steps covering [t, t + lead], from the newest one
     /// available at `t`, as the predictive rule reads it: a step that current demand
-    /// (measured from `measured_since`) is measured inside is left to the floor (see
-    /// `LeadForecast::over_steps`).
-    pub fn lead_over(&self, t: Sec, lead: Sec, measured_since: Sec) -> Option<LeadForecast> {
+    /// (averaging the arrivals of `measured`) is measured inside is left to the floor
+    /// (see `LeadForecast::over_steps`).
+    pub fn lead_over(
+        &self,
+        t: Sec,
+        lead: Sec,
+        measured: std::ops::Range<Sec>,
+    ) -> Option<LeadForecast> {
         let origin = self.origin_at(t)?;
         let first = (t / self.step) as usize;
         let last = ((t + lead) / self.step) as usize;
@@ -107,7 +112,7 @@ impl Forecasts {
         });
         LeadForecast::over_steps(
             steps,
-            measured_since * 1000,
+            measured.start * 1000..measured.end * 1000,
             self.level,
             self.calibrated.get(origin).copied().unwrap_or(false),
         )
@@ -134,8 +139,8 @@ mod tests {
         };
         let f = Forecasts::run(&series, params, 60, 30, 50);
         // Before the first step ends (plus lag) there is nothing to go on.
-        assert_eq!(f.lead_over(60, 120, 0), None);
-        assert!(f.lead_over(90, 120, 45).is_some());
+        assert_eq!(f.lead_over(60, 120, 0..15), None);
+        assert!(f.lead_over(90, 120, 45..60).is_some());
         // Far beyond the horizon of the newest origin: nothing.
         assert!(f.band(5, 5 + 10).is_none());
         let (p, lo, hi) = f.as_seen_ahead(60 * 100, 120).unwrap_or_default();

@@ -28,6 +28,8 @@ pub struct World<'a> {
     pub min_replicas: u32,
     pub max_replicas: u32,
     pub scale_down_stabilization: Sec,
+    /// Demand is the mean over aligned windows this long (see `Trace::demand`).
+    pub resolution: Sec,
     /// Timeline rows every this many seconds.
     pub row_every: Sec,
 }
@@ -102,16 +104,17 @@ impl World<'_> {
 
     /// Demand over the sync period ending `metric_lag` before `t`.
     fn lagged(&self, t: Sec) -> f64 {
-        self.mean(
-            self.lagged_since(t),
-            t.saturating_sub(self.metric_lag).max(1),
-        )
+        let end = t.saturating_sub(self.metric_lag);
+        self.mean(end.saturating_sub(self.sync_period), end.max(1))
     }
 
-    /// Where the window [`World::lagged`] measures starts.
-    fn lagged_since(&self, t: Sec) -> Sec {
-        t.saturating_sub(self.metric_lag)
-            .saturating_sub(self.sync_period)
+    /// The arrivals [`World::lagged`] averages: its window widened to the demand's
+    /// resolution windows, whose mean each of its seconds holds.
+    fn lagged_span(&self, t: Sec) -> std::ops::Range<Sec> {
+        let r = self.resolution.max(1);
+        let end = t.saturating_sub(self.metric_lag).max(1);
+        let start = end.saturating_sub(self.sync_period);
+        (start / r * r)..end.div_ceil(r) * r
     }
 
     fn peak(&self) -> f64 {
@@ -319,7 +322,7 @@ impl<'a> Driver<'a> {
                 scaler,
             } => {
                 let forecast = forecasts
-                    .lead_over(t, w.lead_time(), w.lagged_since(t))
+                    .lead_over(t, w.lead_time(), w.lagged_span(t))
                     .map(|f| LeadForecast {
                         point: f.point * *headroom,
                         upper: f.upper * *headroom,
