@@ -12,7 +12,7 @@ use crate::signals::{Decision, DecisionSink, ForecastSummary, NoSignals, SentSig
 use crate::tiers::LiveTiers;
 use arc_swap::ArcSwap;
 use prescale_policies::scale::{
-    LeadForecast, ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig,
+    LeadForecast, ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig, StepBand,
 };
 use prescale_profiler::anomaly::{signature_subject, subject_signature, TOTAL};
 use prescale_profiler::forecast::{
@@ -23,6 +23,7 @@ use prescale_profiler::series::{Bucket, MINUTE_MS, UNCLASSIFIED};
 use prescale_profiler::ForecastConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,8 +48,13 @@ pub enum Update {
     /// Minutes restored from the store at start, oldest first, in one message: the
     /// store may hold two weeks (20 160 minutes), more than the channel holds.
     History(Vec<Bucket>),
-    /// Total demand over the last complete 10 s bucket, for the reactive floor.
-    Now { at: Millis, demand: f64 },
+    /// Total demand over the last complete 10 s bucket (`measured`), for the
+    /// reactive floor.
+    Now {
+        at: Millis,
+        measured: Range<Millis>,
+        demand: f64,
+    },
 }
 
 /// The series forecast: the total, or one signature.
@@ -222,7 +228,7 @@ fn run(
 ) {
     let mut st = State::new(fc, &scaling, anomalies);
     let mut scaler = Scaler::new(scaling.clone());
-    let mut now_demand: Option<(Millis, f64)> = None;
+    let mut now_demand: Option<(Millis, Range<Millis>, f64)> = None;
     // The sidecar does not see the platform's replica count; its own last decision
     // stands in for it (the platform converges to it).
     let mut current = scaling.min_replicas;
@@ -250,28 +256,32 @@ fn run(
                     st.export();
                 }
             }
-            Ok(Update::Now { at, demand }) => {
+            Ok(Update::Now {
+                at,
+                measured,
+                demand,
+            }) => {
                 if let Some(source) = warm_start.take() {
                     if st.warm_start(source, at) {
                         shared.forecast.store(Arc::new(st.view()));
                         st.export();
                     }
                 }
-                now_demand = Some((at, demand));
+                now_demand = Some((at, measured, demand));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         if clock.instant() >= next_sync {
             next_sync = clock.instant() + sync;
-            if let Some((at, demand)) = now_demand {
+            if let Some((at, measured, demand)) = now_demand.clone() {
                 // The start-up time learned from readiness, once there is one.
                 let learned = shared.signals.learned_startup();
                 scaler.learned_startup(
                     learned.and_then(|l| Duration::try_from_secs_f64(l.seconds).ok()),
                 );
                 let need = shared.resource_need.lock().map(|g| *g).unwrap_or_default();
-                let view = st.decide(&mut scaler, current, at, demand, need);
+                let view = st.decide(&mut scaler, current, (at, measured), demand, need);
                 if let Some(d) = &view.decision {
                     shared.signals.publish(&Decision {
                         desired: d.desired,
@@ -549,22 +559,26 @@ impl State {
         &mut self,
         scaler: &mut Scaler,
         current: u32,
-        at: Millis,
+        (at, measured): (Millis, Range<Millis>),
         demand: f64,
         need: ResourceNeed,
     ) -> ScaleView {
         let step_s = (self.step_ms / 1000).max(1);
         self.lead_steps = (scaler.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
-        let forecast = self.latest.get(&SeriesKey::Total).map(|(fc, _)| {
-            let (point, upper) = self
-                .lead_points(fc)
-                .fold((0.0, 0.0), |(p, u), x| (x.point.max(p), x.upper.max(u)));
-            LeadForecast {
-                point,
-                upper,
-                level: self.fc.level,
-                calibrated: fc.calibrated,
-            }
+        // Step s of the forecast starts s steps after the last one fed: the step under
+        // way that current demand (averaging `measured`) measures is left to the floor.
+        let first = self.last_fed.map_or(0, |l| l + self.step_ms);
+        let forecast = self.latest.get(&SeriesKey::Total).and_then(|(fc, _)| {
+            let steps = self.lead_points(fc).map(|p| {
+                let start = first + (p.step as Millis).saturating_sub(1) * self.step_ms;
+                StepBand {
+                    start,
+                    end: start + self.step_ms,
+                    point: p.point,
+                    upper: p.upper,
+                }
+            });
+            LeadForecast::over_steps(steps, measured, self.fc.level, fc.calibrated)
         });
         let d = scaler.decide_with(
             ScaleInput {
@@ -752,5 +766,47 @@ mod tests {
             .forecast()
             .unwrap();
         assert!(fc.points[0].point > 40.0, "{fc:?}");
+    }
+
+    #[test]
+    fn the_step_current_demand_is_measured_inside_is_left_to_the_floor() {
+        let anomalies = Anomalies::start(
+            &AnomalyConfig::default(),
+            &AnomaliesConfig::default(),
+            Vec::new(),
+            None,
+        );
+        // A 30 s start-up: the lead window (45 s) is the forecast's first step only.
+        let scaling = ScalingConfig {
+            startup_time: Duration::from_secs(30),
+            learn_startup_time: false,
+            ..ScalingConfig::default()
+        };
+        let mut st = State::new(ForecastConfig::default(), &scaling, anomalies);
+        for i in 0..120 {
+            st.add_minute(&minute(i, 4.0 + (i % 3) as f64 * 0.2));
+        }
+        let mut scaler = Scaler::new(scaling);
+        let step1 = st.last_fed.expect("steps fed") + st.step_ms;
+        let need = ResourceNeed::default();
+        // Current demand read from a bucket that began before the step: the step's
+        // band is the forecast.
+        let v = st.decide(
+            &mut scaler,
+            1,
+            (step1 + 5_000, step1 - 5_000..step1 + 5_000),
+            4.0,
+            need,
+        );
+        assert!(v.forecast_upper.is_some_and(|u| u > 4.0), "{v:?}");
+        // Read from inside the step: the floor plans it, the forecast adds nothing.
+        let v = st.decide(
+            &mut scaler,
+            1,
+            (step1 + 25_000, step1 + 10_000..step1 + 20_000),
+            4.0,
+            need,
+        );
+        assert_eq!(v.forecast_upper, Some(0.0), "{v:?}");
     }
 }

@@ -3,7 +3,7 @@
 //! would have been available (an origin's forecast exists `lag` after its step ends).
 
 use super::pool::Sec;
-use prescale_policies::scale::LeadForecast;
+use prescale_policies::scale::{LeadForecast, StepBand};
 use prescale_profiler::forecast::eval::{self, EvalRow, HorizonSummary};
 use prescale_profiler::forecast::ForecastParams;
 use std::collections::BTreeMap;
@@ -87,21 +87,35 @@ impl Forecasts {
     }
 
     /// The forecast over the steps covering [t, t + lead], from the newest one
-    /// available at `t`, as the predictive rule reads it.
-    pub fn lead_over(&self, t: Sec, lead: Sec) -> Option<LeadForecast> {
+    /// available at `t`, as the predictive rule reads it: a step that current demand
+    /// (averaging the arrivals of `measured`) is measured inside is left to the floor
+    /// (see `LeadForecast::over_steps`).
+    pub fn lead_over(
+        &self,
+        t: Sec,
+        lead: Sec,
+        measured: std::ops::Range<Sec>,
+    ) -> Option<LeadForecast> {
         let origin = self.origin_at(t)?;
         let first = (t / self.step) as usize;
         let last = ((t + lead) / self.step) as usize;
-        let (point, upper) = (first..=last)
-            .filter_map(|b| self.band(origin, b))
-            .map(|(p, _, u)| (p, u))
-            .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))?;
-        Some(LeadForecast {
-            point,
-            upper,
-            level: self.level,
-            calibrated: self.calibrated.get(origin).copied().unwrap_or(false),
-        })
+        let step_ms = self.step * 1000;
+        let steps = (first..=last).filter_map(|b| {
+            let (point, _, upper) = self.band(origin, b)?;
+            let start = b as u64 * step_ms;
+            Some(StepBand {
+                start,
+                end: start + step_ms,
+                point,
+                upper,
+            })
+        });
+        LeadForecast::over_steps(
+            steps,
+            measured.start * 1000..measured.end * 1000,
+            self.level,
+            self.calibrated.get(origin).copied().unwrap_or(false),
+        )
     }
 
     /// What was forecast, `lead` ahead, for the step containing `t`: the band the
@@ -125,8 +139,8 @@ mod tests {
         };
         let f = Forecasts::run(&series, params, 60, 30, 50);
         // Before the first step ends (plus lag) there is nothing to go on.
-        assert_eq!(f.lead_over(60, 120), None);
-        assert!(f.lead_over(90, 120).is_some());
+        assert_eq!(f.lead_over(60, 120, 0..15), None);
+        assert!(f.lead_over(90, 120, 45..60).is_some());
         // Far beyond the horizon of the newest origin: nothing.
         assert!(f.band(5, 5 + 10).is_none());
         let (p, lo, hi) = f.as_seen_ahead(60 * 100, 120).unwrap_or_default();

@@ -246,6 +246,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         min_replicas: args.min_replicas,
         max_replicas: args.max_replicas,
         scale_down_stabilization: args.scale_down_stabilization.as_secs(),
+        resolution,
         row_every: resolution,
     };
     let policies: Vec<(&'static str, sim::Run)> = POLICIES

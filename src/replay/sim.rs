@@ -28,6 +28,8 @@ pub struct World<'a> {
     pub min_replicas: u32,
     pub max_replicas: u32,
     pub scale_down_stabilization: Sec,
+    /// Demand is the mean over aligned windows this long (see `Trace::demand`).
+    pub resolution: Sec,
     /// Timeline rows every this many seconds.
     pub row_every: Sec,
 }
@@ -104,6 +106,15 @@ impl World<'_> {
     fn lagged(&self, t: Sec) -> f64 {
         let end = t.saturating_sub(self.metric_lag);
         self.mean(end.saturating_sub(self.sync_period), end.max(1))
+    }
+
+    /// The arrivals [`World::lagged`] averages: its window widened to the demand's
+    /// resolution windows, whose mean each of its seconds holds.
+    fn lagged_span(&self, t: Sec) -> std::ops::Range<Sec> {
+        let r = self.resolution.max(1);
+        let end = t.saturating_sub(self.metric_lag).max(1);
+        let start = end.saturating_sub(self.sync_period);
+        (start / r * r)..end.div_ceil(r) * r
     }
 
     fn peak(&self) -> f64 {
@@ -310,11 +321,13 @@ impl<'a> Driver<'a> {
                 headroom,
                 scaler,
             } => {
-                let forecast = forecasts.lead_over(t, w.lead_time()).map(|f| LeadForecast {
-                    point: f.point * *headroom,
-                    upper: f.upper * *headroom,
-                    ..f
-                });
+                let forecast = forecasts
+                    .lead_over(t, w.lead_time(), w.lagged_span(t))
+                    .map(|f| LeadForecast {
+                        point: f.point * *headroom,
+                        upper: f.upper * *headroom,
+                        ..f
+                    });
                 let d = scaler.decide(ScaleInput {
                     now: t * 1000,
                     current_replicas: pool.requested(),

@@ -15,6 +15,7 @@ fn world(demand: &[f64]) -> World<'_> {
         min_replicas: 1,
         max_replicas: 50,
         scale_down_stabilization: 300,
+        resolution: 1,
         row_every: 1,
     }
 }
@@ -155,4 +156,24 @@ fn demand_steps_need_a_real_rise() {
         .map(|t| if t < 1200 { 10.0 } else { 25.0 })
         .collect();
     assert_eq!(world(&step).demand_steps(), vec![(1200, 3)]);
+}
+
+#[test]
+fn the_demand_reading_spans_the_resolution_windows_it_averages() {
+    let demand = vec![1.0; 1200];
+    let w = World {
+        metric_lag: 30,
+        ..world(&demand)
+    };
+    // Per-second demand: the sync period ending metric_lag ago.
+    assert_eq!(w.lagged_span(345), 300..315);
+    // Demand averaged over 300 s windows: each second of the reading holds its
+    // window's mean, so the reading is of the whole window (a step of it is measured
+    // only by a reading as fine as the step).
+    let coarse = World {
+        resolution: 300,
+        ..w
+    };
+    assert_eq!(coarse.lagged_span(345), 300..600);
+    assert_eq!(coarse.lagged_span(320), 0..300);
 }
