@@ -113,7 +113,7 @@ warm_start:
   unit: requests_per_second
   mean_service_time: 50ms
   headers: {{ Authorization: "Bearer x" }}
-resources: {{ source: process, exe_name: python3, window: 10m }}
+resources: {{ source: prometheus, namespace: shop, pod: web-1, prometheus_url: "http://127.0.0.1:9090", headers: {{ Authorization: "Bearer x" }}, window: 10m }}
 anomalies:
   alertmanager:
     url: http://127.0.0.1:9093

@@ -26,6 +26,7 @@
 use super::kube::{client, CallError};
 use super::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
 use super::{Decision, Outcome};
+use crate::quantity::{bytes, cpu_cores};
 use ::kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use ::kube::Api;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -698,42 +699,6 @@ fn quantity(
     map?.get(name).and_then(|q| parse(&q.0))
 }
 
-/// Cores from a Kubernetes CPU quantity (`250m`, `1`, `1.5`, `2k`...).
-pub fn cpu_cores(q: &str) -> Option<f64> {
-    bytes(q)
-}
-
-/// The value of a Kubernetes quantity: decimal SI (`m`, `k`, `M`, `G`, `T`, `P`, `E`),
-/// binary (`Ki` ... `Ei`) or an exponent (`1e3`).
-pub fn bytes(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let scale = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s.get(1..)?.parse().ok()?),
-        _ => return None,
-    };
-    let v = n * scale;
-    (v.is_finite() && v >= 0.0).then_some(v)
-}
-
 /// Cores as whole millicores (at least 1: the API server's smallest CPU unit).
 fn milli(cores: f64) -> u64 {
     ((cores * 1000.0).round() as u64).max(1)
@@ -742,18 +707,6 @@ fn milli(cores: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities_parse_as_the_api_server_writes_them() {
-        assert_eq!(cpu_cores("250m"), Some(0.25));
-        assert_eq!(cpu_cores("2"), Some(2.0));
-        assert_eq!(cpu_cores("1.5"), Some(1.5));
-        assert_eq!(bytes("128Mi"), Some(134_217_728.0));
-        assert_eq!(bytes("1G"), Some(1e9));
-        assert_eq!(bytes("1e3"), Some(1000.0));
-        assert_eq!(bytes("12Qi"), None);
-        assert_eq!(bytes(""), None);
-    }
 
     fn pod(json: Value) -> Pod {
         serde_json::from_value(json).unwrap()

@@ -7,9 +7,11 @@
 //! fails or hangs stalls only this thread.
 
 mod export;
+mod external;
 mod source;
 mod view;
 
+pub use external::{ExternalSource, RateToUsage};
 pub use source::{SampleError, Source, Usage};
 pub use view::ResourcesView;
 
@@ -56,8 +58,9 @@ impl Resources {
         tick: Duration,
         profiling: &Arc<Profiling>,
         forecasting: Arc<Forecasting>,
+        external: Option<Box<dyn ExternalSource>>,
     ) -> std::io::Result<Arc<Self>> {
-        let source = Source::new(cfg);
+        let source = Source::new(cfg, external);
         let me = Arc::new(Self {
             view: ArcSwap::from_pointee(ResourcesView::empty(source.name())),
         });
