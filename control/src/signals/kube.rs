@@ -242,7 +242,10 @@ impl Signal for KubeSignal {
             .unwrap_or_else(|p| p.into_inner())
             .waiting();
         let next = *self.next_poll.lock().unwrap_or_else(|p| p.into_inner());
-        waiting.then(|| next.unwrap_or_else(Instant::now))
+        // Never polled: due since start. (`Instant::now()` here would always be a
+        // little later than the sender's own `now`, so the poll would never be due and
+        // the sender would spin.)
+        waiting.then(|| next.unwrap_or(self.epoch))
     }
 
     async fn chore(&self) -> Option<Decision> {
