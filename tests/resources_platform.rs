@@ -331,8 +331,7 @@ async fn kubernetes_source_reads_pod_metrics_and_learns_the_costs() {
     );
 
     // metrics-server goes away: reads are counted as errors, one warning, and the
-    // proxy keeps serving (every request of the next 8 s answers 200). A read may take
-    // up to `timeout` (2 s): the kube client retries a 503 itself.
+    // proxy keeps serving (every request of the next 8 s answers 200).
     failing.store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::task::spawn_blocking(move || run_phases(listen, &[(0.0, 20.0)], Duration::from_secs(8)))
         .await
