@@ -106,13 +106,14 @@ signals:
     headers: {{ Authorization: "Bearer x" }}
   keda: {{ address: "127.0.0.1:9091" }}
   kubernetes: {{ namespace: default, deployment: web, kubeconfig: kubeconfig }}
+  resize: {{ namespace: default, deployment: web, pod: web-1, kubeconfig: kubeconfig, min_memory: 1048576, max_memory: 2097152 }}
 warm_start:
   prometheus_url: http://127.0.0.1:9090
   query: sum(rate(prescale_requests_total[1m]))
   unit: requests_per_second
   mean_service_time: 50ms
   headers: {{ Authorization: "Bearer x" }}
-resources: {{ source: process, exe_name: python3, window: 10m }}
+resources: {{ source: prometheus, namespace: shop, pod: web-1, prometheus_url: "http://127.0.0.1:9090", headers: {{ Authorization: "Bearer x" }}, window: 10m }}
 anomalies:
   alertmanager:
     url: http://127.0.0.1:9093

@@ -387,13 +387,23 @@ fn cluster(spec: i32, startup: Duration) -> Cluster {
 
 /// A sidecar deciding every second with at least `min_replicas`, signalling `api`.
 async fn sidecar(api: &FakeApi, min_replicas: u32, extra: &str) -> (Proxy, tempfile::TempDir) {
+    sidecar_sending_every(api, min_replicas, "1s", extra).await
+}
+
+/// As [`sidecar`], with at most one delivery per `min_interval`.
+async fn sidecar_sending_every(
+    api: &FakeApi,
+    min_replicas: u32,
+    min_interval: &str,
+    extra: &str,
+) -> (Proxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.kubeconfig(dir.path());
     let admin = addr(free_port());
     let listen = addr(free_port());
     let upstream = addr(free_port());
     let yaml = format!(
-        "{}policies:\n  scaling:\n    sync_period: 1s\n    min_replicas: {min_replicas}\nsignals:\n  kubernetes:\n    namespace: {NS}\n    deployment: {NAME}\n    kubeconfig: {}\n    min_interval: 1s\n    readiness_poll: 200ms\n    backoff: 50ms\n{extra}",
+        "{}policies:\n  scaling:\n    sync_period: 1s\n    min_replicas: {min_replicas}\nsignals:\n  kubernetes:\n    namespace: {NS}\n    deployment: {NAME}\n    kubeconfig: {}\n    min_interval: {min_interval}\n    readiness_poll: 200ms\n    backoff: 50ms\n{extra}",
         inbound_config(admin, listen, upstream, ""),
         kubeconfig.display()
     );
@@ -633,4 +643,38 @@ async fn a_forbidden_patch_is_not_retried_and_dry_run_persists_nothing() {
         failed["error"].as_str().unwrap_or("").contains("forbidden"),
         "{failed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_polled_between_deliveries() {
+    // New replicas take 2 s; deliveries are at most one per 6 s. The start-up time is
+    // learned from the readiness polls (every 200 ms), not from the next delivery's
+    // read of the Deployment 6 s later.
+    let api = FakeApi::start(cluster(1, Duration::from_secs(2))).await;
+    let (proxy, _dir) = sidecar_sending_every(&api, 3, "6s", "").await;
+    assert_eq!(
+        api.wait_for_patches(1, Duration::from_secs(15)).await.len(),
+        1,
+        "{}",
+        proxy.logs()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let learned = loop {
+        let view = scale_view(&proxy).await;
+        if !view["learned_startup"].is_null() || Instant::now() > deadline {
+            break view["learned_startup"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let seconds = learned["seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("nothing learned within 5 s of the PATCH: {learned}"));
+    assert!((1.9..3.0).contains(&seconds), "learned {seconds} s");
+    // Between the two deliveries the polls read the Deployment several times.
+    let gets = api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/deployments/{NAME}")))
+        .count();
+    assert!(gets >= 5, "{gets} reads of the Deployment");
 }

@@ -258,6 +258,21 @@ fn learn_and_check(test: &str, up: &Upstream, dir: &Path, resources: &str) {
     // Heavy ranks above light (an unidentified light cost is null: ranked below).
     let light_cost = light["cpu_seconds_per_request"].as_f64().unwrap_or(0.0);
     assert!(learned > light_cost, "{body}");
+    // Network per request is the sidecar's own count of body bytes: heavy answers 8 KiB
+    // and light 3 bytes to bodiless GETs, so the fit recovers the sizes.
+    let net = heavy["network_bytes_per_request"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("heavy network cost not identified: {body}"));
+    assert!(
+        (net - 8192.0).abs() <= 0.02 * 8192.0,
+        "{test}: {net} bytes: {body}"
+    );
+    let light_net = light["network_bytes_per_request"].as_f64();
+    assert!(light_net.is_none_or(|b| (b - 3.0).abs() <= 0.1), "{body}");
+    assert!(
+        v["observed"]["network_bytes_per_second"].as_f64().is_some(),
+        "{body}"
+    );
     assert_eq!(v["sample_errors"], 0, "{body}");
 
     // The gauge carries the same cost, and the exposition passes promtool's lint.

@@ -1,9 +1,11 @@
 //! The control plane's edge: what carries the sidecar's decisions out to the platform
 //! (webhook, Kubernetes scale, KEDA, Alertmanager and the anomaly webhook, all on one
-//! [`signals::sender::Sender`]) and what reads history in (Prometheus warm start).
+//! [`signals::sender::Sender`]) and what reads in: forecast history (Prometheus warm
+//! start) and the service's usage for `resources:` (metrics API, cAdvisor series).
 //!
 //! The data plane (`prescale-proxy`) never depends on this crate: it sees these only
-//! through the narrow traits it defines (`DecisionSink`, `AlertSink`, `WarmStart`),
+//! through the narrow traits it defines (`DecisionSink`, `AlertSink`, `WarmStart`,
+//! `ExternalSource`),
 //! and the binary wires them together in one place ([`start`]). So the request path
 //! does not build against the Kubernetes, gRPC or Alertmanager clients.
 #![forbid(unsafe_code)]
@@ -18,7 +20,9 @@
 )]
 
 pub mod alertmanager;
+pub mod quantity;
 pub mod signals;
+pub mod usage;
 pub mod warm_start;
 
 use prescale_proxy::anomalies::AlertSink;
@@ -48,9 +52,11 @@ pub fn start(cfg: &MeshConfig) -> std::io::Result<ControlPlane> {
     let warm_start = cfg.warm_start.clone().map(|c| {
         Box::new(warm_start::Prometheus(c)) as Box<dyn prescale_proxy::forecasting::WarmStart>
     });
+    let resources = usage::reader(cfg)?;
     Ok(ControlPlane {
         signals,
         alerts,
         warm_start,
+        resources,
     })
 }

@@ -35,6 +35,9 @@ pub struct Profile {
     /// Requests and work per signature since start, for counters. Bounded by the
     /// signature id range (1..=max_signatures, plus UNCLASSIFIED).
     totals: BTreeMap<SignatureId, (u64, u64)>,
+    /// Request and response body bytes per signature since start (the network the
+    /// sidecar carries for the service, for the resource cost model).
+    bytes: BTreeMap<SignatureId, u64>,
     /// Arrival guesses that matched the completion assignment, and all guesses.
     accuracy: (u64, u64),
     refits: u64,
@@ -115,6 +118,7 @@ impl Profile {
             templates: HashMap::new(),
             series: Series::new(FINE_BUCKETS, MINUTE_BUCKETS),
             totals: BTreeMap::new(),
+            bytes: BTreeMap::new(),
             accuracy: (0, 0),
             refits: 0,
             last_refit: None,
@@ -176,6 +180,11 @@ impl Profile {
         &self.totals
     }
 
+    /// Request plus response body bytes per signature since start.
+    pub fn byte_totals(&self) -> &BTreeMap<SignatureId, u64> {
+        &self.bytes
+    }
+
     pub fn classifier_accuracy(&self) -> Option<f64> {
         let (agree, total) = self.accuracy;
         (total > 0).then(|| agree as f64 / total as f64)
@@ -212,6 +221,10 @@ impl Profile {
             let t = self.totals.entry(sig).or_default();
             t.0 += 1;
             t.1 = t.1.saturating_add(us);
+            let b = self.bytes.entry(sig).or_default();
+            *b = b
+                .saturating_add(s.completion.request_bytes)
+                .saturating_add(s.completion.response_bytes);
             each(s, sig);
         }
     }

@@ -291,6 +291,7 @@ fn run(
                         forecast: st.summary(),
                         current_demand: demand,
                         at,
+                        resources: need,
                     });
                     previous = Some(d.desired);
                     current = d.desired;

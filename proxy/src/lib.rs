@@ -102,6 +102,8 @@ pub struct ControlPlane {
     pub signals: Arc<dyn signals::DecisionSink>,
     pub alerts: Vec<Arc<dyn anomalies::AlertSink>>,
     pub warm_start: Option<Box<dyn forecasting::WarmStart>>,
+    /// The reader for `resources.source: kubernetes | prometheus`.
+    pub resources: Option<Box<dyn resources::ExternalSource>>,
 }
 
 /// Latency buckets for request durations, from 0.5 ms (a local hop) to 30 s.
@@ -132,6 +134,7 @@ pub fn run(
         signals,
         alerts,
         warm_start,
+        resources: external_resources,
     } = control(&cfg).map_err(RunError::Control)?;
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&cfg, 1, &clock)?));
     // Remediation and pre-shedding act on the live tier admission, handed over here.
@@ -159,7 +162,16 @@ pub fn run(
     let resources = cfg
         .resources
         .as_ref()
-        .map(|r| resources::Resources::spawn(r, cfg.profiler.tick, &profiling, forecasting.clone()))
+        .map(|r| {
+            let tick = cfg.profiler.tick;
+            resources::Resources::spawn(
+                r,
+                tick,
+                &profiling,
+                forecasting.clone(),
+                external_resources,
+            )
+        })
         .transpose()
         .map_err(RunError::Runtime)?;
     let reloader = Arc::new(Reloader::new(source.into(), cfg.clone(), snapshot.clone()));

@@ -318,7 +318,12 @@ impl Profiling {
             );
             if let Some(tx) = self.resources.get() {
                 let totals = profile.totals().clone();
-                let _ = tx.try_send(crate::resources::Tick { at: now, totals });
+                let bytes = profile.byte_totals().clone();
+                let _ = tx.try_send(crate::resources::Tick {
+                    at: now,
+                    totals,
+                    bytes,
+                });
             }
             self.view.store(Arc::new(profile.view(now)));
             let hour: Vec<Bucket> = profile

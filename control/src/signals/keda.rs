@@ -433,6 +433,7 @@ mod tests {
             }),
             current_demand: demand,
             at: 1_700_000_000_000,
+            resources: Default::default(),
         }
     }
 

@@ -123,7 +123,7 @@ fn new(cfg: &KubernetesConfig, apis: Option<Apis>, recent: Arc<Recent>) -> KubeS
         m::SIGNAL_SENDS,
         "signal",
         "kubernetes",
-        &Outcome::ALL,
+        &Outcome::ALL[..5],
         Some(::metrics::gauge!(m::SIGNAL_LAST_SUCCESS, "signal" => "kubernetes")),
     );
     let signal = KubeSignal {
@@ -242,7 +242,10 @@ impl Signal for KubeSignal {
             .unwrap_or_else(|p| p.into_inner())
             .waiting();
         let next = *self.next_poll.lock().unwrap_or_else(|p| p.into_inner());
-        waiting.then(|| next.unwrap_or_else(Instant::now))
+        // Never polled: due since start. (`Instant::now()` here would always be a
+        // little later than the sender's own `now`, so the poll would never be due and
+        // the sender would spin.)
+        waiting.then(|| next.unwrap_or(self.epoch))
     }
 
     async fn chore(&self) -> Option<Decision> {
@@ -361,16 +364,7 @@ impl KubeSignal {
         &self,
         fut: impl Future<Output = Result<T, ::kube::Error>>,
     ) -> Result<T, CallError> {
-        match tokio::time::timeout(self.cfg.timeout, fut).await {
-            Err(_) => Err(CallError::Timeout(self.cfg.timeout)),
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(::kube::Error::Api(status))) => Err(CallError::Api {
-                code: status.code,
-                reason: status.reason,
-                message: status.message,
-            }),
-            Ok(Err(e)) => Err(CallError::Transport(e.to_string())),
-        }
+        call(self.cfg.timeout, fut).await
     }
 
     fn mono_ms(&self) -> u64 {
@@ -381,17 +375,43 @@ impl KubeSignal {
 /// Reads the kubeconfig (or the in-cluster service account) and builds the client,
 /// with the configured timeout on connect, read and write.
 async fn connect(cfg: &KubernetesConfig) -> Result<Client, SetupError> {
-    let mut config = match &cfg.kubeconfig {
+    client(cfg.kubeconfig.as_deref(), cfg.timeout).await
+}
+
+/// A client from `kubeconfig` (or the in-cluster service account) with `timeout` on
+/// connect, read and write; shared by the signals that talk to the API server.
+pub(crate) async fn client(
+    kubeconfig: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<Client, SetupError> {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
         }
         None => Config::incluster()?,
     };
-    config.connect_timeout = Some(cfg.timeout);
-    config.read_timeout = Some(cfg.timeout);
-    config.write_timeout = Some(cfg.timeout);
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
     Ok(Client::try_from(config)?)
+}
+
+/// Runs one API call under `timeout`, its error as a [`CallError`].
+pub(crate) async fn call<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, ::kube::Error>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(CallError::Timeout(timeout)),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(::kube::Error::Api(status))) => Err(CallError::Api {
+            code: status.code,
+            reason: status.reason,
+            message: status.message,
+        }),
+        Ok(Err(e)) => Err(CallError::Transport(e.to_string())),
+    }
 }
 
 /// `spec.replicas` (1 when unset, as the API server defaults it) and
@@ -420,7 +440,7 @@ fn owner_of(hpas: &[HorizontalPodAutoscaler], name: &str) -> Option<String> {
 }
 
 /// Worth another attempt: the server or the way to it may recover.
-fn retryable(e: &CallError) -> bool {
+pub(crate) fn retryable(e: &CallError) -> bool {
     match e {
         CallError::Api { code, .. } => *code == 429 || *code >= 500,
         CallError::Timeout(_) | CallError::Transport(_) => true,
@@ -512,6 +532,7 @@ mod tests {
             forecast: None,
             current_demand: 1.0,
             at: 1_000,
+            resources: Default::default(),
         };
         k.offer(d(2));
         k.offer(d(2));

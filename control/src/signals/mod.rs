@@ -1,12 +1,14 @@
 //! The platform senders: after each scaling decision, tell the platform how many
 //! replicas to have — on threads of their own, never queueing more than the latest
 //! decision. Each is one [`sender::Signal`] on the one [`sender::Sender`] (KEDA is
-//! served, not sent: it answers KEDA's polls with the latest decision).
+//! served, not sent: it answers KEDA's polls with the latest decision). The resize
+//! signal sends this pod's container size, planned at each decision.
 
 pub mod backoff;
 pub mod client;
 pub mod keda;
 pub mod kube;
+pub mod resize;
 pub mod sender;
 pub mod webhook;
 
@@ -24,6 +26,7 @@ pub struct Signals {
     webhook: Option<Arc<webhook::Webhook>>,
     keda: Option<Arc<keda::Keda>>,
     kubernetes: Option<Arc<self::kube::KubeScaler>>,
+    resize: Option<Arc<resize::Resizing>>,
     recent: Arc<Recent>,
 }
 
@@ -47,10 +50,15 @@ impl Signals {
             Some(k) => Some(self::kube::spawn(k, recent.clone())?),
             None => None,
         };
+        let resize = match &cfg.resize {
+            Some(r) => Some(resize::spawn(r)?),
+            None => None,
+        };
         Ok(Arc::new(Self {
             webhook,
             keda,
             kubernetes,
+            resize,
             recent,
         }))
     }
@@ -66,6 +74,10 @@ impl DecisionSink for Signals {
         }
         if let Some(k) = &self.kubernetes {
             k.offer(d.clone());
+        }
+        // The resize plan is made here, at each decision, against the pod last read.
+        if let Some(r) = &self.resize {
+            resize::decide(r, d);
         }
     }
 

@@ -84,7 +84,7 @@ pub trait Signal: Send + Sync + 'static {
 
 /// Counters per outcome (plus `retry`) and the last-success gauge.
 pub struct OutcomeMetrics {
-    counters: [Counter; 5],
+    counters: [Counter; Outcome::ALL.len()],
     retry: Counter,
     last_success: Option<Gauge>,
 }

@@ -192,7 +192,11 @@ impl Signal for WebhookSignal {
                     "scale signal dropped");
             }
             // Kubernetes-only outcomes; a webhook delivery never ends so.
-            Outcome::Unchanged | Outcome::RefusedHpaOwned => {}
+            Outcome::Unchanged
+            | Outcome::RefusedHpaOwned
+            | Outcome::RefusedVpaOwned
+            | Outcome::Infeasible
+            | Outcome::Deferred => {}
         }
         self.recent.push(SentSignal {
             signal: "webhook",
@@ -302,6 +306,7 @@ mod tests {
             forecast: None,
             current_demand: 1.0,
             at,
+            resources: Default::default(),
         }
     }
 

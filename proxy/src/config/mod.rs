@@ -12,6 +12,7 @@ mod error;
 mod listener;
 mod locate;
 mod overlap;
+mod resize;
 mod resources;
 mod runtime;
 mod signals;
@@ -24,6 +25,7 @@ pub use self::anomalies::{
 pub use self::cluster::{ClusterConfig, PassiveHealthConfig, Protocol, Timeouts, UpstreamTls};
 pub use self::error::ConfigError;
 pub use self::listener::{Direction, ListenerConfig, ListenerTls, RouteConfig};
+pub use self::resize::ResizeSignalConfig;
 pub use self::resources::{ResourceSource, ResourcesConfig};
 pub use self::runtime::{DownstreamLimits, DrainConfig, RuntimeConfig};
 pub use self::signals::{

@@ -1,7 +1,9 @@
 //! The `resources:` section: where the sidecar reads what the local service uses.
 
-use super::Invalid;
+use super::signals::{check_dns_name, check_headers, check_url, MAX_HEADERS};
+use super::{Invalid, Secret};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +28,33 @@ pub struct ResourcesConfig {
     /// At most 7 200 intervals (`profiler.tick` each) are kept whatever the window.
     #[serde(default = "default_window", with = "humantime_serde")]
     pub window: Duration,
+    /// `kubernetes` / `prometheus`: the pod's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `kubernetes` / `prometheus`: this pod's name; without it `POD_NAME` (the
+    /// downward API), then `HOSTNAME`.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// `kubernetes` / `prometheus`: the app container whose usage is read.
+    #[serde(default = "default_container")]
+    pub container: String,
+    /// `kubernetes`: a kubeconfig file (relative to the config file); without it, the
+    /// in-cluster service account.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// `prometheus`: base URL of the Prometheus HTTP API holding the cAdvisor series.
+    #[serde(default)]
+    pub prometheus_url: Option<String>,
+    /// `prometheus`: extra headers (e.g. `Authorization`), secrets as in `warm_start`;
+    /// when empty and `warm_start` queries the same Prometheus, its headers are used.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// `prometheus`: the `rate()` window over the CPU counter (at least two scrapes).
+    #[serde(default = "default_rate_window", with = "humantime_serde")]
+    pub rate_window: Duration,
+    /// `kubernetes` / `prometheus`: per read; the sampler waits at most this long.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -33,6 +62,31 @@ pub struct ResourcesConfig {
 pub enum ResourceSource {
     Process,
     Cgroup,
+    /// The metrics API (`metrics.k8s.io`, as metrics-server serves it).
+    Kubernetes,
+    /// cAdvisor series in Prometheus.
+    Prometheus,
+}
+
+impl ResourceSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::Cgroup => "cgroup",
+            Self::Kubernetes => "kubernetes",
+            Self::Prometheus => "prometheus",
+        }
+    }
+}
+
+fn default_container() -> String {
+    "app".into()
+}
+fn default_rate_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_window() -> Duration {
@@ -43,7 +97,10 @@ fn default_window() -> Duration {
 
 impl ResourcesConfig {
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.pid_file, &mut self.path].into_iter().flatten() {
+        for p in [&mut self.pid_file, &mut self.path, &mut self.kubeconfig]
+            .into_iter()
+            .flatten()
+        {
             *p = base.join(&*p);
         }
     }
@@ -51,6 +108,30 @@ impl ResourcesConfig {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if !(Duration::from_secs(10)..=Duration::from_secs(86_400)).contains(&self.window) {
             return Err(Invalid::new("window", "must be between 10s and 24h"));
+        }
+        let platform = matches!(
+            self.source,
+            ResourceSource::Kubernetes | ResourceSource::Prometheus
+        );
+        if !platform && (self.namespace.is_some() || self.pod.is_some()) {
+            return Err(Invalid::new(
+                "namespace",
+                "namespace and pod are for source: kubernetes or prometheus",
+            ));
+        }
+        if self.source != ResourceSource::Kubernetes && self.kubeconfig.is_some() {
+            return Err(Invalid::new("kubeconfig", "is for source: kubernetes"));
+        }
+        if self.source != ResourceSource::Prometheus
+            && (self.prometheus_url.is_some() || !self.headers.is_empty())
+        {
+            return Err(Invalid::new(
+                "prometheus_url",
+                "prometheus_url and headers are for source: prometheus",
+            ));
+        }
+        if platform {
+            return self.validate_platform();
         }
         match self.source {
             ResourceSource::Process => {
@@ -96,7 +177,66 @@ impl ResourcesConfig {
                 }
                 Ok(())
             }
+            ResourceSource::Kubernetes | ResourceSource::Prometheus => Ok(()),
         }
+    }
+
+    /// `kubernetes` and `prometheus`: where the pod is, and how to reach the API.
+    fn validate_platform(&self) -> Result<(), Invalid> {
+        if self.pid_file.is_some() || self.exe_name.is_some() || self.path.is_some() {
+            return Err(Invalid::new(
+                "source",
+                "pid_file, exe_name and path are for source: process or cgroup",
+            ));
+        }
+        let Some(ns) = &self.namespace else {
+            return Err(Invalid::new(
+                "source",
+                format!("source: {} needs namespace", self.source.name()),
+            ));
+        };
+        check_dns_name("namespace", ns, 63, false)?;
+        if let Some(p) = &self.pod {
+            check_dns_name("pod", p, 253, true)?;
+        }
+        check_dns_name("container", &self.container, 63, false)?;
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(10) {
+            return Err(Invalid::new(
+                "timeout",
+                "must be more than 0 and at most 10s (the sampler waits for it)",
+            ));
+        }
+        if self.source == ResourceSource::Prometheus {
+            let Some(url) = &self.prometheus_url else {
+                return Err(Invalid::new(
+                    "source",
+                    "source: prometheus needs prometheus_url",
+                ));
+            };
+            check_url("prometheus_url", url, false)?;
+            if self.rate_window < Duration::from_secs(2)
+                || self.rate_window > Duration::from_secs(3600)
+            {
+                return Err(Invalid::new("rate_window", "must be between 2s and 1h"));
+            }
+            if self.headers.len() > MAX_HEADERS {
+                return Err(Invalid::new(
+                    "headers",
+                    format!("at most {MAX_HEADERS} headers"),
+                ));
+            }
+            check_headers(&self.headers)?;
+        }
+        Ok(())
+    }
+
+    /// This pod's name: `pod`, else `POD_NAME`, else `HOSTNAME`.
+    pub fn pod_name(&self) -> Option<String> {
+        self.pod
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|p| !p.is_empty())
     }
 }
 

@@ -38,6 +38,8 @@ pub struct SignalsConfig {
     pub keda: Option<KedaConfig>,
     /// PATCH the Deployment's scale subresource through the Kubernetes API.
     pub kubernetes: Option<KubernetesConfig>,
+    /// Resize this pod's app container in place through the pod `resize` subresource.
+    pub resize: Option<super::resize::ResizeSignalConfig>,
 }
 
 /// KEDA's external scaler (`externalscaler.proto`) on a gRPC (h2c) port of its own.
@@ -265,6 +267,9 @@ impl SignalsConfig {
         if let Some(p) = self.kubernetes.as_mut().and_then(|k| k.kubeconfig.as_mut()) {
             *p = base.join(&*p);
         }
+        if let Some(r) = self.resize.as_mut() {
+            r.resolve_paths(base);
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
@@ -273,6 +278,9 @@ impl SignalsConfig {
         }
         if let Some(k) = &self.kubernetes {
             k.validate().map_err(|e| e.under("kubernetes"))?;
+        }
+        if let Some(r) = &self.resize {
+            r.validate().map_err(|e| e.under("resize"))?;
         }
         Ok(())
     }
@@ -306,7 +314,12 @@ impl KubernetesConfig {
 
 /// A lowercase RFC 1123 name: alphanumerics and `-` (and `.` in a subdomain), starting
 /// and ending with an alphanumeric.
-fn check_dns_name(field: &str, name: &str, max: usize, dots: bool) -> Result<(), Invalid> {
+pub(super) fn check_dns_name(
+    field: &str,
+    name: &str,
+    max: usize,
+    dots: bool,
+) -> Result<(), Invalid> {
     let ok_char =
         |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
     let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());

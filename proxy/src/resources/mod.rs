@@ -7,9 +7,11 @@
 //! fails or hangs stalls only this thread.
 
 mod export;
+mod external;
 mod source;
 mod view;
 
+pub use external::{ExternalSource, RateToUsage};
 pub use source::{SampleError, Source, Usage};
 pub use view::ResourcesView;
 
@@ -39,6 +41,8 @@ pub type Totals = BTreeMap<SignatureId, (u64, u64)>;
 pub struct Tick {
     pub at: Millis,
     pub totals: Totals,
+    /// Request plus response body bytes per signature since start.
+    pub bytes: BTreeMap<SignatureId, u64>,
 }
 
 /// Shared with the admin API.
@@ -56,8 +60,9 @@ impl Resources {
         tick: Duration,
         profiling: &Arc<Profiling>,
         forecasting: Arc<Forecasting>,
+        external: Option<Box<dyn ExternalSource>>,
     ) -> std::io::Result<Arc<Self>> {
-        let source = Source::new(cfg);
+        let source = Source::new(cfg, external);
         let me = Arc::new(Self {
             view: ArcSwap::from_pointee(ResourcesView::empty(source.name())),
         });
@@ -95,7 +100,8 @@ struct Sampler {
 impl Sampler {
     fn run(mut self, rx: Receiver<Tick>) {
         let name = self.source.name();
-        let mut prev: Option<(Instant, Totals)> = None;
+        let mut prev: Option<(Instant, Totals, BTreeMap<SignatureId, u64>)> = None;
+        let mut source_io = None;
         let mut failing = false;
         let mut exported = std::collections::BTreeSet::new();
         let (mut samples, mut errors) = (0u64, 0u64);
@@ -122,7 +128,7 @@ impl Sampler {
                     failing = false;
                     samples += 1;
                     ::metrics::counter!(export::SAMPLES, "source" => name).increment(1);
-                    if let Some((t0, totals0)) = &prev {
+                    if let Some((t0, totals0, bytes0)) = &prev {
                         if tick.totals.keys().any(|id| !totals0.contains_key(id)) {
                             tracing::info!(
                                 intervals = self.model.len(),
@@ -131,12 +137,13 @@ impl Sampler {
                             self.model.clear();
                         }
                         let dt = started.duration_since(*t0).as_secs_f64();
-                        if let Some(obs) = observation(&tick, totals0, &usage, dt) {
+                        source_io = usage.io_bytes.map(|b| b / dt.max(1e-3));
+                        if let Some(obs) = observation(&tick, totals0, bytes0, &usage, dt) {
                             last = Some(obs.clone());
                             self.model.observe(obs);
                         }
                     }
-                    prev = Some((started, tick.totals));
+                    prev = Some((started, tick.totals, tick.bytes));
                 }
             }
             let costs = self.model.fit();
@@ -146,6 +153,7 @@ impl Sampler {
                 errors,
                 intervals: self.model.len(),
                 last: last.as_ref(),
+                source_io,
                 costs: &costs,
                 profile: &self.profiling.view.load(),
                 forecast: &self.forecasting.forecast.load(),
@@ -163,8 +171,16 @@ impl Sampler {
 }
 
 /// One interval from two consecutive ticks and the usage between them. None for an
-/// interval too short to measure or without a CPU reading.
-fn observation(tick: &Tick, before: &Totals, usage: &Usage, dt: f64) -> Option<Observation> {
+/// interval too short to measure or without a CPU reading. The network column is the
+/// sidecar's own count of request and response body bytes: exact, and there for every
+/// source (the sources' I/O counters miss socket `send`/`recv` or count disk).
+fn observation(
+    tick: &Tick,
+    before: &Totals,
+    bytes_before: &BTreeMap<SignatureId, u64>,
+    usage: &Usage,
+    dt: f64,
+) -> Option<Observation> {
     let cpu = usage.cpu_seconds?;
     if dt < 0.05 {
         return None;
@@ -185,7 +201,14 @@ fn observation(tick: &Tick, before: &Totals, usage: &Usage, dt: f64) -> Option<O
         at: tick.at,
         cpu_cores: Some(cpu / dt),
         memory_bytes: usage.memory_bytes,
-        io_bytes_per_second: usage.io_bytes.map(|b| b / dt),
+        io_bytes_per_second: Some(network_bytes(&tick.bytes, bytes_before) / dt),
         load,
     })
+}
+
+/// Body bytes carried between two ticks, all signatures.
+fn network_bytes(now: &BTreeMap<SignatureId, u64>, before: &BTreeMap<SignatureId, u64>) -> f64 {
+    now.iter()
+        .map(|(sig, b)| b.saturating_sub(before.get(sig).copied().unwrap_or(0)) as f64)
+        .sum()
 }

@@ -40,6 +40,12 @@ pub enum SampleError {
     },
     #[error("{path}: unexpected content")]
     Parse { path: String },
+    /// A platform API (metrics API, Prometheus) failed or answered nonsense.
+    #[error("{0}")]
+    External(String),
+    /// `kubernetes` / `prometheus` configured, but the binary gave no reader.
+    #[error("source {0} has no reader in this build")]
+    NoReader(&'static str),
 }
 
 /// A configured source with the counters it last saw.
@@ -53,6 +59,10 @@ pub enum Source {
         dir: PathBuf,
         last: Option<(f64, Option<f64>)>,
     },
+    /// Read through a platform API by a reader the binary injected.
+    External(Box<dyn super::external::ExternalSource>),
+    /// `kubernetes` / `prometheus` without a reader: every read fails, counted.
+    Missing(&'static str),
 }
 
 /// How the service's processes are found.
@@ -72,8 +82,17 @@ struct ProcStat {
 // === impl Source ===
 
 impl Source {
-    pub fn new(cfg: &ResourcesConfig) -> Self {
+    /// The configured source; `external` is the reader the binary built for
+    /// `kubernetes` and `prometheus`.
+    pub fn new(
+        cfg: &ResourcesConfig,
+        external: Option<Box<dyn super::external::ExternalSource>>,
+    ) -> Self {
         match cfg.source {
+            ResourceSource::Kubernetes | ResourceSource::Prometheus => match external {
+                Some(e) => Source::External(e),
+                None => Source::Missing(cfg.source.name()),
+            },
             ResourceSource::Process => Source::Process {
                 find: match (&cfg.pid_file, &cfg.exe_name) {
                     (Some(p), _) => Find::PidFile(p.clone()),
@@ -96,6 +115,8 @@ impl Source {
         match self {
             Source::Process { .. } => "process",
             Source::Cgroup { .. } => "cgroup",
+            Source::External(e) => e.name(),
+            Source::Missing(name) => name,
         }
     }
 
@@ -105,11 +126,15 @@ impl Source {
         let r = match self {
             Source::Process { find, last } => read_processes(find, last),
             Source::Cgroup { dir, last } => read_cgroup(dir, last),
+            Source::External(e) => e.read(),
+            Source::Missing(name) => Err(SampleError::NoReader(name)),
         };
         if r.is_err() {
             match self {
                 Source::Process { last, .. } => last.clear(),
                 Source::Cgroup { last, .. } => *last = None,
+                // An external reader forgets its own interval on failure.
+                Source::External(_) | Source::Missing(_) => {}
             }
         }
         r

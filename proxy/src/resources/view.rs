@@ -30,7 +30,11 @@ pub struct ResourcesView {
 pub struct Observed {
     pub cpu_cores: Option<f64>,
     pub memory_bytes: Option<f64>,
+    /// I/O the source reports (`rchar + wchar`, or `io.stat`), not modelled.
     pub io_bytes_per_second: Option<f64>,
+    /// Request plus response body bytes the sidecar carried: what the network
+    /// costs and forecast are fitted on.
+    pub network_bytes_per_second: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -49,7 +53,8 @@ pub struct SignatureCost {
     pub cpu_seconds_per_request_std_error: Option<f64>,
     pub memory_bytes_per_request: Option<f64>,
     pub memory_bytes_per_request_std_error: Option<f64>,
-    pub io_bytes_per_request: Option<f64>,
+    /// Request plus response body bytes per request, from the sidecar's own counts.
+    pub network_bytes_per_request: Option<f64>,
     /// Whether the CPU cost is identified (the one decisions use).
     pub identified: bool,
     pub memory_identified: bool,
@@ -90,6 +95,8 @@ pub(super) struct Inputs<'a> {
     pub errors: u64,
     pub intervals: usize,
     pub last: Option<&'a Observation>,
+    /// The source's own I/O over the last interval, bytes/s.
+    pub source_io: Option<f64>,
     pub costs: &'a Costs,
     pub profile: &'a ProfileView,
     pub forecast: &'a ForecastView,
@@ -138,7 +145,7 @@ pub(super) fn build(i: Inputs<'_>) -> ResourcesView {
                     .as_ref()
                     .filter(|c| c.identified)
                     .and_then(|c| c.std_error),
-                io_bytes_per_request: io.filter(|c| c.identified).map(|c| c.value),
+                network_bytes_per_request: io.filter(|c| c.identified).map(|c| c.value),
                 identified,
                 memory_identified,
                 intervals: cpu.map_or(0, |c| c.rows),
@@ -196,7 +203,8 @@ pub(super) fn build(i: Inputs<'_>) -> ResourcesView {
         observed: i.last.map(|o| Observed {
             cpu_cores: o.cpu_cores,
             memory_bytes: o.memory_bytes,
-            io_bytes_per_second: o.io_bytes_per_second,
+            io_bytes_per_second: i.source_io,
+            network_bytes_per_second: o.io_bytes_per_second,
         }),
         baseline: Baseline {
             cpu_cores: i.costs.cpu.as_ref().map(|f| f.baseline),

@@ -5,7 +5,7 @@
 
 pub mod startup;
 
-use prescale_policies::scale::ScaleReason;
+use prescale_policies::scale::{ResourceNeed, ScaleReason};
 use prescale_profiler::sample::Millis;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -28,6 +28,9 @@ pub struct Decision {
     pub current_demand: f64,
     /// Unix milliseconds of the decision.
     pub at: Millis,
+    /// Forecast CPU and memory over the lead window (the `resources:` cost model's
+    /// upper bounds), for in-place resizing; empty without a resource forecast.
+    pub resources: ResourceNeed,
 }
 
 /// The total-demand forecast behind a decision.
@@ -57,6 +60,14 @@ pub enum Outcome {
     Unchanged,
     /// Kubernetes: a HorizontalPodAutoscaler targets the Deployment; nothing written.
     RefusedHpaOwned,
+    /// Resize: a VerticalPodAutoscaler targets the workload; nothing written.
+    RefusedVpaOwned,
+    /// Resize: the kubelet called this size `Infeasible` (the node cannot give it);
+    /// not asked for again until `infeasible_retry` passed.
+    Infeasible,
+    /// Resize: the pod already asks for this size and the kubelet `Deferred` it (it
+    /// retries by itself); nothing written.
+    Deferred,
 }
 
 /// One delivery, for `GET /v1/scale`.
@@ -125,12 +136,15 @@ impl Recent {
 
 impl Outcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 8] = [
         Self::Ok,
         Self::Failed,
         Self::Dropped,
         Self::Unchanged,
         Self::RefusedHpaOwned,
+        Self::RefusedVpaOwned,
+        Self::Infeasible,
+        Self::Deferred,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +154,9 @@ impl Outcome {
             Self::Dropped => "dropped",
             Self::Unchanged => "unchanged",
             Self::RefusedHpaOwned => "refused_hpa_owned",
+            Self::RefusedVpaOwned => "refused_vpa_owned",
+            Self::Infeasible => "infeasible",
+            Self::Deferred => "deferred",
         }
     }
 }

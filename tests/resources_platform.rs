@@ -1,0 +1,479 @@
+//! `resources.source: kubernetes` and `prometheus` through the real binary, in front of
+//! the real CPU-burning Python upstream (`tests/support/cpu_upstream.py`: `/reports/heavy`
+//! burns 20 ms of CPU, `/light` 2 ms).
+//!
+//! - `kubernetes` reads a **recorded-contract fake metrics API** — no cluster runs
+//!   here. A small hyper server answers `GET /apis/metrics.k8s.io/v1beta1/namespaces/
+//!   {ns}/pods/{pod}` with a `PodMetrics` body shaped as metrics-server writes it
+//!   (nanocores, `Ki` memory, `timestamp`, `window`, the sidecar's container beside the
+//!   app's), and `v1` Status bodies for errors; it records each request. Like
+//!   metrics-server, it reports the container's CPU as a rate over its window: here the
+//!   upstream's real CPU from `/proc` since the previous read.
+//! - `prometheus` reads a **real Prometheus** (scripts/install-deps) that scrapes, every
+//!   second, a cAdvisor-shaped exporter in this test: `container_cpu_usage_seconds_total`
+//!   and `container_memory_working_set_bytes` with cAdvisor's `namespace`, `pod` and
+//!   `container` labels, the CPU counter being the upstream's real `/proc` CPU seconds.
+//!
+//! Needs `python3` (and `prometheus` for the second test); under `CI=true` their
+//! absence fails the tests, elsewhere they skip saying so.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+const TOKEN: &str = "fake-sa-token-9012";
+const NS: &str = "shop";
+const POD: &str = "checkout-7d9f8c6b5-x2x7q";
+/// The working set both fakes report for the app container: 64 MiB.
+const MEMORY: f64 = 67_108_864.0;
+/// What `/reports/heavy` costs alone (20 ms burnt plus its HTTP handling, 0.0207 to
+/// 0.0208 s measured by tests/resources.rs), and the error allowed.
+const HEAVY_COST: f64 = 0.0208;
+const TOLERANCE: f64 = 0.35;
+
+fn python_usable(test: &str) -> bool {
+    support::require::tools(test, &["python3"])
+}
+
+/// The Python upstream, killed on drop.
+struct CpuUpstream {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+impl CpuUpstream {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let pid_file = dir.join("upstream.pid");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/cpu_upstream.py");
+        let child = Command::new("python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&pid_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() || !pid_file.exists() {
+            assert!(Instant::now() < deadline, "upstream did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Self { child, pid, addr }
+    }
+
+    /// CPU seconds the upstream has used, from `/proc/<pid>/stat`.
+    fn cpu_seconds(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return 0.0;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+}
+
+impl Drop for CpuUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request the fake metrics API got: `METHOD path` and its authorization.
+type ApiRead = (String, Option<String>);
+
+type Handler = Arc<dyn Fn(&str, &str, Option<&str>) -> (u16, String, &'static str) + Send + Sync>;
+
+/// A loopback HTTP/1.1 server answering with `handler(method, path, authorization)`.
+async fn serve(handler: Handler) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let (code, body, ct) =
+                        handler(req.method().as_str(), req.uri().path(), auth.as_deref());
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+                    resp.headers_mut()
+                        .insert("content-type", ct.parse().unwrap());
+                    async move { Ok::<_, hyper::Error>(resp) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// One keep-alive HTTP/1.1 GET; the status code.
+fn get(reader: &mut BufReader<TcpStream>, path: &str) -> u16 {
+    write!(reader.get_mut(), "GET {path} HTTP/1.1\r\nhost: app\r\n\r\n").unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    status
+}
+
+/// Phases of (heavy, light) requests per second through the proxy, `phase` each: the
+/// mix varies so each signature's cost is identified. Bounded in time and count.
+fn run_phases(listen: SocketAddr, phases: &[(f64, f64)], phase: Duration) {
+    let connect = || {
+        let s = TcpStream::connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        BufReader::new(s)
+    };
+    let (mut heavy, mut light) = (connect(), connect());
+    for &(h, l) in phases {
+        let began = Instant::now();
+        let (mut nh, mut nl) = (0.0, 0.0);
+        while began.elapsed() < phase {
+            let t = began.elapsed().as_secs_f64();
+            if nh < h * t {
+                assert_eq!(get(&mut heavy, "/reports/heavy"), 200);
+                nh += 1.0;
+            } else if nl < l * t {
+                assert_eq!(get(&mut light, "/light"), 200);
+                nl += 1.0;
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+const PHASES: &[(f64, f64)] = &[
+    (12.0, 40.0),
+    (12.0, 0.0),
+    (0.0, 60.0),
+    (0.0, 0.0),
+    (6.0, 60.0),
+    (15.0, 15.0),
+    (0.0, 30.0),
+    (10.0, 0.0),
+];
+
+/// A sidecar in front of `up` with `resources` (YAML lines under `resources:`).
+fn sidecar(up: &CpuUpstream, resources: &str) -> (Proxy, SocketAddr) {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let yaml = format!(
+        "admin:\n  address: {admin}\nlisteners:\n  - {{name: inbound, direction: inbound, address: \"{listen}\", cluster: app}}\nclusters:\n  - {{name: app, endpoints: [\"{}\"]}}\nprofiler: {{refit_interval: 5s, min_samples: 100, tick: 1s, max_signatures: 2}}\nresources:\n{resources}",
+        up.addr
+    );
+    (Proxy::start(&yaml, admin), listen)
+}
+
+fn resources(proxy: &Proxy) -> Value {
+    let (status, body) = admin_get(proxy.admin, "/v1/resources").expect("GET /v1/resources");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn signature<'a>(v: &'a Value, route: &str) -> Option<&'a Value> {
+    v["signatures"].as_array()?.iter().find(|s| {
+        s["top_route"]
+            .as_str()
+            .is_some_and(|r| r.starts_with(route))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_source_reads_pod_metrics_and_learns_the_costs() {
+    if !python_usable("kubernetes_source_reads_pod_metrics_and_learns_the_costs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let up = CpuUpstream::start(dir.path());
+    let pid = up.pid;
+    // (when, CPU seconds) at the previous read; requests seen; fail with 503 when set.
+    let last = Arc::new(Mutex::new((Instant::now(), CpuUpstream::cpu_seconds(pid))));
+    let seen: Arc<Mutex<Vec<ApiRead>>> = Arc::default();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let path = format!("/apis/metrics.k8s.io/v1beta1/namespaces/{NS}/pods/{POD}");
+    let handler: Handler = {
+        let (last, seen, failing) = (last.clone(), seen.clone(), failing.clone());
+        let path = path.clone();
+        Arc::new(move |method, p, auth| {
+            seen.lock()
+                .unwrap()
+                .push((format!("{method} {p}"), auth.map(str::to_string)));
+            let status = |code: u16, reason: &str, msg: &str| {
+                let b = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": msg, "reason": reason, "code": code});
+                (code, b.to_string(), "application/json")
+            };
+            if auth != Some(&*format!("Bearer {TOKEN}")) {
+                return status(401, "Unauthorized", "Unauthorized");
+            }
+            if failing.load(std::sync::atomic::Ordering::Relaxed) {
+                return status(503, "ServiceUnavailable", "the server is currently unable to handle the request (get pods.metrics.k8s.io checkout)");
+            }
+            if method != "GET" || p != path {
+                return status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                );
+            }
+            let mut l = last.lock().unwrap();
+            let now = (Instant::now(), CpuUpstream::cpu_seconds(pid));
+            let window = now.0.duration_since(l.0).as_secs_f64().max(1e-3);
+            let nanocores = ((now.1 - l.1) / window * 1e9).round() as u64;
+            *l = now;
+            let body = json!({
+                "kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+                "metadata": {"name": POD, "namespace": NS,
+                             "creationTimestamp": "2025-01-01T00:00:05Z",
+                             "labels": {"app": "checkout"}},
+                "timestamp": "2025-01-01T00:00:00Z", "window": format!("{window:.3}s"),
+                "containers": [
+                    {"name": "prescale", "usage": {"cpu": "1954061n", "memory": "10412Ki"}},
+                    {"name": "app", "usage": {"cpu": format!("{nanocores}n"),
+                                              "memory": format!("{}Ki", MEMORY as u64 / 1024)}}]
+            });
+            (200, body.to_string(), "application/json")
+        })
+    };
+    let (api, task) = serve(handler).await;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\nusers:\n- name: prescale\n  user:\n    token: {TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: prescale\ncurrent-context: fake\n"),
+    )
+    .unwrap();
+    let (proxy, listen) = sidecar(
+        &up,
+        &format!(
+            "  source: kubernetes\n  namespace: {NS}\n  pod: {POD}\n  kubeconfig: {}\n",
+            kubeconfig.display()
+        ),
+    );
+    // 6 s phases: the reads go through an HTTP client, so their intervals jitter more
+    // than `/proc` reads do, and longer phases keep the attenuation down.
+    tokio::task::spawn_blocking(move || run_phases(listen, PHASES, Duration::from_secs(6)))
+        .await
+        .unwrap();
+
+    let v = resources(&proxy);
+    assert_eq!(v["source"], "kubernetes", "{v}");
+    assert!(v["samples"].as_u64().unwrap() >= 20, "{v}");
+    assert_eq!(v["sample_errors"], 0, "{v}");
+    assert_eq!(v["observed"]["memory_bytes"].as_f64(), Some(MEMORY), "{v}");
+    let heavy = signature(&v, "/reports/heavy").unwrap_or_else(|| panic!("{v}"));
+    let light = signature(&v, "/light").unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(heavy["identified"], true, "{v}");
+    let learned = heavy["cpu_seconds_per_request"].as_f64().unwrap();
+    eprintln!("kubernetes source: heavy learned {learned} s/request");
+    assert!(
+        (learned - HEAVY_COST).abs() <= TOLERANCE * HEAVY_COST,
+        "learned {learned} s: {v}"
+    );
+    assert!(
+        learned > light["cpu_seconds_per_request"].as_f64().unwrap_or(0.0),
+        "{v}"
+    );
+    // Every read was the pod's metrics, with the service account's token.
+    let reads = seen.lock().unwrap().clone();
+    assert!(
+        reads.iter().all(|(r, a)| *r == format!("GET {path}")
+            && a.as_deref() == Some(&*format!("Bearer {TOKEN}"))),
+        "{reads:?}"
+    );
+
+    // metrics-server goes away: reads are counted as errors, one warning, and the
+    // proxy keeps serving (every request of the next 8 s answers 200).
+    failing.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || run_phases(listen, &[(0.0, 20.0)], Duration::from_secs(8)))
+        .await
+        .unwrap();
+    let v = resources(&proxy);
+    assert!(v["sample_errors"].as_u64().unwrap() >= 2, "{v}");
+    assert!(proxy
+        .metric(
+            "prescale_resources_sample_errors_total",
+            "source=\"kubernetes\""
+        )
+        .is_some_and(|n| n >= 2.0));
+    let logs = proxy.logs();
+    assert_eq!(logs.matches("resource source failing").count(), 1, "{logs}");
+    assert!(
+        logs.contains("ServiceUnavailable") || logs.contains("503"),
+        "{logs}"
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_source_reads_cadvisor_series_from_a_real_prometheus() {
+    let test = "prometheus_source_reads_cadvisor_series_from_a_real_prometheus";
+    if !python_usable(test) || !prometheus_usable(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let up = CpuUpstream::start(dir.path());
+    let pid = up.pid;
+    // A cAdvisor-shaped exporter: the upstream's real CPU seconds, a fixed working set.
+    let handler: Handler = Arc::new(move |_, p, _| {
+        if p != "/metrics" {
+            return (404, "not found\n".into(), "text/plain");
+        }
+        let labels = format!(
+            "container=\"app\",id=\"/kubepods.slice/cri-containerd-0a1b.scope\",image=\"registry.example/checkout:1.4.2\",name=\"0a1b\",namespace=\"{NS}\",pod=\"{POD}\""
+        );
+        let other = format!("container=\"prescale\",namespace=\"{NS}\",pod=\"{POD}\"");
+        let body = format!(
+            "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n# TYPE container_cpu_usage_seconds_total counter\ncontainer_cpu_usage_seconds_total{{{labels}}} {}\ncontainer_cpu_usage_seconds_total{{{other}}} 12.5\n# HELP container_memory_working_set_bytes Current working set in bytes.\n# TYPE container_memory_working_set_bytes gauge\ncontainer_memory_working_set_bytes{{{labels}}} {MEMORY}\ncontainer_memory_working_set_bytes{{{other}}} 10661888\n",
+            CpuUpstream::cpu_seconds(pid)
+        );
+        (200, body, "text/plain; version=0.0.4")
+    });
+    let (exporter, task) = serve(handler).await;
+    let prom = tokio::task::spawn_blocking(move || Prometheus::start(&[exporter], None))
+        .await
+        .unwrap();
+    // Prometheus has scraped the exporter twice within the window before the sidecar
+    // starts reading.
+    let waited = Instant::now();
+    while prom
+        .query("rate(container_cpu_usage_seconds_total[3s])")
+        .is_empty()
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "{}",
+            prom.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (proxy, listen) = sidecar(
+        &up,
+        &format!(
+            "  source: prometheus\n  namespace: {NS}\n  pod: {POD}\n  prometheus_url: {}\n  rate_window: 3s\n",
+            prom.url()
+        ),
+    );
+    // Slower phases: the rate lags by the scrape interval and the window.
+    let phases: Vec<(f64, f64)> = PHASES.iter().map(|&(h, l)| (h, l / 2.0)).collect();
+    tokio::task::spawn_blocking(move || run_phases(listen, &phases, Duration::from_secs(6)))
+        .await
+        .unwrap();
+
+    let v = resources(&proxy);
+    assert_eq!(v["source"], "prometheus", "{v}");
+    assert!(v["samples"].as_u64().unwrap() >= 30, "{v}");
+    assert_eq!(v["sample_errors"], 0, "{v}");
+    assert_eq!(v["observed"]["memory_bytes"].as_f64(), Some(MEMORY), "{v}");
+    // Smoothed by the 3 s window, the costs are still told apart.
+    let heavy = signature(&v, "/reports/heavy").unwrap_or_else(|| panic!("{v}"));
+    let light = signature(&v, "/light").unwrap_or_else(|| panic!("{v}"));
+    let learned = heavy["cpu_seconds_per_request"].as_f64().unwrap_or(0.0);
+    eprintln!("prometheus source: heavy learned {learned} s/request: {v}");
+    assert!(
+        learned > light["cpu_seconds_per_request"].as_f64().unwrap_or(0.0),
+        "{v}"
+    );
+    assert!(
+        (learned - HEAVY_COST).abs() <= TOLERANCE * HEAVY_COST,
+        "learned {learned} s: {v}\n{}",
+        prom.logs()
+    );
+    task.abort();
+}
+
+#[test]
+fn platform_source_config_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, line, expect) in [
+        ("  source: kubernetes\n", 10, "needs namespace"),
+        (
+            "  source: prometheus\n  namespace: shop\n",
+            10,
+            "needs prometheus_url",
+        ),
+        (
+            "  source: prometheus\n  namespace: shop\n  prometheus_url: ftp://x\n",
+            12,
+            "resources.prometheus_url",
+        ),
+        (
+            "  source: process\n  exe_name: x\n  namespace: shop\n",
+            12,
+            "resources.namespace",
+        ),
+        (
+            "  source: kubernetes\n  namespace: shop\n  timeout: 1m\n",
+            12,
+            "resources.timeout",
+        ),
+    ] {
+        let path: PathBuf = dir.path().join("mesh.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "listeners:\n  - name: in\n    direction: inbound\n    address: 127.0.0.1:{}\n    cluster: c\nclusters:\n  - name: c\n    endpoints: [\"127.0.0.1:9\"]\nresources:\n{bad}",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run prescale");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: accepted\n{stderr}");
+        let at = format!("{}:{line}:", path.display());
+        assert!(stderr.contains(&at), "{bad}: no {at} in\n{stderr}");
+        assert!(stderr.contains(expect), "{bad}: no {expect} in\n{stderr}");
+    }
+}
