@@ -1,0 +1,260 @@
+//! The engine: observations in, intents out. The series and forecasters
+//! (`series.rs`), the scaling rule (`prescale_policies::scale::Scaler`, called as is)
+//! and the pre-shed model (`preshed.rs`) behind one type with explicit time.
+
+use crate::preshed::PreShedding;
+use crate::series::{SeriesKey, StepJudge};
+use crate::view::{ForecastSummary, ForecastView};
+use crate::Millis;
+use prescale_policies::admission::PreShedConfig;
+use prescale_policies::scale::{
+    LeadForecast, ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig,
+};
+use prescale_profiler::forecast::{Accuracy, Forecast, ForecastParams, ForecastPoint, Forecaster};
+use prescale_profiler::series::Bucket;
+use prescale_profiler::ForecastConfig;
+use std::time::Duration;
+
+/// The state of the live admission a decision's pre-shed level is for.
+#[derive(Clone, Debug)]
+pub struct AdmissionState {
+    pub preshed: PreShedConfig,
+    /// Share of demand in tiers that may be shed (the admission's own estimate).
+    pub sheddable_fraction: f64,
+}
+
+/// What a decision is made on, besides the minutes fed before it.
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    /// Decision time (Unix ms live, trace ms in replay).
+    pub at: Millis,
+    /// Busy concurrency over the last complete 10 s: the reactive floor.
+    pub demand: f64,
+    /// Forecast CPU and memory over the lead window (the resource rules).
+    pub need: ResourceNeed,
+    /// The start-up time a signal learned from readiness, once there is one.
+    pub learned_startup: Option<Duration>,
+    /// The live admission, when there is one: the pre-shed level is computed for it.
+    pub admission: Option<AdmissionState>,
+}
+
+/// What the engine wants done after one decision.
+#[derive(Clone, Debug)]
+pub struct Intent {
+    pub at: Millis,
+    pub decision: ScaleDecision,
+    /// The previous decision's desired replicas; None for the first one.
+    pub previous: Option<u32>,
+    pub current_demand: f64,
+    /// The lead-window forecast the rule planned with (None: no forecast yet).
+    pub forecast: Option<LeadForecast>,
+    /// The total forecast over the lead window, as sent with a decision.
+    pub summary: Option<ForecastSummary>,
+    /// Replicas the CPU and memory rules alone ask for (when configured).
+    pub by_resources: (Option<u32>, Option<u32>),
+    /// The pre-shed level for the admission observed (None: no admission).
+    pub preshed: Option<f64>,
+}
+
+/// The one decision engine (see the crate doc).
+pub struct Engine {
+    series: crate::series::Series,
+    scaler: Scaler,
+    preshed: PreShedding,
+    /// The sidecar does not see the platform's replica count; its own last decision
+    /// stands in for it (the platform converges to it).
+    current: u32,
+    previous: Option<u32>,
+    /// Multiplies the forecast the rule plans with: 1 live; replay's headroom sweep.
+    headroom: f64,
+}
+
+impl Engine {
+    pub fn new(fc: ForecastConfig, scaling: ScalingConfig) -> Self {
+        Self {
+            series: crate::series::Series::new(fc, &scaling),
+            preshed: PreShedding::new(&scaling),
+            current: scaling.min_replicas,
+            previous: None,
+            scaler: Scaler::new(scaling),
+            headroom: 1.0,
+        }
+    }
+
+    /// Seasonal periods in steps, replacing the daily and weekly ones (short synthetic
+    /// traces in replay's tests). Call before feeding anything.
+    pub fn with_periods(mut self, periods: Vec<usize>) -> Self {
+        self.series.params.periods = periods;
+        self
+    }
+
+    /// Plans with `factor` × the forecast (replay's what-if sweep; never live).
+    pub fn with_headroom(mut self, factor: f64) -> Self {
+        self.headroom = factor;
+        self
+    }
+
+    /// A completed minute (in order); returns whether the forecasts were updated.
+    /// Each completed step is judged by `judge` against the forecast made before it.
+    pub fn add_minute(&mut self, b: &Bucket, judge: &mut dyn StepJudge) -> bool {
+        self.series.add_minute(b, judge)
+    }
+
+    /// A minute the input says nothing about (replay's gaps): see `Series`.
+    pub fn add_unknown_minute(&mut self, start: Millis) -> bool {
+        self.series.add_unknown_minute(start, &mut ())
+    }
+
+    /// Minutes restored from a store, oldest first: they train the models; only the
+    /// last calibration window is forecast, and nothing is judged.
+    pub fn restore(&mut self, rows: &[Bucket]) -> bool {
+        self.series.restore(rows)
+    }
+
+    /// Forecast parameters and step, to build a forecaster for a warm start.
+    pub fn params(&self) -> &ForecastParams {
+        &self.series.params
+    }
+
+    pub fn step_ms(&self) -> Millis {
+        self.series.step_ms
+    }
+
+    /// Seeds the total with a forecaster fed elsewhere (warm start), the start of the
+    /// last step it saw and that step's demand.
+    pub fn seed_total(&mut self, f: Forecaster, last_start: Millis, last: f64) -> bool {
+        self.series.seed_total(f, last_start, last)
+    }
+
+    /// Forgets history of the series in `refits` before their shift (see `Refit`).
+    pub fn restart(&mut self, refits: &[crate::Refit], end: Millis) {
+        self.series.restart(refits, end);
+    }
+
+    /// Steps observed by a series so far.
+    pub fn observed(&self, key: SeriesKey) -> Option<usize> {
+        self.series.series.get(&key).map(Forecaster::observed)
+    }
+
+    /// Start of the last step fed.
+    pub fn last_fed(&self) -> Option<Millis> {
+        self.series.last_fed
+    }
+
+    /// A fresh forecast of one series from what it has seen.
+    pub fn forecast_now(&mut self, key: SeriesKey) -> Option<Forecast> {
+        self.series.series.get_mut(&key)?.forecast()
+    }
+
+    /// `GET /v1/forecast`.
+    pub fn view(&self) -> ForecastView {
+        self.series.view()
+    }
+
+    pub fn level(&self) -> f64 {
+        self.series.fc.level
+    }
+
+    /// The latest forecast of each series, its last step's demand, its accuracy.
+    pub fn latest(&self) -> impl Iterator<Item = (SeriesKey, &Forecast, f64, Accuracy)> {
+        self.series.latest.iter().map(|(k, (fc, last))| {
+            let acc = self
+                .series
+                .series
+                .get(k)
+                .map(Forecaster::accuracy)
+                .unwrap_or_default();
+            (*k, fc, *last, acc)
+        })
+    }
+
+    /// The points of `fc` within the lead time in force.
+    pub fn lead_points<'a>(&self, fc: &'a Forecast) -> impl Iterator<Item = &'a ForecastPoint> {
+        self.series.lead_points(fc)
+    }
+
+    pub fn scaling(&self) -> &ScalingConfig {
+        self.scaler.config()
+    }
+
+    /// The total forecast over the lead window, as sent with a decision.
+    pub fn summary(&self) -> Option<ForecastSummary> {
+        let (fc, _) = self.series.latest.get(&SeriesKey::Total)?;
+        let end = self.lead_points(fc).last()?;
+        Some(ForecastSummary {
+            demand_upper: self.lead_points(fc).map(|p| p.upper).fold(0.0, f64::max),
+            point: end.point,
+            lower: end.lower,
+            upper: end.upper,
+            level: self.series.fc.level,
+            horizon_seconds: end.step as u64 * self.series.step_ms / 1000,
+        })
+    }
+
+    /// One scaling decision on what was fed so far, and the pre-shed level after it.
+    pub fn decide(&mut self, obs: Observation) -> Intent {
+        self.scaler.learned_startup(obs.learned_startup);
+        let step_s = (self.series.step_ms / 1000).max(1);
+        self.series.lead_steps =
+            (self.scaler.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
+        let forecast = self.series.latest.get(&SeriesKey::Total).map(|(fc, _)| {
+            let (point, upper) = self
+                .lead_points(fc)
+                .fold((0.0, 0.0), |(p, u), x| (x.point.max(p), x.upper.max(u)));
+            LeadForecast {
+                point,
+                upper,
+                level: self.series.fc.level,
+                calibrated: fc.calibrated,
+            }
+        });
+        let planned = forecast.map(|f| {
+            if self.headroom == 1.0 {
+                f
+            } else {
+                LeadForecast {
+                    point: f.point * self.headroom,
+                    upper: f.upper * self.headroom,
+                    ..f
+                }
+            }
+        });
+        let decision = self.scaler.decide_with(
+            ScaleInput {
+                now: obs.at,
+                current_replicas: self.current,
+                current_demand: obs.demand,
+                forecast: planned,
+            },
+            obs.need,
+        );
+        let by_resources = self.scaler.config().replicas_for_resources(obs.need);
+        let summary = self.summary();
+        let upper = forecast.map(|f| f.upper);
+        let preshed = match &obs.admission {
+            Some(a) => Some(self.preshed.after_decision(
+                &a.preshed,
+                a.sheddable_fraction,
+                decision.desired,
+                upper,
+                obs.at,
+            )),
+            None => {
+                self.preshed.record(decision.desired, obs.at);
+                None
+            }
+        };
+        let previous = self.previous.replace(decision.desired);
+        self.current = decision.desired;
+        Intent {
+            at: obs.at,
+            decision,
+            previous,
+            current_demand: obs.demand,
+            forecast,
+            summary,
+            by_resources,
+            preshed,
+        }
+    }
+}
