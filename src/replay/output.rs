@@ -1,7 +1,8 @@
-//! What a replay writes: `summary.json`, `timeline.csv`, `signatures.json`,
-//! `report.html`, the one-screen text summary, the progress bar and the sweep.
+//! What a replay writes: `summary.json`, `timeline.csv`, `decisions.csv`,
+//! `signatures.json`, `report.html`, the one-screen text summary, the progress bar and
+//! the sweep.
 
-use super::forecasts::Forecasts;
+use super::engine::EngineSetup;
 use super::sim::{Policy, World};
 use super::{report, Replay, ReplayError};
 use crate::series_csv::format_time;
@@ -25,7 +26,7 @@ pub struct SweepPoint {
 const HEADROOMS: [f64; 8] = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5];
 const HPA_TARGETS: [f64; 7] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
-pub fn sweep(world: &World, forecasts: &Forecasts) -> Vec<SweepPoint> {
+pub fn sweep(world: &World, engine: &EngineSetup) -> Vec<SweepPoint> {
     let point = |policy, knob, value, p: &Policy| {
         let o = world.run(p).outcome;
         SweepPoint {
@@ -45,7 +46,7 @@ pub fn sweep(world: &World, forecasts: &Forecasts) -> Vec<SweepPoint> {
                 "headroom",
                 *h,
                 &Policy::Predictive {
-                    forecasts,
+                    engine,
                     headroom: *h,
                 },
             )
@@ -76,6 +77,8 @@ pub fn write_all(dir: &Path, r: &Replay) -> Result<(), ReplayError> {
     std::fs::write(&signatures, pretty(&signatures_json(r))).map_err(err(&signatures))?;
     let timeline = dir.join("timeline.csv");
     write_timeline(&timeline, r).map_err(err(&timeline))?;
+    let decisions = dir.join("decisions.csv");
+    write_decisions(&decisions, r).map_err(err(&decisions))?;
     let html = dir.join("report.html");
     std::fs::write(&html, report::render(r)).map_err(err(&html))?;
     let plots = dir.join("plots");
@@ -223,6 +226,46 @@ fn write_timeline(path: &Path, r: &Replay) -> std::io::Result<()> {
     w.flush()
 }
 
+/// Every decision of the predictive policy's engine, its inputs and its forecast, with
+/// numbers in full (shortest round-trip) precision so runs compare exactly.
+fn write_decisions(path: &Path, r: &Replay) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        w,
+        "ts,at_ms,demand,forecast_point,forecast_upper,calibrated,desired,predictive,reactive,reason,preshed"
+    )?;
+    let decisions = r
+        .policies
+        .iter()
+        .find(|(name, _)| *name == "predictive")
+        .map_or(&[][..], |(_, run)| &run.decisions[..]);
+    for row in decisions {
+        let i = &row.intent;
+        let d = &i.decision;
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        let reason = serde_json::to_value(d.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{},{},{},{}",
+            format_time(r.trace.start_unix + row.t),
+            i.at,
+            i.current_demand,
+            opt(i.forecast.map(|f| f.point)),
+            opt(i.forecast.map(|f| f.upper)),
+            i.forecast.is_some_and(|f| f.calibrated),
+            d.desired,
+            d.predictive,
+            d.reactive,
+            reason,
+            opt(i.preshed),
+        )?;
+    }
+    w.flush()
+}
+
 pub fn print_summary(dir: &Path, r: &Replay) {
     println!(
         "{}: {} requests over {:.1} h, peak {:.2} req/s; replica capacity {:.3} req/s{}",
@@ -297,7 +340,7 @@ pub fn print_summary(dir: &Path, r: &Replay) {
         );
     }
     println!(
-        "read {:.1}s, simulated {:.1}s; wrote {}/{{summary.json,timeline.csv,signatures.json,report.html,plots/}}",
+        "read {:.1}s, simulated {:.1}s; wrote {}/{{summary.json,timeline.csv,decisions.csv,signatures.json,report.html,plots/}}",
         r.read_seconds,
         r.sim_seconds,
         dir.display()

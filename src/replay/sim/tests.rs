@@ -1,7 +1,22 @@
 //! Policy behaviour on small scripted traces.
 
 use super::*;
-use prescale_profiler::forecast::ForecastParams;
+use prescale_profiler::ForecastConfig;
+
+/// The engine as replay builds it without `--config`, seasonal at `period` minutes,
+/// fed `demand` as arrivals from a minute-aligned start.
+fn engine<'a>(w: &World, demand: &'a [f64], period: usize) -> EngineSetup<'a> {
+    EngineSetup {
+        forecast: ForecastConfig::default(),
+        scaling: w.scaling(),
+        preshed: Default::default(),
+        periods: Some(vec![period]),
+        start_unix: 1_700_000_040,
+        arrivals: demand,
+        demand,
+        gaps: Vec::new(),
+    }
+}
 
 fn world(demand: &[f64]) -> World<'_> {
     World {
@@ -68,20 +83,12 @@ fn square_wave() -> Vec<f64> {
 fn oracle_is_never_short_and_costs_least() {
     let demand = square_wave();
     let w = world(&demand);
-    let series: Vec<f64> = demand
-        .chunks(60)
-        .map(|c| c.iter().sum::<f64>() / 60.0)
-        .collect();
-    let params = ForecastParams {
-        periods: vec![20],
-        ..ForecastParams::for_step(60, 4)
-    };
-    let forecasts = Forecasts::run(&series, params, 60, 0, 100);
+    let setup = engine(&w, &demand, 20);
     let oracle = w.run(&Policy::Oracle).outcome;
     assert_eq!(oracle.under_provisioned_seconds, 0);
     for p in [
         Policy::Predictive {
-            forecasts: &forecasts,
+            engine: &setup,
             headroom: 1.0,
         },
         Policy::Hpa {
@@ -110,18 +117,10 @@ fn predictive_scales_before_repeating_steps_and_beats_the_hpa() {
         metric_lag: 30,
         ..world(&demand)
     };
-    let series: Vec<f64> = demand
-        .chunks(60)
-        .map(|c| c.iter().sum::<f64>() / 60.0)
-        .collect();
-    let params = ForecastParams {
-        periods: vec![20],
-        ..ForecastParams::for_step(60, 5)
-    };
-    let forecasts = Forecasts::run(&series, params, 60, 30, 100);
+    let setup = engine(&w, &demand, 20);
     let predictive = w
         .run(&Policy::Predictive {
-            forecasts: &forecasts,
+            engine: &setup,
             headroom: 1.0,
         })
         .outcome;

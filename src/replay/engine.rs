@@ -1,0 +1,134 @@
+//! The predictive policy: the sidecar's decision engine (`prescale_engine::Engine`) on
+//! trace time, fed as the sidecar's forecaster thread feeds it.
+//!
+//! Each minute of the trace goes to the engine once it has ended (a minute the input
+//! has no data for goes as unknown, never as zero demand); at each sync instant the
+//! engine decides on demand over the last complete 10 s, as the sidecar decides on its
+//! last 10 s bucket: replay's demand, the arrival rate averaged over `--resolution`
+//! (a sparse log's 10 s of arrivals is Poisson noise, where a busy sidecar's 10 s of
+//! busy concurrency is not). Demand is requests per second: a request counts
+//! one second of work, so the engine's busy concurrency reads as a rate and
+//! `capacity_per_replica` as requests per second per replica.
+
+use super::pool::Sec;
+use prescale_engine::{AdmissionState, Engine, Intent, Observation};
+use prescale_policies::admission::PreShedConfig;
+use prescale_policies::scale::ScalingConfig;
+use prescale_profiler::series::{Bucket, Cell, MINUTE_MS};
+use prescale_profiler::ForecastConfig;
+use std::collections::BTreeMap;
+
+type Millis = u64;
+
+/// How the engine is built and what it is fed: shared by every run of the policy.
+pub struct EngineSetup<'a> {
+    pub forecast: ForecastConfig,
+    pub scaling: ScalingConfig,
+    /// `policies.admission.preshed` of the config (the default without `--config`).
+    pub preshed: PreShedConfig,
+    /// Seasonal periods in steps instead of daily and weekly (tests' short traces).
+    pub periods: Option<Vec<usize>>,
+    /// Unix seconds of trace second 0.
+    pub start_unix: u64,
+    /// Requests per second of the trace.
+    pub arrivals: &'a [f64],
+    /// Demand per second (arrivals averaged over the resolution).
+    pub demand: &'a [f64],
+    /// Seconds from the start the input has no data for (`trace.gaps`).
+    pub gaps: Vec<(Sec, Sec)>,
+}
+
+/// One decision of the engine, as `decisions.csv` writes it.
+#[derive(Clone, Debug)]
+pub struct DecisionRow {
+    /// Trace second of the decision.
+    pub t: Sec,
+    pub intent: Intent,
+}
+
+/// The minute buckets of a trace: (trace second at which it has ended, Unix ms of its
+/// start, requests or None when mostly inside a gap).
+pub type Minute = (Sec, Millis, Option<f64>);
+
+impl EngineSetup<'_> {
+    pub fn engine(&self, headroom: f64) -> Engine {
+        let e = Engine::new(self.forecast.clone(), self.scaling.clone()).with_headroom(headroom);
+        match &self.periods {
+            Some(p) => e.with_periods(p.clone()),
+            None => e,
+        }
+    }
+
+    /// Minutes on the Unix minute grid, as the sidecar's profiler closes them.
+    pub fn minutes(&self) -> Vec<Minute> {
+        let n = self.arrivals.len() as u64;
+        let first = self.start_unix / 60;
+        let last = (self.start_unix + n).div_ceil(60);
+        let mut unknown = vec![0u64; (last - first) as usize];
+        for (start, seconds) in &self.gaps {
+            for s in *start..start + seconds {
+                if let Some(u) = unknown.get_mut(((self.start_unix + s) / 60 - first) as usize) {
+                    *u += 1;
+                }
+            }
+        }
+        (first..last)
+            .zip(unknown)
+            .map(|(m, u)| {
+                let (from, to) = (
+                    (m * 60).saturating_sub(self.start_unix),
+                    ((m + 1) * 60 - self.start_unix).min(n),
+                );
+                let requests = (2 * u < to - from).then(|| {
+                    self.arrivals
+                        .get(from as usize..to as usize)
+                        .map_or(0.0, |w| w.iter().sum::<f64>())
+                });
+                (
+                    ((m + 1) * 60).saturating_sub(self.start_unix),
+                    m * MINUTE_MS,
+                    requests,
+                )
+            })
+            .collect()
+    }
+
+    /// Mean demand over the last complete 10 s (on the Unix grid) before `t`.
+    pub fn demand_at(&self, t: Sec) -> Option<f64> {
+        let end = (self.start_unix + t) / 10 * 10;
+        let from = end.checked_sub(10)?.checked_sub(self.start_unix)?;
+        let w = self.demand.get(from as usize..(from + 10) as usize)?;
+        Some(w.iter().sum::<f64>() / 10.0)
+    }
+
+    /// The admission the pre-shed level is computed for: every request sheddable
+    /// (replay has no tier split of demand).
+    pub fn admission(&self) -> AdmissionState {
+        AdmissionState {
+            preshed: self.preshed.clone(),
+            sheddable_fraction: 1.0,
+        }
+    }
+}
+
+/// A minute's bucket: one second of work per request.
+pub fn bucket(start: Millis, requests: f64) -> Bucket {
+    Bucket {
+        start,
+        total: Cell {
+            requests: requests.round() as u64,
+            work_us: (requests * 1e6).round() as u64,
+        },
+        by_signature: BTreeMap::new(),
+    }
+}
+
+/// The engine's observation at trace second `t`, if a decision can be made then.
+pub fn observation(setup: &EngineSetup, t: Sec) -> Option<Observation> {
+    Some(Observation {
+        at: (setup.start_unix + t) * 1000,
+        demand: setup.demand_at(t)?,
+        admission: Some(setup.admission()),
+        ..Observation::default()
+    })
+}
