@@ -11,6 +11,7 @@
 //! `capacity_per_replica` as requests per second per replica.
 
 use super::pool::Sec;
+use super::shed::Tiers;
 use prescale_engine::{AdmissionState, Engine, Intent, Observation};
 use prescale_policies::admission::PreShedConfig;
 use prescale_policies::scale::ScalingConfig;
@@ -36,6 +37,8 @@ pub struct EngineSetup<'a> {
     pub demand: &'a [f64],
     /// Seconds from the start the input has no data for (`trace.gaps`).
     pub gaps: Vec<(Sec, Sec)>,
+    /// The tiers and their mix: the sheddable share the pre-shed level is for.
+    pub tiers: Option<&'a Tiers>,
 }
 
 /// One decision of the engine, as `decisions.csv` writes it.
@@ -101,12 +104,16 @@ impl EngineSetup<'_> {
         Some(w.iter().sum::<f64>() / 10.0)
     }
 
-    /// The admission the pre-shed level is computed for: every request sheddable
-    /// (replay has no tier split of demand).
-    pub fn admission(&self) -> AdmissionState {
+    /// The admission the pre-shed level is computed for at `t`: the config's pre-shed
+    /// settings switched on (the shed table shows with and without), and the
+    /// sheddable share of the last minute's demand.
+    pub fn admission(&self, t: Sec) -> AdmissionState {
         AdmissionState {
-            preshed: self.preshed.clone(),
-            sheddable_fraction: 1.0,
+            preshed: PreShedConfig {
+                enabled: true,
+                ..self.preshed.clone()
+            },
+            sheddable_fraction: self.tiers.map_or(1.0, |tiers| tiers.sheddable_fraction(t)),
         }
     }
 }
@@ -128,7 +135,7 @@ pub fn observation(setup: &EngineSetup, t: Sec) -> Option<Observation> {
     Some(Observation {
         at: (setup.start_unix + t) * 1000,
         demand: setup.demand_at(t)?,
-        admission: Some(setup.admission()),
+        admission: Some(setup.admission(t)),
         ..Observation::default()
     })
 }

@@ -13,6 +13,7 @@ mod forecasts;
 mod output;
 pub(crate) mod pool;
 mod report;
+pub(crate) mod shed;
 pub(crate) mod sim;
 mod trace;
 
@@ -204,9 +205,19 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         60,
         None,
     );
+    let policies_cfg = config
+        .as_ref()
+        .map(|c| c.policies.clone())
+        .unwrap_or_default();
+    let mut tiers =
+        shed::Tiers::new(&policies_cfg).map_err(|e| ReplayError::Args(e.to_string()))?;
     let mut i: u64 = 0;
     while let Some(record) = reader.next() {
-        builder.add(&record?);
+        let record = record?;
+        if let input::Record::Request(r) = &record {
+            tiers.classify(r.ts, &r.method, &r.path, r.source.as_deref());
+        }
+        builder.add(&record);
         i += 1;
         if i.is_multiple_of(65_536) {
             progress.update(reader.stats().lines);
@@ -226,6 +237,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         None => auto_resolution(trace.requests, trace.arrivals.len() as u64),
     };
     let demand = trace.demand(resolution);
+    tiers.finish(trace.start_unix, demand.len() as u64, resolution);
     let input_interval = trace.interval;
     // Forecasting finer than demand is measured would forecast noise.
     let step = args
@@ -300,13 +312,14 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         arrivals: &trace.arrivals,
         demand: &demand,
         gaps: trace.gaps.iter().map(|g| (g.start, g.seconds)).collect(),
+        tiers: Some(&tiers),
     };
     let policies: Vec<(&'static str, sim::Run)> = POLICIES
         .iter()
         .map(|name| {
             (
                 *name,
-                world.run(&policy(name, &setup, 1.0, target_utilization)),
+                world.run_with(&policy(name, &setup, 1.0, target_utilization), Some(&tiers)),
             )
         })
         .collect();

@@ -327,6 +327,7 @@ pub fn print_summary(dir: &Path, r: &Replay) {
                 .map_or("-".to_string(), |l| format!("{l:.0}"))
         );
     }
+    print!("{}", shed_table(r));
     let f = &r.forecasts;
     if let Some(h) = f.summary.last() {
         println!(
@@ -345,6 +346,47 @@ pub fn print_summary(dir: &Path, r: &Replay) {
         r.sim_seconds,
         dir.display()
     );
+}
+
+/// Requests shed per tier and policy (the predictive policy also with pre-shedding),
+/// as text: one row per tier.
+pub fn shed_table(r: &Replay) -> String {
+    use std::fmt::Write as _;
+    let Some((_, first)) = r.policies.first() else {
+        return String::new();
+    };
+    let mut out = String::from("requests shed by tier at ready capacity:\n");
+    let _ = write!(out, "{:<14} {:>9} {:>12}", "tier", "sheddable", "requests");
+    for (name, run) in &r.policies {
+        let _ = write!(out, " {name:>12}");
+        if run
+            .outcome
+            .shed_by_tier
+            .iter()
+            .any(|t| t.shed_with_preshed.is_some())
+        {
+            let _ = write!(out, " {:>12}", format!("{name}+pre"));
+        }
+    }
+    out.push('\n');
+    for (i, tier) in first.outcome.shed_by_tier.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{:<14} {:>9} {:>12.0}",
+            tier.tier,
+            if tier.sheddable { "yes" } else { "no" },
+            tier.requests
+        );
+        for (_, run) in &r.policies {
+            let line = run.outcome.shed_by_tier.get(i);
+            let _ = write!(out, " {:>12.0}", line.map_or(0.0, |l| l.shed));
+            if let Some(with) = line.and_then(|l| l.shed_with_preshed) {
+                let _ = write!(out, " {with:>12.0}");
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl Replay {

@@ -7,6 +7,7 @@
 
 use super::engine::{self as eng, DecisionRow, EngineSetup, Minute};
 use super::pool::{Pool, Sec};
+use super::shed::{TierShed, Tiers};
 use prescale_engine::Engine;
 use prescale_policies::hpa::{HpaBehavior, MetricSource, MetricSpec, MetricTarget, PodCounts};
 use prescale_policies::scale::ScalingConfig;
@@ -72,6 +73,8 @@ pub struct Outcome {
     pub demand_steps: usize,
     pub peak_replicas: u32,
     pub mean_replicas: f64,
+    /// Requests shed per tier at ready capacity (and with pre-shedding, predictive).
+    pub shed_by_tier: Vec<TierShed>,
 }
 
 /// An outcome and its timeline rows (desired, ready) at every `row_every`.
@@ -169,7 +172,13 @@ impl World<'_> {
 
     /// Runs `policy` over the whole trace.
     pub fn run(&self, policy: &Policy) -> Run {
+        self.run_with(policy, None)
+    }
+
+    /// Runs `policy` over the whole trace, and admission over `tiers` when given.
+    pub fn run_with(&self, policy: &Policy, tiers: Option<&Tiers>) -> Run {
         let n = self.seconds();
+        let mut ledger = tiers.map(Tiers::ledger).unwrap_or_default();
         let mut driver = Driver::new(self, policy);
         let first = driver.initial(self);
         let mut pool = Pool::new(first, self.start_delay, self.start_jitter);
@@ -192,6 +201,9 @@ impl World<'_> {
             if d > capacity * self.target_utilization + 1e-9 {
                 o.over_target_seconds += 1;
             }
+            if let Some(tiers) = tiers {
+                tiers.account(&mut ledger, t, d, capacity, driver.preshed());
+            }
             demand_total += d;
             excess += (d - capacity).max(0.0);
             replica_seconds += f64::from(pool.requested());
@@ -205,6 +217,7 @@ impl World<'_> {
             Driver::Predictive { decisions, .. } => decisions,
             _ => Vec::new(),
         };
+        o.shed_by_tier = ledger;
         let secs = n.max(1) as f64;
         o.under_provisioned_fraction = o.under_provisioned_seconds as f64 / secs;
         o.over_target_fraction = o.over_target_seconds as f64 / secs;
@@ -263,6 +276,8 @@ enum Driver<'a> {
         engine: Box<Engine>,
         minutes: std::iter::Peekable<std::vec::IntoIter<Minute>>,
         decisions: Vec<DecisionRow>,
+        /// The pre-shed level of the last decision.
+        preshed: f64,
     },
     Hpa(Box<Hpa>),
     /// Replicas requested at each second (sliding maximum of need over the start-up
@@ -279,6 +294,7 @@ impl<'a> Driver<'a> {
                 engine: Box::new(engine.engine(*headroom)),
                 minutes: engine.minutes().into_iter().peekable(),
                 decisions: Vec::new(),
+                preshed: 0.0,
             },
             Policy::Hpa { target_utilization } => {
                 let percent = (target_utilization * 100.0).round().clamp(1.0, 100.0) as u32;
@@ -302,6 +318,14 @@ impl<'a> Driver<'a> {
             }
             Policy::Oracle => Driver::Oracle(oracle_plan(w)),
             Policy::StaticPeak => Driver::Static(w.replicas_at(w.peak(), w.target_utilization)),
+        }
+    }
+
+    /// The pre-shed level in force (the predictive policy's engine only).
+    fn preshed(&self) -> Option<f64> {
+        match self {
+            Driver::Predictive { preshed, .. } => Some(*preshed),
+            _ => None,
         }
     }
 
@@ -334,11 +358,13 @@ impl<'a> Driver<'a> {
                 setup,
                 engine,
                 decisions,
+                preshed,
                 ..
             } => {
                 let obs = eng::observation(setup, t)?;
                 let intent = engine.decide(obs);
                 let desired = intent.decision.desired;
+                *preshed = intent.preshed.unwrap_or(0.0);
                 decisions.push(DecisionRow { t, intent });
                 Some(desired)
             }

@@ -15,6 +15,7 @@ fn engine<'a>(w: &World, demand: &'a [f64], period: usize) -> EngineSetup<'a> {
         arrivals: demand,
         demand,
         gaps: Vec::new(),
+        tiers: None,
     }
 }
 
