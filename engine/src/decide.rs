@@ -36,6 +36,9 @@ pub struct Observation {
     pub learned_startup: Option<Duration>,
     /// The live admission, when there is one: the pre-shed level is computed for it.
     pub admission: Option<AdmissionState>,
+    /// Replicas the platform reports, when known. None (the sidecar and replay today):
+    /// the engine's own last decision stands in (the platform converges to it).
+    pub replicas: Option<u32>,
 }
 
 /// What the engine wants done after one decision.
@@ -222,7 +225,7 @@ impl Engine {
         let decision = self.scaler.decide_with(
             ScaleInput {
                 now: obs.at,
-                current_replicas: self.current,
+                current_replicas: obs.replicas.unwrap_or(self.current),
                 current_demand: obs.demand,
                 forecast: planned,
             },
@@ -256,5 +259,94 @@ impl Engine {
             by_resources,
             preshed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prescale_profiler::series::{Cell, MINUTE_MS};
+    use std::collections::BTreeMap;
+
+    const T0: Millis = 1_700_000_040_000;
+
+    fn minute(i: u64, demand: f64) -> Bucket {
+        let work_us = (demand * 60e6) as u64;
+        Bucket {
+            start: T0 + i * MINUTE_MS,
+            total: Cell {
+                requests: 100,
+                work_us,
+            },
+            by_signature: BTreeMap::new(),
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine::new(ForecastConfig::default(), ScalingConfig::default())
+    }
+
+    fn upper_after(e: &mut Engine, at: Millis) -> f64 {
+        let i = e.decide(Observation {
+            at,
+            demand: 10.0,
+            ..Observation::default()
+        });
+        i.forecast.expect("a forecast").upper
+    }
+
+    #[test]
+    fn unknown_minutes_are_gaps_where_unreported_minutes_are_zero_demand() {
+        // Two hours at 10, then half an hour the input knows nothing about, then 10.
+        let (mut gap, mut quiet) = (engine(), engine());
+        for i in 0..120 {
+            gap.add_minute(&minute(i, 10.0), &mut ());
+            quiet.add_minute(&minute(i, 10.0), &mut ());
+        }
+        for i in 120..150 {
+            gap.add_unknown_minute(T0 + i * MINUTE_MS);
+        }
+        gap.add_minute(&minute(150, 10.0), &mut ());
+        // The sidecar never reports a minute without traffic: it was zero demand.
+        quiet.add_minute(&minute(150, 10.0), &mut ());
+        assert_eq!(gap.observed(SeriesKey::Total), Some(151));
+        assert_eq!(quiet.observed(SeriesKey::Total), Some(151));
+        let at = T0 + 151 * MINUTE_MS;
+        let (g, q) = (upper_after(&mut gap, at), upper_after(&mut quiet, at));
+        // Across the gap the level holds; after 30 zeros the forecast has fallen.
+        assert!(g > 9.0, "gap: upper {g}");
+        assert!(q < g, "zeros {q} vs gap {g}");
+    }
+
+    #[test]
+    fn each_decision_chains_the_previous_and_sets_a_level_only_for_an_admission() {
+        let mut e = engine();
+        for i in 0..30 {
+            e.add_minute(&minute(i, 4.0), &mut ());
+        }
+        let at = T0 + 30 * MINUTE_MS;
+        let first = e.decide(Observation {
+            at,
+            demand: 4.0,
+            ..Observation::default()
+        });
+        assert_eq!(first.previous, None);
+        assert_eq!(first.preshed, None, "no admission, no level");
+        assert!(first.summary.is_some() && first.forecast.is_some());
+        let second = e.decide(Observation {
+            at: at + 15_000,
+            demand: 4.0,
+            admission: Some(AdmissionState {
+                preshed: PreShedConfig {
+                    enabled: true,
+                    ..PreShedConfig::default()
+                },
+                sheddable_fraction: 1.0,
+            }),
+            ..Observation::default()
+        });
+        assert_eq!(second.previous, Some(first.decision.desired));
+        let level = second.preshed.expect("a level for the admission");
+        assert!((0.0..=1.0).contains(&level), "{level}");
     }
 }

@@ -285,6 +285,8 @@ impl Driver {
                 .learned_startup()
                 .and_then(|l| Duration::try_from_secs_f64(l.seconds).ok()),
             admission: live.as_ref().map(|(_, state)| state.clone()),
+            // The sidecar reads no cluster API: its own last decision stands in.
+            replicas: None,
         });
         if let (Some((policy, _)), Some(level)) = (&live, intent.preshed) {
             crate::tiers::apply_preshed(policy, level);
