@@ -51,7 +51,7 @@ struct Row {
     fields: Vec<String>,
 }
 
-fn replay_decisions(dir: &Path, counts: &[u64]) -> Vec<Row> {
+fn replay_decisions(dir: &Path, counts: &[u64]) -> (Vec<Row>, serde_json::Value) {
     let input = dir.join("series.csv");
     let mut csv = String::from("timestamp,value\n");
     for (m, n) in counts.iter().enumerate() {
@@ -77,6 +77,8 @@ fn replay_decisions(dir: &Path, counts: &[u64]) -> Vec<Row> {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let text = std::fs::read_to_string(out.join("decisions.csv")).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -92,7 +94,7 @@ fn replay_decisions(dir: &Path, counts: &[u64]) -> Vec<Row> {
         "reason",
     ]
     .map(col);
-    lines
+    let rows = lines
         .map(|l| {
             let c: Vec<&str> = l.split(',').collect();
             Row {
@@ -101,14 +103,15 @@ fn replay_decisions(dir: &Path, counts: &[u64]) -> Vec<Row> {
                 fields: compared.iter().map(|i| c[*i].to_string()).collect(),
             }
         })
-        .collect()
+        .collect();
+    (rows, summary["forecast"]["engine"].clone())
 }
 
 #[test]
 fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
     let counts = series();
     let dir = tempfile::tempdir().unwrap();
-    let replayed = replay_decisions(dir.path(), &counts);
+    let (replayed, replayed_forecast) = replay_decisions(dir.path(), &counts);
     // A decision every sync period from the first complete 10 s on.
     assert!(
         replayed.len() as u64 >= MINUTES * 4 - 4,
@@ -168,6 +171,24 @@ fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
         }
         last = Some(d.desired.to_string());
     }
+    // The forecasters end in the same state: same model, same scored accuracy.
+    let view = driver.engine().view();
+    let total = &view.series["total"];
+    let live_forecast = serde_json::json!({
+        "model": total.model,
+        "calibrated": total.calibrated,
+        "coverage_recent": total.accuracy.coverage,
+        "relative_mae_by_step": total.accuracy.relative_mae,
+    });
+    for key in [
+        "model",
+        "calibrated",
+        "coverage_recent",
+        "relative_mae_by_step",
+    ] {
+        assert_eq!(live_forecast[key], replayed_forecast[key], "{key}");
+    }
+    assert!(total.accuracy.coverage.is_some(), "{live_forecast}");
     // The comparison covered forecast-led decisions and moves both ways.
     assert!(forecast_driven > 50, "{forecast_driven} forecast-led");
     assert!(ups >= 5 && downs >= 5, "{ups} up, {downs} down");

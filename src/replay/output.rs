@@ -130,6 +130,7 @@ pub fn summary_json(r: &Replay) -> serde_json::Value {
             "models_published": f.models,
             "horizons": f.summary,
             "fit_seconds": f.fit_seconds,
+            "engine": engine_forecast(r),
         },
         "inputs": {
             "file": r.stats_file(),
@@ -172,6 +173,30 @@ pub fn summary_json(r: &Replay) -> serde_json::Value {
             "lines_per_minute": requests_per_minute,
         },
         "sweep": r.sweep,
+    })
+}
+
+/// The predictive engine's total forecast at the end of the trace, with its own
+/// accuracy (what the sidecar exports as `prescale_forecast_error` and
+/// `prescale_forecast_coverage`).
+fn engine_forecast(r: &Replay) -> serde_json::Value {
+    let view = r
+        .policies
+        .iter()
+        .find(|(name, _)| *name == "predictive")
+        .and_then(|(_, run)| run.forecast.as_ref());
+    let Some(view) = view else {
+        return serde_json::Value::Null;
+    };
+    let total = view.series.get("total");
+    serde_json::json!({
+        "step_seconds": view.step_seconds,
+        "lead_steps": view.lead_steps,
+        "horizon_steps": view.horizon_steps,
+        "model": total.map(|s| s.model),
+        "calibrated": total.map(|s| s.calibrated),
+        "coverage_recent": total.and_then(|s| s.accuracy.coverage),
+        "relative_mae_by_step": total.map(|s| &s.accuracy.relative_mae),
     })
 }
 

@@ -83,6 +83,9 @@ pub struct Run {
     pub rows: Vec<(u32, u32)>,
     /// The engine's decisions (predictive policy only).
     pub decisions: Vec<DecisionRow>,
+    /// The engine's forecasts and their accuracy at the end, as the sidecar's
+    /// `/v1/forecast` would show them (predictive policy only).
+    pub forecast: Option<prescale_engine::ForecastView>,
 }
 
 /// Lead times are capped so one early step cannot dominate the mean.
@@ -213,9 +216,11 @@ impl World<'_> {
                 rows.push((desired, pool.ready()));
             }
         }
-        let decisions = match driver {
-            Driver::Predictive { decisions, .. } => decisions,
-            _ => Vec::new(),
+        let (decisions, forecast) = match driver {
+            Driver::Predictive {
+                decisions, engine, ..
+            } => (decisions, Some(engine.view())),
+            _ => (Vec::new(), None),
         };
         o.shed_by_tier = ledger;
         let secs = n.max(1) as f64;
@@ -237,6 +242,7 @@ impl World<'_> {
             outcome: o,
             rows,
             decisions,
+            forecast,
         }
     }
 }
