@@ -126,8 +126,11 @@ fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
     let (mut forecast_driven, mut ups, mut downs) = (0, 0, 0);
     let mut last: Option<String> = None;
     for row in &replayed {
-        // The profiler sends each minute once it has ended.
-        while fed < counts.len() && (START + 60 * (fed as u64 + 1)) * 1000 <= row.at {
+        // The profiler sends each minute once it has ended, after the grace it
+        // gives late samples (proxy/src/profiling.rs).
+        while fed < counts.len()
+            && (START + 60 * (fed as u64 + 1)) * 1000 + prescale_engine::MINUTE_GRACE_MS <= row.at
+        {
             let n = counts[fed];
             let cell = Cell {
                 requests: n,

@@ -42,3 +42,8 @@ pub use view::{ForecastSummary, ForecastView, PointView, SeriesForecast};
 
 /// Milliseconds on the caller's clock (Unix time live, trace time in replay).
 pub type Millis = u64;
+
+/// How long after a minute ends it is handed to the engine: samples of requests that
+/// finished just before the minute's end may still be on their way to the profiler.
+/// The sidecar's profiler thread waits this long; replay does the same.
+pub const MINUTE_GRACE_MS: Millis = 2_000;

@@ -1,8 +1,10 @@
 //! The predictive policy: the sidecar's decision engine (`prescale_engine::Engine`) on
 //! trace time, fed as the sidecar's forecaster thread feeds it.
 //!
-//! Each minute of the trace goes to the engine once it has ended (a minute the input
-//! has no data for goes as unknown, never as zero demand); at each sync instant the
+//! Each minute of the trace goes to the engine once it has ended (plus the sidecar's
+//! `MINUTE_GRACE_MS`); a minute without requests is not sent (the sidecar has no
+//! bucket for it: the engine reads the missing step as zero demand), and a minute the
+//! input has no data for goes as unknown, never as zero demand. At each sync instant the
 //! engine decides on demand over the last complete 10 s, as the sidecar decides on its
 //! last 10 s bucket: replay's demand, the arrival rate averaged over `--resolution`
 //! (a sparse log's 10 s of arrivals is Poisson noise, where a busy sidecar's 10 s of
@@ -12,7 +14,7 @@
 
 use super::pool::Sec;
 use super::shed::Tiers;
-use prescale_engine::{AdmissionState, Engine, Intent, Observation};
+use prescale_engine::{AdmissionState, Engine, Intent, Observation, MINUTE_GRACE_MS};
 use prescale_policies::admission::PreShedConfig;
 use prescale_policies::scale::ScalingConfig;
 use prescale_profiler::series::{Bucket, Cell, MINUTE_MS};
@@ -49,7 +51,7 @@ pub struct DecisionRow {
     pub intent: Intent,
 }
 
-/// The minute buckets of a trace: (trace second at which it has ended, Unix ms of its
+/// The minute buckets of a trace: (trace ms at which it is handed over, Unix ms of its
 /// start, requests or None when mostly inside a gap).
 pub type Minute = (Sec, Millis, Option<f64>);
 
@@ -62,7 +64,7 @@ impl EngineSetup<'_> {
         }
     }
 
-    /// Minutes on the Unix minute grid, as the sidecar's profiler closes them.
+    /// Minutes on the Unix minute grid, as the sidecar's profiler hands them over.
     pub fn minutes(&self) -> Vec<Minute> {
         let n = self.arrivals.len() as u64;
         let first = self.start_unix / 60;
@@ -88,11 +90,13 @@ impl EngineSetup<'_> {
                         .map_or(0.0, |w| w.iter().sum::<f64>())
                 });
                 (
-                    ((m + 1) * 60).saturating_sub(self.start_unix),
+                    ((m + 1) * 60).saturating_sub(self.start_unix) * 1000 + MINUTE_GRACE_MS,
                     m * MINUTE_MS,
                     requests,
                 )
             })
+            // The sidecar has no bucket for a minute without requests.
+            .filter(|(_, _, requests)| *requests != Some(0.0))
             .collect()
     }
 

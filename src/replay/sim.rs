@@ -349,7 +349,7 @@ impl<'a> Driver<'a> {
         } = self
         {
             // Minutes reach the engine as they end, as the profiler sends them.
-            while let Some((_, start, requests)) = minutes.next_if(|(end, _, _)| *end <= t) {
+            while let Some((_, start, requests)) = minutes.next_if(|(due, _, _)| *due <= t * 1000) {
                 match requests {
                     Some(n) => engine.add_minute(&eng::bucket(start, n), &mut ()),
                     None => engine.add_unknown_minute(start),
