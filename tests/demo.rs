@@ -1,8 +1,10 @@
-//! `prescale demo` end to end: the real binary runs a short day (time scale 720, so
-//! 40 s cover 03:00 to 11:00: the night and the morning ramp) through the real sidecar
-//! (its own child process) and must exit 0, show the forecast changing and the
-//! predictive rule asking for the ramp's replicas before the reactive rule does, write
-//! an HTML report with inline SVG, and leave no sidecar process behind.
+//! `prescale demo` end to end: the real binary runs its default day (time scale 600, so
+//! 60 s cover 03:00 to 13:00: the night, the morning ramp and the lunch spike) through
+//! the real sidecar (its own child process) and must exit 0, show the forecast changing
+//! and the predictive rule asking for the ramp's replicas before the reactive rule
+//! does, pre-shed batch requests (and no critical one) during the spike and raise an
+//! anomaly for it, write an HTML report with inline SVG, and leave no sidecar process
+//! behind.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,9 +44,9 @@ fn demo_shows_the_forecast_leading_the_ramp_and_writes_a_report() {
         .args([
             "demo",
             "--duration",
-            "40s",
+            "60s",
             "--time-scale",
-            "720",
+            "600",
             "--report",
         ])
         .arg(&html)
@@ -59,7 +61,7 @@ fn demo_shows_the_forecast_leading_the_ramp_and_writes_a_report() {
         out.status
     );
     assert!(out.status.success(), "{report}");
-    assert!(took < Duration::from_secs(90), "took {took:?}\n{report}");
+    assert!(took < Duration::from_secs(110), "took {took:?}\n{report}");
 
     // Not a terminal: one compact progress line a second, no screen clearing.
     assert!(!stdout.contains("\x1b[2J"), "{report}");
@@ -99,6 +101,32 @@ fn demo_shows_the_forecast_leading_the_ramp_and_writes_a_report() {
         summary_line(&stdout, "hpa ", &report).contains("median "),
         "{report}"
     );
+
+    // The lunch spike (larger than any earlier day, so than the forecast): batch
+    // requests pre-shed within its window, and no request of the protected tier
+    // (`critical`: not sheddable) over the whole run.
+    let spike = summary_line(&stdout, "spike ", &report);
+    let (in_spike, over_run) = spike
+        .split_once("over the run:")
+        .unwrap_or_else(|| panic!("no per-tier counts\n{report}"));
+    let count = |text: &str, tier: &str| -> u64 {
+        let key = format!("{tier}=");
+        text.split_whitespace()
+            .find_map(|w| w.trim_end_matches(';').strip_prefix(&key)?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count(in_spike, "batch") > 0,
+        "no batch request pre-shed in the spike\n{report}"
+    );
+    assert_eq!(count(over_run, "critical"), 0, "{report}");
+    assert!(over_run.contains("critical="), "{report}");
+    // The spike raised an anomaly of its own, named in the summary.
+    let anomaly = summary_line(&stdout, "anomaly ", &report);
+    assert!(anomaly.contains("` on "), "{report}");
+    assert!(anomaly.contains("in the spike"), "{report}");
+    let during = value_after(anomaly, "raised:").expect("anomalies during the spike");
+    assert!(during >= 1, "{report}");
 
     // The HTML report: where the summary says, self-contained, with SVG charts.
     let path = summary_line(&stdout, "report ", &report)

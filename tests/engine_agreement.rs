@@ -48,6 +48,8 @@ fn series() -> Vec<u64> {
 struct Row {
     at: u64,
     demand: f64,
+    /// The span of arrivals the demand reading averages (Unix ms).
+    measured: std::ops::Range<u64>,
     fields: Vec<String>,
 }
 
@@ -84,6 +86,7 @@ fn replay_decisions(dir: &Path, counts: &[u64]) -> (Vec<Row>, serde_json::Value)
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
     let (at, demand) = (col("at_ms"), col("demand"));
+    let (from, to) = (col("measured_from_ms"), col("measured_to_ms"));
     let compared = [
         "forecast_point",
         "forecast_upper",
@@ -100,6 +103,7 @@ fn replay_decisions(dir: &Path, counts: &[u64]) -> (Vec<Row>, serde_json::Value)
             Row {
                 at: c[at].parse().unwrap(),
                 demand: c[demand].parse().unwrap(),
+                measured: c[from].parse().unwrap()..c[to].parse().unwrap(),
                 fields: compared.iter().map(|i| c[*i].to_string()).collect(),
             }
         })
@@ -148,8 +152,19 @@ fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
         let minute = ((row.at / 1000 - 10 - START) / 60) as usize;
         let rate = counts[minute] as f64 / 60.0;
         assert!((row.demand - rate).abs() < 1e-9, "{} vs {rate}", row.demand);
+        // The reading spans at least the last complete 10 s (wider when replay's
+        // demand is averaged over coarser windows); the sidecar is given the same
+        // span, as its profiler sends its 10 s bucket's.
+        let window_end = row.at / 10_000 * 10_000;
+        assert!(
+            row.measured.start <= window_end - 10_000 && window_end <= row.measured.end,
+            "{:?} at {}",
+            row.measured,
+            row.at
+        );
         driver.update(Update::Now {
             at: row.at,
+            measured: row.measured.clone(),
             demand: row.demand,
         });
         let intent = driver.sync().expect("a decision after a demand report");

@@ -582,6 +582,86 @@ async fn without_a_policy_the_proxy_only_counts_and_never_sheds() {
     assert_eq!(tier(&view, "standard")["admitted"], 60);
 }
 
+// === pre-shedding ===
+
+/// Pre-shedding refuses a share of sheddable *arrivals*: it must refuse at one request
+/// in flight, under a limit of 100, where narrowing the room at the limit refused none.
+/// The level is set by `preshed.min_level` (a standing level; the forecast's comes on
+/// top of it), then reloaded away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preshed_level_refuses_that_share_of_batch_at_low_concurrency_and_no_critical() {
+    let upstream = Upstream::start().await;
+    let (admin, listen) = (addr(free_port()), addr(free_port()));
+    let policies = |min: f64| {
+        format!("policies:\n  tiers:\n    default: batch\n    list:\n      - {{ name: critical, priority: 0, share: 0.5, sheddable: false, match: {{ path_prefix: [\"/checkout\"] }} }}\n      - {{ name: batch, priority: 2 }}\n  admission:\n    limit: {{ initial: 100, floor: 100, ceiling: 100 }}\n    preshed: {{ enabled: true, min_level: {min} }}\n")
+    };
+    let proxy = start(
+        mesh(admin, listen, upstream.addr, "", &policies(0.25)),
+        admin,
+    )
+    .await;
+    let mut conn = connect(UNTRUSTED, listen).await;
+
+    // One request at a time, alternating: 100 batch and 100 critical.
+    let (mut shed, mut critical_ok) = (Vec::new(), 0);
+    for i in 0..100 {
+        let r = get(&mut conn, &format!("/reports/{i}"), &[]).await;
+        match r.status {
+            200 => {}
+            503 => shed.push(r),
+            s => panic!("batch answered {s}: {r:?}"),
+        }
+        let r = get(&mut conn, "/checkout/cart", &[]).await;
+        assert_eq!(r.status, 200, "critical is never pre-shed: {r:?}");
+        critical_ok += 1;
+    }
+    // The level is the share of sheddable demand refused, all of it batch's here:
+    // evenly spaced, so 25 of 100 (one either way if the share was re-set mid-run).
+    assert!(
+        (24..=26).contains(&shed.len()),
+        "{} batch refused",
+        shed.len()
+    );
+    assert_eq!(critical_ok, 100);
+    for r in &shed {
+        assert_eq!(
+            r.header("x-prescale-shed"),
+            Some("pre_shed; tier=batch"),
+            "{r:?}"
+        );
+        assert!(r.header("retry-after").is_some(), "{r:?}");
+    }
+    // Refused requests never reached the upstream.
+    assert_eq!(upstream.hits(), 200 - shed.len());
+    let n = shed.len() as f64;
+    assert_eq!(decisions(&proxy, "batch", "rejected", "pre_shed").await, n);
+    assert_eq!(
+        decisions(&proxy, "critical", "rejected", "pre_shed").await,
+        0.0
+    );
+    assert_eq!(
+        metric(&proxy, "prescale_preshed_level", &[]).await,
+        Some(0.25)
+    );
+    let view = tiers(&proxy).await;
+    assert_eq!(view["preshed_level"], 0.25, "{view:#}");
+    assert_eq!(tier(&view, "batch")["preshed_share"], 0.25, "{view:#}");
+    assert_eq!(tier(&view, "critical")["preshed_share"], 0.0, "{view:#}");
+
+    // Reloaded without the standing level (and no forecast yet): nothing is refused.
+    proxy.rewrite_config(&mesh(admin, listen, upstream.addr, "", &policies(0.0)));
+    let (status, body) = blocking(move || admin_request(admin, "POST", "/reload"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut conn = connect(UNTRUSTED, listen).await;
+    for i in 0..20 {
+        let r = get(&mut conn, &format!("/reports/{i}"), &[]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(tiers(&proxy).await["preshed_level"], 0.0);
+}
+
 // === hot reload ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,11 +8,12 @@ use crate::view::{ForecastSummary, ForecastView};
 use crate::Millis;
 use prescale_policies::admission::PreShedConfig;
 use prescale_policies::scale::{
-    LeadForecast, ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig,
+    LeadForecast, ResourceNeed, ScaleDecision, ScaleInput, Scaler, ScalingConfig, StepBand,
 };
 use prescale_profiler::forecast::{Accuracy, Forecast, ForecastParams, ForecastPoint, Forecaster};
 use prescale_profiler::series::Bucket;
 use prescale_profiler::ForecastConfig;
+use std::ops::Range;
 use std::time::Duration;
 
 /// The state of the live admission a decision's pre-shed level is for.
@@ -30,6 +31,9 @@ pub struct Observation {
     pub at: Millis,
     /// Busy concurrency over the last complete 10 s: the reactive floor.
     pub demand: f64,
+    /// The span `demand` averages (its 10 s bucket live). A forecast step it falls
+    /// inside is left to the floor (`LeadForecast::over_steps`); empty: none is.
+    pub measured: Range<Millis>,
     /// Forecast CPU and memory over the lead window (the resource rules).
     pub need: ResourceNeed,
     /// The start-up time a signal learned from readiness, once there is one.
@@ -49,6 +53,8 @@ pub struct Intent {
     /// The previous decision's desired replicas; None for the first one.
     pub previous: Option<u32>,
     pub current_demand: f64,
+    /// The span current demand averaged (as observed).
+    pub measured: Range<Millis>,
     /// The lead-window forecast the rule planned with (None: no forecast yet).
     pub forecast: Option<LeadForecast>,
     /// The total forecast over the lead window, as sent with a decision.
@@ -200,17 +206,31 @@ impl Engine {
         let step_s = (self.series.step_ms / 1000).max(1);
         self.series.lead_steps =
             (self.scaler.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
-        let forecast = self.series.latest.get(&SeriesKey::Total).map(|(fc, _)| {
-            let (point, upper) = self
-                .lead_points(fc)
-                .fold((0.0, 0.0), |(p, u), x| (x.point.max(p), x.upper.max(u)));
-            LeadForecast {
-                point,
-                upper,
-                level: self.series.fc.level,
-                calibrated: fc.calibrated,
-            }
-        });
+        // Step s of the forecast starts s steps after the last one fed: the step under
+        // way that current demand (averaging `measured`) measures is left to the floor.
+        let step_ms = self.series.step_ms;
+        let first = self.series.last_fed.map_or(0, |l| l + step_ms);
+        let forecast = self
+            .series
+            .latest
+            .get(&SeriesKey::Total)
+            .and_then(|(fc, _)| {
+                let steps = self.lead_points(fc).map(|p| {
+                    let start = first + (p.step as Millis).saturating_sub(1) * step_ms;
+                    StepBand {
+                        start,
+                        end: start + step_ms,
+                        point: p.point,
+                        upper: p.upper,
+                    }
+                });
+                LeadForecast::over_steps(
+                    steps,
+                    obs.measured.clone(),
+                    self.series.fc.level,
+                    fc.calibrated,
+                )
+            });
         let planned = forecast.map(|f| {
             if self.headroom == 1.0 {
                 f
@@ -233,7 +253,9 @@ impl Engine {
         );
         let by_resources = self.scaler.config().replicas_for_resources(obs.need);
         let summary = self.summary();
-        let upper = forecast.map(|f| f.upper);
+        // Pre-shed for the forecast or current demand, whichever is higher: a spike
+        // larger than forecast counts too (no forecast: nothing is pre-shed).
+        let upper = forecast.map(|f| f.upper.max(obs.demand));
         let preshed = match &obs.admission {
             Some(a) => Some(self.preshed.after_decision(
                 &a.preshed,
@@ -254,6 +276,7 @@ impl Engine {
             decision,
             previous,
             current_demand: obs.demand,
+            measured: obs.measured,
             forecast,
             summary,
             by_resources,
@@ -348,5 +371,80 @@ mod tests {
         assert_eq!(second.previous, Some(first.decision.desired));
         let level = second.preshed.expect("a level for the admission");
         assert!((0.0..=1.0).contains(&level), "{level}");
+    }
+
+    #[test]
+    fn the_step_current_demand_is_measured_inside_is_left_to_the_floor() {
+        // A 30 s start-up: the lead window (45 s) is the forecast's first step only.
+        let scaling = ScalingConfig {
+            startup_time: Duration::from_secs(30),
+            learn_startup_time: false,
+            ..ScalingConfig::default()
+        };
+        let mut e = Engine::new(ForecastConfig::default(), scaling);
+        for i in 0..120 {
+            e.add_minute(&minute(i, 4.0 + (i % 3) as f64 * 0.2), &mut ());
+        }
+        let step1 = e.last_fed().expect("steps fed") + e.step_ms();
+        // Current demand read from a bucket that began before the step: the step's
+        // band is the forecast.
+        let i = e.decide(Observation {
+            at: step1 + 5_000,
+            demand: 4.0,
+            measured: step1 - 5_000..step1 + 5_000,
+            ..Observation::default()
+        });
+        let upper = i.forecast.map(|f| f.upper);
+        assert!(upper.is_some_and(|u| u > 4.0), "{:?}", i.forecast);
+        // Read from inside the step: the floor plans it, the forecast adds nothing.
+        let i = e.decide(Observation {
+            at: step1 + 25_000,
+            demand: 4.0,
+            measured: step1 + 10_000..step1 + 20_000,
+            ..Observation::default()
+        });
+        assert_eq!(i.forecast.map(|f| f.upper), Some(0.0), "{:?}", i.forecast);
+    }
+
+    #[test]
+    fn a_spike_above_the_forecast_raises_the_preshed_level_but_no_forecast_sets_none() {
+        let admission = || {
+            Some(AdmissionState {
+                preshed: PreShedConfig {
+                    enabled: true,
+                    ..PreShedConfig::default()
+                },
+                sheddable_fraction: 1.0,
+            })
+        };
+        let spike = |e: &mut Engine, at: Millis| {
+            // Demand at 4 asked for its replicas (taken as ready); then 60 arrives, far
+            // above the forecast, before any replica asked for it can be ready.
+            e.decide(Observation {
+                at,
+                demand: 4.0,
+                admission: admission(),
+                ..Observation::default()
+            });
+            e.decide(Observation {
+                at: at + 15_000,
+                demand: 60.0,
+                admission: admission(),
+                ..Observation::default()
+            })
+        };
+        let mut e = engine();
+        for i in 0..30 {
+            e.add_minute(&minute(i, 4.0), &mut ());
+        }
+        let i = spike(&mut e, T0 + 30 * MINUTE_MS);
+        let upper = i.forecast.expect("a forecast").upper;
+        assert!(upper < 20.0, "the forecast did not see it coming: {upper}");
+        let level = i.preshed.expect("a level");
+        assert!(level > 0.3, "60 against the ready capacity: {level}");
+        // Without a forecast nothing is pre-shed, whatever current demand is.
+        let i = spike(&mut engine(), T0);
+        assert!(i.forecast.is_none());
+        assert_eq!(i.preshed, Some(0.0));
     }
 }

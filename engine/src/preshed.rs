@@ -3,11 +3,14 @@
 //!
 //! The sidecar reads no cluster API, so "ready" is modelled from its own decisions: a
 //! replica counts as ready `startup_time` after it was asked for, and only while it is
-//! still asked for (a scale-down removes capacity at once). Before the first decision
-//! `min_replicas` are taken as ready. Ready replicas × `capacity_per_replica` is the
-//! ready capacity; replicas asked for but not yet ready are pending. Demand is the
-//! forecast's upper bound over the lead time (busy concurrency, the unit the scaling
-//! rule divides by `capacity_per_replica`); without a forecast nothing is pre-shed.
+//! still asked for (a scale-down removes capacity at once). What the first decision
+//! asks for is taken as ready: the sidecar cannot see what ran before it started, and
+//! a sidecar restarted at peak must not pre-shed for a whole start-up time. Ready
+//! replicas × `capacity_per_replica` is the ready capacity; replicas asked for but not
+//! yet ready are pending. Demand is the forecast's upper bound over the lead time or
+//! the current demand, whichever is higher (busy concurrency, the unit the scaling
+//! rule divides by `capacity_per_replica`; the engine passes it), so a spike larger
+//! than forecast raises the level; without a forecast nothing is pre-shed.
 //!
 //! A change of the admission's pre-shed config (a reload) restarts the release ramp.
 //! Setting the level on a live admission is the caller's (`proxy/src/tiers/preshed.rs`).
@@ -25,7 +28,8 @@ const MAX_HISTORY: usize = 4096;
 pub struct PreShedding {
     startup_ms: Millis,
     capacity_per_replica: f64,
-    /// Replicas taken as ready before the first decision.
+    /// Replicas taken as ready before the oldest decision kept (at first: what the
+    /// first decision asked for).
     initial: u32,
     /// Desired replicas by decision time, oldest first.
     history: VecDeque<(Millis, u32)>,
@@ -68,6 +72,9 @@ impl PreShedding {
 
     /// Records the decision `desired` at `at` (the ready-capacity model's input).
     pub fn record(&mut self, desired: u32, at: Millis) {
+        if self.history.is_empty() {
+            self.initial = self.initial.max(desired);
+        }
         self.history.push_back((at, desired));
         // Keep the newest decision at or before the ready horizon, and all after it.
         let horizon = at.saturating_sub(self.startup_ms);
@@ -145,6 +152,16 @@ mod tests {
         assert_eq!(p.ready(160_000), 5);
         let i = p.input(Some(45.0), 1.0, 160_000);
         assert_eq!((i.ready_capacity, i.pending_capacity), (50.0, 0.0));
+        assert_eq!(prescale_policies::admission::preshed_level(&i).level, 0.0);
+    }
+
+    #[test]
+    fn what_the_first_decision_asks_for_is_taken_as_ready() {
+        // A sidecar restarted at peak: it asks for 6 at once, and 6 are running.
+        let mut p = PreShedding::new(&scaling());
+        p.record(6, 100_000);
+        assert_eq!(p.ready(100_000), 6);
+        let i = p.input(Some(55.0), 1.0, 100_000);
         assert_eq!(prescale_policies::admission::preshed_level(&i).level, 0.0);
     }
 

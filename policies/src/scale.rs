@@ -6,8 +6,11 @@
 //! `shortfall_cost` c (a newsvendor rule: one replica-second short of demand costs c
 //! idle replica-seconds), so the forecast's own uncertainty is the headroom and the
 //! reactive rule's `target_utilization` is not stacked on top of it. Current demand
-//! at full capacity stays a floor. Scale-downs a calibrated forecast asks for wait only
-//! `forecast_stabilization`, since the forecast already looks a lead time ahead.
+//! at full capacity stays a floor (the larger of the two counts, never their sum),
+//! and a forecast step that current demand is already measured inside is left to it
+//! ([`LeadForecast::over_steps`]): its band was forecast before the step began. With
+//! a calibrated forecast every scale-down waits only `forecast_stabilization`, since
+//! the forecast already says what is needed before a removed replica could be back.
 //!
 //! Before the forecast is calibrated its band is a wide fallback: the predictive rule
 //! then asks for at most `uncalibrated_margin` above the reactive rule, never the
@@ -17,6 +20,7 @@
 use crate::quantile::normal_quantile;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::Duration;
 
 pub type Millis = u64;
@@ -60,9 +64,9 @@ pub struct ScalingConfig {
     /// Before the forecast is calibrated, the most the predictive rule may ask for
     /// above the reactive rule, as a fraction of it (at least one replica).
     pub uncalibrated_margin: f64,
-    /// How long a scale-down asked for by a calibrated forecast waits (the forecast
-    /// already covers the lead time ahead; this only damps flapping); at most
-    /// `scale_down_stabilization`.
+    /// How long a scale-down waits while a calibrated forecast is in force (the
+    /// forecast already covers the lead time ahead; this only damps a single low
+    /// reading); at most `scale_down_stabilization`.
     #[serde(with = "humantime_serde")]
     pub forecast_stabilization: Duration,
     /// CPU cores the app container requests: with `resources:`, forecast CPU also
@@ -90,8 +94,8 @@ pub struct ScaleInput {
     pub current_replicas: u32,
     /// Demand measured over the last interval.
     pub current_demand: f64,
-    /// Forecast demand over [now, now + lead time]; None without a forecast (then
-    /// only current demand counts).
+    /// Forecast demand over [now, now + lead time] (see [`LeadForecast::over_steps`]);
+    /// None without a forecast (then only current demand counts).
     pub forecast: Option<LeadForecast>,
 }
 
@@ -106,6 +110,52 @@ pub struct LeadForecast {
     pub level: f64,
     /// Whether the interval comes from the forecaster's own past errors.
     pub calibrated: bool,
+}
+
+/// One forecast step of the lead window, as [`LeadForecast::over_steps`] reads it.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct StepBand {
+    /// The step's span, [start, end).
+    pub start: Millis,
+    pub end: Millis,
+    /// Its median and upper interval bound.
+    pub point: f64,
+    pub upper: f64,
+}
+
+impl LeadForecast {
+    /// The forecast over the lead window from its steps (the caller picks the steps
+    /// that overlap [now, now + lead]): the highest median and upper bound, except for
+    /// a step that current demand is measured inside (every arrival the reading
+    /// averages, `measured`, falls in the step). That step's band was forecast before
+    /// it began; the rest of the step is planned from the measurement (the rule's
+    /// floor), so its band no longer holds capacity the measurement shows is idle. A
+    /// reading that also averages time outside the step (a coarser one) does not
+    /// measure it, and the band stays. With only the measured step in the window the
+    /// forecast adds nothing to the floor (point and upper 0). None without steps.
+    pub fn over_steps(
+        steps: impl IntoIterator<Item = StepBand>,
+        measured: Range<Millis>,
+        level: f64,
+        calibrated: bool,
+    ) -> Option<Self> {
+        let mut any = false;
+        let (mut point, mut upper) = (0.0_f64, 0.0_f64);
+        for s in steps {
+            any = true;
+            if s.start <= measured.start && measured.end <= s.end && !measured.is_empty() {
+                continue;
+            }
+            point = point.max(s.point);
+            upper = upper.max(s.upper);
+        }
+        any.then_some(Self {
+            point,
+            upper,
+            level,
+            calibrated,
+        })
+    }
 }
 
 /// Which rule set the predictive number (a fixed set: usable as a metric label).
@@ -189,7 +239,7 @@ impl Default for ScalingConfig {
             scale_down_stabilization: Duration::from_secs(300),
             shortfall_cost: 19.0,
             uncalibrated_margin: 0.25,
-            forecast_stabilization: Duration::from_secs(60),
+            forecast_stabilization: Duration::from_secs(15),
             cpu_per_replica: None,
             memory_per_replica: None,
         }
@@ -384,8 +434,11 @@ impl Scaler {
         }
 
         // Stabilise downward moves: remember this recommendation and never go below
-        // the highest one in the window (the HPA's scale-down rule).
-        let window = if planning == Planning::Quantile && reason == ScaleReason::Forecast {
+        // the highest one in the window (the HPA's scale-down rule). A calibrated
+        // forecast covers the lead window whichever rule binds now: when current demand
+        // falls, the forecast says whether capacity is needed again before a replica
+        // removed now could be back, so only the short window applies.
+        let window = if planning == Planning::Quantile {
             cfg.forecast_stabilization.min(cfg.scale_down_stabilization)
         } else {
             cfg.scale_down_stabilization
@@ -609,19 +662,96 @@ mod tests {
     #[test]
     fn a_calibrated_forecast_of_falling_demand_scales_down_after_its_short_window() {
         let mut s = Scaler::new(cfg());
+        let short = s.config().forecast_stabilization.as_secs();
+        assert!(
+            short < 300,
+            "the default short window is shorter than the HPA's"
+        );
         // The forecast asks for 9 (95th percentile 90 at 10 per replica).
         assert_eq!(s.decide(at(0, 2, 30.0, Some(90.0))).desired, 9);
         // It now sees demand staying at 30 over the lead time: 3 replicas suffice, but
-        // the last 60 s (forecast_stabilization) still held 9.
-        let d = s.decide(at(45, 9, 30.0, Some(30.0)));
+        // the 9 is still within forecast_stabilization.
+        let d = s.decide(at(short, 9, 30.0, Some(30.0)));
         assert_eq!((d.desired, d.reason), (9, ScaleReason::Stabilizing));
-        // After 60 s, not the reactive rule's 300 s: down to what the forecast covers.
-        let d = s.decide(at(61, 9, 20.0, Some(30.0)));
+        // Once it has passed, not the reactive rule's 300 s: down to what the forecast
+        // covers.
+        let d = s.decide(at(short + 1, 9, 20.0, Some(30.0)));
         assert_eq!((d.desired, d.reason), (3, ScaleReason::Forecast));
         // Without a forecast, the full window applies to the same drop.
         let mut r = Scaler::new(cfg());
         assert_eq!(r.decide(at(0, 2, 63.0, None)).desired, 9);
-        assert_eq!(r.decide(at(61, 9, 20.0, None)).desired, 9);
+        assert_eq!(r.decide(at(short + 1, 9, 20.0, None)).desired, 9);
+    }
+
+    #[test]
+    fn with_a_calibrated_forecast_a_fall_in_current_demand_releases_at_once() {
+        // A surge the forecast missed: current demand 80 binds (8 at full capacity)
+        // over a forecast of 30.
+        let mut s = Scaler::new(cfg());
+        let d = s.decide(at(0, 2, 80.0, Some(30.0)));
+        assert_eq!((d.desired, d.reason), (8, ScaleReason::CurrentDemand));
+        // It ebbs to 45 (5) and the forecast still sees 30 ahead: current demand binds
+        // again, but nothing more is needed before a replica removed now could be
+        // back, so the short window applies, not 300 s.
+        let short = s.config().forecast_stabilization.as_secs();
+        let d = s.decide(at(short + 1, 8, 45.0, Some(30.0)));
+        assert_eq!((d.desired, d.reason), (5, ScaleReason::CurrentDemand));
+        // The reactive rule alone (no forecast) holds the surge's count for 300 s.
+        let mut r = Scaler::new(cfg());
+        assert_eq!(r.decide(at(0, 2, 80.0, None)).desired, 12);
+        assert_eq!(r.decide(at(short + 1, 12, 45.0, None)).desired, 12);
+    }
+
+    #[test]
+    fn the_floor_and_the_forecast_take_the_larger_never_the_sum() {
+        // Current demand 40 (4 replicas at full capacity) and a forecast whose 95th
+        // percentile is 50 (5): 5, the forecast covering what arrives now too.
+        let d = Scaler::new(cfg()).decide(at(0, 2, 40.0, Some(50.0)));
+        assert_eq!((d.desired, d.reason), (5, ScaleReason::Forecast));
+        // The other way round, current demand 50 over a forecast of 40: 5 again.
+        let d = Scaler::new(cfg()).decide(at(0, 2, 50.0, Some(40.0)));
+        assert_eq!((d.desired, d.reason), (5, ScaleReason::CurrentDemand));
+    }
+
+    #[test]
+    fn a_step_current_demand_is_measured_inside_is_left_to_the_floor() {
+        let step = |start: Millis, point: f64, upper: f64| StepBand {
+            start,
+            end: start + 300_000,
+            point,
+            upper,
+        };
+        // The lead window covers the step under way (a high band forecast before it
+        // began) and the next one.
+        let steps = [step(0, 20.0, 60.0), step(300_000, 15.0, 40.0)];
+        // Current demand measured over [45 s, 60 s) of the first step: its band is
+        // dropped, the next step's counts.
+        let f = LeadForecast::over_steps(steps, 45_000..60_000, 0.9, true);
+        assert_eq!(f.map(|f| (f.point, f.upper)), Some((15.0, 40.0)));
+        // A reading across the steps' boundary, or one averaging a longer span than
+        // the step (a coarse reading), does not measure the step: its band counts.
+        let later = [step(300_000, 20.0, 60.0), step(600_000, 15.0, 40.0)];
+        for measured in [290_000..305_000, 300_000..900_000] {
+            let f = LeadForecast::over_steps(later, measured, 0.9, true);
+            assert_eq!(f.map(|f| (f.point, f.upper)), Some((20.0, 60.0)));
+        }
+        // Only the measured step in the window: the forecast adds nothing to the floor,
+        // and stays a (calibrated) forecast, so the short window still applies.
+        let only = LeadForecast::over_steps([step(0, 20.0, 60.0)], 45_000..60_000, 0.9, true);
+        assert_eq!(only, Some(calibrated(0.0, 0.0)));
+        assert_eq!(
+            LeadForecast::over_steps([], 45_000..60_000, 0.9, true),
+            None
+        );
+        // In the rule: demand measured at 30 now (3 replicas) against the stale band's
+        // 6, held by the next step's 40 (4).
+        let d = Scaler::new(cfg()).decide(ScaleInput {
+            now: 60_000,
+            current_replicas: 6,
+            current_demand: 30.0,
+            forecast: LeadForecast::over_steps(steps, 45_000..60_000, 0.9, true),
+        });
+        assert_eq!((d.desired, d.reason), (4, ScaleReason::Forecast));
     }
 
     #[test]

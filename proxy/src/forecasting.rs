@@ -21,6 +21,7 @@ use prescale_profiler::sample::Millis;
 use prescale_profiler::series::Bucket;
 use prescale_profiler::ForecastConfig;
 use serde::Serialize;
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +46,13 @@ pub enum Update {
     /// Minutes restored from the store at start, oldest first, in one message: the
     /// store may hold two weeks (20 160 minutes), more than the channel holds.
     History(Vec<Bucket>),
-    /// Total demand over the last complete 10 s bucket, for the reactive floor.
-    Now { at: Millis, demand: f64 },
+    /// Total demand over the last complete 10 s bucket (`measured`), for the
+    /// reactive floor.
+    Now {
+        at: Millis,
+        measured: Range<Millis>,
+        demand: f64,
+    },
 }
 
 /// `GET /v1/scale`.
@@ -188,8 +194,8 @@ pub struct Driver {
     warm_start: Option<Box<dyn WarmStart>>,
     /// Judges each live step (rate anomalies) and may restart a series.
     anomalies: Arc<Anomalies>,
-    /// The newest total demand over a complete 10 s bucket.
-    now_demand: Option<(Millis, f64)>,
+    /// The newest total demand over a complete 10 s bucket, and that bucket.
+    now_demand: Option<(Millis, Range<Millis>, f64)>,
 }
 
 /// The forecaster thread: updates as they come, a decision every sync period.
@@ -242,8 +248,12 @@ impl Driver {
                 self.warm_start = None;
                 self.engine.add_minute(&b, &mut Judge(&self.anomalies))
             }
-            Update::Now { at, demand } => {
-                self.now_demand = Some((at, demand));
+            Update::Now {
+                at,
+                measured,
+                demand,
+            } => {
+                self.now_demand = Some((at, measured, demand));
                 match self.warm_start.take() {
                     Some(source) => self.warm_start(source, at),
                     None => false,
@@ -272,11 +282,12 @@ impl Driver {
     /// `/v1/scale`, the metrics and the signals, and the pre-shed level set on the live
     /// admission. Returns the engine's intent.
     pub fn sync(&mut self) -> Option<Intent> {
-        let (at, demand) = self.now_demand?;
+        let (at, measured, demand) = self.now_demand.clone()?;
         let shared = self.shared.clone();
         let live = crate::tiers::admission_state(shared.tiers.as_ref());
         let intent = self.engine.decide(Observation {
             at,
+            measured,
             demand,
             need: shared.resource_need.lock().map(|g| *g).unwrap_or_default(),
             // The start-up time learned from readiness, once there is one.

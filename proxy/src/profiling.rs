@@ -355,7 +355,7 @@ fn feed_forecasts(
     }
     let current = now - now % FINE_STEP_MS;
     let last = current.saturating_sub(FINE_STEP_MS);
-    let demand = if time_scale > 1.0 {
+    let (measured, demand) = if time_scale > 1.0 {
         // `--time-scale`: a 10 s bucket lasts a few wall milliseconds and holds a
         // handful of requests; the last five complete minutes are a steadier reading.
         const MINUTES: u64 = 5;
@@ -369,16 +369,21 @@ fn feed_forecasts(
             .filter(|b| b.start < end)
             .map(|b| b.total.work_us)
             .sum();
-        work as f64 / (MINUTES * MINUTE_MS * 1000) as f64
+        (from..end, work as f64 / (MINUTES * MINUTE_MS * 1000) as f64)
     } else {
-        profile
+        let demand = profile
             .series()
             .fine()
             .rev()
             .find(|b| b.start == last)
-            .map_or(0.0, |b| b.total.demand(FINE_STEP_MS))
+            .map_or(0.0, |b| b.total.demand(FINE_STEP_MS));
+        (last..current, demand)
     };
-    forecasting.send(Update::Now { at: now, demand });
+    forecasting.send(Update::Now {
+        at: now,
+        measured,
+        demand,
+    });
 }
 
 /// Opens the store and restores its history: the last day into the profile's series,

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,8 +86,11 @@ pub struct Stats {
     pub transport_errors: AtomicU64,
     /// Arrivals dropped because every in-flight slot was taken (counted in `sent`).
     pub dropped: AtomicU64,
-    /// Batch-tier requests the sidecar shed (429/503): its job, not a failure.
+    /// Requests the sidecar shed (answered with `x-prescale-shed`): its job, not a
+    /// failure.
     pub shed: AtomicU64,
+    /// The same per tier (the header's `tier=`).
+    shed_by_tier: Mutex<BTreeMap<String, u64>>,
     /// Target rate now, in millirequests per second (an atomic float stand-in).
     offered_milli: AtomicU64,
     /// Latency of completed requests (any status), microseconds.
@@ -103,6 +107,7 @@ pub struct Snapshot {
     pub transport_errors: u64,
     pub dropped: u64,
     pub shed: u64,
+    pub shed_by_tier: BTreeMap<String, u64>,
     pub offered_rate: f64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
@@ -115,6 +120,13 @@ impl Stats {
         Self {
             latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).ok()),
             ..Self::default()
+        }
+    }
+
+    fn record_shed(&self, tier: &str) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.shed_by_tier.lock() {
+            *m.entry(tier.to_string()).or_insert(0) += 1;
         }
     }
 
@@ -151,6 +163,11 @@ impl Stats {
             transport_errors,
             dropped,
             shed: self.shed.load(Ordering::Relaxed),
+            shed_by_tier: self
+                .shed_by_tier
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
             offered_rate: self.offered_milli.load(Ordering::Relaxed) as f64 / 1000.0,
             p50_ms,
             p99_ms,
@@ -214,7 +231,7 @@ pub async fn run(plan: Plan, stats: Arc<Stats>, mut stop: watch::Receiver<bool>)
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let (req, batch) = build(plan.target, seq, &rng);
+            let req = build(plan.target, seq, &rng);
             let client = client.clone();
             let stats = stats.clone();
             tokio::spawn(async move {
@@ -222,18 +239,19 @@ pub async fn run(plan: Plan, stats: Arc<Stats>, mut stop: watch::Receiver<bool>)
                 let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async {
                     let resp = client.request(req).await.map_err(|_| ())?;
                     let status = resp.status();
+                    let shed = shed_tier(resp.headers());
                     // The whole body counts: latency ends with the last byte.
                     resp.into_body().collect().await.map_err(|_| ())?;
-                    Ok::<_, ()>(status)
+                    Ok::<_, ()>((status, shed))
                 })
                 .await;
                 match outcome {
-                    Ok(Ok(status)) => {
+                    Ok(Ok((status, shed))) => {
                         stats.record_latency(began.elapsed());
                         if status.is_success() {
                             stats.ok.fetch_add(1, Ordering::Relaxed);
-                        } else if batch && matches!(status.as_u16(), 429 | 503) {
-                            stats.shed.fetch_add(1, Ordering::Relaxed);
+                        } else if let Some(tier) = shed.filter(|_| is_shed(status.as_u16())) {
+                            stats.record_shed(&tier);
                         } else {
                             stats.http_errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -255,10 +273,9 @@ pub async fn run(plan: Plan, stats: Arc<Stats>, mut stop: watch::Receiver<bool>)
     .await;
 }
 
-/// One request of the mix, traced with a fresh W3C `traceparent`; true for the batch tier.
-fn build(target: SocketAddr, seq: u64, rng: &Jitter) -> (Request<Full<Bytes>>, bool) {
+/// One request of the mix, traced with a fresh W3C `traceparent`.
+fn build(target: SocketAddr, seq: u64, rng: &Jitter) -> Request<Full<Bytes>> {
     let endpoint = pick(rng.next_f64());
-    let batch = matches!(endpoint, Endpoint::Report);
     let r = rng.next_f64();
     let (method, path, body) = match endpoint {
         Endpoint::Item => (
@@ -318,7 +335,19 @@ fn build(target: SocketAddr, seq: u64, rng: &Jitter) -> (Request<Full<Bytes>>, b
         }
         req
     });
-    (req, batch)
+    req
+}
+
+/// The tier of a request the sidecar shed, from `x-prescale-shed: <reason>; tier=<tier>`.
+fn shed_tier(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get("x-prescale-shed")?.to_str().ok()?;
+    let tier = v.split(';').find_map(|p| p.trim().strip_prefix("tier="));
+    Some(tier.unwrap_or("-").to_string())
+}
+
+/// The statuses admission sheds with (503 overload and pre-shed, 429 rate limits).
+fn is_shed(status: u16) -> bool {
+    matches!(status, 429 | 503)
 }
 
 /// The endpoint for a uniform draw in [0, 1).
@@ -359,11 +388,20 @@ mod tests {
     }
 
     #[test]
+    fn sheds_are_told_by_their_header_and_name_the_tier() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(shed_tier(&h), None);
+        h.insert("x-prescale-shed", "pre_shed; tier=batch".parse().unwrap());
+        assert_eq!(shed_tier(&h).as_deref(), Some("batch"));
+        assert!(is_shed(503) && is_shed(429) && !is_shed(502));
+    }
+
+    #[test]
     fn requests_are_traced_and_well_formed() {
         let rng = Jitter::new(4);
         let target: SocketAddr = "127.0.0.1:1".parse().unwrap();
         for seq in 0..200 {
-            let (req, _) = build(target, seq, &rng);
+            let req = build(target, seq, &rng);
             let tp = req.headers()["traceparent"].to_str().unwrap();
             assert_eq!(tp.len(), 55, "{tp}");
             let p = req.uri().path();

@@ -407,7 +407,13 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         // The anomaly is judged when the step closes, and the view reads it after.
         day0 + ((shape::SPIKE_CENTER + 2.0 * shape::SPIKE_HALF_WIDTH) * DAY_MS as f64) as u64,
     );
-    let analysis = record::analyse(&timeline.samples, &model, ramp_end, spike);
+    let analysis = record::analyse(
+        &timeline.samples,
+        &timeline.anomalies,
+        &model,
+        ramp_end,
+        spike,
+    );
     let report_path = args
         .report
         .clone()
@@ -514,7 +520,7 @@ fn print_summary(
     );
     let _ = writeln!(
         s,
-        "  requests    sent {}  ok {}  failed {}  ({:.2} %: {} http errors, {} transport errors, {} dropped)  batch shed {}",
+        "  requests    sent {}  ok {}  failed {}  ({:.2} %: {} http errors, {} transport errors, {} dropped)  shed {} ({})",
         snap.sent,
         snap.ok,
         snap.failed,
@@ -522,7 +528,8 @@ fn print_summary(
         snap.http_errors,
         snap.transport_errors,
         snap.dropped,
-        snap.shed
+        snap.shed,
+        per_tier(&snap.shed_by_tier)
     );
     let fmt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     let _ = writeln!(
@@ -645,7 +652,7 @@ fn analysis_lines(s: &mut String, a: &Analysis) {
     );
     let _ = writeln!(
         s,
-        "  ramp level  {} replicas first asked for: predictive {}  reactive {}  hpa {}",
+        "  ramp level  {} replicas first asked for (and kept 10 min): predictive {}  reactive {}  hpa {}",
         a.levels.get(a.levels.len() / 2).map_or(0, |l| l.replicas),
         clock(a.predictive_first_raise),
         clock(a.reactive_first_raise),
@@ -660,11 +667,41 @@ fn analysis_lines(s: &mut String, a: &Analysis) {
     );
     let _ = writeln!(
         s,
-        "  spike       pre-shed level peaked at {:.2} during the lunch spike ({:.2} over the run); {} batch requests shed; anomalies raised: {} during the spike, {} over the run",
+        "  spike       pre-shed level peaked at {:.2} during the lunch spike ({:.2} over the run); pre-shed in the spike: {}; over the run: {}",
         a.spike_preshed,
         a.peak_preshed,
-        a.batch_shed,
-        a.spike_anomalies,
-        a.anomalies,
+        per_tier(&a.spike_preshed_by_tier),
+        per_tier(&a.preshed_by_tier),
     );
+    let named = match &a.spike_anomaly {
+        Some(x) => format!(
+            "`{}` on {} ({}{}) raised at {} in the spike",
+            x.kind,
+            x.subject,
+            x.direction,
+            match (x.actual, x.upper) {
+                (Some(d), Some(u)) =>
+                    format!(": demand {d:.2} against the forecast's upper bound {u:.2}"),
+                _ => String::new(),
+            },
+            clock(Some(x.since)),
+        ),
+        None => "none began in the spike".to_string(),
+    };
+    let _ = writeln!(
+        s,
+        "  anomaly     {named}; anomalies raised: {} during the spike, {} over the run",
+        a.spike_anomalies, a.anomalies,
+    );
+}
+
+/// `tier=n` for each tier, by name.
+fn per_tier(m: &std::collections::BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".to_string();
+    }
+    m.iter()
+        .map(|(t, n)| format!("{t}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

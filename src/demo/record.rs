@@ -5,9 +5,10 @@
 //! Times are series time (the sidecar's scaled clock), so leads read in the minutes a
 //! real day would have.
 
-use super::view::Observed;
+use super::view::{Observed, SeenAnomaly};
 use crate::replay::sim::{Policy, World};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 type Millis = u64;
 
@@ -36,7 +37,10 @@ pub struct Sample {
     pub reactive: u32,
     pub preshed_level: f64,
     pub anomalies: u64,
-    pub batch_shed: u64,
+    /// Requests the load generator saw shed (any tier), so far.
+    pub shed: u64,
+    /// Requests the sidecar refused by pre-shedding, per tier, so far.
+    pub preshed_by_tier: BTreeMap<String, u64>,
 }
 
 /// The replica model the analysis uses (the sidecar's scaling config).
@@ -85,8 +89,16 @@ pub struct Analysis {
     /// Within the lunch spike's window: the highest pre-shed level, anomalies raised.
     pub spike_preshed: f64,
     pub spike_anomalies: u64,
-    pub batch_shed: u64,
+    /// Requests pre-shed per tier: within the lunch spike's window, and over the run.
+    pub spike_preshed_by_tier: BTreeMap<String, u64>,
+    pub preshed_by_tier: BTreeMap<String, u64>,
+    /// Requests shed over the run (as the load generator saw them).
+    pub shed: u64,
     pub anomalies: u64,
+    /// The anomaly that began within the spike: a `rate` (or `change_point`) anomaly
+    /// above the forecast on the total if there is one, else on a signature, else the
+    /// first of any kind.
+    pub spike_anomaly: Option<SeenAnomaly>,
     /// First series time an anomaly was counted.
     pub first_anomaly: Option<Millis>,
     /// The HPA's desired replicas at each sample (for the chart).
@@ -97,11 +109,23 @@ pub struct Analysis {
 #[derive(Default)]
 pub struct Timeline {
     pub samples: Vec<Sample>,
+    /// Every anomaly seen active, once (by kind, subject and start), oldest first.
+    pub anomalies: Vec<SeenAnomaly>,
 }
 
 impl Timeline {
     /// Adds what a refresh saw; nothing before the first scaling decision.
-    pub fn push(&mut self, obs: &Observed, offered: f64, batch_shed: u64) {
+    pub fn push(&mut self, obs: &Observed, offered: f64, shed: u64) {
+        for a in &obs.active_anomalies {
+            let known = self
+                .anomalies
+                .iter()
+                .any(|k| (&k.kind, &k.subject, k.since) == (&a.kind, &a.subject, a.since));
+            // Bounded: a run raises tens.
+            if !known && self.anomalies.len() < 10_000 {
+                self.anomalies.push(a.clone());
+            }
+        }
         let Some(sc) = &obs.scale else { return };
         if sc.at == 0 || self.samples.last().is_some_and(|s| s.at >= sc.at) {
             return;
@@ -121,10 +145,15 @@ impl Timeline {
             reactive: sc.reactive as u32,
             preshed_level: obs.preshed_level.unwrap_or(0.0),
             anomalies: obs.anomalies.unwrap_or(0),
-            batch_shed,
+            shed,
+            preshed_by_tier: obs.preshed_by_tier.clone().unwrap_or_default(),
         });
     }
 }
+
+/// How long (series time) a rule must keep asking for a ramp level for it to count
+/// as asked for.
+const HOLD_MS: Millis = 10 * 60_000;
 
 /// Demand needs `replicas_at(demand)` replicas at the target utilisation.
 fn replicas_at(m: &Model, demand: f64) -> u32 {
@@ -150,6 +179,7 @@ fn median(v: &mut [f64]) -> Option<f64> {
 /// `spike` is the lunch spike's window (series ms).
 pub fn analyse(
     samples: &[Sample],
+    seen: &[SeenAnomaly],
     m: &Model,
     ramp_end: Millis,
     spike: (Millis, Millis),
@@ -167,9 +197,19 @@ pub fn analyse(
         .count();
     let need: Vec<u32> = samples.iter().map(|s| replicas_at(m, s.offered)).collect();
     let hpa = hpa_desired(samples, m);
+    // When a rule first asked for `level` and kept asking for it for `HOLD_MS`: one
+    // noisy reading (a loaded host slows the upstream, so measured demand jumps for a
+    // sample) does not count as a scale-up, for any rule alike.
     let first_above = |v: &dyn Fn(usize) -> u32, level: u32| {
         (0..samples.len())
-            .find(|&i| v(i) >= level && samples[i].at <= ramp_end)
+            .find(|&i| {
+                samples[i].at <= ramp_end
+                    && samples[i..]
+                        .iter()
+                        .enumerate()
+                        .take_while(|(_, s)| s.at <= samples[i].at + HOLD_MS)
+                        .all(|(k, _)| v(i + k) >= level)
+            })
             .map(|i| samples[i].at)
     };
     // The morning ramp's levels: from above where demand started, to the most the
@@ -233,7 +273,8 @@ pub fn analyse(
     a.hpa_peak_replicas = hpa.iter().copied().max().unwrap_or(1);
     a.peak_preshed = samples.iter().map(|s| s.preshed_level).fold(0.0, f64::max);
     let last = samples.last().unwrap_or(first);
-    a.batch_shed = last.batch_shed;
+    a.shed = last.shed;
+    a.preshed_by_tier = last.preshed_by_tier.clone();
     a.anomalies = last.anomalies.saturating_sub(first.anomalies);
     a.first_anomaly = samples
         .iter()
@@ -252,6 +293,35 @@ pub fn analyse(
     a.spike_anomalies = in_spike
         .last()
         .map_or(0, |s| s.anomalies.saturating_sub(before));
+    // Pre-sheds within the spike: the last count in it less the last before it.
+    let before = samples.iter().rev().find(|s| s.at < spike.0);
+    if let Some(end) = in_spike.last() {
+        for (tier, n) in &end.preshed_by_tier {
+            let was = before
+                .and_then(|b| b.preshed_by_tier.get(tier))
+                .copied()
+                .unwrap_or(0);
+            a.spike_preshed_by_tier
+                .insert(tier.clone(), n.saturating_sub(was));
+        }
+    }
+    // The anomaly that names the spike: one that began within it, best a rate or
+    // change-point anomaly above the forecast on the total, then on a signature, then
+    // any other.
+    let in_window = |x: &&SeenAnomaly| (spike.0..=spike.1).contains(&x.since);
+    let demand_above = |x: &&SeenAnomaly| {
+        matches!(x.kind.as_str(), "rate" | "change_point") && x.direction == "above"
+    };
+    let rank = |x: &&SeenAnomaly| match (demand_above(x), x.subject == "total") {
+        (true, true) => 0,
+        (true, false) => 1,
+        _ => 2,
+    };
+    a.spike_anomaly = seen
+        .iter()
+        .filter(in_window)
+        .min_by_key(|x| (rank(x), x.since))
+        .cloned();
     a.hpa_desired = hpa;
     a
 }
@@ -338,7 +408,7 @@ mod tests {
     #[test]
     fn leads_are_measured_per_level_and_the_hpa_trails_demand() {
         let s = ramp();
-        let a = analyse(&s, &model(), u64::MAX, (0, 0));
+        let a = analyse(&s, &[], &model(), u64::MAX, (0, 0));
         assert_eq!(a.forecast_changes, 59);
         assert_eq!(a.levels.len(), 10, "{:?}", a.levels);
         let lead = a.predictive_lead_s.unwrap();
@@ -349,5 +419,82 @@ mod tests {
         assert!(a.predictive_first_raise < a.reactive_first_raise);
         assert!(a.hpa_first_raise >= a.reactive_first_raise);
         assert!(a.hpa_short_minutes > a.prescale_short_minutes);
+    }
+
+    #[test]
+    fn one_noisy_reading_is_not_a_ramp_level_asked_for() {
+        // The reactive rule jumps to the top for one minute early in the ramp (a
+        // loaded host slowed the upstream for a sample), then follows demand again.
+        let mut s = ramp();
+        let clean = analyse(&s, &[], &model(), u64::MAX, (0, 0));
+        s[35].reactive = 12;
+        let a = analyse(&s, &[], &model(), u64::MAX, (0, 0));
+        assert_eq!(a.reactive_first_raise, clean.reactive_first_raise);
+        assert!(a.predictive_first_raise < a.reactive_first_raise);
+    }
+
+    #[test]
+    fn the_spike_counts_its_own_presheds_and_names_its_anomaly() {
+        let tiers = |batch: u64, standard: u64| {
+            BTreeMap::from([
+                ("batch".to_string(), batch),
+                ("critical".to_string(), 0),
+                ("standard".to_string(), standard),
+            ])
+        };
+        // Minutes 0..60; the spike is minutes 20..=40. Two batch requests pre-shed
+        // before it (start-up), 9 batch and 3 standard within, 1 batch after.
+        let samples: Vec<Sample> = (0..60u64)
+            .map(|min| Sample {
+                at: min * 60_000,
+                offered: 1.0,
+                demand: 1.0,
+                preshed_by_tier: match min {
+                    0..=19 => tiers(2, 0),
+                    20..=40 => tiers(2 + (min - 19).min(9), (min - 19).min(3)),
+                    _ => tiers(12, 3),
+                },
+                ..Sample::default()
+            })
+            .collect();
+        let anomaly = |kind: &str, subject: &str, at_min: u64, direction: &str| SeenAnomaly {
+            kind: kind.into(),
+            subject: subject.into(),
+            since: at_min * 60_000,
+            direction: direction.into(),
+            ..SeenAnomaly::default()
+        };
+        let seen = [
+            anomaly("share_shift", "signature:1", 25, "above"),
+            anomaly("rate", "signature:2", 24, "above"),
+            anomaly("rate", "total", 26, "above"),
+            anomaly("rate", "total", 50, "above"),
+        ];
+        let a = analyse(
+            &samples,
+            &seen,
+            &model(),
+            u64::MAX,
+            (20 * 60_000, 40 * 60_000),
+        );
+        assert_eq!(a.spike_preshed_by_tier, tiers(9, 3));
+        assert_eq!(a.preshed_by_tier, tiers(12, 3));
+        let named = a.spike_anomaly.expect("the spike's anomaly");
+        assert_eq!(
+            (named.subject.as_str(), named.since),
+            ("total", 26 * 60_000)
+        );
+        // Without a total one, a signature's rate anomaly in the spike stands in.
+        let a = analyse(
+            &samples,
+            &seen[..2],
+            &model(),
+            u64::MAX,
+            (20 * 60_000, 40 * 60_000),
+        );
+        assert_eq!(
+            a.spike_anomaly.map(|x| x.subject),
+            Some("signature:2".into())
+        );
     }
 }

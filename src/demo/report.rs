@@ -90,7 +90,26 @@ fn html(samples: &[Sample], a: &Analysis, ctx: &Context) -> String {
             "peak pre-shed level: lunch spike / whole run",
             format!("{:.2} / {:.2}", a.spike_preshed, a.peak_preshed),
         ),
-        ("batch requests shed", a.batch_shed.to_string()),
+        (
+            "requests pre-shed per tier: lunch spike / whole run",
+            format!(
+                "{} / {}",
+                tiers(&a.spike_preshed_by_tier),
+                tiers(&a.preshed_by_tier)
+            ),
+        ),
+        (
+            "the spike's anomaly (demand above the forecast)",
+            a.spike_anomaly.as_ref().map_or("none".into(), |x| {
+                format!(
+                    "{} on {} ({}), from {}",
+                    x.kind,
+                    x.subject,
+                    x.direction,
+                    clock(Some(x.since))
+                )
+            }),
+        ),
         (
             "anomalies raised: lunch spike / whole run (first)",
             format!(
@@ -143,6 +162,17 @@ fn html(samples: &[Sample], a: &Analysis, ctx: &Context) -> String {
     );
     h.push_str("</body></html>\n");
     h
+}
+
+/// `tier n` for each tier, by name.
+fn tiers(m: &std::collections::BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn svg(samples: &[Sample], a: &Analysis, plot: PlotFn) -> String {

@@ -33,10 +33,10 @@ pub fn relative_rate(day_fraction: f64) -> f64 {
 pub const SPIKE_CENTER: f64 = (12.0 + 20.0 / 60.0) / 24.0;
 pub const SPIKE_HALF_WIDTH: f64 = 20.0 / 1440.0;
 /// The spike's extra load at its peak, relative to the day's curve there.
-pub const SPIKE_EXTRA: f64 = 1.5;
+pub const SPIKE_EXTRA: f64 = 2.0;
 
 /// The live day's relative rate: the same curve as the history's days, plus a lunch
-/// spike (a raised cosine, 2.5 times the load at 12:20) that no earlier day had, so it
+/// spike (a raised cosine, 3 times the load at 12:20) that no earlier day had, so it
 /// is larger than the forecast. `day_fraction` may pass 1.0 (the next day).
 pub fn live_rate(day_fraction: f64) -> f64 {
     let day = day_fraction.rem_euclid(1.0);
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn the_live_day_is_the_curve_plus_a_lunch_spike() {
-        assert!((live_rate(SPIKE_CENTER) / relative_rate(SPIKE_CENTER) - 2.5).abs() < 1e-9);
+        assert!((live_rate(SPIKE_CENTER) / relative_rate(SPIKE_CENTER) - 3.0).abs() < 1e-9);
         for day in [0.2, 0.3, 0.45, 0.6, 0.9] {
             assert!((live_rate(day) - relative_rate(day)).abs() < 1e-12, "{day}");
         }

@@ -137,6 +137,16 @@ pub fn write_config(
     // Five-minute forecast steps: at a high time scale a minute holds a handful of
     // requests, too few for a steady demand reading.
     p.forecast.step = Duration::from_secs(300);
+    // Signature snapshots for drift every 2 wall seconds (series time: the default
+    // minute would hold a handful of requests at this scale, and shares of a handful
+    // shift by chance).
+    p.anomalies.drift.interval = timing
+        .series(Duration::from_secs(2))
+        .clamp(Duration::from_secs(60), Duration::from_secs(3600));
+    // Rate anomalies: a step counts as outside half an interval width beyond it (not
+    // 0.75): the band is wide at this scale (few requests per step), and the lunch
+    // spike (3x at its peak, 40 minutes; 3 of 5 steps needed) must stand out of it.
+    p.anomalies.rate.margin = 0.5;
     let s = &mut cfg.policies.scaling;
     s.capacity_per_replica = timing.capacity_per_replica;
     s.target_utilization = timing.target_utilization;

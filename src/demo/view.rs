@@ -46,8 +46,26 @@ pub struct Observed {
     pub preshed_level: Option<f64>,
     /// `prescale_anomalies_total`, summed over kinds.
     pub anomalies: Option<u64>,
+    /// Requests refused by pre-shedding, per tier (`reason="pre_shed"`).
+    pub preshed_by_tier: Option<BTreeMap<String, u64>>,
+    /// The anomalies active now (`GET /v1/anomalies`).
+    pub active_anomalies: Vec<SeenAnomaly>,
     /// Whether the admin API answered at all.
     pub reachable: bool,
+}
+
+/// One active anomaly as `GET /v1/anomalies` lists it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SeenAnomaly {
+    pub kind: String,
+    pub subject: String,
+    /// Series time it began (Unix ms).
+    pub since: u64,
+    pub direction: String,
+    pub severity: f64,
+    /// For `rate`: the step's demand and the forecast interval's upper bound.
+    pub actual: Option<f64>,
+    pub upper: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -160,11 +178,12 @@ impl AdminClient {
 
     /// Reads every view the demo shows.
     pub async fn observe(&self) -> Observed {
-        let (sigs, fc, scale, metrics) = tokio::join!(
+        let (sigs, fc, scale, metrics, anomalies) = tokio::join!(
             self.json("/v1/signatures"),
             self.json("/v1/forecast"),
             self.json("/v1/scale"),
             self.request(Method::GET, "/metrics"),
+            self.json("/v1/anomalies"),
         );
         let reachable = sigs.is_some();
         Observed {
@@ -183,6 +202,11 @@ impl AdminClient {
                 Ok((200, text)) => metric_sum(text, "prescale_anomalies_total").map(|v| v as u64),
                 _ => None,
             },
+            preshed_by_tier: match &metrics {
+                Ok((200, text)) => parse_preshed(text),
+                _ => None,
+            },
+            active_anomalies: anomalies.as_ref().map(parse_anomalies).unwrap_or_default(),
             reachable,
         }
     }
@@ -298,6 +322,61 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
         }
     }
     sum
+}
+
+/// The active anomalies of `GET /v1/anomalies`.
+fn parse_anomalies(v: &Value) -> Vec<SeenAnomaly> {
+    let text = |a: &Value, k: &str| a.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    v.get("active")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|a| {
+                    let evidence = a.get("evidence").unwrap_or(&Value::Null);
+                    SeenAnomaly {
+                        kind: text(a, "kind"),
+                        subject: text(a, "subject"),
+                        since: u(a, "since"),
+                        direction: text(a, "direction"),
+                        severity: f(a, "severity"),
+                        actual: evidence.get("actual").and_then(Value::as_f64),
+                        upper: evidence.get("upper").and_then(Value::as_f64),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Requests refused by pre-shedding per tier (`decision="rejected",
+/// reason="pre_shed"`); None when the metric is absent.
+pub fn parse_preshed(text: &str) -> Option<BTreeMap<String, u64>> {
+    let mut found = None::<BTreeMap<String, u64>>;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(ADMISSION_METRIC) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.strip_prefix('{').and_then(|r| r.split_once('}')) else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels.split(',').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (k.trim() == key).then(|| v.trim_matches('"'))
+            })
+        };
+        let map = found.get_or_insert_with(BTreeMap::new);
+        let entry = map
+            .entry(label("tier").unwrap_or("-").to_string())
+            .or_insert(0);
+        if label("decision") == Some("rejected") && label("reason") == Some("pre_shed") {
+            *entry += value.max(0.0) as u64;
+        }
+    }
+    found
 }
 
 /// Sums shed decisions per tier from the Prometheus text; None when the metric is
@@ -606,6 +685,27 @@ prescale_admission_decisions_total{tier=\"batch\",decision=\"shed\",reason=\"rat
         let m = parse_sheds(text).unwrap();
         assert_eq!(m.get("critical"), Some(&0));
         assert_eq!(m.get("batch"), Some(&9));
+        let text = "\
+prescale_admission_decisions_total{tier=\"critical\",decision=\"admitted\",reason=\"none\"} 100
+prescale_admission_decisions_total{tier=\"batch\",decision=\"rejected\",reason=\"overload\"} 7
+prescale_admission_decisions_total{tier=\"batch\",decision=\"rejected\",reason=\"pre_shed\"} 4
+";
+        let m = parse_preshed(text).unwrap();
+        assert_eq!((m.get("critical"), m.get("batch")), (Some(&0), Some(&4)));
+    }
+
+    #[test]
+    fn active_anomalies_are_read_with_their_evidence() {
+        let v = serde_json::json!({"active": [{"kind": "rate", "subject": "total",
+            "since": 5, "severity": 1.5, "direction": "above",
+            "evidence": {"actual": 2.0, "upper": 1.2}}]});
+        let a = parse_anomalies(&v);
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0].kind.as_str(), a[0].subject.as_str(), a[0].since),
+            ("rate", "total", 5)
+        );
+        assert_eq!((a[0].actual, a[0].upper), (Some(2.0), Some(1.2)));
     }
 
     #[test]

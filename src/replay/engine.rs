@@ -8,7 +8,9 @@
 //! engine decides on demand over the last complete 10 s, as the sidecar decides on its
 //! last 10 s bucket: replay's demand, the arrival rate averaged over `--resolution`
 //! (a sparse log's 10 s of arrivals is Poisson noise, where a busy sidecar's 10 s of
-//! busy concurrency is not). Demand is requests per second: a request counts
+//! busy concurrency is not). With it goes the span of arrivals the reading averages,
+//! as the sidecar sends its bucket's: the engine leaves a forecast step that current
+//! demand is measured inside to the floor. Demand is requests per second: a request counts
 //! one second of work, so the engine's busy concurrency reads as a rate and
 //! `capacity_per_replica` as requests per second per replica.
 
@@ -20,6 +22,7 @@ use prescale_policies::scale::ScalingConfig;
 use prescale_profiler::series::{Bucket, Cell, MINUTE_MS};
 use prescale_profiler::ForecastConfig;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 type Millis = u64;
 
@@ -37,6 +40,8 @@ pub struct EngineSetup<'a> {
     pub arrivals: &'a [f64],
     /// Demand per second (arrivals averaged over the resolution).
     pub demand: &'a [f64],
+    /// Seconds per aligned window `demand` is averaged over (see `Trace::demand`).
+    pub resolution: Sec,
     /// Seconds from the start the input has no data for (`trace.gaps`).
     pub gaps: Vec<(Sec, Sec)>,
     /// The tiers and their mix: the sheddable share the pre-shed level is for.
@@ -100,12 +105,19 @@ impl EngineSetup<'_> {
             .collect()
     }
 
-    /// Mean demand over the last complete 10 s (on the Unix grid) before `t`.
-    pub fn demand_at(&self, t: Sec) -> Option<f64> {
+    /// Mean demand over the last complete 10 s (on the Unix grid) before `t`, and the
+    /// arrivals it averages (Unix ms), as the sidecar reports its 10 s bucket: the
+    /// window widened to the resolution windows whose mean each of its seconds holds.
+    /// A forecast step is measured only by a reading as fine as the step (see
+    /// `LeadForecast::over_steps`), so a coarse resolution leaves every step's band.
+    pub fn demand_at(&self, t: Sec) -> Option<(Range<Millis>, f64)> {
         let end = (self.start_unix + t) / 10 * 10;
         let from = end.checked_sub(10)?.checked_sub(self.start_unix)?;
         let w = self.demand.get(from as usize..(from + 10) as usize)?;
-        Some(w.iter().sum::<f64>() / 10.0)
+        let r = self.resolution.max(1);
+        let span = (from / r * r)..(from + 10).div_ceil(r) * r;
+        let ms = |s: Sec| (self.start_unix + s) * 1000;
+        Some((ms(span.start)..ms(span.end), w.iter().sum::<f64>() / 10.0))
     }
 
     /// The admission the pre-shed level is computed for at `t`: the config's pre-shed
@@ -136,9 +148,11 @@ pub fn bucket(start: Millis, requests: f64) -> Bucket {
 
 /// The engine's observation at trace second `t`, if a decision can be made then.
 pub fn observation(setup: &EngineSetup, t: Sec) -> Option<Observation> {
+    let (measured, demand) = setup.demand_at(t)?;
     Some(Observation {
         at: (setup.start_unix + t) * 1000,
-        demand: setup.demand_at(t)?,
+        measured,
+        demand,
         admission: Some(setup.admission(t)),
         ..Observation::default()
     })

@@ -311,6 +311,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         start_unix: trace.start_unix,
         arrivals: &trace.arrivals,
         demand: &demand,
+        resolution,
         gaps: trace.gaps.iter().map(|g| (g.start, g.seconds)).collect(),
         tiers: Some(&tiers),
     };

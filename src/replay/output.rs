@@ -257,7 +257,7 @@ fn write_decisions(path: &Path, r: &Replay) -> std::io::Result<()> {
     let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(
         w,
-        "ts,at_ms,demand,forecast_point,forecast_upper,calibrated,desired,predictive,reactive,reason,preshed"
+        "ts,at_ms,demand,measured_from_ms,measured_to_ms,forecast_point,forecast_upper,calibrated,desired,predictive,reactive,reason,preshed"
     )?;
     let decisions = r
         .policies
@@ -274,10 +274,12 @@ fn write_decisions(path: &Path, r: &Replay) -> std::io::Result<()> {
             .unwrap_or_default();
         writeln!(
             w,
-            "{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
             format_time(r.trace.start_unix + row.t),
             i.at,
             i.current_demand,
+            i.measured.start,
+            i.measured.end,
             opt(i.forecast.map(|f| f.point)),
             opt(i.forecast.map(|f| f.upper)),
             i.forecast.is_some_and(|f| f.calibrated),

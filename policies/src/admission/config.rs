@@ -140,7 +140,8 @@ pub struct LimitOverride {
     pub backoff: Option<f64>,
 }
 
-/// Pre-shedding: shrink sheddable tiers before a forecast shortfall lands.
+/// Pre-shedding: refuse the sheddable tiers' share of a forecast shortfall before it
+/// lands, least important tier first.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PreShedConfig {
@@ -149,6 +150,9 @@ pub struct PreShedConfig {
     /// How fast the level falls once capacity arrives, per second (1.0: at once within a
     /// second; 0.1: over ten seconds), so new replicas are not stampeded.
     pub release_rate: f64,
+    /// A standing level in [0, 1] (a brownout): at least this share of sheddable
+    /// demand is refused whatever the forecast says. 0: the forecast alone decides.
+    pub min_level: f64,
 }
 
 // === impl AdmissionConfig ===
@@ -202,6 +206,9 @@ impl AdmissionConfig {
         }
         if !(self.preshed.release_rate.is_finite() && self.preshed.release_rate > 0.0) {
             return err("preshed.release_rate", "must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&self.preshed.min_level) {
+            return err("preshed.min_level", "must be in [0, 1]");
         }
         let q = &self.queue;
         if q.max_waiting > 10_000 {
@@ -364,6 +371,7 @@ impl Default for PreShedConfig {
         Self {
             enabled: false,
             release_rate: 0.1,
+            min_level: 0.0,
         }
     }
 }

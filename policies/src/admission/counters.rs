@@ -66,6 +66,8 @@ pub struct TierSnapshot {
     pub overflowed: u64,
     pub rejected: ReasonCounts,
     pub shadow_rejected: ReasonCounts,
+    /// Share of this tier's arrivals pre-shedding refuses now.
+    pub preshed_share: f64,
 }
 
 /// Counts by [`RejectReason`].

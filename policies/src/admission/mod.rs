@@ -8,8 +8,9 @@
 //!
 //! Order of checks: a runtime override of the source (anomaly remediation, see
 //! `sources::overrides`: demote it to a less important tier, or refuse it with 429
-//! `anomaly`), the source's rate limit (429), then the tier's slot on its cluster (503,
-//! see `shares.rs` for the rule). A tier routed to its own `cluster`
+//! `anomaly`), the source's rate limit (429), pre-shedding (503 `pre_shed`: the tier's
+//! share of a forecast shortfall, see `split.rs`), then the tier's slot on its cluster
+//! (503, see `shares.rs` for the rule). A tier routed to its own `cluster`
 //! uses that cluster's limit; other tiers share the route's cluster. In shadow mode
 //! (global `policies.shadow` or the tier's `shadow`) a refusal is counted and a permit
 //! returned anyway; shadow-admitted requests do not occupy slots, so shadow counts
@@ -32,6 +33,7 @@ mod preshed;
 mod queue;
 mod report;
 mod shares;
+mod split;
 
 #[cfg(test)]
 mod queue_tests;
@@ -51,6 +53,7 @@ pub use self::queue::Ticket;
 use self::atomic::{AtomicF64, FrugalMedian};
 use self::counters::Counters;
 use self::shares::{ClusterState, TierPlan};
+use self::split::Split;
 use crate::sources::{
     OverrideEffect, OverrideEntry, OverridesFull, SourceOverride, SourceOverrides, SourceTable,
 };
@@ -80,7 +83,14 @@ pub(crate) struct Shared {
     /// Runtime per-source overrides (anomaly remediation); carried over reloads.
     overrides: SourceOverrides,
     counters: Counters,
+    /// The pre-shed level in force: the last one set, or `preshed.min_level` if higher.
     preshed: AtomicF64,
+    /// The level last set (from the forecast), carried over a reload.
+    preshed_set: AtomicF64,
+    /// `preshed.min_level` (0 unless pre-shedding is enabled).
+    preshed_min: f64,
+    /// How the level is split over the sheddable tiers' arrivals.
+    split: Split,
     median_cost: FrugalMedian,
     enabled: bool,
     shadow: bool,
@@ -204,8 +214,7 @@ impl Admission {
         }
         let clusters = names
             .into_iter()
-            .enumerate()
-            .map(|(i, name)| ClusterState {
+            .map(|name| ClusterState {
                 limit: ConcurrencyLimit::new(
                     &a.limit_for(name.as_deref().or(topology.route.as_deref())),
                     now,
@@ -214,12 +223,6 @@ impl Admission {
                 inflight: AtomicU32::new(0),
                 tier_inflight: std::array::from_fn(|_| AtomicU32::new(0)),
                 shadow_inflight: AtomicU32::new(0),
-                fixed: tiers
-                    .iter()
-                    .filter(|(id, t)| {
-                        !t.sheddable && plans.get(id.index()).is_some_and(|p| p.cluster == i)
-                    })
-                    .fold(0u16, |m, (id, _)| m | 1 << id.index()),
                 queue: Default::default(),
             })
             .collect();
@@ -233,6 +236,13 @@ impl Admission {
             overrides: SourceOverrides::with_hasher(hasher),
             counters: Counters::new(),
             preshed: AtomicF64::new(0.0),
+            preshed_set: AtomicF64::new(0.0),
+            preshed_min: if a.preshed.enabled {
+                a.preshed.min_level
+            } else {
+                0.0
+            },
+            split: Split::new(),
             median_cost: FrugalMedian::new(),
             enabled: a.enabled,
             shadow: cfg.shadow,
@@ -248,9 +258,11 @@ impl Admission {
                 burst_wait: burst.then(|| micros(a.queue.max_wait)),
             },
         };
-        Ok(Self {
+        let admission = Self {
             shared: Arc::new(shared),
-        })
+        };
+        admission.set_preshed(0.0);
+        Ok(admission)
     }
 
     /// The tier table to classify requests with.
@@ -345,7 +357,11 @@ impl Admission {
             return self.admitted(tier, plan.cluster, inflight);
         }
 
-        let p = s.preshed.load();
+        // Pre-shedding: this tier's share of the shortfall, refused before it takes a
+        // slot (`split.rs`); a refused request is counted as an arrival all the same.
+        if s.split.refuses(t) {
+            return self.refuse(tier, plan, RejectReason::PreShed, s.retry_after_secs);
+        }
         let spill = s.overflow_plans.get(t).copied().flatten();
         let home_down = spill.is_some()
             && s.clusters
@@ -355,26 +371,22 @@ impl Admission {
         // Its own cluster is down: a slot on the overflow cluster, where the request
         // goes. Failing that it falls through to its own rule, as if it were up.
         if let (true, Some(spill)) = (home_down, spill) {
-            if let Some(inflight) = s.take(t, &spill, need, p, true) {
+            if let Some(inflight) = s.take(t, &spill, need, true) {
                 s.counters.count_overflowed(t);
                 return self.admitted(tier, spill.cluster, inflight);
             }
         }
-        if let Some(inflight) = s.take(t, plan, need, p, true) {
+        if let Some(inflight) = s.take(t, plan, need, true) {
             return self.admitted(tier, plan.cluster, inflight);
         }
         // Its own cluster is full: a free slot on the overflow cluster, if it has one.
         if let (false, Some(spill)) = (home_down, spill) {
-            if let Some(inflight) = s.take(t, &spill, need, p, true) {
+            if let Some(inflight) = s.take(t, &spill, need, true) {
                 s.counters.count_overflowed(t);
                 return self.admitted(tier, spill.cluster, inflight);
             }
         }
-        let reason = if p > 0.0 && plan.sheddable && s.would_take(t, plan, need, 0.0) {
-            RejectReason::PreShed
-        } else {
-            RejectReason::Overload
-        };
+        let reason = RejectReason::Overload;
         if plan.queue && !(s.shadow || plan.shadow) {
             let rejection = Rejection {
                 tier,
@@ -435,19 +447,32 @@ impl Admission {
         })
     }
 
-    /// Sets the pre-shed level in [0, 1] (from [`PreShed::update`]); NaN counts as 0.
+    /// Sets the pre-shed level in [0, 1] (from [`PreShed::update`]; NaN counts as 0):
+    /// the share of sheddable demand to refuse as it arrives, least important tier
+    /// first (`split.rs`). `preshed.min_level`, when higher, stands instead. Not for
+    /// the data path (reads the tier mix under a lock only the caller takes).
     pub fn set_preshed(&self, level: f64) {
+        let s = &self.shared;
         let level = if level.is_nan() {
             0.0
         } else {
             level.clamp(0.0, 1.0)
         };
-        self.shared.preshed.store(level);
+        s.preshed_set.store(level);
+        let level = level.max(s.preshed_min);
+        s.split.apply(level, &s.plans);
+        s.preshed.store(level);
     }
 
     /// The pre-shed level in force.
     pub fn preshed(&self) -> f64 {
         self.shared.preshed.load()
+    }
+
+    /// The share of `tier`'s arrivals pre-shedding refuses now (0 for a tier that is
+    /// not sheddable).
+    pub fn preshed_share(&self, tier: TierId) -> f64 {
+        self.shared.split.share(tier.index())
     }
 
     /// The key of `source` (an identity as passed to [`try_acquire`](Self::try_acquire))

@@ -73,6 +73,7 @@ impl Permit {
     pub fn release(mut self, latency: Duration, outcome: Outcome, now: Micros) {
         self.leave();
         self.released = true;
+        self.shared.split.finished(self.tier.index(), latency);
         if let Some(c) = self.shared.clusters.get(self.cluster) {
             c.limit.sample(latency, self.inflight, outcome, now);
         }

@@ -35,7 +35,8 @@ pub struct PreShedInput {
 /// The computed level and why.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct PreShedLevel {
-    /// In [0, 1]: sheddable tiers keep `1 - level` of their room.
+    /// In [0, 1]: the share of sheddable demand refused as it arrives, least
+    /// important tier first (see `Admission::set_preshed`).
     pub level: f64,
     /// Demand the ready capacity cannot carry.
     pub shortfall: f64,
@@ -168,6 +169,7 @@ mod tests {
         let mut p = PreShed::new(PreShedConfig {
             enabled: true,
             release_rate: 0.1,
+            min_level: 0.0,
         });
         // A surge is forecast: 50 % shortfall with everything sheddable.
         assert_eq!(p.update(&input(100.0, 50.0, 50.0, 1.0), 0), 0.5);

@@ -191,8 +191,7 @@ impl Shared {
             let Some(plan) = self.plans.get(w.tier) else {
                 return;
             };
-            let p = self.preshed.load();
-            let Some(inflight) = self.take(w.tier, plan, w.need, p, false) else {
+            let Some(inflight) = self.take(w.tier, plan, w.need, false) else {
                 return;
             };
             q.waiters.swap_remove(i);

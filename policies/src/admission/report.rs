@@ -49,35 +49,23 @@ impl Admission {
                     .carry(id.index(), &old.counters, old_id.index());
             }
         }
-        new.preshed.store(old.preshed.load());
+        new.split.inherit(&old.split, |t| {
+            let (_, tier) = new.tiers.iter().find(|(id, _)| id.index() == t)?;
+            Some(old.tiers.by_name(&tier.name)?.index())
+        });
+        next.set_preshed(old.preshed_set.load());
         if let Some(m) = old.median_cost.get() {
             new.median_cost.observe(m);
         }
         Ok(next)
     }
 
-    /// Share of admitted in-flight requests in sheddable tiers (1 when idle): a stand-in
-    /// for [`PreShedInput::sheddable_fraction`] when the forecast has no tier split.
+    /// Share of recent demand (arrivals × mean service time, over about the last
+    /// thousand requests, refused ones included) in sheddable tiers; 1 before any: a
+    /// stand-in for [`PreShedInput::sheddable_fraction`] when the forecast has no tier
+    /// split. Not for the data path.
     pub fn sheddable_fraction(&self) -> f64 {
-        let s = &self.shared;
-        let (mut shed, mut all) = (0u64, 0u64);
-        for c in &s.clusters {
-            for (t, plan) in s.plans.iter().enumerate() {
-                let n = c
-                    .tier_inflight
-                    .get(t)
-                    .map_or(0, |a| u64::from(a.load(Relaxed)));
-                all += n;
-                if plan.sheddable {
-                    shed += n;
-                }
-            }
-        }
-        if all == 0 {
-            1.0
-        } else {
-            shed as f64 / all as f64
-        }
+        self.shared.split.sheddable_fraction(&self.shared.plans)
     }
 
     /// Counters, limits and occupancy now. Allocates; not for the hot path.
@@ -107,6 +95,7 @@ impl Admission {
                     overflowed: s.counters.overflowed(i),
                     rejected: s.counters.reasons(i, DecisionKind::Rejected),
                     shadow_rejected: s.counters.reasons(i, DecisionKind::ShadowRejected),
+                    preshed_share: s.split.share(i),
                 }
             })
             .collect();

@@ -1,9 +1,9 @@
 //! The admission rule: guaranteed shares, borrowing, priority and cost at the limit.
 //!
 //! For a request of tier `t` on a cluster with limit `L` and in-flight `F` (the tier's
-//! own in-flight `f`), with pre-shed level `p` (0 for tiers that are not sheddable):
+//! own in-flight `f`); pre-shedding has already refused its share (`split.rs`):
 //!
-//! 1. **Guarantee.** If `f < share × L × (1 - p)` it is admitted, whatever `F` is. A
+//! 1. **Guarantee.** If `f < share × L` it is admitted, whatever `F` is. A
 //!    guarantee is a guarantee: if others borrowed this tier's unused share, the tier
 //!    takes it back by going over `L` (borrowed slots are never pre-empted), so `F` may
 //!    reach `L` + the sum of the shares (at most `2L`) until borrowers finish; meanwhile
@@ -16,8 +16,7 @@
 //!      slots (none when `priority_headroom` is 0), so as `F` climbs the lowest tier is
 //!      refused first and the top one last; `need = clamp(cost / median cost / source
 //!      weight, 1, max_cost_weight)`, so near the ceiling an expensive request is
-//!      refused while a cheap one still fits; and with pre-shedding the room above the
-//!      non-sheddable in-flight `N` shrinks: `ceiling' = N + (ceiling - N) × (1 - p)`.
+//!      refused while a cheap one still fits.
 //!
 //! 3. **Queueing tiers** (`queue: true`) never go over `L`, not even within their
 //!    guarantee: at the limit they wait in the cluster's queue (`queue.rs`), and the
@@ -62,8 +61,6 @@ pub(super) struct ClusterState {
     /// Requests admitted only because of shadow mode: real load, but not counted
     /// against the limit, so shadow decisions are those enforcement would make.
     pub(super) shadow_inflight: AtomicU32,
-    /// Bit `u` set: tier `u` is on this cluster and not sheddable.
-    pub(super) fixed: u16,
     /// Requests of queueing tiers waiting for a slot.
     pub(super) queue: WaitQueue,
 }
@@ -79,7 +76,6 @@ impl Shared {
         tier: usize,
         plan: &TierPlan,
         need: f64,
-        p: f64,
         arriving: bool,
     ) -> Option<u32> {
         let c = self.clusters.get(plan.cluster)?;
@@ -88,7 +84,7 @@ impl Shared {
         }
         let mine = c.tier_inflight.get(tier)?;
         let limit = f64::from(c.limit.current());
-        let guarantee = self.guarantee(plan, limit, p);
+        let guarantee = plan.share * limit;
         let within_guarantee = mine
             .fetch_update(Relaxed, Relaxed, |f| {
                 (f64::from(f) < guarantee).then_some(f + 1)
@@ -97,7 +93,7 @@ impl Shared {
         let (ceiling, need) = match (within_guarantee, plan.queue) {
             (true, false) => (f64::INFINITY, 1.0),
             (true, true) => (limit, 1.0),
-            (false, _) => (self.ceiling(plan, c, limit, p), need),
+            (false, _) => (self.ceiling(plan, limit), need),
         };
         let taken = c.inflight.fetch_update(Relaxed, Relaxed, |n| {
             (f64::from(n) + need <= ceiling).then_some(n + 1)
@@ -115,25 +111,7 @@ impl Shared {
         Some(c.inflight.load(Relaxed) + c.shadow_inflight.load(Relaxed))
     }
 
-    /// Whether [`take`](Self::take) would succeed at pre-shed level `p`, taking nothing.
-    pub(super) fn would_take(&self, tier: usize, plan: &TierPlan, need: f64, p: f64) -> bool {
-        let (Some(c), true) = (self.clusters.get(plan.cluster), tier < MAX_TIERS) else {
-            return false;
-        };
-        let f = c.tier_inflight.get(tier).map_or(0, |a| a.load(Relaxed));
-        let limit = f64::from(c.limit.current());
-        let n = f64::from(c.inflight.load(Relaxed));
-        let within_guarantee = f64::from(f) < self.guarantee(plan, limit, p);
-        (within_guarantee && (!plan.queue || n + 1.0 <= limit))
-            || n + need <= self.ceiling(plan, c, limit, p)
-    }
-
-    fn guarantee(&self, plan: &TierPlan, limit: f64, p: f64) -> f64 {
-        let p = if plan.sheddable { p } else { 0.0 };
-        plan.share * limit * (1.0 - p)
-    }
-
-    fn ceiling(&self, plan: &TierPlan, c: &ClusterState, limit: f64, p: f64) -> f64 {
+    fn ceiling(&self, plan: &TierPlan, limit: f64) -> f64 {
         if !plan.sheddable {
             return limit;
         }
@@ -142,19 +120,6 @@ impl Shared {
         } else {
             0.0
         };
-        let ceiling = limit - f64::from(plan.rank) * step;
-        if p <= 0.0 {
-            return ceiling;
-        }
-        let fixed: f64 = bits(c.fixed)
-            .filter_map(|u| c.tier_inflight.get(u))
-            .map(|a| f64::from(a.load(Relaxed)))
-            .sum();
-        fixed + (ceiling - fixed).max(0.0) * (1.0 - p)
+        limit - f64::from(plan.rank) * step
     }
-}
-
-/// Indices of the set bits of `mask`, lowest first.
-pub(super) fn bits(mask: u16) -> impl Iterator<Item = usize> {
-    (0..MAX_TIERS).filter(move |i| mask & (1 << i) != 0)
 }

@@ -245,8 +245,29 @@ fn a_source_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(tier(&a.snapshot(), "standard").rejected.rate_limited, 2);
 }
 
+/// Sends `n` rounds of one request per tier in `tiers`, one at a time (never more than
+/// one in flight), each served in 10 ms; returns how many of each were pre-shed.
+fn one_at_a_time(a: &Admission, tiers: &[&str], n: usize) -> Vec<usize> {
+    let mut shed = vec![0; tiers.len()];
+    for _ in 0..n {
+        for (i, t) in tiers.iter().enumerate() {
+            match a.try_acquire(id(a, t), None, None, 0) {
+                Decision::Admit(p) => p.release(Duration::from_millis(10), Outcome::Success, 0),
+                Decision::Reject(r) => {
+                    assert_eq!((r.reason, r.status()), (RejectReason::PreShed, 503));
+                    shed[i] += 1;
+                }
+                Decision::Wait(_) => panic!("{t} queued"),
+            }
+        }
+    }
+    shed
+}
+
 #[test]
-fn preshed_shrinks_sheddable_room_and_is_released() {
+fn preshed_refuses_its_share_of_arrivals_least_important_tier_first() {
+    // A limit of 100 and never more than one request in flight: the old rule (narrow
+    // the room at the limit) refused nothing here.
     let a = admission(
         r#"
 tiers:
@@ -254,35 +275,89 @@ tiers:
   list:
     - { name: critical, priority: 0, share: 0.4, sheddable: false }
     - { name: standard, priority: 1, share: 0.2 }
+    - { name: batch, priority: 2 }
 admission:
-  limit: { initial: 10, floor: 10, ceiling: 10 }
-  priority_headroom: 0.0
+  limit: { initial: 100, floor: 100, ceiling: 100 }
 "#,
     );
-    let mut held: Vec<_> = (0..4).map(|_| take(&a, "critical")).collect();
-    // The forecast says half the sheddable work will not fit.
-    a.set_preshed(0.5);
-    // Standard's guarantee halves (2 → 1) and its room above critical's 4 halves
-    // (6 → 3): it may reach 7 in flight, no more.
-    held.extend((0..3).map(|_| take(&a, "standard")));
-    assert_eq!(inflight(&a), 7);
-    let r = refused(&a, "standard");
-    assert_eq!((r.reason, r.status()), (RejectReason::PreShed, 503));
-    // Critical is untouched.
-    held.push(take(&a, "critical"));
-    // Capacity arrived: released.
+    let all = ["critical", "standard", "batch"];
+    // Equal traffic and cost per tier: sheddable demand is two thirds of the total.
+    assert_eq!(one_at_a_time(&a, &all, 100), [0, 0, 0]);
+    assert!((a.sheddable_fraction() - 2.0 / 3.0).abs() < 1e-9);
+    // A quarter of sheddable demand will not fit: half of batch's, none of standard's.
+    a.set_preshed(0.25);
+    assert_eq!(a.preshed(), 0.25);
+    assert!((a.preshed_share(id(&a, "batch")) - 0.5).abs() < 1e-9);
+    assert_eq!(a.preshed_share(id(&a, "standard")), 0.0);
+    assert_eq!(one_at_a_time(&a, &all, 100), [0, 0, 50]);
+    // Three quarters: all of batch, then half of standard; critical never.
+    a.set_preshed(0.75);
+    let shed = one_at_a_time(&a, &all, 100);
+    assert_eq!((shed[0], shed[2]), (0, 100));
+    // Standard's share is re-estimated on the mix refused batch requests still count
+    // in (at batch's mean service time): one half.
+    assert!((49..=51).contains(&shed[1]), "{shed:?}");
+    let s = a.snapshot();
+    assert_eq!(tier(&s, "batch").rejected.pre_shed, 150);
+    assert_eq!(tier(&s, "critical").rejected, ReasonCounts::default());
+    // Capacity arrived: nothing is refused.
     a.set_preshed(0.0);
-    held.push(take(&a, "standard"));
-    // At the real limit the reason is overload, pre-shed or not.
-    held.push(take(&a, "critical"));
-    a.set_preshed(0.5);
-    assert_eq!(refused(&a, "standard").reason, RejectReason::Overload);
-    assert_eq!(tier(&a.snapshot(), "standard").rejected.pre_shed, 1);
+    assert_eq!(one_at_a_time(&a, &all, 20), [0, 0, 0]);
     // Nonsense levels are clamped.
     a.set_preshed(f64::NAN);
     assert_eq!(a.preshed(), 0.0);
     a.set_preshed(7.0);
     assert_eq!(a.preshed(), 1.0);
+    assert_eq!(one_at_a_time(&a, &all, 10), [0, 10, 10]);
+}
+
+#[test]
+fn a_standing_min_level_sheds_without_a_forecast_and_survives_a_reload() {
+    let yaml = |min: f64| {
+        format!(
+            "{THREE}  preshed: {{ enabled: true, min_level: {min} }}\n",
+            THREE = THREE.replace(
+                "limit: { initial: 10, floor: 10, ceiling: 10 }",
+                "limit: { initial: 50, floor: 50, ceiling: 50 }"
+            )
+        )
+    };
+    let a = admission(&yaml(0.1));
+    assert_eq!(a.preshed(), 0.1, "in force from the start");
+    // Nothing seen yet: the tiers count alike, so 0.1 of two tiers is 0.2 of batch.
+    let all = ["critical", "standard", "batch"];
+    assert_eq!(one_at_a_time(&a, &all, 50), [0, 0, 10]);
+    // A forecast level below the floor leaves it; one above it stands instead.
+    a.set_preshed(0.05);
+    assert_eq!(a.preshed(), 0.1);
+    a.set_preshed(0.4);
+    assert_eq!(a.preshed(), 0.4);
+    // A reload keeps the forecast's level and applies the new floor.
+    let b = a.reconfigure(&with_objective(&yaml(0.5)), 0).unwrap();
+    assert_eq!(b.preshed(), 0.5);
+    let c = b.reconfigure(&with_objective(&yaml(0.0)), 0).unwrap();
+    assert_eq!(c.preshed(), 0.4);
+    // Off: no floor.
+    let off = admission(&THREE.replace(
+        "priority_headroom: 0.1",
+        "priority_headroom: 0.1\n  preshed: { min_level: 0.5 }",
+    ));
+    assert_eq!(off.preshed(), 0.0);
+    // Out of range is a config error naming the field.
+    let mut bad: PoliciesConfig = serde_yaml_ng::from_str(&yaml(0.5)).unwrap();
+    bad.admission.preshed.min_level = 1.5;
+    let e = Admission::new(&bad, 0).unwrap_err();
+    assert!(e.to_string().contains("preshed.min_level"), "{e}");
+}
+
+#[test]
+fn shadow_mode_counts_preshed_refusals_and_admits() {
+    let a = admission(&format!("shadow: true\n{THREE}"));
+    a.set_preshed(1.0);
+    let p = take(&a, "batch");
+    assert_eq!(p.shadow_rejected(), Some(RejectReason::PreShed));
+    assert_eq!(take(&a, "critical").shadow_rejected(), None);
+    assert_eq!(tier(&a.snapshot(), "batch").shadow_rejected.pre_shed, 1);
 }
 
 #[test]

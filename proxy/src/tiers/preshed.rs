@@ -55,6 +55,7 @@ mod tests {
 
         // 2 replicas ready (20 slots), 5 asked for, 45 forecast, all demand sheddable
         // (idle admission says 1): 25 of 45 cannot be served yet.
+        after_decision(Some(&live), 2, Some(15.0), 0);
         let level = after_decision(Some(&live), 5, Some(45.0), 100_000).unwrap();
         assert!((level - 25.0 / 45.0).abs() < 1e-9, "{level}");
         assert_eq!(admission().preshed(), level);

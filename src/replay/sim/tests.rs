@@ -14,6 +14,7 @@ fn engine<'a>(w: &World, demand: &'a [f64], period: usize) -> EngineSetup<'a> {
         start_unix: 1_700_000_040,
         arrivals: demand,
         demand,
+        resolution: 1,
         gaps: Vec::new(),
         tiers: None,
     }
@@ -155,4 +156,25 @@ fn demand_steps_need_a_real_rise() {
         .map(|t| if t < 1200 { 10.0 } else { 25.0 })
         .collect();
     assert_eq!(world(&step).demand_steps(), vec![(1200, 3)]);
+}
+
+#[test]
+fn the_demand_reading_spans_the_resolution_windows_it_averages() {
+    let demand = vec![1.0; 1200];
+    let w = world(&demand);
+    let fine = engine(&w, &demand, 60);
+    let ms = |s: Sec| (fine.start_unix + s) * 1000;
+    // Per-second demand: the last complete 10 s before the decision.
+    assert_eq!(fine.demand_at(345), Some((ms(330)..ms(340), 1.0)));
+    // Demand averaged over 300 s windows: each second of the reading holds its
+    // window's mean, so the reading is of the whole window (a step of it is measured
+    // only by a reading as fine as the step).
+    let coarse = EngineSetup {
+        resolution: 300,
+        ..engine(&w, &demand, 60)
+    };
+    assert_eq!(coarse.demand_at(345), Some((ms(300)..ms(600), 1.0)));
+    assert_eq!(coarse.demand_at(305), Some((ms(0)..ms(300), 1.0)));
+    // Before a complete 10 s there is no reading.
+    assert_eq!(fine.demand_at(5), None);
 }
