@@ -351,9 +351,8 @@ fn feed_forecasts(
     now: Millis,
     time_scale: f64,
 ) {
-    const GRACE_MS: Millis = 2_000;
     for b in profile.series().minutes() {
-        let complete = b.start + MINUTE_MS + GRACE_MS <= now;
+        let complete = b.start + MINUTE_MS + prescale_engine::MINUTE_GRACE_MS <= now;
         if complete && sent_through.is_none_or(|s| b.start > s) {
             forecasting.send(Update::Minute(b.clone()));
             *sent_through = Some(b.start);

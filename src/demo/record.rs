@@ -355,7 +355,6 @@ fn hpa_desired(samples: &[Sample], m: &Model) -> Vec<u32> {
         min_replicas: 1,
         max_replicas: m.max_replicas,
         scale_down_stabilization: 300,
-        resolution: 1,
         row_every: 1,
     };
     let run = world.run(&Policy::Hpa {

@@ -1,9 +1,10 @@
-//! The sidecar's forecaster run over the trace's step series once, its forecasts kept
-//! by origin so every policy variant reads the same forecasts, as of the time each
-//! would have been available (an origin's forecast exists `lag` after its step ends).
+//! The forecaster run offline over the trace's step series once, its forecasts kept by
+//! origin, for the report's accuracy scores (MASE, sMAPE, coverage per horizon) and the
+//! timeline's forecast band as of the time each would have been available (an origin's
+//! forecast exists `lag` after its step ends). Decisions do not read these: the
+//! predictive policy runs the sidecar's engine (`engine.rs`).
 
 use super::pool::Sec;
-use prescale_policies::scale::{LeadForecast, StepBand};
 use prescale_profiler::forecast::eval::{self, EvalRow, HorizonSummary};
 use prescale_profiler::forecast::ForecastParams;
 use std::collections::BTreeMap;
@@ -19,9 +20,6 @@ pub struct Forecasts {
     pub horizon: usize,
     /// `by_origin[o][s - 1]`: the forecast made after `o` observations for `s` steps on.
     by_origin: Vec<Vec<Option<Band>>>,
-    /// `calibrated[o]`: whether the forecast made after `o` observations had
-    /// intervals from its own past errors.
-    calibrated: Vec<bool>,
     pub summary: Vec<HorizonSummary>,
     pub models: BTreeMap<String, usize>,
     pub seasonal_period: Option<usize>,
@@ -39,20 +37,15 @@ impl Forecasts {
         let fit_seconds = started.elapsed().as_secs_f64();
         let (summary, seasonal_period) = eval::score(series, &ev.rows, &params, warmup);
         let mut by_origin = vec![vec![None; params.horizon]; series.len() + 1];
-        let mut calibrated = vec![false; series.len() + 1];
         for EvalRow {
             origin,
             horizon_steps,
             point,
             lower,
             upper,
-            calibrated: fc_calibrated,
             ..
         } in &ev.rows
         {
-            if let Some(c) = calibrated.get_mut(*origin) {
-                *c = *fc_calibrated;
-            }
             if let Some(slot) = by_origin
                 .get_mut(*origin)
                 .and_then(|o| o.get_mut(horizon_steps - 1))
@@ -65,7 +58,6 @@ impl Forecasts {
             lag,
             horizon: params.horizon,
             by_origin,
-            calibrated,
             summary,
             models: ev.models,
             seasonal_period,
@@ -84,38 +76,6 @@ impl Forecasts {
     fn band(&self, origin: usize, bucket: usize) -> Option<Band> {
         let s = (bucket + 1).checked_sub(origin).filter(|s| *s >= 1)?;
         *self.by_origin.get(origin)?.get(s - 1)?
-    }
-
-    /// The forecast over the steps covering [t, t + lead], from the newest one
-    /// available at `t`, as the predictive rule reads it: a step that current demand
-    /// (averaging the arrivals of `measured`) is measured inside is left to the floor
-    /// (see `LeadForecast::over_steps`).
-    pub fn lead_over(
-        &self,
-        t: Sec,
-        lead: Sec,
-        measured: std::ops::Range<Sec>,
-    ) -> Option<LeadForecast> {
-        let origin = self.origin_at(t)?;
-        let first = (t / self.step) as usize;
-        let last = ((t + lead) / self.step) as usize;
-        let step_ms = self.step * 1000;
-        let steps = (first..=last).filter_map(|b| {
-            let (point, _, upper) = self.band(origin, b)?;
-            let start = b as u64 * step_ms;
-            Some(StepBand {
-                start,
-                end: start + step_ms,
-                point,
-                upper,
-            })
-        });
-        LeadForecast::over_steps(
-            steps,
-            measured.start * 1000..measured.end * 1000,
-            self.level,
-            self.calibrated.get(origin).copied().unwrap_or(false),
-        )
     }
 
     /// What was forecast, `lead` ahead, for the step containing `t`: the band the
@@ -139,8 +99,8 @@ mod tests {
         };
         let f = Forecasts::run(&series, params, 60, 30, 50);
         // Before the first step ends (plus lag) there is nothing to go on.
-        assert_eq!(f.lead_over(60, 120, 0..15), None);
-        assert!(f.lead_over(90, 120, 45..60).is_some());
+        assert_eq!(f.origin_at(60), None);
+        assert!(f.origin_at(90).is_some());
         // Far beyond the horizon of the newest origin: nothing.
         assert!(f.band(5, 5 + 10).is_none());
         let (p, lo, hi) = f.as_seen_ahead(60 * 100, 120).unwrap_or_default();

@@ -8,13 +8,16 @@
 
 pub mod input;
 
+pub(crate) mod engine;
 mod forecasts;
 mod output;
 pub(crate) mod pool;
 mod report;
+pub(crate) mod shed;
 pub(crate) mod sim;
 mod trace;
 
+use self::engine::EngineSetup;
 use self::forecasts::Forecasts;
 use self::sim::{Policy, World};
 use self::trace::{Builder, ServiceModel};
@@ -39,9 +42,16 @@ pub struct ReplayArgs {
     /// taken as time, request size, response size, e.g. `TIMESTAMP,ContextTokens,GeneratedTokens`.
     #[arg(long)]
     pub columns: Option<String>,
-    /// Output directory for summary.json, timeline.csv, signatures.json, report.html.
+    /// Output directory for summary.json, timeline.csv, decisions.csv,
+    /// signatures.json, report.html.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// The sidecar's config file: the predictive policy runs with its `profiler.forecast`,
+    /// `policies.scaling` and `policies.admission.preshed` sections (replacing
+    /// --target-utilization, --sync-period, --scale-down-stabilization, --level,
+    /// --min/--max-replicas and, unless given, --replica-capacity).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
     /// Requests per second one replica serves at 100 % (default: the trace's peak
     /// needs 20 replicas at the target utilisation).
     #[arg(long)]
@@ -110,6 +120,8 @@ pub enum ReplayError {
     Empty(PathBuf),
     #[error("{0}: {1}")]
     Write(String, std::io::Error),
+    #[error(transparent)]
+    Config(#[from] prescale_proxy::ConfigError),
 }
 
 /// Everything the outputs are written from.
@@ -171,6 +183,10 @@ fn validate(args: &ReplayArgs) -> Result<(), ReplayError> {
 }
 
 pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
+    let config = match &args.config {
+        Some(path) => Some(prescale_proxy::MeshConfig::load(path)?),
+        None => None,
+    };
     let started = prescale_proxy::clock::Stopwatch::start();
     let opts = input::InputOptions {
         format: args.format,
@@ -189,9 +205,19 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         60,
         None,
     );
+    let policies_cfg = config
+        .as_ref()
+        .map(|c| c.policies.clone())
+        .unwrap_or_default();
+    let mut tiers =
+        shed::Tiers::new(&policies_cfg).map_err(|e| ReplayError::Args(e.to_string()))?;
     let mut i: u64 = 0;
     while let Some(record) = reader.next() {
-        builder.add(&record?);
+        let record = record?;
+        if let input::Record::Request(r) = &record {
+            tiers.classify(r.ts, &r.method, &r.path, r.source.as_deref());
+        }
+        builder.add(&record);
         i += 1;
         if i.is_multiple_of(65_536) {
             progress.update(reader.stats().lines);
@@ -211,6 +237,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         None => auto_resolution(trace.requests, trace.arrivals.len() as u64),
     };
     let demand = trace.demand(resolution);
+    tiers.finish(trace.start_unix, demand.len() as u64, resolution);
     let input_interval = trace.interval;
     // Forecasting finer than demand is measured would forecast noise.
     let step = args
@@ -231,49 +258,96 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
     let forecasts = Forecasts::run(&series, params, step, lag, warmup);
 
     let peak = demand.iter().copied().fold(0.0, f64::max);
-    let (capacity, capacity_defaulted) = match args.replica_capacity {
-        Some(c) => (c, false),
-        None => ((peak / (20.0 * args.target_utilization)).max(1e-9), true),
+    let scaling_file = config.as_ref().map(|c| &c.policies.scaling);
+    let target_utilization = scaling_file.map_or(args.target_utilization, |s| s.target_utilization);
+    let (capacity, capacity_defaulted) = match (args.replica_capacity, scaling_file) {
+        (Some(c), _) => (c, false),
+        (None, Some(s)) => (s.capacity_per_replica, false),
+        (None, None) => ((peak / (20.0 * target_utilization)).max(1e-9), true),
     };
+    let sync_period = scaling_file
+        .map_or(args.sync_period, |s| s.sync_period)
+        .as_secs()
+        .max(1);
     let world = World {
         demand: &demand,
         capacity,
-        target_utilization: args.target_utilization,
+        target_utilization,
         start_delay: args.start_delay.as_secs(),
         start_jitter: args.start_jitter.as_secs(),
         metric_lag: lag,
-        sync_period: args.sync_period.as_secs().max(1),
-        min_replicas: args.min_replicas,
-        max_replicas: args.max_replicas,
-        scale_down_stabilization: args.scale_down_stabilization.as_secs(),
+        sync_period,
+        min_replicas: scaling_file.map_or(args.min_replicas, |s| s.min_replicas),
+        max_replicas: scaling_file.map_or(args.max_replicas, |s| s.max_replicas),
+        scale_down_stabilization: scaling_file
+            .map_or(args.scale_down_stabilization, |s| {
+                s.scale_down_stabilization
+            })
+            .as_secs(),
+        // One timeline row per decision.
+        row_every: sync_period,
+    };
+    let setup = EngineSetup {
+        forecast: config.as_ref().map_or_else(
+            || prescale_profiler::ForecastConfig {
+                step: Duration::from_secs(step),
+                level: args.level,
+                ..prescale_profiler::ForecastConfig::default()
+            },
+            |c| c.profiler.forecast.clone(),
+        ),
+        scaling: match scaling_file {
+            Some(s) => prescale_policies::scale::ScalingConfig {
+                capacity_per_replica: capacity,
+                ..s.clone()
+            },
+            None => world.scaling(),
+        },
+        preshed: config
+            .as_ref()
+            .map(|c| c.policies.admission.preshed.clone())
+            .unwrap_or_default(),
+        periods: None,
+        start_unix: trace.start_unix,
+        arrivals: &trace.arrivals,
+        demand: &demand,
         resolution,
-        row_every: resolution,
+        gaps: trace.gaps.iter().map(|g| (g.start, g.seconds)).collect(),
+        tiers: Some(&tiers),
     };
     let policies: Vec<(&'static str, sim::Run)> = POLICIES
         .iter()
-        .map(|name| (*name, world.run(&policy(name, &forecasts, 1.0, args))))
+        .map(|name| {
+            (
+                *name,
+                world.run_with(&policy(name, &setup, 1.0, target_utilization), Some(&tiers)),
+            )
+        })
         .collect();
     let sweep = if args.sweep {
-        output::sweep(&world, &forecasts)
+        output::sweep(&world, &setup)
     } else {
         Vec::new()
     };
     Ok(Replay {
         input_name: args.input.display().to_string(),
         args_echo: serde_json::json!({
+            "config": args.config.as_ref().map(|p| p.display().to_string()),
             "replica_capacity": capacity,
-            "target_utilization": args.target_utilization,
+            "target_utilization": target_utilization,
             "start_delay_seconds": args.start_delay.as_secs(),
             "start_jitter_seconds": args.start_jitter.as_secs(),
             "metric_lag_seconds": lag,
-            "sync_period_seconds": args.sync_period.as_secs(),
-            "scale_down_stabilization_seconds": args.scale_down_stabilization.as_secs(),
+            "sync_period_seconds": sync_period,
+            "scale_down_stabilization_seconds": world.scale_down_stabilization,
             "resolution_seconds": resolution,
             "forecast_step_seconds": step,
             "lead_time_seconds": lead,
-            "level": args.level,
-            "min_replicas": args.min_replicas,
-            "max_replicas": args.max_replicas,
+            "level": setup.forecast.level,
+            "engine_step_seconds": setup.forecast.step.as_secs().max(60),
+            "engine_startup_seconds": setup.scaling.startup_time.as_secs(),
+            "min_replicas": world.min_replicas,
+            "max_replicas": world.max_replicas,
             "service_time_base_seconds": args.service_base.as_secs_f64(),
             "service_bandwidth_bytes_per_second": args.service_bandwidth,
         }),
@@ -282,7 +356,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         demand,
         capacity,
         capacity_defaulted,
-        row_every: resolution,
+        row_every: sync_period,
         policies,
         sweep,
         read_seconds,
@@ -302,18 +376,13 @@ fn auto_resolution(requests: u64, seconds: u64) -> u64 {
 
 fn policy<'a>(
     name: &str,
-    forecasts: &'a Forecasts,
+    engine: &'a EngineSetup<'a>,
     headroom: f64,
-    args: &ReplayArgs,
+    target_utilization: f64,
 ) -> Policy<'a> {
     match name {
-        "predictive" => Policy::Predictive {
-            forecasts,
-            headroom,
-        },
-        "hpa" => Policy::Hpa {
-            target_utilization: args.target_utilization,
-        },
+        "predictive" => Policy::Predictive { engine, headroom },
+        "hpa" => Policy::Hpa { target_utilization },
         "oracle" => Policy::Oracle,
         _ => Policy::StaticPeak,
     }

@@ -1,7 +1,8 @@
-//! What a replay writes: `summary.json`, `timeline.csv`, `signatures.json`,
-//! `report.html`, the one-screen text summary, the progress bar and the sweep.
+//! What a replay writes: `summary.json`, `timeline.csv`, `decisions.csv`,
+//! `signatures.json`, `report.html`, the one-screen text summary, the progress bar and
+//! the sweep.
 
-use super::forecasts::Forecasts;
+use super::engine::EngineSetup;
 use super::sim::{Policy, World};
 use super::{report, Replay, ReplayError};
 use crate::series_csv::format_time;
@@ -25,7 +26,7 @@ pub struct SweepPoint {
 const HEADROOMS: [f64; 8] = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5];
 const HPA_TARGETS: [f64; 7] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
-pub fn sweep(world: &World, forecasts: &Forecasts) -> Vec<SweepPoint> {
+pub fn sweep(world: &World, engine: &EngineSetup) -> Vec<SweepPoint> {
     let point = |policy, knob, value, p: &Policy| {
         let o = world.run(p).outcome;
         SweepPoint {
@@ -45,7 +46,7 @@ pub fn sweep(world: &World, forecasts: &Forecasts) -> Vec<SweepPoint> {
                 "headroom",
                 *h,
                 &Policy::Predictive {
-                    forecasts,
+                    engine,
                     headroom: *h,
                 },
             )
@@ -76,6 +77,8 @@ pub fn write_all(dir: &Path, r: &Replay) -> Result<(), ReplayError> {
     std::fs::write(&signatures, pretty(&signatures_json(r))).map_err(err(&signatures))?;
     let timeline = dir.join("timeline.csv");
     write_timeline(&timeline, r).map_err(err(&timeline))?;
+    let decisions = dir.join("decisions.csv");
+    write_decisions(&decisions, r).map_err(err(&decisions))?;
     let html = dir.join("report.html");
     std::fs::write(&html, report::render(r)).map_err(err(&html))?;
     let plots = dir.join("plots");
@@ -127,6 +130,7 @@ pub fn summary_json(r: &Replay) -> serde_json::Value {
             "models_published": f.models,
             "horizons": f.summary,
             "fit_seconds": f.fit_seconds,
+            "engine": engine_forecast(r),
         },
         "inputs": {
             "file": r.stats_file(),
@@ -169,6 +173,30 @@ pub fn summary_json(r: &Replay) -> serde_json::Value {
             "lines_per_minute": requests_per_minute,
         },
         "sweep": r.sweep,
+    })
+}
+
+/// The predictive engine's total forecast at the end of the trace, with its own
+/// accuracy (what the sidecar exports as `prescale_forecast_error` and
+/// `prescale_forecast_coverage`).
+fn engine_forecast(r: &Replay) -> serde_json::Value {
+    let view = r
+        .policies
+        .iter()
+        .find(|(name, _)| *name == "predictive")
+        .and_then(|(_, run)| run.forecast.as_ref());
+    let Some(view) = view else {
+        return serde_json::Value::Null;
+    };
+    let total = view.series.get("total");
+    serde_json::json!({
+        "step_seconds": view.step_seconds,
+        "lead_steps": view.lead_steps,
+        "horizon_steps": view.horizon_steps,
+        "model": total.map(|s| s.model),
+        "calibrated": total.map(|s| s.calibrated),
+        "coverage_recent": total.and_then(|s| s.accuracy.coverage),
+        "relative_mae_by_step": total.map(|s| &s.accuracy.relative_mae),
     })
 }
 
@@ -219,6 +247,48 @@ fn write_timeline(path: &Path, r: &Replay) -> std::io::Result<()> {
             write!(w, ",{desired},{ready}")?;
         }
         writeln!(w)?;
+    }
+    w.flush()
+}
+
+/// Every decision of the predictive policy's engine, its inputs and its forecast, with
+/// numbers in full (shortest round-trip) precision so runs compare exactly.
+fn write_decisions(path: &Path, r: &Replay) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        w,
+        "ts,at_ms,demand,measured_from_ms,measured_to_ms,forecast_point,forecast_upper,calibrated,desired,predictive,reactive,reason,preshed"
+    )?;
+    let decisions = r
+        .policies
+        .iter()
+        .find(|(name, _)| *name == "predictive")
+        .map_or(&[][..], |(_, run)| &run.decisions[..]);
+    for row in decisions {
+        let i = &row.intent;
+        let d = &i.decision;
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        let reason = serde_json::to_value(d.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            format_time(r.trace.start_unix + row.t),
+            i.at,
+            i.current_demand,
+            i.measured.start,
+            i.measured.end,
+            opt(i.forecast.map(|f| f.point)),
+            opt(i.forecast.map(|f| f.upper)),
+            i.forecast.is_some_and(|f| f.calibrated),
+            d.desired,
+            d.predictive,
+            d.reactive,
+            reason,
+            opt(i.preshed),
+        )?;
     }
     w.flush()
 }
@@ -284,6 +354,7 @@ pub fn print_summary(dir: &Path, r: &Replay) {
                 .map_or("-".to_string(), |l| format!("{l:.0}"))
         );
     }
+    print!("{}", shed_table(r));
     let f = &r.forecasts;
     if let Some(h) = f.summary.last() {
         println!(
@@ -297,11 +368,52 @@ pub fn print_summary(dir: &Path, r: &Replay) {
         );
     }
     println!(
-        "read {:.1}s, simulated {:.1}s; wrote {}/{{summary.json,timeline.csv,signatures.json,report.html,plots/}}",
+        "read {:.1}s, simulated {:.1}s; wrote {}/{{summary.json,timeline.csv,decisions.csv,signatures.json,report.html,plots/}}",
         r.read_seconds,
         r.sim_seconds,
         dir.display()
     );
+}
+
+/// Requests shed per tier and policy (the predictive policy also with pre-shedding),
+/// as text: one row per tier.
+pub fn shed_table(r: &Replay) -> String {
+    use std::fmt::Write as _;
+    let Some((_, first)) = r.policies.first() else {
+        return String::new();
+    };
+    let mut out = String::from("requests shed by tier at ready capacity:\n");
+    let _ = write!(out, "{:<14} {:>9} {:>12}", "tier", "sheddable", "requests");
+    for (name, run) in &r.policies {
+        let _ = write!(out, " {name:>12}");
+        if run
+            .outcome
+            .shed_by_tier
+            .iter()
+            .any(|t| t.shed_with_preshed.is_some())
+        {
+            let _ = write!(out, " {:>12}", format!("{name}+pre"));
+        }
+    }
+    out.push('\n');
+    for (i, tier) in first.outcome.shed_by_tier.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{:<14} {:>9} {:>12.0}",
+            tier.tier,
+            if tier.sheddable { "yes" } else { "no" },
+            tier.requests
+        );
+        for (_, run) in &r.policies {
+            let line = run.outcome.shed_by_tier.get(i);
+            let _ = write!(out, " {:>12.0}", line.map_or(0.0, |l| l.shed));
+            if let Some(with) = line.and_then(|l| l.shed_with_preshed) {
+                let _ = write!(out, " {with:>12.0}");
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl Replay {

@@ -72,6 +72,13 @@ pub fn render(r: &Replay) -> String {
         sync = r.args_echo["sync_period_seconds"],
     );
     html.push_str(&table(r));
+    let _ = write!(
+        html,
+        "<h2>Requests shed by tier</h2><p>At ready capacity each second, least important \
+         tier first; <em>+pre</em>: the predictive policy with the engine's pre-shed level \
+         (a fluid model of admission, see docs/replay.md).</p><pre>{}</pre>",
+        escape(&super::output::shed_table(r))
+    );
     for (_, title, plot) in PLOTS {
         let _ = write!(html, "<h2>{}</h2>", escape(title));
         html.push_str(&svg(r, plot));

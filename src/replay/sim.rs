@@ -1,13 +1,16 @@
 //! Steps a replica pool through the trace second by second under one scaling policy,
 //! and measures what it cost and where it fell short.
 //!
-//! The predictive and HPA policies call exactly the shipped code
-//! (`prescale_policies::scale::Scaler`, `prescale_policies::Hpa`); time is trace time.
+//! The predictive and HPA policies call exactly the shipped code (the sidecar's
+//! decision engine `prescale_engine::Engine`, `prescale_policies::Hpa`); time is trace
+//! time.
 
-use super::forecasts::Forecasts;
+use super::engine::{self as eng, DecisionRow, EngineSetup, Minute};
 use super::pool::{Pool, Sec};
+use super::shed::{TierShed, Tiers};
+use prescale_engine::Engine;
 use prescale_policies::hpa::{HpaBehavior, MetricSource, MetricSpec, MetricTarget, PodCounts};
-use prescale_policies::scale::{LeadForecast, ScaleInput, Scaler, ScalingConfig};
+use prescale_policies::scale::ScalingConfig;
 use prescale_policies::{Hpa, HpaSpec, MetricSample};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -28,17 +31,15 @@ pub struct World<'a> {
     pub min_replicas: u32,
     pub max_replicas: u32,
     pub scale_down_stabilization: Sec,
-    /// Demand is the mean over aligned windows this long (see `Trace::demand`).
-    pub resolution: Sec,
     /// Timeline rows every this many seconds.
     pub row_every: Sec,
 }
 
 pub enum Policy<'a> {
-    /// prescale: forecast upper bound over the lead time (times `headroom`), never
-    /// below current demand, through `Scaler`.
+    /// prescale: the sidecar's decision engine, planning with its forecast times
+    /// `headroom` (1: as the sidecar does).
     Predictive {
-        forecasts: &'a Forecasts,
+        engine: &'a EngineSetup<'a>,
         headroom: f64,
     },
     /// The Kubernetes HPA v2 on CPU-like utilisation of the ready replicas.
@@ -72,12 +73,19 @@ pub struct Outcome {
     pub demand_steps: usize,
     pub peak_replicas: u32,
     pub mean_replicas: f64,
+    /// Requests shed per tier at ready capacity (and with pre-shedding, predictive).
+    pub shed_by_tier: Vec<TierShed>,
 }
 
 /// An outcome and its timeline rows (desired, ready) at every `row_every`.
 pub struct Run {
     pub outcome: Outcome,
     pub rows: Vec<(u32, u32)>,
+    /// The engine's decisions (predictive policy only).
+    pub decisions: Vec<DecisionRow>,
+    /// The engine's forecasts and their accuracy at the end, as the sidecar's
+    /// `/v1/forecast` would show them (predictive policy only).
+    pub forecast: Option<prescale_engine::ForecastView>,
 }
 
 /// Lead times are capped so one early step cannot dominate the mean.
@@ -108,21 +116,27 @@ impl World<'_> {
         self.mean(end.saturating_sub(self.sync_period), end.max(1))
     }
 
-    /// The arrivals [`World::lagged`] averages: its window widened to the demand's
-    /// resolution windows, whose mean each of its seconds holds.
-    fn lagged_span(&self, t: Sec) -> std::ops::Range<Sec> {
-        let r = self.resolution.max(1);
-        let end = t.saturating_sub(self.metric_lag).max(1);
-        let start = end.saturating_sub(self.sync_period);
-        (start / r * r)..end.div_ceil(r) * r
-    }
-
     fn peak(&self) -> f64 {
         self.demand.iter().copied().fold(0.0, f64::max)
     }
 
-    pub fn lead_time(&self) -> Sec {
-        self.start_delay + self.sync_period
+    /// The scaling section the predictive policy runs without `--config`: the world's
+    /// capacity, bounds and periods, start-up known exactly.
+    pub fn scaling(&self) -> ScalingConfig {
+        ScalingConfig {
+            capacity_per_replica: self.capacity,
+            target_utilization: self.target_utilization,
+            startup_time: Duration::from_secs(self.start_delay),
+            // The simulated start-up delay is known exactly: nothing to learn.
+            learn_startup_time: false,
+            max_startup_time: None,
+            sync_period: Duration::from_secs(self.sync_period),
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            max_scale_up_step: 0,
+            scale_down_stabilization: Duration::from_secs(self.scale_down_stabilization),
+            ..ScalingConfig::default()
+        }
     }
 
     /// Times (s) at which demand steps up: the replicas it needs at 100 % rise 20 %
@@ -161,7 +175,13 @@ impl World<'_> {
 
     /// Runs `policy` over the whole trace.
     pub fn run(&self, policy: &Policy) -> Run {
+        self.run_with(policy, None)
+    }
+
+    /// Runs `policy` over the whole trace, and admission over `tiers` when given.
+    pub fn run_with(&self, policy: &Policy, tiers: Option<&Tiers>) -> Run {
         let n = self.seconds();
+        let mut ledger = tiers.map(Tiers::ledger).unwrap_or_default();
         let mut driver = Driver::new(self, policy);
         let first = driver.initial(self);
         let mut pool = Pool::new(first, self.start_delay, self.start_jitter);
@@ -184,6 +204,9 @@ impl World<'_> {
             if d > capacity * self.target_utilization + 1e-9 {
                 o.over_target_seconds += 1;
             }
+            if let Some(tiers) = tiers {
+                tiers.account(&mut ledger, t, d, capacity, driver.preshed());
+            }
             demand_total += d;
             excess += (d - capacity).max(0.0);
             replica_seconds += f64::from(pool.requested());
@@ -193,6 +216,13 @@ impl World<'_> {
                 rows.push((desired, pool.ready()));
             }
         }
+        let (decisions, forecast) = match driver {
+            Driver::Predictive {
+                decisions, engine, ..
+            } => (decisions, Some(engine.view())),
+            _ => (Vec::new(), None),
+        };
+        o.shed_by_tier = ledger;
         let secs = n.max(1) as f64;
         o.under_provisioned_fraction = o.under_provisioned_seconds as f64 / secs;
         o.over_target_fraction = o.over_target_seconds as f64 / secs;
@@ -208,7 +238,12 @@ impl World<'_> {
         let steps = self.demand_steps();
         o.demand_steps = steps.len();
         o.mean_lead_seconds_before_steps = mean_lead(&ready_log, &steps);
-        Run { outcome: o, rows }
+        Run {
+            outcome: o,
+            rows,
+            decisions,
+            forecast,
+        }
     }
 }
 
@@ -243,9 +278,12 @@ fn mean_lead(ready: &[u32], steps: &[(Sec, u32)]) -> Option<f64> {
 /// Per-policy decision state.
 enum Driver<'a> {
     Predictive {
-        forecasts: &'a Forecasts,
-        headroom: f64,
-        scaler: Scaler,
+        setup: &'a EngineSetup<'a>,
+        engine: Box<Engine>,
+        minutes: std::iter::Peekable<std::vec::IntoIter<Minute>>,
+        decisions: Vec<DecisionRow>,
+        /// The pre-shed level of the last decision.
+        preshed: f64,
     },
     Hpa(Box<Hpa>),
     /// Replicas requested at each second (sliding maximum of need over the start-up
@@ -257,26 +295,12 @@ enum Driver<'a> {
 impl<'a> Driver<'a> {
     fn new(w: &World, policy: &Policy<'a>) -> Self {
         match policy {
-            Policy::Predictive {
-                forecasts,
-                headroom,
-            } => Driver::Predictive {
-                forecasts,
-                headroom: *headroom,
-                scaler: Scaler::new(ScalingConfig {
-                    capacity_per_replica: w.capacity,
-                    target_utilization: w.target_utilization,
-                    startup_time: Duration::from_secs(w.start_delay),
-                    // The simulated start-up delay is known exactly: nothing to learn.
-                    learn_startup_time: false,
-                    max_startup_time: None,
-                    sync_period: Duration::from_secs(w.sync_period),
-                    min_replicas: w.min_replicas,
-                    max_replicas: w.max_replicas,
-                    max_scale_up_step: 0,
-                    scale_down_stabilization: Duration::from_secs(w.scale_down_stabilization),
-                    ..ScalingConfig::default()
-                }),
+            Policy::Predictive { engine, headroom } => Driver::Predictive {
+                setup: engine,
+                engine: Box::new(engine.engine(*headroom)),
+                minutes: engine.minutes().into_iter().peekable(),
+                decisions: Vec::new(),
+                preshed: 0.0,
             },
             Policy::Hpa { target_utilization } => {
                 let percent = (target_utilization * 100.0).round().clamp(1.0, 100.0) as u32;
@@ -303,6 +327,14 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// The pre-shed level in force (the predictive policy's engine only).
+    fn preshed(&self) -> Option<f64> {
+        match self {
+            Driver::Predictive { preshed, .. } => Some(*preshed),
+            _ => None,
+        }
+    }
+
     fn initial(&self, w: &World) -> u32 {
         match self {
             Driver::Oracle(plan) => plan.first().copied().unwrap_or(w.min_replicas),
@@ -312,29 +344,35 @@ impl<'a> Driver<'a> {
     }
 
     fn decide(&mut self, w: &World, t: Sec, pool: &Pool) -> Option<u32> {
+        if let Driver::Predictive {
+            engine, minutes, ..
+        } = self
+        {
+            // Minutes reach the engine as they end, as the profiler sends them.
+            while let Some((_, start, requests)) = minutes.next_if(|(due, _, _)| *due <= t * 1000) {
+                match requests {
+                    Some(n) => engine.add_minute(&eng::bucket(start, n), &mut ()),
+                    None => engine.add_unknown_minute(start),
+                };
+            }
+        }
         match self {
             Driver::Oracle(plan) => plan.get(t as usize).copied(),
             Driver::Static(_) => None,
             _ if !t.is_multiple_of(w.sync_period.max(1)) => None,
             Driver::Predictive {
-                forecasts,
-                headroom,
-                scaler,
+                setup,
+                engine,
+                decisions,
+                preshed,
+                ..
             } => {
-                let forecast = forecasts
-                    .lead_over(t, w.lead_time(), w.lagged_span(t))
-                    .map(|f| LeadForecast {
-                        point: f.point * *headroom,
-                        upper: f.upper * *headroom,
-                        ..f
-                    });
-                let d = scaler.decide(ScaleInput {
-                    now: t * 1000,
-                    current_replicas: pool.requested(),
-                    current_demand: w.lagged(t),
-                    forecast,
-                });
-                Some(d.desired)
+                let obs = eng::observation(setup, t)?;
+                let intent = engine.decide(obs);
+                let desired = intent.decision.desired;
+                *preshed = intent.preshed.unwrap_or(0.0);
+                decisions.push(DecisionRow { t, intent });
+                Some(desired)
             }
             Driver::Hpa(hpa) => {
                 let ready = pool.ready();

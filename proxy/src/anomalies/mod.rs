@@ -50,12 +50,8 @@ struct Metrics {
     refits: Counter,
 }
 
-/// A level shift the forecaster must absorb: forget `subject`'s history before `since`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Refit {
-    pub subject: String,
-    pub since: Millis,
-}
+/// A level shift the forecaster must absorb (the engine's type).
+pub use prescale_engine::Refit;
 
 /// `GET /v1/anomalies`.
 #[derive(Clone, Debug, Serialize)]

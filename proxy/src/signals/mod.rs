@@ -33,18 +33,8 @@ pub struct Decision {
     pub resources: ResourceNeed,
 }
 
-/// The total-demand forecast behind a decision.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ForecastSummary {
-    /// Highest upper bound over [now, now + lead time]: what the scaling rule used.
-    pub demand_upper: f64,
-    /// Point and interval at the end of the horizon.
-    pub point: f64,
-    pub lower: f64,
-    pub upper: f64,
-    pub level: f64,
-    pub horizon_seconds: u64,
-}
+/// The total-demand forecast behind a decision (the engine's summary of it).
+pub use prescale_engine::ForecastSummary;
 
 /// How one decision's delivery ended (a fixed set: a metric label).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]

@@ -21,7 +21,7 @@ mod preshed;
 mod request;
 
 pub use self::export::{export, tiers_json, Exported};
-pub use self::preshed::PreShedding;
+pub use self::preshed::{admission_state, apply as apply_preshed};
 
 use self::request::{IpText, TierRequest};
 use crate::clock::Clock;

@@ -1,7 +1,24 @@
 //! Policy behaviour on small scripted traces.
 
 use super::*;
-use prescale_profiler::forecast::ForecastParams;
+use prescale_profiler::ForecastConfig;
+
+/// The engine as replay builds it without `--config`, seasonal at `period` minutes,
+/// fed `demand` as arrivals from a minute-aligned start.
+fn engine<'a>(w: &World, demand: &'a [f64], period: usize) -> EngineSetup<'a> {
+    EngineSetup {
+        forecast: ForecastConfig::default(),
+        scaling: w.scaling(),
+        preshed: Default::default(),
+        periods: Some(vec![period]),
+        start_unix: 1_700_000_040,
+        arrivals: demand,
+        demand,
+        resolution: 1,
+        gaps: Vec::new(),
+        tiers: None,
+    }
+}
 
 fn world(demand: &[f64]) -> World<'_> {
     World {
@@ -15,7 +32,6 @@ fn world(demand: &[f64]) -> World<'_> {
         min_replicas: 1,
         max_replicas: 50,
         scale_down_stabilization: 300,
-        resolution: 1,
         row_every: 1,
     }
 }
@@ -69,20 +85,12 @@ fn square_wave() -> Vec<f64> {
 fn oracle_is_never_short_and_costs_least() {
     let demand = square_wave();
     let w = world(&demand);
-    let series: Vec<f64> = demand
-        .chunks(60)
-        .map(|c| c.iter().sum::<f64>() / 60.0)
-        .collect();
-    let params = ForecastParams {
-        periods: vec![20],
-        ..ForecastParams::for_step(60, 4)
-    };
-    let forecasts = Forecasts::run(&series, params, 60, 0, 100);
+    let setup = engine(&w, &demand, 20);
     let oracle = w.run(&Policy::Oracle).outcome;
     assert_eq!(oracle.under_provisioned_seconds, 0);
     for p in [
         Policy::Predictive {
-            forecasts: &forecasts,
+            engine: &setup,
             headroom: 1.0,
         },
         Policy::Hpa {
@@ -111,18 +119,10 @@ fn predictive_scales_before_repeating_steps_and_beats_the_hpa() {
         metric_lag: 30,
         ..world(&demand)
     };
-    let series: Vec<f64> = demand
-        .chunks(60)
-        .map(|c| c.iter().sum::<f64>() / 60.0)
-        .collect();
-    let params = ForecastParams {
-        periods: vec![20],
-        ..ForecastParams::for_step(60, 5)
-    };
-    let forecasts = Forecasts::run(&series, params, 60, 30, 100);
+    let setup = engine(&w, &demand, 20);
     let predictive = w
         .run(&Policy::Predictive {
-            forecasts: &forecasts,
+            engine: &setup,
             headroom: 1.0,
         })
         .outcome;
@@ -161,19 +161,20 @@ fn demand_steps_need_a_real_rise() {
 #[test]
 fn the_demand_reading_spans_the_resolution_windows_it_averages() {
     let demand = vec![1.0; 1200];
-    let w = World {
-        metric_lag: 30,
-        ..world(&demand)
-    };
-    // Per-second demand: the sync period ending metric_lag ago.
-    assert_eq!(w.lagged_span(345), 300..315);
+    let w = world(&demand);
+    let fine = engine(&w, &demand, 60);
+    let ms = |s: Sec| (fine.start_unix + s) * 1000;
+    // Per-second demand: the last complete 10 s before the decision.
+    assert_eq!(fine.demand_at(345), Some((ms(330)..ms(340), 1.0)));
     // Demand averaged over 300 s windows: each second of the reading holds its
     // window's mean, so the reading is of the whole window (a step of it is measured
     // only by a reading as fine as the step).
-    let coarse = World {
+    let coarse = EngineSetup {
         resolution: 300,
-        ..w
+        ..engine(&w, &demand, 60)
     };
-    assert_eq!(coarse.lagged_span(345), 300..600);
-    assert_eq!(coarse.lagged_span(320), 0..300);
+    assert_eq!(coarse.demand_at(345), Some((ms(300)..ms(600), 1.0)));
+    assert_eq!(coarse.demand_at(305), Some((ms(0)..ms(300), 1.0)));
+    // Before a complete 10 s there is no reading.
+    assert_eq!(fine.demand_at(5), None);
 }

@@ -1,0 +1,335 @@
+//! The step series: completed minutes folded into forecast steps, one forecaster per
+//! series (the total and each signature), zeros for steps without traffic, restored
+//! history replayed, and a confirmed level shift restarting a series.
+
+use crate::view::{ForecastView, PointView, SeriesForecast};
+use crate::Millis;
+use prescale_policies::scale::ScalingConfig;
+use prescale_profiler::anomaly::{signature_subject, subject_signature, TOTAL};
+use prescale_profiler::forecast::{Forecast, ForecastParams, ForecastPoint, Forecaster};
+use prescale_profiler::series::{Bucket, MINUTE_MS, UNCLASSIFIED};
+use prescale_profiler::ForecastConfig;
+use std::collections::BTreeMap;
+
+/// The series forecast: the total, or one signature.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SeriesKey {
+    Total,
+    Signature(u32),
+}
+
+impl SeriesKey {
+    /// The anomaly subject of a series (`total`, `signature:<id>`).
+    pub fn subject(self) -> String {
+        match self {
+            SeriesKey::Total => TOTAL.into(),
+            SeriesKey::Signature(id) => signature_subject(id),
+        }
+    }
+
+    /// Its label in views and metrics (`total`, or the signature id).
+    pub fn label(self) -> String {
+        match self {
+            SeriesKey::Total => "total".into(),
+            SeriesKey::Signature(id) => id.to_string(),
+        }
+    }
+}
+
+/// A level shift the forecaster must absorb: forget `subject`'s history before `since`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refit {
+    pub subject: String,
+    pub since: Millis,
+}
+
+/// Judges each live step against the forecast made before it (the sidecar's anomaly
+/// handling); returns the series to restart. Replay passes `()`: no judgements.
+pub trait StepJudge {
+    fn judge(
+        &mut self,
+        end: Millis,
+        subject: &str,
+        actual: f64,
+        expected: &ForecastPoint,
+    ) -> Vec<Refit>;
+}
+
+impl StepJudge for () {
+    fn judge(&mut self, _: Millis, _: &str, _: f64, _: &ForecastPoint) -> Vec<Refit> {
+        Vec::new()
+    }
+}
+
+pub(crate) struct Series {
+    pub(crate) fc: ForecastConfig,
+    pub(crate) params: ForecastParams,
+    pub(crate) step_ms: Millis,
+    /// Per series: its forecaster, the step being accumulated, the last step fed.
+    pub(crate) series: BTreeMap<SeriesKey, Forecaster>,
+    /// The step being accumulated: its start, demand per series, minutes unknown.
+    pending_step: Option<(Millis, BTreeMap<SeriesKey, f64>, u64)>,
+    pub(crate) last_fed: Option<Millis>,
+    pub(crate) latest: BTreeMap<SeriesKey, (Forecast, f64)>,
+    /// While replaying restored history, steps before this only train the models:
+    /// forecasting (and scoring) every old step would cost a refit per hour of it.
+    quiet_before: Option<Millis>,
+    /// Restored history is never judged: its anomalies are old news.
+    replaying: bool,
+    /// Forecast steps the scaling rule looks at: the lead time in force (the learned
+    /// start-up time may shorten or lengthen it up to the horizon forecast).
+    pub(crate) lead_steps: usize,
+}
+
+impl Series {
+    pub(crate) fn new(fc: ForecastConfig, scaling: &ScalingConfig) -> Self {
+        let step_s = fc.step.as_secs().max(60);
+        // Forecast as far as the longest lead time planned for; decide on the lead in
+        // force.
+        let horizon = (scaling.horizon().as_secs().div_ceil(step_s) as usize).max(1);
+        let lead_steps = (scaling.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
+        let mut params = ForecastParams::for_step(step_s, horizon);
+        params.level = fc.level;
+        params.refit_every = ((fc.refit_interval.as_secs() / step_s) as usize).max(1);
+        Self {
+            step_ms: step_s * 1000,
+            params,
+            fc,
+            series: BTreeMap::new(),
+            pending_step: None,
+            last_fed: None,
+            quiet_before: None,
+            latest: BTreeMap::new(),
+            replaying: false,
+            lead_steps,
+        }
+    }
+
+    /// Seeds the total series with a forecaster fed elsewhere (warm start), the start
+    /// of its last step and that step's demand; returns whether a forecast was made.
+    pub(crate) fn seed_total(&mut self, mut f: Forecaster, last_start: Millis, last: f64) -> bool {
+        let fc = f.forecast();
+        self.series.insert(SeriesKey::Total, f);
+        self.last_fed = Some(last_start);
+        if let Some(fc) = fc {
+            self.latest.insert(SeriesKey::Total, (fc, last));
+        }
+        true
+    }
+
+    /// The points of `fc` within the lead time in force.
+    pub(crate) fn lead_points<'a>(
+        &self,
+        fc: &'a Forecast,
+    ) -> impl Iterator<Item = &'a ForecastPoint> {
+        let lead = self.lead_steps;
+        fc.points.iter().filter(move |p| p.step <= lead)
+    }
+
+    /// Folds a minute into its forecast step; returns whether forecasts were updated.
+    pub(crate) fn add_minute(&mut self, b: &Bucket, judge: &mut dyn StepJudge) -> bool {
+        let (mut updated, step_start) = self.open_step(b.start, judge);
+        let Some((_, acc, _)) = self.pending_step.as_mut() else {
+            return updated;
+        };
+        let demand = |work_us: u64| work_us as f64 / (self.step_ms as f64 * 1000.0);
+        *acc.entry(SeriesKey::Total).or_default() += demand(b.total.work_us);
+        for (sig, cell) in &b.by_signature {
+            if *sig != UNCLASSIFIED {
+                *acc.entry(SeriesKey::Signature(*sig)).or_default() += demand(cell.work_us);
+            }
+        }
+        // A minute that completes its step closes it at once.
+        if b.start + MINUTE_MS >= step_start + self.step_ms {
+            updated |= self.close_step(judge);
+        }
+        updated
+    }
+
+    /// A minute nothing is known about (a gap in a replayed input, not quiet): a step
+    /// at least half unknown is fed to the forecasters as a gap, never as zeros.
+    pub(crate) fn add_unknown_minute(&mut self, start: Millis, judge: &mut dyn StepJudge) -> bool {
+        let (mut updated, step_start) = self.open_step(start, judge);
+        if let Some((_, _, unknown)) = self.pending_step.as_mut() {
+            *unknown += 1;
+        }
+        if start + MINUTE_MS >= step_start + self.step_ms {
+            updated |= self.close_step(judge);
+        }
+        updated
+    }
+
+    /// Closes the pending step if `minute` starts another, and opens its step.
+    fn open_step(&mut self, minute: Millis, judge: &mut dyn StepJudge) -> (bool, Millis) {
+        let step_start = minute - minute % self.step_ms;
+        let mut updated = false;
+        if let Some((start, _, _)) = &self.pending_step {
+            if *start != step_start {
+                updated = self.close_step(judge);
+            }
+        }
+        self.pending_step
+            .get_or_insert_with(|| (step_start, BTreeMap::new(), 0));
+        (updated, step_start)
+    }
+
+    /// Feeds restored minutes; only the last `calibration_window` steps are also
+    /// forecast, which is what calibrates the intervals and scores the models.
+    pub(crate) fn restore(&mut self, rows: &[Bucket]) -> bool {
+        let last = rows.last().map_or(0, |b| b.start);
+        let span = self.step_ms * self.params.calibration_window as Millis;
+        self.quiet_before = Some(last.saturating_sub(span));
+        self.replaying = true;
+        let mut updated = false;
+        for b in rows {
+            updated |= self.add_minute(b, &mut ());
+        }
+        self.quiet_before = None;
+        self.replaying = false;
+        updated
+    }
+
+    /// Feeds the accumulated step to every series (zeros for series and steps with no
+    /// traffic), then forecasts each.
+    fn close_step(&mut self, judge: &mut dyn StepJudge) -> bool {
+        let Some((start, acc, unknown)) = self.pending_step.take() else {
+            return false;
+        };
+        let gap = 2 * unknown * MINUTE_MS >= self.step_ms;
+        if self.last_fed.is_some_and(|l| start <= l) {
+            return false; // out of order: already fed
+        }
+        // Steps with no traffic at all were never reported: they are zeros. A gap
+        // longer than the history kept is cut short.
+        let missing = self
+            .last_fed
+            .map_or(0, |l| {
+                ((start - l) / self.step_ms).saturating_sub(1) as usize
+            })
+            .min(self.params.max_history);
+        for key in acc.keys() {
+            if !self.series.contains_key(key) {
+                let mut f = Forecaster::new(self.params.clone());
+                // A new signature had no demand before it appeared.
+                if self.last_fed.is_some() && *key != SeriesKey::Total {
+                    for _ in 0..missing.min(60) {
+                        f.observe(0.0);
+                    }
+                }
+                self.series.insert(*key, f);
+            }
+        }
+        for (key, f) in &mut self.series {
+            for _ in 0..missing {
+                f.observe(0.0);
+            }
+            // A gap repeats the previous value (see `Forecaster::observe`).
+            f.observe(match gap {
+                true => f64::NAN,
+                false => acc.get(key).copied().unwrap_or(0.0),
+            });
+        }
+        self.last_fed = Some(start);
+        if self.quiet_before.is_some_and(|q| start < q) {
+            return false;
+        }
+        if !self.replaying && !gap {
+            self.judge_step(start, &acc, judge);
+        }
+        self.latest.clear();
+        for (key, f) in &mut self.series {
+            if let Some(fc) = f.forecast() {
+                self.latest
+                    .insert(*key, (fc, acc.get(key).copied().unwrap_or(0.0)));
+            }
+        }
+        true
+    }
+
+    /// Judges the step that began at `start` against each series' one-step forecast
+    /// made just before it (calibrated ones only: the fallback interval is a guess),
+    /// and restarts the forecasters of series with a confirmed level shift.
+    fn judge_step(
+        &mut self,
+        start: Millis,
+        acc: &BTreeMap<SeriesKey, f64>,
+        judge: &mut dyn StepJudge,
+    ) {
+        let end = start + self.step_ms;
+        let mut refits = Vec::new();
+        for (key, f) in &self.series {
+            let Some((fc, _)) = self.latest.get(key) else {
+                continue;
+            };
+            // Only when it forecast exactly this step (no gap in between).
+            // The band at the configured level, not the adapted published one.
+            let point: Option<&ForecastPoint> = fc.judged.as_ref();
+            let (true, Some(point)) = (fc.calibrated && fc.origin + 1 == f.observed(), point)
+            else {
+                continue;
+            };
+            let actual = acc.get(key).copied().unwrap_or(0.0);
+            refits.extend(judge.judge(end, &key.subject(), actual, point));
+        }
+        self.restart(&refits, end);
+    }
+
+    /// Restarts each series of `refits` from its shift: only the steps since it began
+    /// (up to `end`) are kept.
+    pub(crate) fn restart(&mut self, refits: &[Refit], end: Millis) {
+        for r in refits {
+            let key = match subject_signature(&r.subject) {
+                Some(id) => SeriesKey::Signature(id),
+                None if r.subject == TOTAL => SeriesKey::Total,
+                None => continue,
+            };
+            let keep = end.saturating_sub(r.since).div_ceil(self.step_ms).max(1) as usize;
+            if let Some(f) = self.series.get_mut(&key) {
+                f.restart_keeping(keep);
+            }
+        }
+    }
+
+    pub(crate) fn view(&self) -> ForecastView {
+        let origin = self.last_fed;
+        let series = self
+            .latest
+            .iter()
+            .map(|(key, (fc, last))| {
+                let points = fc
+                    .points
+                    .iter()
+                    .map(|p| PointView {
+                        at: origin.unwrap_or(0) + self.step_ms * (p.step as u64 + 1),
+                        point: p.point,
+                        lower: p.lower,
+                        upper: p.upper,
+                    })
+                    .collect();
+                let accuracy = self
+                    .series
+                    .get(key)
+                    .map(Forecaster::accuracy)
+                    .unwrap_or_default();
+                (
+                    key.label(),
+                    SeriesForecast {
+                        model: fc.model,
+                        calibrated: fc.calibrated,
+                        last: *last,
+                        points,
+                        accuracy,
+                    },
+                )
+            })
+            .collect();
+        ForecastView {
+            step_seconds: self.step_ms / 1000,
+            level: self.fc.level,
+            horizon_steps: self.params.horizon,
+            lead_steps: self.lead_steps,
+            origin,
+            series,
+        }
+    }
+}

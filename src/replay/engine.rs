@@ -1,0 +1,159 @@
+//! The predictive policy: the sidecar's decision engine (`prescale_engine::Engine`) on
+//! trace time, fed as the sidecar's forecaster thread feeds it.
+//!
+//! Each minute of the trace goes to the engine once it has ended (plus the sidecar's
+//! `MINUTE_GRACE_MS`); a minute without requests is not sent (the sidecar has no
+//! bucket for it: the engine reads the missing step as zero demand), and a minute the
+//! input has no data for goes as unknown, never as zero demand. At each sync instant the
+//! engine decides on demand over the last complete 10 s, as the sidecar decides on its
+//! last 10 s bucket: replay's demand, the arrival rate averaged over `--resolution`
+//! (a sparse log's 10 s of arrivals is Poisson noise, where a busy sidecar's 10 s of
+//! busy concurrency is not). With it goes the span of arrivals the reading averages,
+//! as the sidecar sends its bucket's: the engine leaves a forecast step that current
+//! demand is measured inside to the floor. Demand is requests per second: a request counts
+//! one second of work, so the engine's busy concurrency reads as a rate and
+//! `capacity_per_replica` as requests per second per replica.
+
+use super::pool::Sec;
+use super::shed::Tiers;
+use prescale_engine::{AdmissionState, Engine, Intent, Observation, MINUTE_GRACE_MS};
+use prescale_policies::admission::PreShedConfig;
+use prescale_policies::scale::ScalingConfig;
+use prescale_profiler::series::{Bucket, Cell, MINUTE_MS};
+use prescale_profiler::ForecastConfig;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+type Millis = u64;
+
+/// How the engine is built and what it is fed: shared by every run of the policy.
+pub struct EngineSetup<'a> {
+    pub forecast: ForecastConfig,
+    pub scaling: ScalingConfig,
+    /// `policies.admission.preshed` of the config (the default without `--config`).
+    pub preshed: PreShedConfig,
+    /// Seasonal periods in steps instead of daily and weekly (tests' short traces).
+    pub periods: Option<Vec<usize>>,
+    /// Unix seconds of trace second 0.
+    pub start_unix: u64,
+    /// Requests per second of the trace.
+    pub arrivals: &'a [f64],
+    /// Demand per second (arrivals averaged over the resolution).
+    pub demand: &'a [f64],
+    /// Seconds per aligned window `demand` is averaged over (see `Trace::demand`).
+    pub resolution: Sec,
+    /// Seconds from the start the input has no data for (`trace.gaps`).
+    pub gaps: Vec<(Sec, Sec)>,
+    /// The tiers and their mix: the sheddable share the pre-shed level is for.
+    pub tiers: Option<&'a Tiers>,
+}
+
+/// One decision of the engine, as `decisions.csv` writes it.
+#[derive(Clone, Debug)]
+pub struct DecisionRow {
+    /// Trace second of the decision.
+    pub t: Sec,
+    pub intent: Intent,
+}
+
+/// The minute buckets of a trace: (trace ms at which it is handed over, Unix ms of its
+/// start, requests or None when mostly inside a gap).
+pub type Minute = (Sec, Millis, Option<f64>);
+
+impl EngineSetup<'_> {
+    pub fn engine(&self, headroom: f64) -> Engine {
+        let e = Engine::new(self.forecast.clone(), self.scaling.clone()).with_headroom(headroom);
+        match &self.periods {
+            Some(p) => e.with_periods(p.clone()),
+            None => e,
+        }
+    }
+
+    /// Minutes on the Unix minute grid, as the sidecar's profiler hands them over.
+    pub fn minutes(&self) -> Vec<Minute> {
+        let n = self.arrivals.len() as u64;
+        let first = self.start_unix / 60;
+        let last = (self.start_unix + n).div_ceil(60);
+        let mut unknown = vec![0u64; (last - first) as usize];
+        for (start, seconds) in &self.gaps {
+            for s in *start..start + seconds {
+                if let Some(u) = unknown.get_mut(((self.start_unix + s) / 60 - first) as usize) {
+                    *u += 1;
+                }
+            }
+        }
+        (first..last)
+            .zip(unknown)
+            .map(|(m, u)| {
+                let (from, to) = (
+                    (m * 60).saturating_sub(self.start_unix),
+                    ((m + 1) * 60 - self.start_unix).min(n),
+                );
+                let requests = (2 * u < to - from).then(|| {
+                    self.arrivals
+                        .get(from as usize..to as usize)
+                        .map_or(0.0, |w| w.iter().sum::<f64>())
+                });
+                (
+                    ((m + 1) * 60).saturating_sub(self.start_unix) * 1000 + MINUTE_GRACE_MS,
+                    m * MINUTE_MS,
+                    requests,
+                )
+            })
+            // The sidecar has no bucket for a minute without requests.
+            .filter(|(_, _, requests)| *requests != Some(0.0))
+            .collect()
+    }
+
+    /// Mean demand over the last complete 10 s (on the Unix grid) before `t`, and the
+    /// arrivals it averages (Unix ms), as the sidecar reports its 10 s bucket: the
+    /// window widened to the resolution windows whose mean each of its seconds holds.
+    /// A forecast step is measured only by a reading as fine as the step (see
+    /// `LeadForecast::over_steps`), so a coarse resolution leaves every step's band.
+    pub fn demand_at(&self, t: Sec) -> Option<(Range<Millis>, f64)> {
+        let end = (self.start_unix + t) / 10 * 10;
+        let from = end.checked_sub(10)?.checked_sub(self.start_unix)?;
+        let w = self.demand.get(from as usize..(from + 10) as usize)?;
+        let r = self.resolution.max(1);
+        let span = (from / r * r)..(from + 10).div_ceil(r) * r;
+        let ms = |s: Sec| (self.start_unix + s) * 1000;
+        Some((ms(span.start)..ms(span.end), w.iter().sum::<f64>() / 10.0))
+    }
+
+    /// The admission the pre-shed level is computed for at `t`: the config's pre-shed
+    /// settings switched on (the shed table shows with and without), and the
+    /// sheddable share of the last minute's demand.
+    pub fn admission(&self, t: Sec) -> AdmissionState {
+        AdmissionState {
+            preshed: PreShedConfig {
+                enabled: true,
+                ..self.preshed.clone()
+            },
+            sheddable_fraction: self.tiers.map_or(1.0, |tiers| tiers.sheddable_fraction(t)),
+        }
+    }
+}
+
+/// A minute's bucket: one second of work per request.
+pub fn bucket(start: Millis, requests: f64) -> Bucket {
+    Bucket {
+        start,
+        total: Cell {
+            requests: requests.round() as u64,
+            work_us: (requests * 1e6).round() as u64,
+        },
+        by_signature: BTreeMap::new(),
+    }
+}
+
+/// The engine's observation at trace second `t`, if a decision can be made then.
+pub fn observation(setup: &EngineSetup, t: Sec) -> Option<Observation> {
+    let (measured, demand) = setup.demand_at(t)?;
+    Some(Observation {
+        at: (setup.start_unix + t) * 1000,
+        measured,
+        demand,
+        admission: Some(setup.admission(t)),
+        ..Observation::default()
+    })
+}
