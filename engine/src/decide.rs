@@ -97,6 +97,14 @@ impl Engine {
         self
     }
 
+    /// Steps start at `origin` (Unix ms) plus whole steps instead of on the Unix step
+    /// grid: replay puts them on its trace's first row, so that a step and a row of a
+    /// 5-minute series are the same span. Call before feeding anything.
+    pub fn with_grid_origin(mut self, origin: Millis) -> Self {
+        self.series.grid_offset = origin % self.series.step_ms;
+        self
+    }
+
     /// Plans with `factor` × the forecast (replay's what-if sweep; never live).
     pub fn with_headroom(mut self, factor: f64) -> Self {
         self.headroom = factor;
@@ -203,27 +211,40 @@ impl Engine {
     /// One scaling decision on what was fed so far, and the pre-shed level after it.
     pub fn decide(&mut self, obs: Observation) -> Intent {
         self.scaler.learned_startup(obs.learned_startup);
-        let step_s = (self.series.step_ms / 1000).max(1);
-        self.series.lead_steps =
-            (self.scaler.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
-        // Step s of the forecast starts s steps after the last one fed: the step under
-        // way that current demand (averaging `measured`) measures is left to the floor.
+        // The lead window is the steps that overlap [now, now + lead] in time:
+        // capacity asked for now is ready at now + lead, so the demand of the step
+        // that instant falls in counts, however little of it the window covers. Step
+        // s of the forecast starts s steps after the last one fed (a step that ended
+        // before now, while its last minute is on its way, is not in the window); the
+        // step under way that current demand (averaging `measured`) measures is left
+        // to the floor.
         let step_ms = self.series.step_ms;
+        let lead_ms = self.scaler.lead_time().as_millis() as Millis;
+        let (now, end) = (obs.at, obs.at + lead_ms);
         let first = self.series.last_fed.map_or(0, |l| l + step_ms);
+        let start_of = |step: usize| first + (step as Millis).saturating_sub(1) * step_ms;
+        if self.series.last_fed.is_some() {
+            // The step `end` falls in ([start, end) steps: one ending at it is not).
+            self.series.lead_steps =
+                (end.saturating_sub(first).saturating_sub(1) / step_ms + 1).max(1) as usize;
+        }
         let forecast = self
             .series
             .latest
             .get(&SeriesKey::Total)
             .and_then(|(fc, _)| {
-                let steps = self.lead_points(fc).map(|p| {
-                    let start = first + (p.step as Millis).saturating_sub(1) * step_ms;
-                    StepBand {
-                        start,
-                        end: start + step_ms,
-                        point: p.point,
-                        upper: p.upper,
-                    }
-                });
+                let steps = self
+                    .lead_points(fc)
+                    .map(|p| {
+                        let start = start_of(p.step);
+                        StepBand {
+                            start,
+                            end: start + step_ms,
+                            point: p.point,
+                            upper: p.upper,
+                        }
+                    })
+                    .filter(|s| s.end > now);
                 LeadForecast::over_steps(
                     steps,
                     obs.measured.clone(),
@@ -375,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_step_current_demand_is_measured_inside_is_left_to_the_floor() {
-        // A 30 s start-up: the lead window (45 s) is the forecast's first step only.
+        // A 30 s start-up: a 45 s lead window, inside one 60 s step or across two.
         let scaling = ScalingConfig {
             startup_time: Duration::from_secs(30),
             learn_startup_time: false,
@@ -396,14 +417,44 @@ mod tests {
         });
         let upper = i.forecast.map(|f| f.upper);
         assert!(upper.is_some_and(|u| u > 4.0), "{:?}", i.forecast);
-        // Read from inside the step: the floor plans it, the forecast adds nothing.
+        // Read from inside the step, with [now, now + lead] inside it too: the floor
+        // plans it, the forecast adds nothing.
+        let i = e.decide(Observation {
+            at: step1 + 10_000,
+            demand: 4.0,
+            measured: step1..step1 + 10_000,
+            ..Observation::default()
+        });
+        assert_eq!(i.forecast.map(|f| f.upper), Some(0.0), "{:?}", i.forecast);
+        // Later in the step the window reaches into the next one: capacity asked for
+        // now is ready inside it, so its band is planned.
         let i = e.decide(Observation {
             at: step1 + 25_000,
             demand: 4.0,
             measured: step1 + 10_000..step1 + 20_000,
             ..Observation::default()
         });
-        assert_eq!(i.forecast.map(|f| f.upper), Some(0.0), "{:?}", i.forecast);
+        let upper = i.forecast.map(|f| f.upper);
+        assert!(upper.is_some_and(|u| u > 4.0), "{:?}", i.forecast);
+    }
+
+    #[test]
+    fn steps_start_on_the_grid_origin() {
+        // Five-minute steps; rows from :04 (the ELB trace's phase).
+        let fc = ForecastConfig {
+            step: Duration::from_secs(300),
+            ..ForecastConfig::default()
+        };
+        let origin = T0;
+        assert_eq!(origin % 300_000, 4 * MINUTE_MS);
+        let mut e = Engine::new(fc, ScalingConfig::default()).with_grid_origin(origin);
+        // Its first five minutes are one step (on the Unix grid they would straddle
+        // two): it closes with its fifth minute and starts at the origin.
+        for i in 0..5 {
+            e.add_minute(&minute(i, 4.0), &mut ());
+        }
+        assert_eq!(e.last_fed(), Some(origin));
+        assert_eq!(e.observed(SeriesKey::Total), Some(1));
     }
 
     #[test]

@@ -76,17 +76,20 @@ pub(crate) struct Series {
     quiet_before: Option<Millis>,
     /// Restored history is never judged: its anomalies are old news.
     replaying: bool,
-    /// Forecast steps the scaling rule looks at: the lead time in force (the learned
-    /// start-up time may shorten or lengthen it up to the horizon forecast).
+    /// Forecast steps up to the one the lead window ends in (set at each decision:
+    /// the window is [now, now + lead], the learned start-up time may change lead).
     pub(crate) lead_steps: usize,
+    /// Steps start at this offset (ms, below one step) from the Unix step grid.
+    pub(crate) grid_offset: Millis,
 }
 
 impl Series {
     pub(crate) fn new(fc: ForecastConfig, scaling: &ScalingConfig) -> Self {
         let step_s = fc.step.as_secs().max(60);
-        // Forecast as far as the longest lead time planned for; decide on the lead in
-        // force.
-        let horizon = (scaling.horizon().as_secs().div_ceil(step_s) as usize).max(1);
+        // Forecast as far as the longest lead time planned for, counted from the step
+        // under way (one more: [now, now + lead] may end in the step after the last
+        // whole one); decide on the lead in force.
+        let horizon = (scaling.horizon().as_secs().div_ceil(step_s) as usize).max(1) + 1;
         let lead_steps = (scaling.lead_time().as_secs().div_ceil(step_s) as usize).max(1);
         let mut params = ForecastParams::for_step(step_s, horizon);
         params.level = fc.level;
@@ -102,6 +105,7 @@ impl Series {
             latest: BTreeMap::new(),
             replaying: false,
             lead_steps,
+            grid_offset: 0,
         }
     }
 
@@ -161,7 +165,8 @@ impl Series {
 
     /// Closes the pending step if `minute` starts another, and opens its step.
     fn open_step(&mut self, minute: Millis, judge: &mut dyn StepJudge) -> (bool, Millis) {
-        let step_start = minute - minute % self.step_ms;
+        let step_start =
+            minute.saturating_sub((minute + self.step_ms - self.grid_offset) % self.step_ms);
         let mut updated = false;
         if let Some((start, _, _)) = &self.pending_step {
             if *start != step_start {

@@ -62,7 +62,14 @@ pub type Minute = (Sec, Millis, Option<f64>);
 
 impl EngineSetup<'_> {
     pub fn engine(&self, headroom: f64) -> Engine {
-        let e = Engine::new(self.forecast.clone(), self.scaling.clone()).with_headroom(headroom);
+        // Steps start on the trace's first row (the nearest minute: the minutes are on
+        // the Unix minute grid), as its rows and the demand windows do: on the Unix grid
+        // a 5-minute series starting at :04 would have every row and every reading
+        // straddle two steps, so no reading ever measures a step. The sidecar's steps
+        // are on the Unix grid: its minutes are.
+        let e = Engine::new(self.forecast.clone(), self.scaling.clone())
+            .with_headroom(headroom)
+            .with_grid_origin((self.start_unix + 30) / 60 * 60_000);
         match &self.periods {
             Some(p) => e.with_periods(p.clone()),
             None => e,

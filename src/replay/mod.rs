@@ -78,9 +78,10 @@ pub struct ReplayArgs {
     /// Forecast step (the input's interval or the resolution if coarser).
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     pub step: Duration,
-    /// Demand is the mean arrival rate over windows this long (default: the shortest
-    /// of 10s, 1m, 5m, 15m, 1h whose windows hold 30 requests on average, so sparse
-    /// logs are not judged on Poisson noise).
+    /// Demand is the mean arrival rate over windows this long (default: a count
+    /// series' own interval; for a request log the shortest of 10s, 1m, 5m, 15m, 1h
+    /// whose windows hold 30 requests on average, so sparse logs are not judged on
+    /// Poisson noise).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub resolution: Option<Duration>,
     /// Forecast interval level.
@@ -234,7 +235,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
     let sim_started = prescale_proxy::clock::Stopwatch::start();
     let resolution = match args.resolution {
         Some(r) => r.as_secs().max(1),
-        None => auto_resolution(trace.requests, trace.arrivals.len() as u64),
+        None => auto_resolution(trace.interval, trace.requests, trace.arrivals.len() as u64),
     };
     let demand = trace.demand(resolution);
     tiers.finish(trace.start_unix, demand.len() as u64, resolution);
@@ -365,8 +366,15 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
     })
 }
 
-/// The shortest window that holds ~30 requests on average.
-fn auto_resolution(requests: u64, seconds: u64) -> u64 {
+/// A count series' own interval (0 for a request log); for a request log, the
+/// shortest window that holds ~30 requests on average.
+fn auto_resolution(interval: u64, requests: u64, seconds: u64) -> u64 {
+    // A count series is already measured at its own interval: averaging it over
+    // coarser windows would plan and score a smoothed demand the service never saw
+    // (on a sparse 5-minute series, 15-minute means hid every short rise).
+    if interval > 0 {
+        return interval;
+    }
     let rate = requests as f64 / seconds.max(1) as f64;
     [10, 60, 300, 900]
         .into_iter()
@@ -385,5 +393,19 @@ fn policy<'a>(
         "hpa" => Policy::Hpa { target_utilization },
         "oracle" => Policy::Oracle,
         _ => Policy::StaticPeak,
+    }
+}
+
+#[cfg(test)]
+mod resolution_tests {
+    use super::auto_resolution;
+
+    #[test]
+    fn a_count_series_keeps_its_own_interval_and_a_log_gets_30_requests_a_window() {
+        // A sparse 5-minute series (0.04 req/s) is not re-averaged over 15 minutes.
+        assert_eq!(auto_resolution(300, 2_000, 50_000), 300);
+        // A request log at the same rate is: 30 requests need 15 minutes.
+        assert_eq!(auto_resolution(0, 2_000, 50_000), 900);
+        assert_eq!(auto_resolution(0, 100_000, 10_000), 10);
     }
 }

@@ -178,3 +178,23 @@ fn the_demand_reading_spans_the_resolution_windows_it_averages() {
     // Before a complete 10 s there is no reading.
     assert_eq!(fine.demand_at(5), None);
 }
+
+/// A 5-minute series whose rows start at :04 (the ELB trace's phase): the engine's
+/// steps start on its first row, so a step and a row are the same span.
+#[test]
+fn the_engines_steps_start_on_the_traces_first_row() {
+    let demand = vec![10.0; 600];
+    let w = world(&demand);
+    let mut setup = engine(&w, &demand, 12);
+    setup.forecast.step = std::time::Duration::from_secs(300);
+    assert_eq!(
+        setup.start_unix % 300,
+        240,
+        "a trace off the Unix step grid"
+    );
+    let mut e = setup.engine(1.0);
+    for (_, start, requests) in setup.minutes().into_iter().take(5) {
+        e.add_minute(&eng::bucket(start, requests.expect("no gaps")), &mut ());
+    }
+    assert_eq!(e.last_fed(), Some(setup.start_unix * 1000));
+}
