@@ -20,20 +20,16 @@
 
 mod support;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::cpu_upstream::{get, python_usable, CpuUpstream};
+use support::fake_kube::{self, status, Recorded};
 use support::*;
 
 const TOKEN: &str = "fake-sa-token-5678";
@@ -43,34 +39,6 @@ const POD: &str = "checkout-7d9f8c6b5-x2x7q";
 const CREATED: &str = "2025-01-01T00:00:00Z";
 /// The longest a test waits for the first resize (a forecast step must close first).
 const WAIT: Duration = Duration::from_secs(150);
-
-fn python_usable(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !ci,
-            "{test}: python3 is not installed (scripts/install-deps installs it)"
-        );
-        eprintln!("SKIPPED {test}: python3 is not installed (CI=true makes this fail)");
-    }
-    ok
-}
-
-/// One request the fake API server got.
-#[derive(Clone, Debug)]
-struct Recorded {
-    method: String,
-    path: String,
-    query: String,
-    content_type: Option<String>,
-    body: Bytes,
-}
 
 /// The fake cluster: one pod of one Deployment, maybe VPAs, and a node.
 struct Cluster {
@@ -86,7 +54,6 @@ struct Cluster {
     vpa_crd: bool,
     vpa_owns: bool,
     resource_version: u64,
-    requests: Vec<Recorded>,
 }
 
 impl Cluster {
@@ -100,7 +67,6 @@ impl Cluster {
             vpa_crd: true,
             vpa_owns: false,
             resource_version: 500,
-            requests: Vec::new(),
         }
     }
 
@@ -214,209 +180,41 @@ impl Cluster {
     }
 }
 
-fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
-    (
-        code,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": message, "reason": reason, "details": {}, "code": code}),
-    )
-}
-
-struct FakeApi {
-    addr: SocketAddr,
-    cluster: Arc<Mutex<Cluster>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeApi {
-    async fn start(cluster: Cluster) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cluster = Arc::new(Mutex::new(cluster));
-        let state = cluster.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let state = state.clone();
-                        async move { Ok::<_, hyper::Error>(answer(&state, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+impl fake_kube::Cluster for Cluster {
+    fn answer(&mut self, r: &Recorded) -> (u16, Value) {
+        let pod = format!("/api/v1/namespaces/{NS}/pods/{POD}");
+        let resize = format!("{pod}/resize");
+        let deployment = format!("/apis/apps/v1/namespaces/{NS}/deployments/{DEPLOYMENT}");
+        let vpas = format!("/apis/autoscaling.k8s.io/v1/namespaces/{NS}/verticalpodautoscalers");
+        let (method, path) = (r.method.as_str(), r.path.as_str());
+        if method == "GET" && path == pod {
+            (200, self.pod())
+        } else if method == "GET" && path == deployment {
+            (200, self.deployment())
+        } else if method == "GET" && path == vpas && self.vpa_crd {
+            (200, self.vpas())
+        } else if method == "PATCH" && path == resize {
+            if r.content_type.as_deref() != Some("application/strategic-merge-patch+json") {
+                status(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format",
+                )
+            } else {
+                let patch: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                self.resize(&patch)
             }
-        });
-        Self {
-            addr,
-            cluster,
-            task,
-        }
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.cluster.lock().unwrap().requests.clone()
-    }
-
-    fn patches(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method == "PATCH")
-            .collect()
-    }
-
-    fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n    insecure-skip-tls-verify: true\nusers:\n- name: prescale\n  user:\n    token: {TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: prescale\n    namespace: {NS}\ncurrent-context: fake\npreferences: {{}}\n",
-                self.addr
-            ),
-        )
-        .unwrap();
-        path
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn answer(state: &Mutex<Cluster>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let content_type = header("content-type");
-    let authorization = header("authorization");
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let mut c = state.lock().unwrap();
-    c.requests.push(Recorded {
-        method: method.clone(),
-        path: path.clone(),
-        query,
-        content_type: content_type.clone(),
-        body: body.clone(),
-    });
-    let pod = format!("/api/v1/namespaces/{NS}/pods/{POD}");
-    let resize = format!("{pod}/resize");
-    let deployment = format!("/apis/apps/v1/namespaces/{NS}/deployments/{DEPLOYMENT}");
-    let vpas = format!("/apis/autoscaling.k8s.io/v1/namespaces/{NS}/verticalpodautoscalers");
-    let (code, value) = if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
-        status(401, "Unauthorized", "Unauthorized")
-    } else if method == "GET" && path == pod {
-        (200, c.pod())
-    } else if method == "GET" && path == deployment {
-        (200, c.deployment())
-    } else if method == "GET" && path == vpas && c.vpa_crd {
-        (200, c.vpas())
-    } else if method == "PATCH" && path == resize {
-        if content_type.as_deref() != Some("application/strategic-merge-patch+json") {
-            status(
-                415,
-                "UnsupportedMediaType",
-                "the body of the request was in an unknown format",
-            )
         } else {
-            let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            c.resize(&patch)
-        }
-    } else {
-        status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    };
-    drop(c);
-    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
-    *resp.status_mut() = StatusCode::from_u16(code).unwrap();
-    resp.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    resp
-}
-
-/// The Python upstream, killed on drop.
-struct CpuUpstream {
-    child: Child,
-    addr: SocketAddr,
-    pid_file: PathBuf,
-}
-
-impl CpuUpstream {
-    fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let pid_file = dir.join("upstream.pid");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/cpu_upstream.py");
-        let child = Command::new("python3")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&pid_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() || !pid_file.exists() {
-            assert!(Instant::now() < deadline, "upstream did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            addr,
-            pid_file,
+            status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
         }
     }
 }
 
-impl Drop for CpuUpstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One keep-alive HTTP/1.1 GET at a time; the status code.
-fn get(reader: &mut BufReader<TcpStream>, path: &str) -> u16 {
-    write!(reader.get_mut(), "GET {path} HTTP/1.1\r\nhost: app\r\n\r\n").unwrap();
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    status
-}
+type FakeApi = fake_kube::FakeApi<Cluster>;
 
 /// Load through the proxy until `stop` or `WAIT`: phases of heavy and light request
 /// rates (the mix varies so the cost model identifies each signature's CPU), paced,
@@ -514,7 +312,7 @@ async fn forecast_cpu_resizes_the_app_container_in_place() {
     }
     let dir = tempfile::tempdir().unwrap();
     let up = CpuUpstream::start(dir.path());
-    let api = FakeApi::start(Cluster::new()).await;
+    let api = FakeApi::start(Cluster::new(), TOKEN, NS).await;
     let (proxy, listen) = sidecar(&api, &up, dir.path());
 
     let patched = drive_until(listen, || !api.patches().is_empty()).await;
@@ -586,7 +384,7 @@ async fn a_vpa_targeting_the_deployment_makes_resize_refuse() {
     let up = CpuUpstream::start(dir.path());
     let mut c = Cluster::new();
     c.vpa_owns = true;
-    let api = FakeApi::start(c).await;
+    let api = FakeApi::start(c, TOKEN, NS).await;
     let (proxy, listen) = sidecar(&api, &up, dir.path());
 
     let refused = drive_until(listen, || sends(&proxy, "refused_vpa_owned") >= 2.0).await;
@@ -612,7 +410,7 @@ async fn an_infeasible_size_is_handed_back_and_not_asked_again() {
     let mut c = Cluster::new();
     // The node cannot give the container more than 110m.
     c.node_capacity = 110;
-    let api = FakeApi::start(c).await;
+    let api = FakeApi::start(c, TOKEN, NS).await;
     let (proxy, listen) = sidecar(&api, &up, dir.path());
 
     // 120m is asked for, the kubelet calls it Infeasible, the ask goes back to 100m;

@@ -13,17 +13,10 @@
 
 mod support;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::fake_kube::{self, status, Recorded};
 use support::*;
 
 const TOKEN: &str = "fake-sa-token-1234";
@@ -39,18 +32,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
-/// One request the fake API server got.
-#[derive(Clone, Debug)]
-struct Recorded {
-    at: Instant,
-    method: String,
-    path: String,
-    query: String,
-    content_type: Option<String>,
-    authorization: Option<String>,
-    body: Bytes,
-}
-
 /// The fake cluster's state: one Deployment, maybe an HPA targeting it.
 struct Cluster {
     spec: i32,
@@ -63,7 +44,6 @@ struct Cluster {
     /// PATCHes to answer 403 (RBAC missing) before accepting.
     forbid_patches: usize,
     resource_version: u64,
-    requests: Vec<Recorded>,
 }
 
 impl Cluster {
@@ -195,182 +175,71 @@ impl Cluster {
     }
 }
 
-fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
-    (
-        code,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": message, "reason": reason, "details": {}, "code": code}),
-    )
-}
-
-/// The fake API server: answers from `cluster`, records every request.
-struct FakeApi {
-    addr: SocketAddr,
-    cluster: Arc<Mutex<Cluster>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeApi {
-    async fn start(cluster: Cluster) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cluster = Arc::new(Mutex::new(cluster));
-        let state = cluster.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let state = state.clone();
-                        async move { Ok::<_, hyper::Error>(answer(&state, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Self {
-            addr,
-            cluster,
-            task,
-        }
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.cluster.lock().unwrap().requests.clone()
-    }
-
-    fn patches(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method == "PATCH")
-            .collect()
-    }
-
-    async fn wait_for_patches(&self, n: usize, limit: Duration) -> Vec<Recorded> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let got = self.patches();
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// A kubeconfig pointing at this server, as `kubectl config view --raw` writes it.
-    fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n    insecure-skip-tls-verify: true\nusers:\n- name: prescale\n  user:\n    token: {TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: prescale\n    namespace: {NS}\ncurrent-context: fake\npreferences: {{}}\n",
-                self.addr
-            ),
-        )
-        .unwrap();
-        path
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn answer(state: &Mutex<Cluster>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let at = Instant::now();
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let content_type = header("content-type");
-    let authorization = header("authorization");
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let mut c = state.lock().unwrap();
-    c.requests.push(Recorded {
-        at,
-        method: method.clone(),
-        path: path.clone(),
-        query: query.clone(),
-        content_type: content_type.clone(),
-        authorization: authorization.clone(),
-        body: body.clone(),
-    });
-    let deployment = format!("/apis/apps/v1/namespaces/{NS}/deployments/{NAME}");
-    let scale = format!("{deployment}/scale");
-    let hpas = format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers");
-    let (code, value) = if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
-        status(401, "Unauthorized", "Unauthorized")
-    } else if method == "GET" && path == deployment {
-        (200, c.deployment())
-    } else if method == "GET" && path == hpas {
-        (200, c.hpas())
-    } else if method == "GET" && path == scale {
-        (200, c.scale())
-    } else if method == "PATCH" && path == scale {
-        if c.forbid_patches > 0 {
-            c.forbid_patches -= 1;
+impl fake_kube::Cluster for Cluster {
+    fn answer(&mut self, r: &Recorded) -> (u16, Value) {
+        let deployment = format!("/apis/apps/v1/namespaces/{NS}/deployments/{NAME}");
+        let scale = format!("{deployment}/scale");
+        let hpas = format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers");
+        let (method, path) = (r.method.as_str(), r.path.as_str());
+        if method == "GET" && path == deployment {
+            (200, self.deployment())
+        } else if method == "GET" && path == hpas {
+            (200, self.hpas())
+        } else if method == "GET" && path == scale {
+            (200, self.scale())
+        } else if method == "PATCH" && path == scale {
+            self.patch_scale(r)
+        } else {
             status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        }
+    }
+}
+
+impl Cluster {
+    /// PATCH of the Scale subresource: 403 while RBAC is "missing", 415 for a body that
+    /// is not a merge patch, else the replicas are set (not under `dryRun=All`).
+    fn patch_scale(&mut self, r: &Recorded) -> (u16, Value) {
+        if self.forbid_patches > 0 {
+            self.forbid_patches -= 1;
+            return status(
                 403,
                 "Forbidden",
                 &format!("deployments.apps \"{NAME}\" is forbidden: User \"system:serviceaccount:{NS}:prescale\" cannot patch resource \"deployments/scale\" in API group \"apps\" in the namespace \"{NS}\""),
-            )
-        } else if content_type.as_deref() != Some("application/merge-patch+json") {
-            status(
+            );
+        }
+        if r.content_type.as_deref() != Some("application/merge-patch+json") {
+            return status(
                 415,
                 "UnsupportedMediaType",
                 "the body of the request was in an unknown format",
-            )
-        } else {
-            let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            match patch["spec"]["replicas"].as_i64() {
-                Some(n) => {
-                    let dry_run = query.contains("dryRun=All");
-                    if !dry_run && n as i32 != c.spec {
-                        if n as i32 > c.spec {
-                            c.ready_before = c.ready();
-                            c.scaled_at = Some(Instant::now());
-                        }
-                        c.spec = n as i32;
-                        c.resource_version += 1;
-                    }
-                    let mut s = c.scale();
-                    s["spec"]["replicas"] = json!(n);
-                    (200, s)
-                }
-                None => status(422, "Invalid", "spec.replicas: Required value"),
-            }
+            );
         }
-    } else {
-        status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-    };
-    drop(c);
-    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
-    *resp.status_mut() = StatusCode::from_u16(code).unwrap();
-    resp.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    resp
+        let patch: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        match patch["spec"]["replicas"].as_i64() {
+            Some(n) => {
+                let dry_run = r.query.contains("dryRun=All");
+                if !dry_run && n as i32 != self.spec {
+                    if n as i32 > self.spec {
+                        self.ready_before = self.ready();
+                        self.scaled_at = Some(Instant::now());
+                    }
+                    self.spec = n as i32;
+                    self.resource_version += 1;
+                }
+                let mut s = self.scale();
+                s["spec"]["replicas"] = json!(n);
+                (200, s)
+            }
+            None => status(422, "Invalid", "spec.replicas: Required value"),
+        }
+    }
 }
+
+type FakeApi = fake_kube::FakeApi<Cluster>;
 
 fn cluster(spec: i32, startup: Duration) -> Cluster {
     Cluster {
@@ -381,7 +250,6 @@ fn cluster(spec: i32, startup: Duration) -> Cluster {
         hpa_owns: false,
         forbid_patches: 0,
         resource_version: 100,
-        requests: Vec::new(),
     }
 }
 
@@ -436,7 +304,7 @@ async fn scale_view(proxy: &Proxy) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_desired_replicas_are_patched_and_the_startup_time_is_learned() {
     // One replica, ready; new ones take 2 s to become ready.
-    let api = FakeApi::start(cluster(1, Duration::from_secs(2))).await;
+    let api = FakeApi::start(cluster(1, Duration::from_secs(2)), TOKEN, NS).await;
     // min_replicas 3: the very first decision asks for 3.
     let (proxy, _dir) = sidecar(&api, 3, "").await;
 
@@ -547,7 +415,7 @@ async fn the_desired_replicas_are_patched_and_the_startup_time_is_learned() {
 async fn an_hpa_owning_the_deployment_is_never_fought() {
     let mut c = cluster(1, Duration::from_secs(1));
     c.hpa_owns = true;
-    let api = FakeApi::start(c).await;
+    let api = FakeApi::start(c, TOKEN, NS).await;
     let (proxy, _dir) = sidecar(&api, 3, "").await;
 
     // Several decisions, each refused: no PATCH, a counted refusal, one loud log line.
@@ -607,7 +475,7 @@ async fn a_forbidden_patch_is_not_retried_and_dry_run_persists_nothing() {
     let mut c = cluster(1, Duration::from_secs(1));
     // RBAC not granted yet: the first PATCH is refused.
     c.forbid_patches = 1;
-    let api = FakeApi::start(c).await;
+    let api = FakeApi::start(c, TOKEN, NS).await;
     let (proxy, _dir) = sidecar(&api, 2, "    dry_run: true\n    retries: 3\n").await;
 
     let patches = api.wait_for_patches(3, Duration::from_secs(15)).await;
@@ -650,7 +518,7 @@ async fn readiness_is_polled_between_deliveries() {
     // New replicas take 2 s; deliveries are at most one per 6 s. The start-up time is
     // learned from the readiness polls (every 200 ms), not from the next delivery's
     // read of the Deployment 6 s later.
-    let api = FakeApi::start(cluster(1, Duration::from_secs(2))).await;
+    let api = FakeApi::start(cluster(1, Duration::from_secs(2)), TOKEN, NS).await;
     let (proxy, _dir) = sidecar_sending_every(&api, 3, "6s", "").await;
     assert_eq!(
         api.wait_for_patches(1, Duration::from_secs(15)).await.len(),

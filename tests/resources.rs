@@ -11,97 +11,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::cpu_upstream::{get, python_usable, CpuUpstream};
 use support::{admin_get, free_port, metric_value, Proxy};
 
 /// The learned CPU per request must be within this fraction of the measured one.
 const TOLERANCE: f64 = 0.35;
-
-fn python_usable(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !ci,
-            "{test}: python3 is not installed (scripts/install-deps installs it)"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: python3 is not installed (CI=true makes this fail)"
-        );
-    }
-    ok
-}
-
-/// The Python upstream, killed on drop.
-struct Upstream {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-    pid_file: PathBuf,
-}
-
-impl Upstream {
-    fn start(dir: &Path) -> Self {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let pid_file = dir.join("upstream.pid");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/cpu_upstream.py");
-        let child = Command::new("python3")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&pid_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() || !pid_file.exists() {
-            assert!(Instant::now() < deadline, "upstream did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let pid = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Self {
-            child,
-            pid,
-            addr,
-            pid_file,
-        }
-    }
-
-    /// CPU seconds the upstream has used, as `/proc/<pid>/stat` shows them.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        ticks as f64 / 100.0
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A keep-alive HTTP/1.1 client on one connection.
 struct Client {
@@ -119,36 +37,13 @@ impl Client {
     }
 
     fn get(&mut self, path: &str) -> u16 {
-        write!(
-            self.reader.get_mut(),
-            "GET {path} HTTP/1.1\r\nhost: app\r\n\r\n"
-        )
-        .unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        let status = line.split(' ').nth(1).unwrap().parse().unwrap();
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).unwrap();
-        status
+        get(&mut self.reader, path)
     }
 }
 
 /// CPU seconds per request of `path` alone: `n` sequential requests straight to the
 /// upstream, over what `/proc` shows the upstream used meanwhile.
-fn measure_alone(up: &Upstream, path: &str, n: usize) -> f64 {
+fn measure_alone(up: &CpuUpstream, path: &str, n: usize) -> f64 {
     let mut c = Client::connect(up.addr);
     assert_eq!(c.get(path), 200);
     let before = up.cpu_seconds();
@@ -214,7 +109,7 @@ fn signature<'a>(v: &'a serde_json::Value, route: &str) -> Option<&'a serde_json
 
 /// Runs the phases through the proxy and checks the learned costs against the
 /// measured ones. `resources` is the config section.
-fn learn_and_check(test: &str, up: &Upstream, dir: &Path, resources: &str) {
+fn learn_and_check(test: &str, up: &CpuUpstream, dir: &Path, resources: &str) {
     let heavy_alone = measure_alone(up, HEAVY, 60);
     let light_alone = measure_alone(up, "/light", 150);
     eprintln!(
@@ -326,7 +221,7 @@ fn process_source_learns_cpu_per_request_within_35_percent() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let up = Upstream::start(dir.path());
+    let up = CpuUpstream::start(dir.path());
     let resources = format!("  source: process\n  pid_file: {}\n", up.pid_file.display());
     learn_and_check(test, &up, dir.path(), &resources);
 }
@@ -382,7 +277,7 @@ fn cgroup_source_learns_cpu_per_request_within_35_percent() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let up = Upstream::start(dir.path());
+    let up = CpuUpstream::start(dir.path());
     // Creating a cgroup needs root and a writable cgroup v2 mount: a property of the
     // kernel and sandbox, not a tool to install, so even CI only says why it skips.
     let cg = match Cgroup::create(up.pid) {
@@ -407,7 +302,7 @@ fn a_failing_source_is_counted_and_never_blocks_the_proxy() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let up = Upstream::start(dir.path());
+    let up = CpuUpstream::start(dir.path());
     // The pid file names a process that is gone: every read fails.
     let stale = dir.path().join("stale.pid");
     std::fs::write(&stale, "999999999\n").unwrap();

@@ -12,6 +12,8 @@
 //! - anything else answers JSON `{method, path, version, headers}` describing the request.
 #![allow(dead_code)]
 
+pub mod cpu_upstream;
+pub mod fake_kube;
 pub mod peers;
 pub mod raw;
 pub mod require;
