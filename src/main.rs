@@ -72,6 +72,9 @@ enum Command {
     /// Run the whole product locally for about a minute: a sample service, the sidecar
     /// in front of it, a compressed day of traffic and a live view of what it learns.
     Demo(demo::DemoArgs),
+    /// The demo's sample shop in a process of its own (started by `prescale demo`).
+    #[command(hide = true)]
+    DemoApp(demo::app::DemoAppArgs),
     /// Add the prescale sidecar to Kubernetes workloads (Deployment, StatefulSet,
     /// DaemonSet, Pod, ...) read from a file or stdin; --uninject removes it.
     Inject(inject::InjectArgs),
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo(args) => demo::run(&args),
+        Command::DemoApp(args) => demo::app::main(&args),
         Command::Inject(args) => inject::main(&args),
         Command::InitIptables(args) => iptables::main(&args),
         Command::Replay(args) => match replay::run(&args) {

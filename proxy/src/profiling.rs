@@ -82,6 +82,12 @@ struct FanoutGuard {
 // === impl Profiling ===
 
 impl Profiling {
+    /// Series seconds per wall second (`run --time-scale`, 1 outside the demo): service
+    /// times are recorded stretched by it.
+    pub fn time_scale(&self) -> f64 {
+        self.clock.scale()
+    }
+
     pub fn new(cfg: &ProfilerConfig, clock: Clock) -> Arc<Self> {
         Arc::new(Self {
             clock,

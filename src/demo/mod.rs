@@ -15,7 +15,9 @@
 //! days of the same shape (see `history`), so the forecast knows the ramp before it
 //! comes; the view and the summary say so.
 
+pub mod app;
 mod chart;
+mod costs;
 mod history;
 mod load;
 mod record;
@@ -234,7 +236,7 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         seed_history(dir.path(), f64::from(args.rate), &timing)
     };
 
-    let (mut child, ports, _upstreams, admin, spawned) = {
+    let (mut child, ports, (shop, _payments), admin, spawned) = {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -247,19 +249,22 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
                     args.admin
                 },
             };
-            let upstreams = upstream::Upstreams::start(ports.outbound).await?;
+            // The shop in a process of its own (its CPU is what the sidecar reads);
+            // payments in this one.
+            let shop = app::AppProcess::spawn(dir.path(), ports.outbound).await?;
+            let payments = upstream::Service::payments().await?;
             let config = sidecar::write_config(
                 dir.path(),
                 &ports,
-                upstreams.app,
-                upstreams.payments,
+                (shop.addr, &shop.pid_file),
+                payments.addr,
                 &timing,
             )?;
             let spawned = Instant::now();
             let mut child = Sidecar::spawn(&config, &dir.path().join("sidecar.log"), &timing)?;
             let admin = AdminClient::new(ports.admin, timing.time_scale as f64);
             match child.wait_ready(&admin, READY_LIMIT, &stopped).await {
-                Ok(()) => break (child, ports, upstreams, admin, spawned),
+                Ok(()) => break (child, ports, (shop, payments), admin, spawned),
                 Err(DemoError::SidecarExited { .. })
                     if attempt < START_ATTEMPTS && child.lost_a_port() =>
                 {
@@ -281,8 +286,9 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         startup: STARTUP,
     };
     println!(
-        "prescale demo: sidecar pid {} ready; inbound http://{}  outbound http://{}  admin http://{}",
+        "prescale demo: sidecar pid {} ready (the shop: pid {}); inbound http://{}  outbound http://{}  admin http://{}",
         child.pid(),
+        shop.pid(),
         ports.inbound,
         ports.outbound,
         ports.admin
@@ -314,6 +320,7 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Observed::default();
     let mut timeline = Timeline::default();
+    let mut cpu = costs::CpuTrack::default();
     let mut crashed = None;
     let mut generator_done = false;
     let mut last_print = None::<Instant>;
@@ -339,6 +346,11 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
             break;
         }
         last = admin.observe().await;
+        cpu.push(
+            timing.start_ms + timing.series(spawned.elapsed()).as_millis() as u64,
+            shop.cpu_seconds(),
+            last.resources.as_ref().and_then(|r| r.forecast),
+        );
         let snap = stats.snapshot();
         timeline.push(
             &last,
@@ -385,6 +397,7 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
             fresh.forecast = fresh.forecast.or(last.forecast.take());
             fresh.scale = fresh.scale.or(last.scale.take());
             fresh.sheds = fresh.sheds.or(last.sheds.take());
+            fresh.resources = fresh.resources.or(last.resources.take());
             last = fresh;
         }
     }
@@ -414,6 +427,7 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         ramp_end,
         spike,
     );
+    let cpu = cpu.compare(args.time_scale as f64);
     let report_path = args
         .report
         .clone()
@@ -430,6 +444,7 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
             peak_rate: args.rate,
             seeded: seeded.clone(),
         },
+        (last.resources.as_ref(), &cpu),
     );
     print_summary(
         &snap,
@@ -440,6 +455,7 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         seeded.as_deref(),
         (
             &analysis,
+            &cpu,
             report
                 .as_ref()
                 .map(|()| report_path.as_path())
@@ -447,6 +463,7 @@ async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         ),
     );
     drop(child);
+    drop(shop);
     drop(dir);
     Ok(Outcome {
         failure_ratio: snap.failure_ratio(),
@@ -504,7 +521,11 @@ fn print_summary(
     interrupted: bool,
     child: &Sidecar,
     seeded: Option<&str>,
-    (a, report): (&Analysis, Result<&std::path::Path, String>),
+    (a, cpu, report): (
+        &Analysis,
+        &costs::CpuComparison,
+        Result<&std::path::Path, String>,
+    ),
 ) {
     let mut s = String::new();
     use std::fmt::Write as _;
@@ -605,6 +626,7 @@ fn print_summary(
         ),
     };
     analysis_lines(&mut s, a);
+    costs::summary(&mut s, obs.resources.as_ref(), cpu);
     match report {
         Ok(path) => {
             let _ = writeln!(s, "  report      {}", path.display());

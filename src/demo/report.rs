@@ -2,6 +2,7 @@
 //! external assets) with demand against the forecast band, the replicas each rule and
 //! the project's HPA asked for, pre-shedding, and the numbers of the summary.
 
+use super::costs::{CpuComparison, ResourcesSeen};
 use super::record::{Analysis, Sample};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -29,16 +30,26 @@ pub struct Context {
 }
 
 /// Writes the report to `path`.
-pub fn write(path: &Path, samples: &[Sample], a: &Analysis, ctx: &Context) -> std::io::Result<()> {
-    std::fs::write(path, html(samples, a, ctx))
+pub fn write(
+    path: &Path,
+    samples: &[Sample],
+    a: &Analysis,
+    ctx: &Context,
+    costs: Costs<'_>,
+) -> std::io::Result<()> {
+    std::fs::write(path, html(samples, a, ctx, costs))
 }
+
+/// What the sidecar learnt each request costs, and its CPU forecast against the shop's
+/// measured CPU.
+type Costs<'a> = (Option<&'a ResourcesSeen>, &'a CpuComparison);
 
 /// Hours of the day (series time) of a sample.
 fn hour(at: u64) -> f64 {
     (at % DAY_MS) as f64 / 3_600_000.0
 }
 
-fn html(samples: &[Sample], a: &Analysis, ctx: &Context) -> String {
+fn html(samples: &[Sample], a: &Analysis, ctx: &Context, (seen, cpu): Costs<'_>) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -153,8 +164,11 @@ fn html(samples: &[Sample], a: &Analysis, ctx: &Context) -> String {
     for (title, plot) in plots {
         let _ = write!(h, "<h2>{title}</h2>{}", svg(samples, a, plot));
     }
+    costs_section(&mut h, seen, cpu, ctx.time_scale);
     // The data behind the charts, for anyone who wants to plot it differently.
-    let data = serde_json::json!({ "analysis": a, "samples": samples });
+    let data = serde_json::json!({
+        "analysis": a, "samples": samples, "resources": seen, "cpu": cpu,
+    });
     let _ = write!(
         h,
         "<script type=\"application/json\" id=\"timeline\">{}</script>",
@@ -162,6 +176,129 @@ fn html(samples: &[Sample], a: &Analysis, ctx: &Context) -> String {
     );
     h.push_str("</body></html>\n");
     h
+}
+
+/// The learnt CPU per request by signature, and the CPU forecast (one step ahead)
+/// against the CPU the shop used, step by step.
+fn costs_section(h: &mut String, seen: Option<&ResourcesSeen>, cpu: &CpuComparison, scale: u64) {
+    h.push_str("<h2>What each kind of request costs (GET /v1/resources)</h2>");
+    let Some(seen) = seen else {
+        h.push_str("<p>The sidecar's /v1/resources did not answer.</p>");
+        return;
+    };
+    let _ = write!(
+        h,
+        "<p>Source <code>{}</code> (the shop's own process, read from /proc), {} intervals \
+         in the fit. The shop burns a known CPU time per endpoint.</p><table><tr>\
+         <th>signature</th><th>top route</th><th>learnt CPU per request</th>\
+         <th>identified</th><th>the endpoint burns</th></tr>",
+        seen.source, seen.intervals
+    );
+    for g in &seen.signatures {
+        let learnt = match (g.cpu_ms, g.cpu_ms_std_error) {
+            (Some(v), Some(e)) => format!("{v:.2} ms ± {e:.2}"),
+            (Some(v), None) => format!("{v:.2} ms"),
+            _ => "-".into(),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>#{}</td><td>{}</td><td>{learnt}</td><td>{}</td><td>{}</td></tr>",
+            g.id,
+            g.top_route.replace('<', "&lt;"),
+            g.identified,
+            g.burns_ms.map_or("-".into(), |b| format!("{b:.1} ms")),
+        );
+    }
+    h.push_str("</table>");
+    if cpu.steps.is_empty() {
+        h.push_str("<p>No CPU forecast to compare (it needs costs and a demand forecast).</p>");
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h2>CPU: the forecast one step ahead against the shop's measured CPU</h2>\
+         <p>{} steps: mean forecast {:.3} cores, mean measured {:.3} cores, mean absolute \
+         error {:.3} cores, {:.0} % of steps inside the forecast's interval. Cores of wall \
+         time (at time scale {scale}, a step lasts its length / {scale}).</p>{}",
+        cpu.steps.len(),
+        cpu.mean_forecast,
+        cpu.mean_measured,
+        cpu.mean_abs_error,
+        cpu.inside * 100.0,
+        cpu_svg(cpu)
+    );
+}
+
+fn cpu_svg(cpu: &CpuComparison) -> String {
+    let mut buf = String::new();
+    let outcome = {
+        let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
+        let drawn = root
+            .fill(&WHITE)
+            .map_err(Into::into)
+            .and_then(|_| cpu_plot(cpu, &root));
+        drawn.and_then(|_| root.present().map_err(Into::into))
+    };
+    match outcome {
+        Ok(()) => buf,
+        Err(e) => format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text x=\"10\" y=\"20\">plot unavailable: {}</text></svg>", e.to_string().replace('<', "&lt;")),
+    }
+}
+
+fn cpu_plot(cpu: &CpuComparison, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
+    let x0 = cpu.steps.first().map_or(0.0, |s| hour(s.step_end));
+    let x1 = cpu
+        .steps
+        .last()
+        .map_or(1.0, |s| hour(s.step_end))
+        .max(x0 + 1e-3);
+    let ymax = cpu
+        .steps
+        .iter()
+        .flat_map(|s| [s.upper, s.measured])
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.05;
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x0..x1, 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc("hour of the day (end of the step)")
+        .y_desc("CPU cores")
+        .draw()?;
+    if cpu.steps.len() >= 2 {
+        let mut poly: Vec<(f64, f64)> = cpu
+            .steps
+            .iter()
+            .map(|s| (hour(s.step_end), s.upper))
+            .collect();
+        poly.extend(cpu.steps.iter().rev().map(|s| (hour(s.step_end), s.lower)));
+        chart.draw_series(std::iter::once(Polygon::new(poly, BLUE.mix(0.2))))?;
+    }
+    chart
+        .draw_series(LineSeries::new(
+            cpu.steps.iter().map(|s| (hour(s.step_end), s.point)),
+            BLUE,
+        ))?
+        .label("CPU forecast (band: interval)")
+        .legend(|(x, y)| legend(x, y, BLUE));
+    chart
+        .draw_series(LineSeries::new(
+            cpu.steps.iter().map(|s| (hour(s.step_end), s.measured)),
+            BLACK,
+        ))?
+        .label("the shop's CPU, measured (/proc)")
+        .legend(|(x, y)| legend(x, y, BLACK));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
 
 /// `tier n` for each tier, by name.
@@ -386,8 +523,28 @@ mod tests {
             peak_rate: 200,
             seeded: None,
         };
-        let page = html(&samples, &a, &ctx);
+        let cpu = CpuComparison {
+            steps: (0..10u64)
+                .map(|i| super::super::costs::StepCompared {
+                    step_end: 5 * 3_600_000 + i * 300_000,
+                    point: 0.2,
+                    lower: 0.1,
+                    upper: 0.3,
+                    measured: 0.15 + i as f64 / 100.0,
+                })
+                .collect(),
+            ..CpuComparison::default()
+        };
+        let page = html(&samples, &a, &ctx, (None, &cpu));
+        // Without /v1/resources there is no cost table, and no CPU chart either.
+        assert!(page.contains("did not answer"), "{page}");
         assert_eq!(page.matches("<svg").count(), 3, "{page}");
+        let seen = ResourcesSeen {
+            source: "process".into(),
+            ..ResourcesSeen::default()
+        };
+        let page = html(&samples, &a, &ctx, (Some(&seen), &cpu));
+        assert_eq!(page.matches("<svg").count(), 4, "{page}");
         assert!(!page.contains("plot unavailable"));
         assert!(!page.contains("src=\"http"));
     }

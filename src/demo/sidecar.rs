@@ -86,7 +86,7 @@ pub fn free_addr() -> Result<SocketAddr, DemoError> {
 pub fn write_config(
     dir: &Path,
     ports: &Ports,
-    app: SocketAddr,
+    (app, app_pid_file): (SocketAddr, &Path),
     payments: SocketAddr,
     timing: &Timing,
 ) -> Result<PathBuf, DemoError> {
@@ -160,6 +160,16 @@ pub fn write_config(
     s.scale_down_stabilization = Duration::from_secs(600);
     // Shed the batch tier ahead of a shortfall the forecast sees (the point of tiers).
     cfg.policies.admission.preshed.enabled = true;
+    // The shop's CPU and memory, read from /proc: it runs in a process of its own.
+    let resources = format!(
+        "source: process\npid_file: {}\n",
+        serde_json::to_string(&app_pid_file.display().to_string())
+            .map_err(|e| DemoError::Example(format!("pid file path: {e}")))?
+    );
+    cfg.resources = Some(
+        serde_yaml_ng::from_str(&resources)
+            .map_err(|e| DemoError::Example(format!("resources section: {e}")))?,
+    );
 
     let yaml = serde_yaml_ng::to_string(&cfg)
         .map_err(|e| DemoError::Example(format!("cannot write it back: {e}")))?;

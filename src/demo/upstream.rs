@@ -1,15 +1,21 @@
 //! The embedded sample services: a shop (`app`) whose endpoints differ in cost, size and
 //! fanout, and the `payments` service its checkout calls through the sidecar.
 //!
-//! Shop endpoints (the sidecar's inbound listener forwards to them):
-//! - `GET /api/items/{id}`: cheap, ~2 ms, a small JSON document;
-//! - `GET /api/search?q=…`: medium, ~20 ms, a ~24 KiB JSON answer;
-//! - `POST /api/checkout`: expensive, ~60 ms, makes 2–3 calls to `payments.internal`
-//!   through the sidecar's outbound listener, propagating `traceparent`;
-//! - `GET /static/app.js`: fast, a 192 KiB body;
-//! - `POST /reports/{id}`: a batch export, ~15 ms (the example config's `batch` tier).
+//! Shop endpoints (the sidecar's inbound listener forwards to them), each burning a
+//! known amount of CPU ([`CPU_COST`]) and then waiting out the rest of its service time:
+//! - `GET /api/items/{id}`: cheap, ~2 ms (0.2 ms of CPU), a small JSON document;
+//! - `GET /api/search?q=…`: medium, ~20 ms (2 ms of CPU), a ~24 KiB JSON answer;
+//! - `POST /api/checkout`: expensive, ~60 ms (8 ms of CPU), makes 2–3 calls to
+//!   `payments.internal` through the sidecar's outbound listener, propagating
+//!   `traceparent`;
+//! - `GET /static/app.js`: fast, a 192 KiB body (no CPU burnt on purpose);
+//! - `POST /reports/{id}`: a batch export, ~15 ms (4 ms of CPU; the example config's
+//!   `batch` tier).
 //!
-//! Payments endpoints (`/v1/authorize`, `/v1/capture`, `/v1/risk`): ~8 ms each.
+//! The shop runs in a process of its own (`prescale demo-app`, see `app`), so the
+//! sidecar's `resources.source: process` reads its CPU and nothing else; payments
+//! (`/v1/authorize`, `/v1/capture`, `/v1/risk`: ~8 ms each, no CPU burnt) runs inside
+//! the demo.
 
 use super::DemoError;
 use bytes::Bytes;
@@ -23,21 +29,43 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// The authority the checkout uses for payments; the sidecar routes it by name.
 pub const PAYMENTS_AUTHORITY: &str = "payments.internal";
 
+/// CPU each shop endpoint burns per request (ms of thread CPU time), by the route the
+/// profiler names it with: what the cost model should learn.
+pub const CPU_COST: [(&str, f64); 5] = [
+    ("/api/items/{id}", 0.2),
+    ("/api/search", 2.0),
+    ("/api/checkout", 8.0),
+    ("/static/app.js", 0.0),
+    ("/reports/{id}", 4.0),
+];
+
+/// The CPU burnt per request by the endpoint behind `route`, ms (None: not a shop route).
+pub fn cpu_cost_ms(route: &str) -> Option<f64> {
+    let base = |r: &str| r.split(['{', '?']).next().unwrap_or(r).to_string();
+    CPU_COST
+        .iter()
+        .find(|(r, _)| route.starts_with(&base(r)) || base(route) == base(r))
+        .map(|(_, ms)| *ms)
+}
+
+fn cost_of(route: &str) -> Duration {
+    Duration::from_secs_f64(cpu_cost_ms(route).unwrap_or(0.0) / 1000.0)
+}
+
 type Resp = Response<Full<Bytes>>;
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// Both sample services, running until dropped.
-pub struct Upstreams {
-    pub app: SocketAddr,
-    pub payments: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+/// A sample service running until dropped.
+pub struct Service {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
 }
 
 /// What the shop needs to serve a request.
@@ -49,26 +77,23 @@ struct App {
     rng: Jitter,
 }
 
-// === impl Upstreams ===
+async fn bind(what: &'static str) -> Result<(TcpListener, SocketAddr), DemoError> {
+    let l = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| DemoError::io(format!("binding the {what} service"), e))?;
+    let addr = l
+        .local_addr()
+        .map_err(|e| DemoError::io(format!("{what} service address"), e))?;
+    Ok((l, addr))
+}
 
-impl Upstreams {
-    /// Binds both services on loopback and starts serving. `outbound` is where the
-    /// shop sends its payments calls (the sidecar's outbound listener).
-    pub async fn start(outbound: SocketAddr) -> Result<Self, DemoError> {
-        let bind = |what: &'static str| async move {
-            TcpListener::bind(("127.0.0.1", 0))
-                .await
-                .map_err(|e| DemoError::io(format!("binding the {what} service"), e))
-        };
-        let app_listener = bind("sample").await?;
-        let payments_listener = bind("payments").await?;
-        let local = |l: &TcpListener, what: &'static str| {
-            l.local_addr()
-                .map_err(|e| DemoError::io(format!("{what} service address"), e))
-        };
-        let app = local(&app_listener, "sample")?;
-        let payments = local(&payments_listener, "payments")?;
+// === impl Service ===
 
+impl Service {
+    /// Binds the shop on loopback and starts serving. `outbound` is where it sends its
+    /// payments calls (the sidecar's outbound listener).
+    pub async fn shop(outbound: SocketAddr) -> Result<Self, DemoError> {
+        let (listener, addr) = bind("sample").await?;
         let shop = Arc::new(App {
             outbound,
             client: Client::builder(TokioExecutor::new())
@@ -77,30 +102,73 @@ impl Upstreams {
             static_js: Bytes::from(static_js(192 * 1024)),
             rng: Jitter::new(1),
         });
-        let pay_rng = Arc::new(Jitter::new(2));
-        let tasks = vec![
-            tokio::spawn(serve(app_listener, move |req| {
-                let shop = shop.clone();
-                async move { shop.handle(req).await }
-            })),
-            tokio::spawn(serve(payments_listener, move |req| {
-                let rng = pay_rng.clone();
-                async move { payments_handle(req, &rng).await }
-            })),
-        ];
-        Ok(Self {
-            app,
-            payments,
-            tasks,
-        })
+        let task = tokio::spawn(serve(listener, move |req| {
+            let shop = shop.clone();
+            async move { shop.handle(req).await }
+        }));
+        Ok(Self { addr, task })
+    }
+
+    /// Binds the payments service on loopback and starts serving.
+    pub async fn payments() -> Result<Self, DemoError> {
+        let (listener, addr) = bind("payments").await?;
+        let rng = Arc::new(Jitter::new(2));
+        let task = tokio::spawn(serve(listener, move |req| {
+            let rng = rng.clone();
+            async move { payments_handle(req, &rng).await }
+        }));
+        Ok(Self { addr, task })
     }
 }
 
-impl Drop for Upstreams {
+impl Drop for Service {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        self.task.abort();
+    }
+}
+
+/// This thread's time on CPU by the scheduler's count (`/proc/thread-self/schedstat`,
+/// ns), None where the kernel does not give it.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = s.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Spins until this thread has spent `cpu` on a CPU (real CPU time, not wall time: on
+/// a busy machine the spin is descheduled and runs longer), bounded by 20 times `cpu`
+/// of wall time. Without the scheduler's count it spins `cpu` of wall time.
+pub fn burn(cpu: Duration) {
+    if cpu.is_zero() {
+        return;
+    }
+    let started = Instant::now();
+    let limit = cpu * 20;
+    let Some(before) = thread_cpu() else {
+        while started.elapsed() < cpu {
+            std::hint::spin_loop();
         }
+        return;
+    };
+    let mut x = 0u64;
+    loop {
+        // About 50 µs of work between two reads of the counter.
+        let chunk = Instant::now();
+        while chunk.elapsed() < Duration::from_micros(50) {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+        let spent = thread_cpu().map_or(cpu, |now| now.saturating_sub(before));
+        if spent >= cpu || started.elapsed() >= limit {
+            return;
+        }
+    }
+}
+
+/// Burns `route`'s CPU on a blocking thread (not on the runtime's workers).
+async fn burn_for(route: &str) {
+    let cpu = cost_of(route);
+    if !cpu.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || burn(cpu)).await;
     }
 }
 
@@ -140,6 +208,7 @@ impl App {
         match (req.method(), path.as_str()) {
             (&Method::GET, p) if p.starts_with("/api/items/") => {
                 let id = p.trim_start_matches("/api/items/");
+                burn_for("/api/items/{id}").await;
                 self.rng.sleep_around(2).await;
                 json(
                     StatusCode::OK,
@@ -156,7 +225,8 @@ impl App {
                     .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("q=")))
                     .unwrap_or("")
                     .to_string();
-                self.rng.sleep_around(20).await;
+                burn_for("/api/search").await;
+                self.rng.sleep_around(18).await;
                 let hits: Vec<String> = (0..120)
                     .map(|i| {
                         format!(r#"{{"id":{i},"title":"{q} result {i}","score":0.{i:03},"snippet":"{}"}}"#, "s".repeat(120))
@@ -171,7 +241,8 @@ impl App {
             // The batch tier (the example config's `POST /reports/{id}`): an export job.
             (&Method::POST, p) if p.starts_with("/reports/") => {
                 let _ = req.into_body().collect().await;
-                self.rng.sleep_around(15).await;
+                burn_for("/reports/{id}").await;
+                self.rng.sleep_around(11).await;
                 json(StatusCode::ACCEPTED, r#"{"report":"queued"}"#.into())
             }
             (&Method::GET, "/static/app.js") => {
@@ -194,8 +265,9 @@ impl App {
             Ok(b) => b.to_bytes(),
             Err(_) => return json(StatusCode::BAD_REQUEST, r#"{"error":"body"}"#.into()),
         };
-        // Our own work: pricing, stock, the order row.
-        self.rng.sleep_around(30).await;
+        // Our own work: pricing, stock (CPU), the order row (a wait).
+        burn_for("/api/checkout").await;
+        self.rng.sleep_around(22).await;
         let mut calls = vec!["/v1/authorize", "/v1/capture"];
         if body.len() % 3 == 0 {
             calls.insert(0, "/v1/risk");

@@ -50,6 +50,8 @@ pub struct Observed {
     pub preshed_by_tier: Option<BTreeMap<String, u64>>,
     /// The anomalies active now (`GET /v1/anomalies`).
     pub active_anomalies: Vec<SeenAnomaly>,
+    /// `GET /v1/resources`: the learnt costs and the CPU forecast.
+    pub resources: Option<super::costs::ResourcesSeen>,
     /// Whether the admin API answered at all.
     pub reachable: bool,
 }
@@ -103,6 +105,8 @@ pub struct TotalForecast {
     pub lead_point: f64,
     pub lead_lower: f64,
     pub lead_upper: f64,
+    /// Where the first forecast step ends (Unix ms).
+    pub first_at: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -178,17 +182,22 @@ impl AdminClient {
 
     /// Reads every view the demo shows.
     pub async fn observe(&self) -> Observed {
-        let (sigs, fc, scale, metrics, anomalies) = tokio::join!(
+        let (sigs, fc, scale, metrics, anomalies, resources) = tokio::join!(
             self.json("/v1/signatures"),
             self.json("/v1/forecast"),
             self.json("/v1/scale"),
             self.request(Method::GET, "/metrics"),
             self.json("/v1/anomalies"),
+            self.json("/v1/resources"),
         );
         let reachable = sigs.is_some();
+        let forecast = fc.as_ref().and_then(parse_forecast);
         Observed {
+            resources: resources
+                .as_ref()
+                .map(|v| super::costs::parse(v, forecast.as_ref().map(|f| f.first_at))),
             signatures: sigs.as_ref().map(|v| parse_signatures(v, self.time_scale)),
-            forecast: fc.as_ref().and_then(parse_forecast),
+            forecast,
             scale: scale.as_ref().and_then(parse_scale),
             sheds: match &metrics {
                 Ok((200, text)) => parse_sheds(text),
@@ -270,6 +279,7 @@ fn parse_forecast(v: &Value) -> Option<TotalForecast> {
         lead_point: f(lead, "point"),
         lead_lower: f(lead, "lower"),
         lead_upper: f(lead, "upper"),
+        first_at: u(first, "at"),
         step_seconds: u(v, "step_seconds"),
         horizon_steps: u(v, "horizon_steps"),
         model: total

@@ -34,6 +34,13 @@ pub use export::describe;
 /// for 7 200 intervals × 18 signatures in a debug build).
 pub const MAX_INTERVALS: usize = 7_200;
 
+/// The source is read at most this often: with a shorter profiler tick, ticks in
+/// between are skipped. Over a short interval a request's CPU often lands in the
+/// interval after the one that counts it, and the counters' 10 ms resolution weighs
+/// more: both pull the fitted costs toward zero (about 20 % low at 500 ms ticks, five
+/// times too low at the demo's 100 ms).
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(800);
+
 /// Per-signature (requests, work µs) since start.
 pub type Totals = BTreeMap<SignatureId, (u64, u64)>;
 
@@ -69,11 +76,13 @@ impl Resources {
         // Two ticks of slack: a slow read skips ticks instead of queueing them.
         let (tx, rx): (SyncSender<Tick>, Receiver<Tick>) = std::sync::mpsc::sync_channel(2);
         profiling.feed_resources(tx);
-        let cap = (cfg.window.as_secs_f64() / tick.as_secs_f64().max(0.1)).ceil() as usize;
+        let read_every = tick.max(MIN_READ_INTERVAL).as_secs_f64();
+        let cap = (cfg.window.as_secs_f64() / read_every).ceil() as usize;
         // Memory and fit time grow with the window: a day at 100 ms ticks would be
         // 864 000 intervals. Two hours at 1 s is plenty to separate the signatures.
         let cap = cap.min(MAX_INTERVALS);
         let sampler = Sampler {
+            time_scale: profiling.time_scale().max(1.0),
             source,
             model: CostModel::new(cap),
             profiling: profiling.clone(),
@@ -88,6 +97,9 @@ impl Resources {
 }
 
 struct Sampler {
+    /// `run --time-scale` (1 outside the demo): the profiler's work totals are series
+    /// time, stretched by it; CPU is read in wall time.
+    time_scale: f64,
     source: Source,
     model: CostModel,
     profiling: Arc<Profiling>,
@@ -108,6 +120,12 @@ impl Sampler {
         let mut last = None;
         while let Ok(tick) = rx.recv() {
             let started = Instant::now();
+            if prev
+                .as_ref()
+                .is_some_and(|(t0, ..)| started.duration_since(*t0) < MIN_READ_INTERVAL)
+            {
+                continue;
+            }
             match self.source.read() {
                 Err(e) => {
                     errors += 1;
@@ -138,7 +156,9 @@ impl Sampler {
                         }
                         let dt = started.duration_since(*t0).as_secs_f64();
                         source_io = usage.io_bytes.map(|b| b / dt.max(1e-3));
-                        if let Some(obs) = observation(&tick, totals0, bytes0, &usage, dt) {
+                        if let Some(obs) =
+                            observation(&tick, totals0, bytes0, &usage, dt, self.time_scale)
+                        {
                             last = Some(obs.clone());
                             self.model.observe(obs);
                         }
@@ -157,6 +177,7 @@ impl Sampler {
                 costs: &costs,
                 profile: &self.profiling.view.load(),
                 forecast: &self.forecasting.forecast.load(),
+                time_scale: self.time_scale,
             });
             export::export(&view, last.as_ref(), &mut exported);
             let r = &view.recommendation;
@@ -180,6 +201,7 @@ fn observation(
     bytes_before: &BTreeMap<SignatureId, u64>,
     usage: &Usage,
     dt: f64,
+    time_scale: f64,
 ) -> Option<Observation> {
     let cpu = usage.cpu_seconds?;
     if dt < 0.05 {
@@ -192,7 +214,8 @@ fn observation(
             let (r0, w0) = before.get(sig).copied().unwrap_or((0, 0));
             let load = Load {
                 rate: r.saturating_sub(r0) as f64 / dt,
-                concurrency: w.saturating_sub(w0) as f64 / 1e6 / dt,
+                // Work is series time (stretched by the time scale), dt wall time.
+                concurrency: w.saturating_sub(w0) as f64 / 1e6 / dt / time_scale,
             };
             (*sig, load)
         })

@@ -100,6 +100,9 @@ pub(super) struct Inputs<'a> {
     pub costs: &'a Costs,
     pub profile: &'a ProfileView,
     pub forecast: &'a ForecastView,
+    /// `run --time-scale`: the profile's service times are stretched by it, while the
+    /// costs are per wall second of CPU.
+    pub time_scale: f64,
 }
 
 // === impl ResourcesView ===
@@ -165,7 +168,8 @@ pub(super) fn build(i: Inputs<'_>) -> ResourcesView {
                 .signatures
                 .iter()
                 .find(|s| s.id == id)
-                .map_or(0.0, |s| s.service_time_seconds.mean);
+                .map_or(0.0, |s| s.service_time_seconds.mean)
+                / i.time_scale.max(1.0);
             Some(DemandForecast {
                 id,
                 mean_service_seconds: mean,
