@@ -163,6 +163,12 @@ impl Engine {
         self.series.series.get_mut(&key)?.forecast()
     }
 
+    /// The total planned with and how it was reconciled (see `reconcile.rs`); None
+    /// before the first live step.
+    pub fn reconciled(&self) -> Option<&crate::Reconciled> {
+        self.series.reconcile.latest()
+    }
+
     /// `GET /v1/forecast`.
     pub fn view(&self) -> ForecastView {
         self.series.view()
@@ -196,7 +202,7 @@ impl Engine {
 
     /// The total forecast over the lead window, as sent with a decision.
     pub fn summary(&self) -> Option<ForecastSummary> {
-        let (fc, _) = self.series.latest.get(&SeriesKey::Total)?;
+        let fc = self.series.planned()?;
         let end = self.lead_points(fc).last()?;
         Some(ForecastSummary {
             demand_upper: self.lead_points(fc).map(|p| p.upper).fold(0.0, f64::max),
@@ -228,30 +234,26 @@ impl Engine {
             self.series.lead_steps =
                 (end.saturating_sub(first).saturating_sub(1) / step_ms + 1).max(1) as usize;
         }
-        let forecast = self
-            .series
-            .latest
-            .get(&SeriesKey::Total)
-            .and_then(|(fc, _)| {
-                let steps = self
-                    .lead_points(fc)
-                    .map(|p| {
-                        let start = start_of(p.step);
-                        StepBand {
-                            start,
-                            end: start + step_ms,
-                            point: p.point,
-                            upper: p.upper,
-                        }
-                    })
-                    .filter(|s| s.end > now);
-                LeadForecast::over_steps(
-                    steps,
-                    obs.measured.clone(),
-                    self.series.fc.level,
-                    fc.calibrated,
-                )
-            });
+        let forecast = self.series.planned().and_then(|fc| {
+            let steps = self
+                .lead_points(fc)
+                .map(|p| {
+                    let start = start_of(p.step);
+                    StepBand {
+                        start,
+                        end: start + step_ms,
+                        point: p.point,
+                        upper: p.upper,
+                    }
+                })
+                .filter(|s| s.end > now);
+            LeadForecast::over_steps(
+                steps,
+                obs.measured.clone(),
+                self.series.fc.level,
+                fc.calibrated,
+            )
+        });
         let planned = forecast.map(|f| {
             if self.headroom == 1.0 {
                 f

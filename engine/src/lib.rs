@@ -32,13 +32,15 @@
 
 mod decide;
 pub mod preshed;
+mod reconcile;
 mod series;
 mod view;
 
 pub use decide::{AdmissionState, Engine, Intent, Observation};
 pub use preshed::PreShedding;
+pub use reconcile::{Errors, Reconciled, Reconciliation, Source, SourceScore};
 pub use series::{Refit, SeriesKey, StepJudge};
-pub use view::{ForecastSummary, ForecastView, PointView, SeriesForecast};
+pub use view::{ForecastSummary, ForecastView, PointView, ReconciledView, SeriesForecast};
 
 /// Milliseconds on the caller's clock (Unix time live, trace time in replay).
 pub type Millis = u64;

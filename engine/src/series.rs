@@ -2,7 +2,8 @@
 //! series (the total and each signature), zeros for steps without traffic, restored
 //! history replayed, and a confirmed level shift restarting a series.
 
-use crate::view::{ForecastView, PointView, SeriesForecast};
+use crate::reconcile::Reconciler;
+use crate::view::{ForecastView, PointView, ReconciledView, SeriesForecast};
 use crate::Millis;
 use prescale_policies::scale::ScalingConfig;
 use prescale_profiler::anomaly::{signature_subject, subject_signature, TOTAL};
@@ -81,6 +82,9 @@ pub(crate) struct Series {
     pub(crate) lead_steps: usize,
     /// Steps start at this offset (ms, below one step) from the Unix step grid.
     pub(crate) grid_offset: Millis,
+    /// The total's direct and bottom-up forecasts, scored; the decision plans with
+    /// what it reconciles.
+    pub(crate) reconcile: Reconciler,
 }
 
 impl Series {
@@ -94,8 +98,10 @@ impl Series {
         let mut params = ForecastParams::for_step(step_s, horizon);
         params.level = fc.level;
         params.refit_every = ((fc.refit_interval.as_secs() / step_s) as usize).max(1);
+        let reconcile = Reconciler::new(&params, step_s * 1000, params.calibration_window);
         Self {
             step_ms: step_s * 1000,
+            reconcile,
             params,
             fc,
             series: BTreeMap::new(),
@@ -115,10 +121,20 @@ impl Series {
         let fc = f.forecast();
         self.series.insert(SeriesKey::Total, f);
         self.last_fed = Some(last_start);
+        self.reconcile.clear();
         if let Some(fc) = fc {
             self.latest.insert(SeriesKey::Total, (fc, last));
         }
         true
+    }
+
+    /// The total forecast the decision plans with: the reconciled one (see
+    /// `reconcile.rs`), else the direct one (a warm start seeds only that).
+    pub(crate) fn planned(&self) -> Option<&Forecast> {
+        match self.reconcile.latest() {
+            Some(r) => Some(&r.planned),
+            None => self.latest.get(&SeriesKey::Total).map(|(fc, _)| fc),
+        }
     }
 
     /// The points of `fc` within the lead time in force.
@@ -224,6 +240,21 @@ impl Series {
                 self.series.insert(*key, f);
             }
         }
+        for k in 0..missing as Millis {
+            let at = start.saturating_sub((missing as Millis - k) * self.step_ms);
+            self.reconcile.observe(at, Some(0.0), Some(0.0));
+        }
+        // What no signature holds (unclassified work): the bottom-up sum forecasts it
+        // too, so that it forecasts the same quantity as the total.
+        let total = acc.get(&SeriesKey::Total).copied().unwrap_or(0.0);
+        let signatures: f64 = acc
+            .iter()
+            .filter(|(k, _)| **k != SeriesKey::Total)
+            .map(|(_, v)| v)
+            .sum();
+        let known = |v: f64| (!gap).then_some(v);
+        self.reconcile
+            .observe(start, known(total), known((total - signatures).max(0.0)));
         for (key, f) in &mut self.series {
             for _ in 0..missing {
                 f.observe(0.0);
@@ -247,6 +278,17 @@ impl Series {
                 self.latest
                     .insert(*key, (fc, acc.get(key).copied().unwrap_or(0.0)));
             }
+        }
+        match self.latest.get(&SeriesKey::Total) {
+            Some((direct, _)) => {
+                let signatures = self
+                    .latest
+                    .iter()
+                    .filter(|(k, _)| **k != SeriesKey::Total)
+                    .map(|(_, (fc, _))| fc);
+                self.reconcile.issue(start, direct, signatures);
+            }
+            None => self.reconcile.clear(),
         }
         true
     }
@@ -328,7 +370,24 @@ impl Series {
                 )
             })
             .collect();
+        let at = |step: usize| origin.unwrap_or(0) + self.step_ms * (step as u64 + 1);
+        let points = |ps: &[ForecastPoint]| {
+            ps.iter()
+                .map(|p| PointView {
+                    at: at(p.step),
+                    point: p.point,
+                    lower: p.lower,
+                    upper: p.upper,
+                })
+                .collect()
+        };
+        let total = self.reconcile.latest().map(|r| ReconciledView {
+            choice: r.choice.clone(),
+            planned: points(&r.planned.points),
+            bottom_up: r.bottom_up.as_deref().map(points),
+        });
         ForecastView {
+            total,
             step_seconds: self.step_ms / 1000,
             level: self.fc.level,
             horizon_steps: self.params.horizon,

@@ -1,6 +1,7 @@
 //! What the engine shows of its forecasts: `GET /v1/forecast`'s body, and the total's
 //! lead-window summary sent with each decision.
 
+use crate::reconcile::Reconciliation;
 use crate::Millis;
 use prescale_profiler::forecast::{Accuracy, ModelKind};
 use serde::Serialize;
@@ -18,6 +19,22 @@ pub struct ForecastView {
     pub origin: Option<Millis>,
     /// `total` and each signature id.
     pub series: BTreeMap<String, SeriesForecast>,
+    /// The total planned with: the direct forecast (`series.total`) against the
+    /// bottom-up sum of the signatures', scored, and the choice per horizon step.
+    /// None before the first forecast (and after a warm start, until a live step).
+    pub total: Option<ReconciledView>,
+}
+
+/// The reconciled total (`engine/src/reconcile.rs`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReconciledView {
+    #[serde(flatten)]
+    pub choice: Reconciliation,
+    /// The forecast the scaling rule plans with.
+    pub planned: Vec<PointView>,
+    /// The signatures' forecasts and the unclassified remainder's, summed (None:
+    /// no signatures, only the direct forecast).
+    pub bottom_up: Option<Vec<PointView>>,
 }
 
 #[derive(Clone, Debug, Serialize)]

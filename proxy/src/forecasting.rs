@@ -13,7 +13,7 @@ use crate::metrics as m;
 use crate::signals::{Decision, DecisionSink, NoSignals, SentSignal};
 use crate::tiers::LiveTiers;
 use arc_swap::ArcSwap;
-use prescale_engine::{Engine, Intent, Observation, StepJudge};
+use prescale_engine::{Engine, Intent, Observation, Source, StepJudge};
 pub use prescale_engine::{ForecastView, PointView, SeriesForecast};
 use prescale_policies::scale::{ResourceNeed, ScaleDecision, ScalingConfig};
 use prescale_profiler::forecast::{ForecastPoint, Forecaster};
@@ -373,6 +373,28 @@ impl Driver {
                 ::metrics::gauge!(m::FORECAST_COVERAGE, "signature" => sig.clone()).set(c);
             }
         }
+        // The total planned with: which source at each horizon step, and each source's
+        // error over its window. Labels: source (≤ 4 values) × horizon.
+        if let Some(r) = e.reconciled() {
+            let s = &r.choice;
+            for (i, chosen) in s.chosen.iter().enumerate() {
+                let horizon = format!("{}s", (i as u64 + 1) * step_ms / 1000);
+                for source in Source::ALL {
+                    let on = if *chosen == source { 1.0 } else { 0.0 };
+                    ::metrics::gauge!(m::FORECAST_TOTAL_SOURCE, "source" => source.label(), "horizon" => horizon.clone()).set(on);
+                }
+                for (source, score) in [
+                    (Source::Direct.label(), &s.errors.direct),
+                    (Source::BottomUp.label(), &s.errors.bottom_up),
+                    (Source::Combined.label(), &s.errors.combined),
+                    ("planned", &s.errors.planned),
+                ] {
+                    if let Some(Some(mae)) = score.mae.get(i) {
+                        ::metrics::gauge!(m::FORECAST_TOTAL_ERROR, "source" => source, "horizon" => horizon.clone()).set(*mae);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -474,5 +496,49 @@ mod tests {
         assert_eq!(st.observed(SeriesKey::Signature(1)), Some(signature_before));
         let fc = st.forecast_now(SeriesKey::Total).unwrap();
         assert!(fc.points[0].point > 40.0, "{fc:?}");
+    }
+
+    #[test]
+    fn the_forecast_view_reports_the_direct_and_bottom_up_totals_and_the_choice() {
+        let (shared, mut driver) =
+            Forecasting::manual(ForecastConfig::default(), ScalingConfig::default());
+        // Signature 1 holds half the work; the rest is unclassified.
+        for i in 0..90 {
+            let mut b = minute(i, 2.0 + (i % 5) as f64);
+            b.total.work_us *= 2;
+            driver.update(Update::Minute(b));
+        }
+        let v = serde_json::to_value(&**shared.forecast.load()).unwrap();
+        let total = &v["total"];
+        let steps = v["horizon_steps"].as_u64().unwrap() as usize;
+        for key in ["chosen", "direct_weight", "planned", "bottom_up"] {
+            assert_eq!(
+                total[key].as_array().map(Vec::len),
+                Some(steps),
+                "{key}: {total}"
+            );
+        }
+        for source in ["direct", "bottom_up", "combined", "planned"] {
+            let mae = total["errors"][source]["mae"].as_array().unwrap();
+            assert!(
+                mae.iter().all(|m| m.as_f64().is_some()),
+                "{source}: {total}"
+            );
+        }
+        assert!(total["chosen"].as_array().unwrap().iter().all(|c| [
+            "direct",
+            "bottom_up",
+            "combined"
+        ]
+        .contains(&c.as_str().unwrap())));
+        // The bottom-up sum forecasts the whole total, unclassified work included.
+        let (direct, bottom_up) = (
+            v["series"]["total"]["points"][0]["point"].as_f64().unwrap(),
+            total["bottom_up"][0]["point"].as_f64().unwrap(),
+        );
+        assert!(
+            (direct - bottom_up).abs() < 0.3 * direct,
+            "{direct} vs {bottom_up}"
+        );
     }
 }
