@@ -344,6 +344,7 @@ impl Driver {
         let lo = format!("{}", ((1.0 - level) / 2.0 * 1000.0).round() / 1000.0);
         let hi = format!("{}", ((1.0 + level) / 2.0 * 1000.0).round() / 1000.0);
         let step_ms = e.step_ms();
+        let planned = e.reconciled().map(|r| &r.planned);
         for (key, fc, _, acc) in e.latest() {
             let sig = key.label();
             for p in &fc.points {
@@ -358,7 +359,12 @@ impl Driver {
             }
             // The whole lead window in one series: what the scaling rule uses, and what
             // an HPA External metric or a KEDA query sums across the fleet.
-            let max = |f: fn(&ForecastPoint) -> f64| e.lead_points(fc).map(f).fold(0.0, f64::max);
+            // For the total that is the reconciled forecast, not the direct one.
+            let lead = match planned {
+                Some(p) if sig == "total" => p,
+                _ => fc,
+            };
+            let max = |f: fn(&ForecastPoint) -> f64| e.lead_points(lead).map(f).fold(0.0, f64::max);
             for (q, v) in [
                 ("0.5", max(|p| p.point)),
                 (lo.as_str(), max(|p| p.lower)),
