@@ -163,6 +163,8 @@ impl Sampler {
             self.forecasting.set_resource_need(ResourceNeed {
                 cpu_cores: r.cpu_cores.as_ref().map(|c| c.upper_bound),
                 memory_bytes: r.memory_bytes.as_ref().map(|c| c.upper_bound),
+                // Set at each decision from the live tier admission.
+                protected_cpu_cores: None,
             });
             ::metrics::gauge!(export::FIT_SECONDS).set(started.elapsed().as_secs_f64());
             self.shared.view.store(Arc::new(view));
