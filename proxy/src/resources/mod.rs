@@ -10,6 +10,7 @@ mod export;
 mod external;
 mod source;
 mod view;
+mod window;
 
 pub use external::{ExternalSource, RateToUsage};
 pub use source::{SampleError, Source, Usage};
@@ -23,15 +24,15 @@ use prescale_policies::scale::ResourceNeed;
 use prescale_profiler::resources::{CostModel, Load, Observation};
 use prescale_profiler::sample::Millis;
 use prescale_profiler::signature::SignatureId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use export::describe;
 
-/// Most intervals kept (each ≤ 18 loads): bounds memory (a few MB) and the fit (33 ms
-/// for 7 200 intervals × 18 signatures in a debug build).
+/// Most intervals kept (each ≤ 18 loads): bounds memory (a few MB) and the fit (60 ms
+/// for 7 200 intervals × 16 signatures, `cargo bench --profile dev --bench resources`).
 pub const MAX_INTERVALS: usize = 7_200;
 
 /// Per-signature (requests, work µs) since start.
@@ -40,6 +41,9 @@ pub type Totals = BTreeMap<SignatureId, (u64, u64)>;
 /// The profiler's totals at one tick.
 pub struct Tick {
     pub at: Millis,
+    /// The same instant on the system clock (Unix ms), which platform timestamps
+    /// are compared with (`at` is series time, faster in a demo).
+    pub wall: Millis,
     pub totals: Totals,
     /// Request plus response body bytes per signature since start.
     pub bytes: BTreeMap<SignatureId, u64>,
@@ -76,6 +80,7 @@ impl Resources {
         let sampler = Sampler {
             source,
             model: CostModel::new(cap),
+            ring: window::TickRing::default(),
             profiling: profiling.clone(),
             forecasting,
             shared: me.clone(),
@@ -90,6 +95,8 @@ impl Resources {
 struct Sampler {
     source: Source,
     model: CostModel,
+    /// Recent ticks, for readings over a platform's own window.
+    ring: window::TickRing,
     profiling: Arc<Profiling>,
     forecasting: Arc<Forecasting>,
     shared: Arc<Resources>,
@@ -106,8 +113,14 @@ impl Sampler {
         let mut exported = std::collections::BTreeSet::new();
         let (mut samples, mut errors) = (0u64, 0u64);
         let mut last = None;
+        // Platform readings waiting for the ticks to span their window, and the end
+        // of the newest taken (a platform sample read twice is one row).
+        let mut pending: VecDeque<Reading> = VecDeque::new();
+        let mut last_end: Option<Millis> = None;
         while let Ok(tick) = rx.recv() {
             let started = Instant::now();
+            let at = tick.at;
+            self.ring.push(tick.wall, &tick.totals, &tick.bytes);
             match self.source.read() {
                 Err(e) => {
                     errors += 1;
@@ -135,15 +148,47 @@ impl Sampler {
                                 "new signature: resource cost window restarted"
                             );
                             self.model.clear();
+                            // Windows reaching back before the re-fit split the same
+                            // requests differently: start the ticks over too.
+                            self.ring.clear();
+                            self.ring.push(tick.wall, &tick.totals, &tick.bytes);
                         }
                         let dt = started.duration_since(*t0).as_secs_f64();
                         source_io = usage.io_bytes.map(|b| b / dt.max(1e-3));
-                        if let Some(obs) = observation(&tick, totals0, bytes0, &usage, dt) {
+                        let own = usage.window.is_none();
+                        if let Some(obs) =
+                            observation(&tick, totals0, bytes0, &usage, dt).filter(|_| own)
+                        {
                             last = Some(obs.clone());
                             self.model.observe(obs);
                         }
                     }
+                    if let (Some(window), Some(cpu_seconds)) = (usage.window, usage.cpu_seconds) {
+                        if last_end.is_none_or(|end| window.1 > end) {
+                            last_end = Some(window.1);
+                            pending.push_back(Reading {
+                                window,
+                                cpu_seconds,
+                                memory_bytes: usage.memory_bytes,
+                            });
+                            if pending.len() > MAX_PENDING {
+                                pending.pop_front();
+                            }
+                        }
+                    }
                     prev = Some((started, tick.totals, tick.bytes));
+                }
+            }
+            // Readings whose window the ticks now span (a platform's sample may be a
+            // little newer than the tick that triggered its read).
+            while pending
+                .front()
+                .is_some_and(|r| self.ring.newest().is_some_and(|n| n >= r.window.1))
+            {
+                let Some(r) = pending.pop_front() else { break };
+                if let Some(obs) = windowed(&r, &self.ring, at) {
+                    last = Some(obs.clone());
+                    self.model.observe(obs);
                 }
             }
             let costs = self.model.fit();
@@ -170,6 +215,34 @@ impl Sampler {
             self.shared.view.store(Arc::new(view));
         }
     }
+}
+
+/// Platform readings kept waiting for the ticks to span their window.
+const MAX_PENDING: usize = 8;
+
+/// A platform's CPU over its own window, and memory at its end.
+struct Reading {
+    window: (Millis, Millis),
+    cpu_seconds: f64,
+    memory_bytes: Option<f64>,
+}
+
+/// One interval from a platform reading and the sidecar's load over the same window;
+/// None for a window too short or one the ticks kept do not span (before a re-fit).
+fn windowed(r: &Reading, ring: &window::TickRing, at: Millis) -> Option<Observation> {
+    let (from, to) = r.window;
+    let dt = to.saturating_sub(from) as f64 / 1000.0;
+    if dt < 0.05 {
+        return None;
+    }
+    let w = ring.load(from, to)?;
+    Some(Observation {
+        at,
+        cpu_cores: Some(r.cpu_seconds / dt),
+        memory_bytes: r.memory_bytes,
+        io_bytes_per_second: Some(w.network_bytes_per_second),
+        load: w.load,
+    })
 }
 
 /// One interval from two consecutive ticks and the usage between them. None for an
