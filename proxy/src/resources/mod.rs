@@ -21,7 +21,7 @@ use crate::forecasting::Forecasting;
 use crate::profiling::Profiling;
 use arc_swap::ArcSwap;
 use prescale_policies::scale::ResourceNeed;
-use prescale_profiler::resources::{CostModel, Load, Observation};
+use prescale_profiler::resources::{CostModel, Costs, Load, Observation};
 use prescale_profiler::sample::Millis;
 use prescale_profiler::signature::SignatureId;
 use std::collections::{BTreeMap, VecDeque};
@@ -117,6 +117,11 @@ impl Sampler {
         // of the newest taken (a platform sample read twice is one row).
         let mut pending: VecDeque<Reading> = VecDeque::new();
         let mut last_end: Option<Millis> = None;
+        // The costs as last fitted, when that fit started and how long it took, and
+        // whether the window restarted since.
+        let mut costs = Costs::default();
+        let mut last_fit: Option<(Instant, Duration)> = None;
+        let mut restarted = false;
         while let Ok(tick) = rx.recv() {
             let started = Instant::now();
             let at = tick.at;
@@ -148,6 +153,7 @@ impl Sampler {
                                 "new signature: resource cost window restarted"
                             );
                             self.model.clear();
+                            restarted = true;
                             // Windows reaching back before the re-fit split the same
                             // requests differently: start the ticks over too.
                             self.ring.clear();
@@ -191,7 +197,13 @@ impl Sampler {
                     self.model.observe(obs);
                 }
             }
-            let costs = self.model.fit();
+            let since = last_fit.map(|(at, took)| (started.duration_since(at), took));
+            if refit_due(since, restarted) {
+                let fit_started = Instant::now();
+                costs = self.model.fit();
+                last_fit = Some((fit_started, fit_started.elapsed()));
+                restarted = false;
+            }
             let view = view::build(view::Inputs {
                 source: name,
                 samples,
@@ -215,6 +227,21 @@ impl Sampler {
             self.shared.view.store(Arc::new(view));
         }
     }
+}
+
+/// The most of one core the refit may take: a refit waits until `1 / REFIT_SHARE`
+/// times its last duration has passed since it started. A window of a few hundred
+/// intervals refits at every tick; a full one (7 200 intervals × 16 signatures, 60 ms
+/// in `cargo bench --profile dev --bench resources`) every 6 s instead of every tick.
+const REFIT_SHARE: f64 = 0.01;
+
+/// Whether to refit now, given the time since the last fit started and how long it
+/// took (None: never fitted), and whether the window restarted since (a new
+/// signature: the old costs are for other columns).
+fn refit_due(since_last: Option<(Duration, Duration)>, restarted: bool) -> bool {
+    restarted
+        || since_last
+            .is_none_or(|(elapsed, took)| elapsed.as_secs_f64() * REFIT_SHARE >= took.as_secs_f64())
 }
 
 /// Platform readings kept waiting for the ticks to span their window.
@@ -286,4 +313,26 @@ fn network_bytes(now: &BTreeMap<SignatureId, u64>, before: &BTreeMap<SignatureId
     now.iter()
         .map(|(sig, b)| b.saturating_sub(before.get(sig).copied().unwrap_or(0)) as f64)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refit_keeps_within_its_share_of_a_core() {
+        let ms = Duration::from_millis;
+        // Never fitted, or the window restarted: now.
+        assert!(refit_due(None, false));
+        assert!(refit_due(Some((ms(1), ms(60))), true));
+        // A 0.4 ms fit: at every 1 s tick.
+        assert!(refit_due(
+            Some((ms(1000), Duration::from_micros(400))),
+            false
+        ));
+        // A 60 ms fit: not before 6 s have passed since it started.
+        assert!(!refit_due(Some((ms(1000), ms(60))), false));
+        assert!(!refit_due(Some((ms(5999), ms(60))), false));
+        assert!(refit_due(Some((ms(6000), ms(60))), false));
+    }
 }
