@@ -107,6 +107,49 @@ fn the_bridge_says_when_only_the_protected_share_fits() {
     assert_eq!((p.cpu, p.reason), (3.0, ResizeReason::AtLimit));
 }
 
+/// The decision's need as the sidecar builds it: 4 cores forecast, of which the tier
+/// admission estimates `sheddable` is in sheddable tiers.
+fn bridged_with_tiers(sheddable: f64) -> ResizeInput {
+    let need = crate::scale::ResourceNeed {
+        cpu_cores: Some(4.0),
+        ..Default::default()
+    }
+    .with_sheddable_share(Some(sheddable));
+    ResizeInput {
+        requested_replicas: 6,
+        protected_cpu: need.protected_cpu_cores,
+        // The node can give 2 more cores: 3 in all, under max_cpu (4).
+        node_free_cpu: Some(2.0),
+        ..input(0, need.cpu_cores)
+    }
+}
+
+#[test]
+fn the_bridge_covers_protected_cpu_before_sheddable_when_the_node_binds() {
+    // 4 cores needed (5 requested at 80 %), the node gives 3. Half the demand is
+    // sheddable: the protected 2 cores (2.5 requested) are covered, the rest is for
+    // tier admission to shed.
+    let p = Resizer::new(ResizeConfig::default()).plan(bridged_with_tiers(0.5));
+    assert_eq!(
+        (p.cpu, p.reason, p.change),
+        (3.0, ResizeReason::BridgeProtectedOnly, true)
+    );
+    assert!(p.cpu >= 2.0 / 0.8, "{p:?}");
+    // 10 % sheddable: the protected 3.6 cores (4.5 requested) do not fit either.
+    let p = Resizer::new(ResizeConfig::default()).plan(bridged_with_tiers(0.1));
+    assert_eq!((p.cpu, p.reason), (3.0, ResizeReason::AtLimit));
+    // No tier admission: nothing is known to be protected.
+    let need = crate::scale::ResourceNeed {
+        cpu_cores: Some(4.0),
+        ..Default::default()
+    }
+    .with_sheddable_share(None);
+    assert_eq!(need.protected_cpu_cores, None);
+    // All demand protected, a bad estimate clamped.
+    let need = need.with_sheddable_share(Some(-0.5));
+    assert_eq!(need.protected_cpu_cores, Some(4.0));
+}
+
 #[test]
 fn never_above_what_the_node_can_give() {
     let mut r = Resizer::new(vertical());

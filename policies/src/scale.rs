@@ -84,6 +84,31 @@ pub struct ScalingConfig {
 pub struct ResourceNeed {
     pub cpu_cores: Option<f64>,
     pub memory_bytes: Option<f64>,
+    /// The part of `cpu_cores` from tiers that are never shed (`sheddable: false`);
+    /// None without tier admission. The resize bridge covers it first.
+    pub protected_cpu_cores: Option<f64>,
+}
+
+// === impl ResourceNeed ===
+
+impl ResourceNeed {
+    /// The need with its non-sheddable CPU set from the share of demand in sheddable
+    /// tiers (the tier admission's own estimate, `Admission::sheddable_fraction`);
+    /// None: no tier admission, nothing is known to be protected.
+    ///
+    /// The share is of busy time (arrivals × mean service time per tier), used as the
+    /// share of CPU: the cost model knows CPU per signature, not per tier, and a
+    /// tier's CPU follows its busy time as far as its requests do similar work.
+    pub fn with_sheddable_share(self, sheddable_fraction: Option<f64>) -> Self {
+        let protected = sheddable_fraction
+            .filter(|f| f.is_finite())
+            .zip(self.cpu_cores)
+            .map(|(f, cpu)| cpu * (1.0 - f.clamp(0.0, 1.0)));
+        Self {
+            protected_cpu_cores: protected,
+            ..self
+        }
+    }
 }
 
 /// What the decision is based on; all demand in busy concurrency (Little's law).
@@ -529,6 +554,7 @@ mod tests {
         let need = ResourceNeed {
             cpu_cores: Some(7.0),
             memory_bytes: Some(2e9),
+            ..ResourceNeed::default()
         };
         let d = s.decide_with(input(10.0), need);
         assert_eq!((d.desired, d.reason), (7, ScaleReason::Cpu));
@@ -536,6 +562,7 @@ mod tests {
         let need = ResourceNeed {
             cpu_cores: Some(7.0),
             memory_bytes: Some(6e9),
+            ..ResourceNeed::default()
         };
         let d = Scaler::new(cfg.clone()).decide_with(input(10.0), need);
         assert_eq!((d.desired, d.reason), (12, ScaleReason::Memory));

@@ -285,7 +285,14 @@ impl Driver {
         let (at, measured, demand) = self.now_demand.clone()?;
         let shared = self.shared.clone();
         let live = crate::tiers::admission_state(shared.tiers.as_ref());
-        let need = shared.resource_need.lock().map(|g| *g).unwrap_or_default();
+        // The bridge covers non-sheddable tiers' CPU first: their share of demand as
+        // the live admission estimates it.
+        let need = shared
+            .resource_need
+            .lock()
+            .map(|g| *g)
+            .unwrap_or_default()
+            .with_sheddable_share(live.as_ref().map(|(_, s)| s.sheddable_fraction));
         let intent = self.engine.decide(Observation {
             at,
             measured,

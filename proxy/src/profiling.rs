@@ -327,6 +327,7 @@ impl Profiling {
                 let bytes = profile.byte_totals().clone();
                 let _ = tx.try_send(crate::resources::Tick {
                     at: now,
+                    wall: crate::clock::system_ms(),
                     totals,
                     bytes,
                 });

@@ -374,7 +374,7 @@ impl ResizeSignal {
         let input = ResizeInput {
             now: d.at,
             cpu_need: d.resources.cpu_cores,
-            protected_cpu: None,
+            protected_cpu: d.resources.protected_cpu_cores,
             memory_need: d.resources.memory_bytes,
             current_cpu: cpu,
             base_cpu: seen.base_cpu.unwrap_or(cpu),

@@ -2,10 +2,13 @@
 //! API (`GET /apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{pod}`, a `PodMetrics`
 //! as metrics-server serves it) through the `kube` client.
 //!
-//! metrics-server reports a CPU *rate* averaged over its `window` (15 s to 1 min) and
-//! the memory working set; the rate times the time between reads is the interval's
-//! CPU seconds. Its samples change only once per metrics-server resolution, so per
-//! tick the cost model sees a smoothed, lagged CPU (docs/resources.md, Limits).
+//! metrics-server reports a CPU *rate* averaged over `[timestamp − window,
+//! timestamp]` (a window of 15 s to 1 min) and the memory working set. The rate times
+//! the window is the CPU seconds of that window, which the sampler pairs with the
+//! requests of the same window (`Usage::window`): pairing it with the sidecar's last
+//! tick instead attributed part of each phase's CPU to its neighbours. A body without
+//! a usable `timestamp` and `window` falls back to the rate times the time between
+//! reads.
 
 use crate::quantity::{bytes, cpu_cores};
 use ::kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -67,15 +70,38 @@ impl ExternalSource for MetricsApi {
         ));
         let read = got
             .map_err(|e| format!("metrics API, pod {}: {e}", self.pod))
-            .and_then(|m| container_usage(&m.data, &self.container));
+            .and_then(|m| {
+                let (cpu, memory) = container_usage(&m.data, &self.container)?;
+                Ok((cpu, memory, window(&m.data)))
+            });
         match read {
-            Ok((cpu, memory)) => Ok(self.rate.usage(Some(cpu), memory)),
+            Ok((cpu, memory, Some((from, to)))) => {
+                self.rate.reset();
+                Ok(Usage {
+                    cpu_seconds: Some(cpu * (to - from) as f64 / 1000.0),
+                    memory_bytes: memory,
+                    io_bytes: None,
+                    window: Some((from, to)),
+                })
+            }
+            Ok((cpu, memory, None)) => Ok(self.rate.usage(Some(cpu), memory)),
             Err(e) => {
                 self.rate.reset();
                 Err(SampleError::External(e))
             }
         }
     }
+}
+
+/// The window a `PodMetrics` body's usage is over, `[timestamp − window, timestamp]`
+/// in Unix ms; None when either is missing or unusable.
+pub fn window(data: &Value) -> Option<(u64, u64)> {
+    let ts: k8s_openapi::jiff::Timestamp = data.get("timestamp")?.as_str()?.parse().ok()?;
+    // A Go duration as metav1.Duration writes it: "15.009s", "1m0s".
+    let w: k8s_openapi::jiff::SignedDuration = data.get("window")?.as_str()?.parse().ok()?;
+    let to = u64::try_from(ts.as_millisecond()).ok()?;
+    let len = u64::try_from(w.as_millis()).ok().filter(|l| *l > 0)?;
+    Some((to.checked_sub(len)?, to))
 }
 
 /// The container's CPU (cores) and memory (bytes) from a `PodMetrics` body.
@@ -116,5 +142,18 @@ mod tests {
             (0.25, Some(67_108_864.0))
         );
         assert!(container_usage(&m.data, "web").is_err());
+        // [timestamp − window, timestamp], Unix ms.
+        assert_eq!(
+            window(&m.data),
+            Some((1_735_689_600_000 - 15_009, 1_735_689_600_000))
+        );
+        let mut longer = m.data.clone();
+        longer["window"] = "1m0s".into();
+        assert_eq!(
+            window(&longer),
+            Some((1_735_689_600_000 - 60_000, 1_735_689_600_000))
+        );
+        longer["window"] = "soon".into();
+        assert_eq!(window(&longer), None);
     }
 }

@@ -10,7 +10,8 @@ use super::source::{SampleError, Usage};
 pub trait ExternalSource: Send {
     /// The `source` label and `/v1/resources` name (`kubernetes`, `prometheus`).
     fn name(&self) -> &'static str;
-    /// Usage since the previous read (CPU seconds over the interval, memory now).
+    /// Usage since the previous read (CPU seconds over the interval, memory now), or
+    /// over the platform's own window (`Usage::window`).
     fn read(&mut self) -> Result<Usage, SampleError>;
 }
 
@@ -34,6 +35,7 @@ impl RateToUsage {
             cpu_seconds: dt.zip(cpu_cores).map(|(dt, c)| c * dt),
             memory_bytes,
             io_bytes: None,
+            window: None,
         }
     }
 

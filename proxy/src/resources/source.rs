@@ -23,6 +23,12 @@ pub struct Usage {
     /// Bytes read and written since the previous read (process: `rchar + wchar`,
     /// sockets included; cgroup: `io.stat` block I/O). None when not readable.
     pub io_bytes: Option<f64>,
+    /// The platform's own window `cpu_seconds` covers, `(start, end)` in Unix ms,
+    /// when the source reports one (metrics-server's `[timestamp − window,
+    /// timestamp]`, two scrapes of a cAdvisor counter): the sampler pairs the CPU
+    /// with the requests of that window instead of its own last tick. None: the CPU
+    /// is over the interval since the previous read.
+    pub window: Option<(u64, u64)>,
 }
 
 /// Why a read failed.
@@ -192,6 +198,7 @@ fn read_processes(
         cpu_seconds: cpu,
         memory_bytes: any_memory.then_some(memory),
         io_bytes: io,
+        window: None,
     })
 }
 
@@ -316,6 +323,7 @@ fn read_cgroup(dir: &Path, last: &mut Option<(f64, Option<f64>)>) -> Result<Usag
             (Some((_, Some(i0))), Some(i)) => Some((i - i0).max(0.0)),
             _ => None,
         },
+        window: None,
     })
 }
 
