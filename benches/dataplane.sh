@@ -24,6 +24,12 @@
 #   RATE_SECS=5     measured seconds of the latency run (after 1 s of warm-up)
 #   PRESCALES="prescale=target/release/prescale"   space-separated name=binary pairs, e.g.
 #                   PRESCALES="after=target/release/prescale before=/tmp/prescale-before"
+#   HYPER=          name=binary of the hyper + tower data-path prototype
+#                   (examples/hyper_dataplane.rs; e.g.
+#                   HYPER=hyper=target/release/examples/hyper_dataplane), measured beside the
+#                   others with the same rewritten config (its inbound listener and cluster,
+#                   tiers and profiler); empty: not measured. It has no admin API: ready
+#                   when its listener answers.
 #   SKIP_BUILD=0    1: use the binaries as they are
 #   KEEP=0          1: keep the logs and configs
 #
@@ -42,6 +48,7 @@ INFLIGHT=64
 SKIP_BUILD=${SKIP_BUILD:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PRESCALES=${PRESCALES:-prescale=$TARGET_DIR/release/prescale}
+HYPER=${HYPER:-}
 GEN_CPU=0
 SUT_CPU=1
 
@@ -80,6 +87,7 @@ log() { printf '%s\n' "$*" >&2; }
 # --- build --------------------------------------------------------------------------------
 
 BUILD_CMD=(cargo build --release --bin prescale)
+[[ -z $HYPER ]] || BUILD_CMD+=(--example hyper_dataplane)
 if [[ $SKIP_BUILD != 1 ]]; then
     log "+ ${BUILD_CMD[*]}"
     "${BUILD_CMD[@]}" >&2
@@ -92,6 +100,13 @@ for pair in $PRESCALES; do
     [[ -x ${BIN[$name]} ]] || { echo "missing prescale binary ${BIN[$name]}" >&2; exit 1; }
     PS_NAMES+=("$name")
 done
+HY_NAMES=()
+if [[ -n $HYPER ]]; then
+    name=${HYPER%%=*}
+    BIN[$name]=${HYPER#*=}
+    [[ -x ${BIN[$name]} ]] || { echo "missing hyper prototype binary ${BIN[$name]}" >&2; exit 1; }
+    HY_NAMES+=("$name")
+fi
 
 # --- ports and configs ----------------------------------------------------------------------
 
@@ -175,7 +190,7 @@ EOF
 # prescale: the example as shipped; only its addresses change (the unused outbound
 # cluster points at a closed port).
 declare -A PS_PORT PS_ADMIN
-for name in "${PS_NAMES[@]}"; do
+for name in "${PS_NAMES[@]}" "${HY_NAMES[@]}"; do
     next_port; PS_PORT[$name]=$PORT
     next_port; PS_ADMIN[$name]=$PORT
     next_port; out_port=$PORT
@@ -219,6 +234,10 @@ for name in "${PS_NAMES[@]}"; do
     start "$name" "$WORK/ps-$name/stderr" env RUST_LOG=warn "${BIN[$name]}" run --config "$WORK/ps-$name/prescale.yaml"
     wait_http "http://127.0.0.1:${PS_ADMIN[$name]}/ready" "$name" "${PID[$name]}" || { cat "$WORK/ps-$name/stderr" >&2; exit 1; }
 done
+for name in "${HY_NAMES[@]}"; do
+    start "$name" "$WORK/ps-$name/stderr" "${BIN[$name]}" --config "$WORK/ps-$name/prescale.yaml"
+    wait_http "http://127.0.0.1:${PS_PORT[$name]}/" "$name" "${PID[$name]}" || { cat "$WORK/ps-$name/stderr" >&2; exit 1; }
+done
 sleep 2
 
 # --- measurement helpers ------------------------------------------------------------------------
@@ -247,7 +266,7 @@ rss_mib() {
         awk '/^VmRSS/ { s += $2 } END { printf "%.1f", s / 1024 }'
 }
 
-TARGETS=(direct nginx haproxy "${PS_NAMES[@]}")
+TARGETS=(direct nginx haproxy "${PS_NAMES[@]}" "${HY_NAMES[@]}")
 url() { # target proto
     case $1:$2 in
         direct:h1) echo "http://127.0.0.1:$UP_H1/" ;;
@@ -339,6 +358,9 @@ echo "  load avg:  $(cut -d' ' -f1-3 /proc/loadavg) (before)"
 for name in "${PS_NAMES[@]}"; do
     echo "  $name: $("${BIN[$name]}" --version) (${BIN[$name]}), deploy/examples/sidecar.yaml, ports rewritten"
 done
+for name in "${HY_NAMES[@]}"; do
+    echo "  $name: hyper + tower prototype (${BIN[$name]}), the same config: tiers and profiler on"
+done
 echo "  nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, keepalive 128 to the upstream"
 echo "  haproxy:   $(haproxy -v | head -1 | awk '{ print $3 }'), nbthread 1, http-reuse always"
 echo "  upstream:  nginx, worker_processes 1, 'return 200' with a ${#BODY}-byte body"
@@ -422,7 +444,7 @@ echo
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 <= 0 || a == "nan") print "n/a"; else printf "%.2f", a / b }'; }
 echo "ratios (added CPU per request; p50 at $RATE/s against the best peer's)"
-for name in "${PS_NAMES[@]}"; do
+for name in "${PS_NAMES[@]}" "${HY_NAMES[@]}"; do
     for proto in h1 h2c; do
         best=$(printf '%s\n' "${P50[nginx:$proto]}" "${P50[haproxy:$proto]}" | sort -g | head -1)
         printf '  %-10s %-4s  / nginx %5s   / haproxy %5s   p50 %s us vs best peer %s us (%+d us)\n' \

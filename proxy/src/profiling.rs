@@ -11,7 +11,7 @@ use crate::forecasting::{Forecasting, Update};
 use crate::metrics as m;
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
-use pingora::http::RequestHeader;
+use http::request::Parts;
 use prescale_profiler::fanout::{FanoutTable, Slot};
 use prescale_profiler::recorder::Recorder;
 use prescale_profiler::route::PathShape;
@@ -118,7 +118,7 @@ impl Profiling {
     /// fanout slot for the request's trace id. O(path length + signatures). The source
     /// is set by admission ([`RequestProfile::set_source`]), which alone knows which
     /// identity claims to trust.
-    pub fn arrive(&self, req: &RequestHeader) -> Option<RequestProfile> {
+    pub fn arrive(&self, req: &Parts) -> Option<RequestProfile> {
         if !self.enabled {
             return None;
         }
@@ -159,7 +159,7 @@ impl Profiling {
     }
 
     /// Outbound hook: counts a call towards the inbound request with the same trace id.
-    pub fn outbound_call(&self, req: &RequestHeader) {
+    pub fn outbound_call(&self, req: &Parts) {
         if self.enabled {
             if let Some(id) = self.trace_id(req) {
                 self.fanout.record_call(id);
@@ -204,7 +204,7 @@ impl Profiling {
         }
     }
 
-    fn trace_id(&self, req: &RequestHeader) -> Option<TraceId> {
+    fn trace_id(&self, req: &Parts) -> Option<TraceId> {
         self.trace_headers
             .iter()
             .find_map(|(name, h)| TraceId::parse(h, header(req, name)?))
@@ -573,6 +573,6 @@ impl Drop for FanoutGuard {
     }
 }
 
-fn header<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Option<&'a str> {
+fn header<'a>(req: &'a Parts, name: &http::HeaderName) -> Option<&'a str> {
     req.headers.get(name)?.to_str().ok()
 }

@@ -158,53 +158,86 @@ impl TierPolicy {
         client: Option<IpAddr>,
         cost: Option<f64>,
     ) -> (Verdict, u64) {
+        let (strip, decision, source_hash) = {
+            let peer = crate::peer_identity::of(session);
+            self.decide(session.req_header(), peer, client, cost)
+        };
+        if strip {
+            // A client must not promote itself here, nor to the service behind us.
+            session
+                .req_header_mut()
+                .remove_header(self.admission.tiers().header());
+        }
+        (self.verdict(decision), source_hash)
+    }
+
+    /// [`admit`](Self::admit) for a request head outside pingora (the hyper data-path
+    /// prototype, `examples/hyper_dataplane.rs`): `peer` is the verified mTLS identity,
+    /// if any. Strips the tier header the same way.
+    pub fn admit_parts(
+        &self,
+        req: &mut http::request::Parts,
+        peer: Option<&str>,
+        client: Option<IpAddr>,
+        cost: Option<f64>,
+    ) -> (Verdict, u64) {
+        let (strip, decision, source_hash) = self.decide(req, peer, client, cost);
+        if strip {
+            req.headers.remove(self.admission.tiers().header());
+        }
+        (self.verdict(decision), source_hash)
+    }
+
+    /// Classification and admission's decision, whether the tier header must be
+    /// stripped, and the source's identity hash.
+    fn decide(
+        &self,
+        req: &http::request::Parts,
+        peer: Option<&str>,
+        client: Option<IpAddr>,
+        cost: Option<f64>,
+    ) -> (bool, Decision, u64) {
         let table = self.admission.tiers();
         let ip_text = client.map(IpText::new);
-        let (class, decision, source_hash) = {
-            let peer = crate::peer_identity::of(session);
-            let req = session.req_header();
-            let vouched = self
-                .source_header
-                .as_deref()
-                .filter(|_| table.trusts(peer, client))
-                .and_then(|h| req.headers.get(h))
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty());
-            let source = peer.or(vouched).or(ip_text.as_ref().map(IpText::as_str));
-            let view = TierRequest::new(req, source, client);
-            let class = table.classify(&view);
-            let now = self.clock.now_micros();
-            // A tier cluster whose endpoints are all ejected sends to its overflow
-            // cluster (`upstream_peer`): hold the slot there, not on the idle one.
-            let home_down: std::cell::Cell<Option<&Arc<Cluster>>> = std::cell::Cell::new(None);
-            let down = |name: &str| {
-                let c = self.routes_to.get(name).filter(|c| c.should_overflow(now));
-                home_down.set(c);
-                c.is_some()
-            };
-            let decision = self
-                .admission
-                .try_acquire_unless_down(class.tier, cost, source, now, down);
-            // Sent to the overflow cluster because its own had no endpoint left: counted
-            // as `upstream_peer` counts the requests it moves for the same reason.
-            if let (Decision::Admit(p), Some(home)) = (&decision, home_down.get()) {
-                if p.cluster() != Some(&*home.name) {
-                    home.metrics.overflows.increment(1);
-                }
-            }
-            let source_hash = source.map_or(0, |s| self.admission.identity_hash(s));
-            (class, decision, source_hash)
+        let vouched = self
+            .source_header
+            .as_deref()
+            .filter(|_| table.trusts(peer, client))
+            .and_then(|h| req.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        let source = peer.or(vouched).or(ip_text.as_ref().map(IpText::as_str));
+        let view = TierRequest::new(req, source, client);
+        let class = table.classify(&view);
+        let now = self.clock.now_micros();
+        // A tier cluster whose endpoints are all ejected sends to its overflow
+        // cluster (`upstream_peer`): hold the slot there, not on the idle one.
+        let home_down: std::cell::Cell<Option<&Arc<Cluster>>> = std::cell::Cell::new(None);
+        let down = |name: &str| {
+            let c = self.routes_to.get(name).filter(|c| c.should_overflow(now));
+            home_down.set(c);
+            c.is_some()
         };
-        if class.strip_header {
-            // A client must not promote itself here, nor to the service behind us.
-            session.req_header_mut().remove_header(table.header());
+        let decision = self
+            .admission
+            .try_acquire_unless_down(class.tier, cost, source, now, down);
+        // Sent to the overflow cluster because its own had no endpoint left: counted
+        // as `upstream_peer` counts the requests it moves for the same reason.
+        if let (Decision::Admit(p), Some(home)) = (&decision, home_down.get()) {
+            if p.cluster() != Some(&*home.name) {
+                home.metrics.overflows.increment(1);
+            }
         }
-        let verdict = match decision {
+        let source_hash = source.map_or(0, |s| self.admission.identity_hash(s));
+        (class.strip_header, decision, source_hash)
+    }
+
+    fn verdict(&self, decision: Decision) -> Verdict {
+        match decision {
             Decision::Admit(permit) => self.admitted(permit),
             Decision::Reject(r) => Verdict::Reject(r),
             Decision::Wait(t) => Verdict::Wait(t),
-        };
-        (verdict, source_hash)
+        }
     }
 
     /// Waits for a queued request's slot until its deadline; then admits or refuses.

@@ -1,16 +1,17 @@
-//! The request as tier matching sees it: pingora's header, borrowed, plus what the
+//! The request as tier matching sees it: its head, borrowed, plus what the
 //! connection tells us (client address, source identity).
 
-use pingora::http::RequestHeader;
+use http::request::Parts;
 use prescale_policies::RequestView;
 use std::cell::OnceCell;
 use std::io::Write;
 use std::net::IpAddr;
 
-/// A [`RequestView`] over pingora's request header. The route template is built only
-/// if a tier's rules ask for it (the one allocation classification may make).
+/// A [`RequestView`] over a request head (pingora's `RequestHeader` derefs to it). The
+/// route template is built only if a tier's rules ask for it (the one allocation
+/// classification may make).
 pub(super) struct TierRequest<'a> {
-    req: &'a RequestHeader,
+    req: &'a Parts,
     source: Option<&'a str>,
     client_ip: Option<IpAddr>,
     route: OnceCell<String>,
@@ -27,7 +28,7 @@ pub(super) struct IpText {
 // === impl TierRequest ===
 
 impl<'a> TierRequest<'a> {
-    pub(super) fn new(req: &'a RequestHeader, source: Option<&'a str>, ip: Option<IpAddr>) -> Self {
+    pub(super) fn new(req: &'a Parts, source: Option<&'a str>, ip: Option<IpAddr>) -> Self {
         Self {
             req,
             source,
@@ -90,6 +91,7 @@ impl IpText {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora::http::RequestHeader;
     use prescale_policies::{PoliciesConfig, TierTable};
 
     #[test]
