@@ -12,6 +12,7 @@ mod demo;
 mod forecast_cmd;
 mod inject;
 mod iptables;
+mod plot;
 mod replay;
 mod series_csv;
 #[cfg(test)]

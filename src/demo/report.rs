@@ -4,19 +4,18 @@
 
 use super::costs::{CpuComparison, ResourcesSeen};
 use super::record::{Analysis, Sample};
+use crate::plot::{self, legend, Drawn};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-type Drawn = Result<(), Box<dyn std::error::Error>>;
 /// Draws one chart of the run.
 type PlotFn = fn(&[Sample], &Analysis, &DrawingArea<SVGBackend, Shift>) -> Drawn;
 /// A line of the replicas chart: name, colour, points.
 type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
 
-const SIZE: (u32, u32) = (960, 320);
 const DAY_MS: u64 = 86_400_000;
 
 /// The run's settings, shown with the numbers.
@@ -230,19 +229,7 @@ fn costs_section(h: &mut String, seen: Option<&ResourcesSeen>, cpu: &CpuComparis
 }
 
 fn cpu_svg(cpu: &CpuComparison) -> String {
-    let mut buf = String::new();
-    let outcome = {
-        let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
-        let drawn = root
-            .fill(&WHITE)
-            .map_err(Into::into)
-            .and_then(|_| cpu_plot(cpu, &root));
-        drawn.and_then(|_| root.present().map_err(Into::into))
-    };
-    match outcome {
-        Ok(()) => buf,
-        Err(e) => format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text x=\"10\" y=\"20\">plot unavailable: {}</text></svg>", e.to_string().replace('<', "&lt;")),
-    }
+    plot::svg(|root| cpu_plot(cpu, root)).unwrap_or_else(|e| unavailable(&e))
 }
 
 fn cpu_plot(cpu: &CpuComparison, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
@@ -312,21 +299,17 @@ fn tiers(m: &std::collections::BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
-fn svg(samples: &[Sample], a: &Analysis, plot: PlotFn) -> String {
-    let mut buf = String::new();
-    let outcome = {
-        let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
-        let drawn = root
-            .fill(&WHITE)
-            .map_err(Into::into)
-            .and_then(|_| plot(samples, a, &root));
-        drawn.and_then(|_| root.present().map_err(Into::into))
-    };
-    match outcome {
-        // An empty run still gets an (empty) chart.
-        Ok(()) => buf,
-        Err(e) => format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text x=\"10\" y=\"20\">plot unavailable: {}</text></svg>", e.to_string().replace('<', "&lt;")),
-    }
+fn svg(samples: &[Sample], a: &Analysis, draw: PlotFn) -> String {
+    // An empty run still gets an (empty) chart.
+    plot::svg(|root| draw(samples, a, root)).unwrap_or_else(|e| unavailable(&e))
+}
+
+/// An SVG in place of a chart that could not be drawn, saying why.
+fn unavailable(why: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"><text x=\"10\" y=\"20\">plot unavailable: {}</text></svg>",
+        why.replace('<', "&lt;")
+    )
 }
 
 fn x_range(samples: &[Sample]) -> std::ops::Range<f64> {
@@ -337,10 +320,6 @@ fn x_range(samples: &[Sample]) -> std::ops::Range<f64> {
         .chain(samples.last().map(|s| hour(s.at)))
         .fold(a, f64::max);
     a..b.max(a + 1e-3)
-}
-
-fn legend(x: i32, y: i32, c: RGBColor) -> PathElement<(i32, i32)> {
-    PathElement::new(vec![(x, y), (x + 20, y)], c)
 }
 
 fn demand_plot(samples: &[Sample], _: &Analysis, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {

@@ -4,15 +4,13 @@
 
 use super::forecasts::Band;
 use super::Replay;
+use crate::plot::{self, Drawn};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::fmt::Write;
 
-type Drawn = Result<(), Box<dyn std::error::Error>>;
-
 /// Plots keep at most this many points per series (a week at 1 min is 10 080 rows).
 const MAX_POINTS: usize = 1500;
-const SIZE: (u32, u32) = (960, 320);
 
 /// The plots: file stem, title, drawing function.
 type Plot = (
@@ -121,20 +119,9 @@ fn table(r: &Replay) -> String {
     t
 }
 
-fn svg(r: &Replay, plot: fn(&Replay, &DrawingArea<SVGBackend, Shift>) -> Drawn) -> String {
-    let mut buf = String::new();
-    let outcome = {
-        let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
-        let drawn = root
-            .fill(&WHITE)
-            .map_err(Into::into)
-            .and_then(|_| plot(r, &root));
-        drawn.and_then(|_| root.present().map_err(Into::into))
-    };
-    match outcome {
-        Ok(()) => buf,
-        Err(e) => format!("<p>(plot unavailable: {})</p>", escape(&e.to_string())),
-    }
+fn svg(r: &Replay, draw: fn(&Replay, &DrawingArea<SVGBackend, Shift>) -> Drawn) -> String {
+    plot::svg(|root| draw(r, root))
+        .unwrap_or_else(|e| format!("<p>(plot unavailable: {})</p>", escape(&e)))
 }
 
 /// Row indices to plot: every k-th row so at most MAX_POINTS remain.
@@ -206,14 +193,14 @@ fn demand_plot(r: &Replay, root: &DrawingArea<SVGBackend, Shift>) -> Drawn {
             BLUE,
         ))?
         .label("forecast point")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        .legend(|(x, y)| plot::legend(x, y, BLUE));
     chart
         .draw_series(LineSeries::new(
             sampled(n).map(|i| (hours(r, i), demand_at(r, i))),
             BLACK,
         ))?
         .label("demand")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        .legend(|(x, y)| plot::legend(x, y, BLACK));
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
