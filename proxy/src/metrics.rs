@@ -240,6 +240,14 @@ pub fn describe() {
         FORECAST_COVERAGE,
         "Share of recent actuals inside the forecast interval, by series."
     );
+    describe_gauge!(
+        FORECAST_TOTAL_SOURCE,
+        "1 for the source the total is planned with at each horizon (direct, bottom_up or combined), 0 for the others."
+    );
+    describe_gauge!(
+        FORECAST_TOTAL_ERROR,
+        "Mean absolute error of each source's forecast of the total (busy concurrency) over its scoring window, by source (direct, bottom_up, combined, planned) and horizon."
+    );
     describe_counter!(
         FORECAST_UPDATES_DROPPED,
         "Series updates dropped because the forecaster fell behind."
