@@ -107,9 +107,16 @@ fn signature<'a>(v: &'a serde_json::Value, route: &str) -> Option<&'a serde_json
     })
 }
 
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs the phases through the proxy and checks the learned costs against the
 /// measured ones. `resources` is the config section.
 fn learn_and_check(test: &str, up: &CpuUpstream, dir: &Path, resources: &str) {
+    // One learning run at a time: two CPU-burning upstreams on 2 cores distort each
+    // other's "measured alone" truth and service times. A failed run poisons nothing.
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let heavy_alone = measure_alone(up, HEAVY, 60);
     let light_alone = measure_alone(up, "/light", 150);
     eprintln!(

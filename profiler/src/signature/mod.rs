@@ -41,15 +41,43 @@ pub fn refit(samples: &[Sample], previous: &Model, params: &FitParams) -> Option
         .map(|(_, c)| scaler.apply(&previous.scaler.invert(c)))
         .collect();
     let matched = fit::match_centroids(&clustering.centroids, &old, MATCH_RADIUS);
-    let kept: Vec<Option<SignatureId>> = matched
+    let k = clustering.centroids.len();
+
+    // Route votes per new cluster, before ids exist.
+    let mut cluster_routes: Vec<HashMap<u64, u32>> = vec![HashMap::new(); k];
+    for (s, label) in samples.iter().zip(&clustering.labels) {
+        if let Some(votes) = cluster_routes.get_mut(*label) {
+            *votes.entry(s.arrival.shape.template_hash).or_default() += 1;
+        }
+    }
+
+    let mut ids: Vec<Option<SignatureId>> = matched
         .iter()
         .map(|m| {
             m.and_then(|j| previous.signatures.get(j))
                 .map(|(id, _)| *id)
         })
         .collect();
-    let mut taken: Vec<SignatureId> = kept.iter().flatten().copied().collect();
-    let ids: Vec<SignatureId> = kept
+    let mut taken: Vec<SignatureId> = ids.iter().flatten().copied().collect();
+    // A cluster whose centroid moved past the radius (a shift in the mix re-scales
+    // every dimension, and service time drifts with load) is still the same kind of
+    // work when its main route was that signature's: it keeps the id, so per-signature
+    // series and costs do not swap between two kinds at a re-fit.
+    for (id, votes) in ids.iter_mut().zip(&cluster_routes) {
+        if id.is_some() {
+            continue;
+        }
+        let inherited = votes
+            .iter()
+            .max_by_key(|(route, n)| (**n, std::cmp::Reverse(**route)))
+            .and_then(|(route, _)| previous.by_route.get(route))
+            .filter(|old| !taken.contains(old));
+        if let Some(old) = inherited {
+            *id = Some(*old);
+            taken.push(*old);
+        }
+    }
+    let ids: Vec<SignatureId> = ids
         .into_iter()
         .map(|k| {
             k.unwrap_or_else(|| {
@@ -61,13 +89,9 @@ pub fn refit(samples: &[Sample], previous: &Model, params: &FitParams) -> Option
         .collect();
 
     let mut per_route: HashMap<u64, HashMap<SignatureId, u32>> = HashMap::new();
-    for (s, label) in samples.iter().zip(&clustering.labels) {
-        if let Some(id) = ids.get(*label) {
-            *per_route
-                .entry(s.arrival.shape.template_hash)
-                .or_default()
-                .entry(*id)
-                .or_default() += 1;
+    for (votes, id) in cluster_routes.into_iter().zip(&ids) {
+        for (route, n) in votes {
+            *per_route.entry(route).or_default().entry(*id).or_default() += n;
         }
     }
     let by_route = per_route

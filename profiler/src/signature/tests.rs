@@ -122,3 +122,47 @@ fn uniform_traffic_is_one_signature_and_tiny_inputs_do_not_fail() {
     let one = refit(&same[..1], &Model::empty(), &params()).unwrap();
     assert_eq!(one.signatures.len(), 1);
 }
+
+/// Read and search traffic; with `slower`, every answer is that many times larger and
+/// slower (a backend under load), which moves both centroids.
+fn two_kinds(seed: u64, n: usize, slower: f64) -> (Vec<Sample>, Vec<Kind>) {
+    let mut rng = Xoshiro256Plus::seed_from_u64(seed);
+    let kinds: Vec<Kind> = [Kind::Read, Kind::Search]
+        .into_iter()
+        .cycle()
+        .take(n)
+        .collect();
+    let samples = kinds
+        .iter()
+        .map(|k| {
+            let mut s = sample(*k, &mut rng);
+            s.completion.response_bytes = (s.completion.response_bytes as f64 * slower) as u64;
+            s.completion.service_time_us = (s.completion.service_time_us as f64 * slower) as u64;
+            s
+        })
+        .collect();
+    (samples, kinds)
+}
+
+#[test]
+fn kinds_whose_centroids_drift_past_the_radius_keep_their_ids_by_route() {
+    let mut p = params();
+    p.min_k = 2;
+    p.max_k = 2;
+    let (a, kinds_a) = two_kinds(1, 2_000, 1.0);
+    let first = refit(&a, &Model::empty(), &p).unwrap();
+    let (b, kinds_b) = two_kinds(2, 2_000, 6.0);
+    // Whatever order the clustering finds the two kinds in (it depends on the seed),
+    // each keeps the id its route had.
+    for seed in 0..8 {
+        p.seed = seed;
+        let second = refit(&b, &first, &p).unwrap();
+        for kind in [Kind::Read, Kind::Search] {
+            assert_eq!(
+                home(&first, &a, &kinds_a, kind),
+                home(&second, &b, &kinds_b, kind),
+                "seed {seed}: {kind:?} changed signature id"
+            );
+        }
+    }
+}
