@@ -25,6 +25,18 @@ pub struct SignatureCost {
     pub burns_ms: Option<f64>,
 }
 
+impl SignatureCost {
+    /// "learnt ms ± error", the number right-aligned to `width`, or `missing` when the
+    /// fit did not identify it (the summary's and the report's cell).
+    pub fn learnt_cpu(&self, width: usize, missing: &str) -> String {
+        match (self.cpu_ms, self.cpu_ms_std_error) {
+            (Some(v), Some(e)) => format!("{v:>width$.2} ms ± {e:.2}"),
+            (Some(v), None) => format!("{v:>width$.2} ms"),
+            _ => missing.to_string(),
+        }
+    }
+}
+
 /// The first step of the CPU forecast.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct CpuForecast {
@@ -234,11 +246,7 @@ pub fn summary(s: &mut String, seen: Option<&ResourcesSeen>, cmp: &CpuComparison
         seen.source, seen.intervals
     );
     for g in &seen.signatures {
-        let learnt = match (g.cpu_ms, g.cpu_ms_std_error) {
-            (Some(v), Some(e)) => format!("{v:>6.2} ms ± {e:.2}"),
-            (Some(v), None) => format!("{v:>6.2} ms"),
-            _ => "     - (not identified)".to_string(),
-        };
+        let learnt = g.learnt_cpu(6, "     - (not identified)");
         let _ = writeln!(
             s,
             "    #{:<2} {:<18} {learnt}  burns {}  identified {}",
@@ -269,6 +277,21 @@ pub fn summary(s: &mut String, seen: Option<&ResourcesSeen>, cmp: &CpuComparison
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_learnt_cell_shows_the_error_when_known_and_says_when_not_identified() {
+        let mut g = SignatureCost {
+            cpu_ms: Some(8.123),
+            cpu_ms_std_error: Some(0.4),
+            ..SignatureCost::default()
+        };
+        assert_eq!(g.learnt_cpu(6, "-"), "  8.12 ms ± 0.40");
+        assert_eq!(g.learnt_cpu(0, "-"), "8.12 ms ± 0.40");
+        g.cpu_ms_std_error = None;
+        assert_eq!(g.learnt_cpu(0, "-"), "8.12 ms");
+        g.cpu_ms = None;
+        assert_eq!(g.learnt_cpu(6, "not identified"), "not identified");
+    }
 
     fn fc(end: Millis, point: f64) -> Option<CpuForecast> {
         Some(CpuForecast {

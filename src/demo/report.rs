@@ -194,11 +194,7 @@ fn costs_section(h: &mut String, seen: Option<&ResourcesSeen>, cpu: &CpuComparis
         seen.source, seen.intervals
     );
     for g in &seen.signatures {
-        let learnt = match (g.cpu_ms, g.cpu_ms_std_error) {
-            (Some(v), Some(e)) => format!("{v:.2} ms ± {e:.2}"),
-            (Some(v), None) => format!("{v:.2} ms"),
-            _ => "-".into(),
-        };
+        let learnt = g.learnt_cpu(0, "-");
         let _ = write!(
             h,
             "<tr><td>#{}</td><td>{}</td><td>{learnt}</td><td>{}</td><td>{}</td></tr>",
