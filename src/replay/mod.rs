@@ -12,6 +12,7 @@ pub(crate) mod engine;
 mod forecasts;
 mod output;
 pub(crate) mod pool;
+mod reconciled;
 mod report;
 pub(crate) mod shed;
 pub(crate) mod sim;
@@ -314,6 +315,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         demand: &demand,
         resolution,
         gaps: trace.gaps.iter().map(|g| (g.start, g.seconds)).collect(),
+        signatures: &trace.minutes,
         tiers: Some(&tiers),
     };
     let policies: Vec<(&'static str, sim::Run)> = POLICIES

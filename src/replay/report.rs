@@ -77,6 +77,18 @@ pub fn render(r: &Replay) -> String {
          (a fluid model of admission, see docs/replay.md).</p><pre>{}</pre>",
         escape(&super::output::shed_table(r))
     );
+    let reconciled = super::reconciled::table(r);
+    if !reconciled.is_empty() {
+        let _ = write!(
+            html,
+            "<h2>Total forecast: direct, bottom-up, combined</h2><p>The engine's \
+             reconciliation over the trace: the direct forecast of the total, the sum of the \
+             signatures' forecasts and the unclassified remainder's, their error-weighted \
+             combination, and what the decisions planned with (per horizon step, the source \
+             with the lowest recent error).</p><pre>{}</pre>",
+            escape(&reconciled)
+        );
+    }
     for (_, title, plot) in PLOTS {
         let _ = write!(html, "<h2>{}</h2>", escape(title));
         html.push_str(&svg(r, plot));
