@@ -8,6 +8,8 @@
 
 pub mod input;
 
+mod bridge;
+mod costs;
 pub(crate) mod engine;
 mod forecasts;
 mod output;
@@ -141,6 +143,8 @@ pub struct Replay {
     pub sweep: Vec<output::SweepPoint>,
     pub read_seconds: f64,
     pub sim_seconds: f64,
+    /// Per-signature resource costs and the resource forecast's score (request logs).
+    pub costs: Option<costs::CostReport>,
 }
 
 pub const POLICIES: [&str; 4] = ["predictive", "hpa", "oracle", "static-peak"];
@@ -327,6 +331,25 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
             )
         })
         .collect();
+    let mut costs = costs::evaluate(&setup, &trace);
+    if let (Some(c), Some((_, run))) = (
+        costs.as_mut(),
+        policies.iter().find(|(name, _)| *name == "predictive"),
+    ) {
+        let step = c.step_seconds.max(1);
+        c.bridge = c.cpu_seconds_per_request.and_then(|per_request| {
+            bridge::simulate(&bridge::BridgeInputs {
+                rows: &run.rows,
+                row_every: sync_period,
+                demand: &demand,
+                capacity,
+                cpu_seconds_per_request: per_request,
+                issued: &c.issued,
+                lead_steps: (setup.scaling.lead_time().as_secs().div_ceil(step) as usize).max(1),
+                start_ms: trace.start_unix * 1000,
+            })
+        });
+    }
     let sweep = if args.sweep {
         output::sweep(&world, &setup)
     } else {
@@ -365,6 +388,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         read_seconds,
         sim_seconds: sim_started.elapsed().as_secs_f64(),
         forecasts,
+        costs,
     })
 }
 

@@ -176,6 +176,7 @@ pub fn summary_json(r: &Replay) -> serde_json::Value {
             "lines_per_minute": requests_per_minute,
         },
         "sweep": r.sweep,
+        "costs": r.costs,
     })
 }
 
@@ -371,6 +372,9 @@ pub fn print_summary(dir: &Path, r: &Replay) {
         );
     }
     print!("{}", super::reconciled::table(r));
+    if let Some(c) = &r.costs {
+        print!("{}", super::costs::table(c));
+    }
     println!(
         "read {:.1}s, simulated {:.1}s; wrote {}/{{summary.json,timeline.csv,decisions.csv,signatures.json,signature_minutes.csv,report.html,plots/}}",
         r.read_seconds,

@@ -89,6 +89,16 @@ pub fn render(r: &Replay) -> String {
             escape(&reconciled)
         );
     }
+    if let Some(c) = &r.costs {
+        let _ = write!(
+            html,
+            "<h2>Resource costs and forecasts</h2><p>The sidecar's per-signature cost \
+             model on what the log implies (CPU: logged service time; network: request \
+             plus response bytes), the resource forecast scored against it, and what the \
+             resize bridge would have covered (see docs/replay.md).</p><pre>{}</pre>",
+            escape(&super::costs::table(c))
+        );
+    }
     for (_, title, plot) in PLOTS {
         let _ = write!(html, "<h2>{}</h2>", escape(title));
         html.push_str(&svg(r, plot));

@@ -4,7 +4,7 @@
 use super::input::{Record, Request};
 use prescale_profiler::route::PathShape;
 use prescale_profiler::sample::{Arrival, Completion, InlinePath, Method, Millis, Sample};
-use prescale_profiler::series::Bucket;
+use prescale_profiler::series::{Bucket, MINUTE_MS};
 use prescale_profiler::{Profile, ProfileView, ProfilerConfig};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -35,6 +35,23 @@ pub struct Trace {
     /// ingested), each taken once complete, exactly as the sidecar's profiler thread
     /// hands them to its forecaster; oldest first. Empty for a count series.
     pub minutes: Vec<Bucket>,
+    /// A request log's bytes and logged service time per minute (Unix ms of its
+    /// start): what the log implies the service used (see `costs.rs`).
+    pub usage: std::collections::BTreeMap<Millis, MinuteUse>,
+    /// Per signature (as assigned at ingest, as in the minute buckets): requests and
+    /// request plus response body bytes.
+    pub signature_bytes: std::collections::BTreeMap<u32, (u64, f64)>,
+}
+
+/// What one minute of a request log carried and logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MinuteUse {
+    pub requests: u64,
+    /// Request plus response body bytes (as the sidecar counts its network).
+    pub bytes: f64,
+    /// Requests with a logged service time, and the sum of those times (seconds).
+    pub timed_requests: u64,
+    pub timed_seconds: f64,
 }
 
 /// A span the input says nothing about: rows missing from an aggregated series (a
@@ -116,6 +133,8 @@ impl Builder {
                 profile: None,
                 gaps: Vec::new(),
                 minutes: Vec::new(),
+                usage: Default::default(),
+                signature_bytes: Default::default(),
             },
             profile: None,
             batch: Vec::with_capacity(BATCH),
@@ -203,9 +222,15 @@ impl Builder {
     }
 
     fn profile_request(&mut self, r: &Request) {
+        let at = (r.ts * 1000.0) as u64;
+        let used = self.trace.usage.entry(at - at % MINUTE_MS).or_default();
+        used.requests += 1;
+        used.bytes += (r.bytes + r.request_bytes.unwrap_or(0)) as f64;
         let service = match r.duration.or(r.upstream_time) {
             Some(d) if d.is_finite() && d >= 0.0 => {
                 self.trace.timed_requests += 1;
+                used.timed_requests += 1;
+                used.timed_seconds += d;
                 d
             }
             _ => {
@@ -213,7 +238,6 @@ impl Builder {
                     + r.bytes as f64 / self.service.bytes_per_second.max(1.0)
             }
         };
-        let at = (r.ts * 1000.0) as u64;
         let sample = Sample {
             at,
             arrival: Arrival {
@@ -246,7 +270,12 @@ impl Builder {
         let profile = self
             .profile
             .get_or_insert_with(|| Profile::new(&ProfilerConfig::default(), 0x7072_6573));
-        profile.ingest(&self.batch);
+        let bytes = &mut self.trace.signature_bytes;
+        profile.ingest_each(&self.batch, |s, sig| {
+            let e = bytes.entry(sig).or_default();
+            e.0 += 1;
+            e.1 += (s.completion.request_bytes + s.completion.response_bytes) as f64;
+        });
         let model = profile.model();
         let start_ms = self.trace.start_unix * 1000;
         for s in &self.batch {
@@ -475,6 +504,8 @@ mod tests {
             profile: None,
             gaps: Vec::new(),
             minutes: Vec::new(),
+            usage: Default::default(),
+            signature_bytes: Default::default(),
         };
         assert_eq!(t.demand(4), vec![1.0, 1.0, 1.0, 1.0, 0.5]);
     }
