@@ -250,6 +250,12 @@ async fn a_log_of_measured_requests_gives_cpu_costs_a_forecast_and_the_bridge() 
         "{bridge}"
     );
 
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("Resource costs and forecasts"),
+        "no costs table"
+    );
+
     // A column map naming a column the file does not have is refused, naming it.
     let bad = replay(
         &input,

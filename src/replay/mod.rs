@@ -43,6 +43,8 @@ pub struct ReplayArgs {
     /// Columns of a per-request CSV or TSV: `ROLE=NAME` pairs (roles time, method,
     /// path, status, request_size, response_size, duration, source) or bare names
     /// taken as time, request size, response size, e.g. `TIMESTAMP,ContextTokens,GeneratedTokens`.
+    /// A `duration` column is also the CPU the cost model fits per signature, and
+    /// the sizes its network (see docs/replay.md, resource costs).
     #[arg(long)]
     pub columns: Option<String>,
     /// Output directory for summary.json, timeline.csv, decisions.csv,
