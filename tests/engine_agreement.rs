@@ -2,10 +2,13 @@
 //! through the sidecar's forecaster driver (`prescale_proxy::forecasting::Driver`, the
 //! code its forecaster thread runs, here fed in-process on a manual schedule instead of
 //! the real clock) and through the real `prescale replay --config` binary produce the
-//! same forecasts and the same decisions, every one, exactly.
+//! same forecasts and the same decisions, every one, exactly: for a count series (the
+//! total only) and for a request log (each signature's minutes, and the
+//! reconciliation of the total between direct and bottom-up).
 
 use prescale_profiler::series::{Bucket, Cell, MINUTE_MS};
 use prescale_proxy::forecasting::{Forecasting, Update};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -53,7 +56,7 @@ struct Row {
     fields: Vec<String>,
 }
 
-fn replay_decisions(dir: &Path, counts: &[u64]) -> (Vec<Row>, serde_json::Value) {
+fn replay_decisions(dir: &Path, counts: &[u64]) -> (Vec<Row>, Value) {
     let input = dir.join("series.csv");
     let mut csv = String::from("timestamp,value\n");
     for (m, n) in counts.iter().enumerate() {
@@ -61,12 +64,17 @@ fn replay_decisions(dir: &Path, counts: &[u64]) -> (Vec<Row>, serde_json::Value)
         csv.push_str(&format!("{},{n}\n", humantime::format_rfc3339_seconds(t)));
     }
     std::fs::write(&input, csv).unwrap();
+    replay_log(dir, &input, CONFIG)
+}
+
+/// Runs the real `prescale replay --config` on `input`; its decisions and summary.
+fn replay_log(dir: &Path, input: &Path, config_text: &str) -> (Vec<Row>, Value) {
     let config = dir.join("mesh.yaml");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let out = dir.join("out");
     let run = Command::new(env!("CARGO_BIN_EXE_prescale"))
         .args(["replay", "--quiet", "--input"])
-        .arg(&input)
+        .arg(input)
         .arg("--config")
         .arg(&config)
         .arg("--out")
@@ -79,7 +87,7 @@ fn replay_decisions(dir: &Path, counts: &[u64]) -> (Vec<Row>, serde_json::Value)
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    let summary: serde_json::Value =
+    let summary: Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     let text = std::fs::read_to_string(out.join("decisions.csv")).unwrap();
     let mut lines = text.lines();
@@ -108,50 +116,36 @@ fn replay_decisions(dir: &Path, counts: &[u64]) -> (Vec<Row>, serde_json::Value)
             }
         })
         .collect();
-    (rows, summary["forecast"]["engine"].clone())
+    (rows, summary)
 }
 
-#[test]
-fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
-    let counts = series();
-    let dir = tempfile::tempdir().unwrap();
-    let (replayed, replayed_forecast) = replay_decisions(dir.path(), &counts);
-    // A decision every sync period from the first complete 10 s on.
-    assert!(
-        replayed.len() as u64 >= MINUTES * 4 - 4,
-        "{} decisions",
-        replayed.len()
-    );
+/// What the live driver did on replay's decision instants.
+struct Agreement {
+    driver: prescale_proxy::forecasting::Driver,
+    forecast_driven: usize,
+    ups: usize,
+    downs: usize,
+}
 
-    let cfg = prescale_proxy::MeshConfig::parse(CONFIG, Path::new("mesh.yaml")).unwrap();
+/// Feeds the sidecar's driver `minutes` (each handed over once it has ended, after the
+/// grace) and replay's demand readings, and requires every decision to equal replay's.
+fn drive_live(config: &str, replayed: &[Row], minutes: &[Bucket]) -> Agreement {
+    let cfg = prescale_proxy::MeshConfig::parse(config, Path::new("mesh.yaml")).unwrap();
     let (_shared, mut driver) =
         Forecasting::manual(cfg.profiler.forecast.clone(), cfg.policies.scaling.clone());
     let mut fed = 0usize;
     let (mut forecast_driven, mut ups, mut downs) = (0, 0, 0);
     let mut last: Option<String> = None;
-    for row in &replayed {
+    for row in replayed {
         // The profiler sends each minute once it has ended, after the grace it
         // gives late samples (proxy/src/profiling.rs).
-        while fed < counts.len()
-            && (START + 60 * (fed as u64 + 1)) * 1000 + prescale_engine::MINUTE_GRACE_MS <= row.at
+        while let Some(b) = minutes
+            .get(fed)
+            .filter(|b| b.start + MINUTE_MS + prescale_engine::MINUTE_GRACE_MS <= row.at)
         {
-            let n = counts[fed];
-            let cell = Cell {
-                requests: n,
-                work_us: n * 1_000_000,
-            };
-            driver.update(Update::Minute(Bucket {
-                start: START * 1000 + fed as u64 * MINUTE_MS,
-                total: cell,
-                by_signature: BTreeMap::new(),
-            }));
+            driver.update(Update::Minute(b.clone()));
             fed += 1;
         }
-        // Replay's current demand is the rate over the last complete 10 s: here the
-        // rate of the minute holding that window.
-        let minute = ((row.at / 1000 - 10 - START) / 60) as usize;
-        let rate = counts[minute] as f64 / 60.0;
-        assert!((row.demand - rate).abs() < 1e-9, "{} vs {rate}", row.demand);
         // The reading spans at least the last complete 10 s (wider when replay's
         // demand is averaged over coarser windows); the sidecar is given the same
         // span, as its profiler sends its 10 s bucket's.
@@ -189,7 +183,16 @@ fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
         }
         last = Some(d.desired.to_string());
     }
-    // The forecasters end in the same state: same model, same scored accuracy.
+    Agreement {
+        driver,
+        forecast_driven,
+        ups,
+        downs,
+    }
+}
+
+/// The forecasters end in the same state: same model, same scored accuracy.
+fn assert_same_total_forecast(driver: &prescale_proxy::forecasting::Driver, replayed: &Value) {
     let view = driver.engine().view();
     let total = &view.series["total"];
     let live_forecast = serde_json::json!({
@@ -204,12 +207,207 @@ fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
         "coverage_recent",
         "relative_mae_by_step",
     ] {
-        assert_eq!(live_forecast[key], replayed_forecast[key], "{key}");
+        assert_eq!(live_forecast[key], replayed[key], "{key}");
     }
     assert!(total.accuracy.coverage.is_some(), "{live_forecast}");
+}
+
+#[test]
+fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
+    let counts = series();
+    let dir = tempfile::tempdir().unwrap();
+    let (replayed, summary) = replay_decisions(dir.path(), &counts);
+    // A decision every sync period from the first complete 10 s on.
+    assert!(
+        replayed.len() as u64 >= MINUTES * 4 - 4,
+        "{} decisions",
+        replayed.len()
+    );
+    for row in &replayed {
+        // Replay's current demand is the rate over the last complete 10 s: here the
+        // rate of the minute holding that window.
+        let minute = ((row.at / 1000 - 10 - START) / 60) as usize;
+        let rate = counts[minute] as f64 / 60.0;
+        assert!((row.demand - rate).abs() < 1e-9, "{} vs {rate}", row.demand);
+    }
+    let minutes: Vec<Bucket> = counts
+        .iter()
+        .enumerate()
+        .map(|(m, n)| Bucket {
+            start: START * 1000 + m as u64 * MINUTE_MS,
+            total: Cell {
+                requests: *n,
+                work_us: n * 1_000_000,
+            },
+            by_signature: BTreeMap::new(),
+        })
+        .collect();
+    let live = drive_live(CONFIG, &replayed, &minutes);
+    assert_same_total_forecast(&live.driver, &summary["forecast"]["engine"]);
+    // A count series has no signatures: the total is forecast directly only.
+    let reconciliation = &summary["forecast"]["reconciliation"];
+    assert_eq!(reconciliation["signature_series"], 0, "{reconciliation}");
     // The comparison covered forecast-led decisions and moves both ways.
-    assert!(forecast_driven > 50, "{forecast_driven} forecast-led");
-    assert!(ups >= 5 && downs >= 5, "{ups} up, {downs} down");
+    assert!(
+        live.forecast_driven > 50,
+        "{} forecast-led",
+        live.forecast_driven
+    );
+    assert!(
+        live.ups >= 5 && live.downs >= 5,
+        "{} up, {} down",
+        live.ups,
+        live.downs
+    );
+}
+
+/// Requests per minute of two kinds of traffic with different shapes: API calls on
+/// the 40-minute cycle, image downloads on a 90-minute wave with a surge.
+fn two_kinds(m: u64) -> (u64, u64) {
+    let cycle = (m % 40) as f64 / 40.0;
+    let api = 30.0 + 60.0 * cycle + ((m * 7919) % 13) as f64;
+    let wave = (m as f64 * std::f64::consts::TAU / 90.0).sin();
+    let surge = if (200..215).contains(&m) { 60.0 } else { 0.0 };
+    let images = 25.0 + 20.0 * wave + surge + ((m * 104_729) % 11) as f64;
+    (api.round() as u64, images.round() as u64)
+}
+
+/// Unix seconds as a Common Log Format time (`14/Nov/2023:22:14:00 +0000`).
+fn clf_time(t: u64) -> String {
+    let iso = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string();
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month: usize = iso[5..7].parse().unwrap();
+    format!(
+        "{}/{}/{}:{} +0000",
+        &iso[8..10],
+        MONTHS[month - 1],
+        &iso[0..4],
+        &iso[11..19]
+    )
+}
+
+/// A Common Log Format log of `two_kinds` traffic from START, requests spread evenly
+/// over each minute.
+fn two_kinds_log(minutes: u64) -> String {
+    let mut log = String::new();
+    for m in 0..minutes {
+        let (api, images) = two_kinds(m);
+        let n = api + images;
+        for i in 0..n {
+            let t = START + 60 * m + i * 60 / n;
+            let (path, bytes) = if i < api {
+                (format!("/api/items/{}", i % 50), 300 + (i * 37) % 500)
+            } else {
+                (
+                    format!("/images/{}.png", i % 40),
+                    150_000 + (i * 7_919) % 100_000,
+                )
+            };
+            log.push_str(&format!(
+                "10.0.{}.{} - - [{}] \"GET {path} HTTP/1.1\" 200 {bytes}\n",
+                i % 7,
+                i % 200,
+                clf_time(t)
+            ));
+        }
+    }
+    log
+}
+
+#[test]
+fn the_sidecar_driver_and_replay_agree_on_a_request_log_forecast_per_signature() {
+    // A request log: replay feeds the engine each signature's minutes, as the
+    // profiler hands them to the live driver, so the reconciliation runs too.
+    const LOG_MINUTES: u64 = 5 * 60;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access.log");
+    std::fs::write(&input, two_kinds_log(LOG_MINUTES)).unwrap();
+    let config = CONFIG.replace("capacity_per_replica: 5", "capacity_per_replica: 0.1");
+    let (replayed, summary) = replay_log(dir.path(), &input, &config);
+    assert!(
+        replayed.len() as u64 >= LOG_MINUTES * 4 - 8,
+        "{}",
+        replayed.len()
+    );
+    // The buckets replay fed: its per-minute split by signature.
+    let text = std::fs::read_to_string(dir.path().join("out/signature_minutes.csv")).unwrap();
+    let mut split: BTreeMap<u64, BTreeMap<u32, Cell>> = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let c: Vec<&str> = line.split(',').collect();
+        let requests: u64 = c[2].parse().unwrap();
+        split.entry(c[0].parse().unwrap()).or_default().insert(
+            c[1].parse().unwrap(),
+            Cell {
+                requests,
+                work_us: requests * 1_000_000,
+            },
+        );
+    }
+    let minutes: Vec<Bucket> = (0..LOG_MINUTES)
+        .map(|m| {
+            let start = (START + 60 * m) * 1000;
+            let (api, images) = two_kinds(m);
+            let by_signature = split.remove(&start).unwrap_or_default();
+            // Every request of the minute is in the profiler's bucket of it.
+            let n: u64 = by_signature.values().map(|c| c.requests).sum();
+            assert_eq!(n, api + images, "minute {m}");
+            Bucket {
+                start,
+                total: Cell {
+                    requests: n,
+                    work_us: n * 1_000_000,
+                },
+                by_signature,
+            }
+        })
+        .collect();
+    let live = drive_live(&config, &replayed, &minutes);
+    assert_same_total_forecast(&live.driver, &summary["forecast"]["engine"]);
+    // Signatures were forecast and reconciled, the same way on both sides.
+    let reconciliation = &summary["forecast"]["reconciliation"];
+    let signatures = reconciliation["signature_series"].as_u64().unwrap();
+    assert!(signatures >= 2, "{reconciliation}");
+    let view = live.driver.engine().view();
+    assert_eq!(view.series.len() as u64, signatures + 1);
+    let total = view.total.expect("a reconciled total");
+    assert_eq!(
+        serde_json::to_value(&total.choice.chosen).unwrap(),
+        reconciliation["planned_with_at_end"]
+    );
+    let scores = live.driver.engine().reconcile_scores();
+    for (live_step, replayed_step) in scores
+        .steps
+        .iter()
+        .zip(reconciliation["steps"].as_array().unwrap())
+    {
+        for (live_mae, source) in [
+            (live_step.mae_direct, "direct"),
+            (live_step.mae_bottom_up, "bottom_up"),
+            (live_step.mae_combined, "combined"),
+        ] {
+            let mae = live_mae.expect("scored");
+            assert!(mae.is_finite() && mae > 0.0, "{live_step:?}");
+            // JSON parsing may round the last bit (serde_json without float_roundtrip).
+            let replayed = replayed_step["mae"][source].as_f64().unwrap();
+            assert!(
+                (mae - replayed).abs() <= 1e-12 * mae,
+                "{source}: {mae} vs {replayed}"
+            );
+        }
+    }
+    assert!(
+        live.forecast_driven > 20,
+        "{} forecast-led",
+        live.forecast_driven
+    );
+    assert!(
+        live.ups >= 3 && live.downs >= 3,
+        "{} up, {} down",
+        live.ups,
+        live.downs
+    );
 }
 
 #[test]

@@ -169,6 +169,12 @@ impl Engine {
         self.series.reconcile.latest()
     }
 
+    /// The reconciliation's errors per source and horizon step over every step
+    /// scored since start, and how often each source was planned with.
+    pub fn reconcile_scores(&self) -> crate::RunScores {
+        self.series.reconcile.run_scores()
+    }
+
     /// `GET /v1/forecast`.
     pub fn view(&self) -> ForecastView {
         self.series.view()

@@ -38,7 +38,9 @@ mod view;
 
 pub use decide::{AdmissionState, Engine, Intent, Observation};
 pub use preshed::PreShedding;
-pub use reconcile::{Errors, Reconciled, Reconciliation, Source, SourceScore};
+pub use reconcile::{
+    Errors, Reconciled, Reconciliation, RunScores, RunStepScore, Source, SourceScore,
+};
 pub use series::{Refit, SeriesKey, StepJudge};
 pub use view::{ForecastSummary, ForecastView, PointView, ReconciledView, SeriesForecast};
 

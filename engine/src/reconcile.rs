@@ -103,6 +103,67 @@ pub struct Reconciled {
     pub choice: Reconciliation,
 }
 
+/// Every source's errors since start (not only the rolling window the choice reads),
+/// and how often each was chosen: what `prescale replay` reports for a whole trace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RunScores {
+    /// Per horizon step (index 0 = step 1).
+    pub steps: Vec<RunStepScore>,
+}
+
+/// One horizon step of [`RunScores`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RunStepScore {
+    pub step: usize,
+    /// Mean absolute error of each source, and of what was planned with (None: never
+    /// scored).
+    pub mae_direct: Option<f64>,
+    pub mae_bottom_up: Option<f64>,
+    pub mae_combined: Option<f64>,
+    pub mae_planned: Option<f64>,
+    /// Steps each MAE is over.
+    pub scored_direct: u64,
+    pub scored_bottom_up: u64,
+    pub scored_combined: u64,
+    /// Forecasts issued that planned with each source at this step.
+    pub chosen_direct: u64,
+    pub chosen_bottom_up: u64,
+    pub chosen_combined: u64,
+}
+
+/// Σ |error| and count per horizon step, over a whole run.
+#[derive(Clone, Debug, Default)]
+struct Running {
+    abs: Vec<f64>,
+    n: Vec<u64>,
+}
+
+impl Running {
+    fn new(h: usize) -> Self {
+        Self {
+            abs: vec![0.0; h],
+            n: vec![0; h],
+        }
+    }
+
+    fn record(&mut self, step: usize, e: f64) {
+        let i = step.saturating_sub(1);
+        if let (Some(a), Some(n)) = (self.abs.get_mut(i), self.n.get_mut(i)) {
+            *a += e.abs();
+            *n += 1;
+        }
+    }
+
+    fn mae(&self, i: usize) -> Option<f64> {
+        let n = *self.n.get(i)?;
+        (n > 0).then(|| self.abs.get(i).copied().unwrap_or(0.0) / n as f64)
+    }
+
+    fn count(&self, i: usize) -> u64 {
+        self.n.get(i).copied().unwrap_or(0)
+    }
+}
+
 /// The direct and bottom-up forecasts of the total, scored and reconciled.
 pub struct Reconciler {
     step_ms: Millis,
@@ -115,6 +176,10 @@ pub struct Reconciler {
     pending: VecDeque<Issued>,
     errors: [Calibration; 4],
     latest: Option<Reconciled>,
+    /// The same errors as `errors`, over the whole run.
+    run: [Running; 4],
+    /// Per horizon step, issues that planned with direct, bottom-up, combined.
+    chosen: Vec<[u64; 3]>,
 }
 
 const DIRECT: usize = 0;
@@ -137,6 +202,8 @@ impl Reconciler {
             pending: VecDeque::new(),
             errors: std::array::from_fn(|_| Calibration::new(h, window)),
             latest: None,
+            run: std::array::from_fn(|_| Running::new(h)),
+            chosen: vec![[0; 3]; h],
         }
     }
 
@@ -164,9 +231,10 @@ impl Reconciler {
                     err(issued.combined.as_ref()),
                     err(Some(&issued.planned)),
                 ];
-                for (cal, e) in self.errors.iter_mut().zip(errors) {
+                for ((cal, run), e) in self.errors.iter_mut().zip(&mut self.run).zip(errors) {
                     if let Some(e) = e {
                         cal.record(step, e);
+                        run.record(step, e);
                     }
                 }
             }
@@ -226,6 +294,11 @@ impl Reconciler {
                 None => Source::Direct,
             })
             .collect();
+        for (counts, source) in self.chosen.iter_mut().zip(&chosen) {
+            if let Some(c) = counts.get_mut(*source as usize) {
+                *c += 1;
+            }
+        }
         let mut planned = direct.clone();
         for (i, fp) in planned.points.iter_mut().enumerate() {
             let (point, kind) = match chosen.get(i) {
@@ -284,6 +357,32 @@ impl Reconciler {
     /// The forecast to plan with, and how it was reconciled, after the last issue.
     pub fn latest(&self) -> Option<&Reconciled> {
         self.latest.as_ref()
+    }
+
+    /// Every source's MAE per horizon step since start, and how often each was chosen.
+    pub fn run_scores(&self) -> RunScores {
+        let [d, b, c, p] = &self.run;
+        RunScores {
+            steps: (0..self.horizon)
+                .map(|i| {
+                    let [chosen_direct, chosen_bottom_up, chosen_combined] =
+                        self.chosen.get(i).copied().unwrap_or_default();
+                    RunStepScore {
+                        step: i + 1,
+                        mae_direct: d.mae(i),
+                        mae_bottom_up: b.mae(i),
+                        mae_combined: c.mae(i),
+                        mae_planned: p.mae(i),
+                        scored_direct: d.count(i),
+                        scored_bottom_up: b.count(i),
+                        scored_combined: c.count(i),
+                        chosen_direct,
+                        chosen_bottom_up,
+                        chosen_combined,
+                    }
+                })
+                .collect(),
+        }
     }
 
     /// Drops the latest forecast (the direct one is gone too).

@@ -279,3 +279,46 @@ fn at_every_scored_step_the_planned_error_is_within_the_worse_of_the_two() {
         "window bound: {s:?}"
     );
 }
+
+#[test]
+fn run_scores_cover_every_step_scored_and_every_choice() {
+    // Long enough that the rolling window has forgotten the first errors.
+    let mut noise = Noise(0x2545_f491_4f6c_dd1d);
+    let minutes = 1200;
+    let e = run(minutes, |i| {
+        let total = 20.0 + 10.0 * (i as f64 * std::f64::consts::TAU / 90.0).sin();
+        let share = noise.next();
+        vec![total * share, total * (1.0 - share)]
+    });
+    let run = e.reconcile_scores();
+    let window = scores(&e);
+    assert_eq!(run.steps.len(), window.chosen.len());
+    for s in &run.steps {
+        // Each step was forecast from (almost) every origin and scored once it came.
+        let scored = s.scored_direct;
+        assert!(
+            scored + 2 * s.step as u64 + 5 >= minutes && scored < minutes,
+            "{s:?}"
+        );
+        assert!(
+            window.errors.direct.scored[s.step - 1] as u64 <= window.window as u64
+                && (window.window as u64) < scored,
+            "{s:?}"
+        );
+        // Every issued forecast chose exactly one source at every step.
+        let chosen = s.chosen_direct + s.chosen_bottom_up + s.chosen_combined;
+        assert!(
+            chosen >= scored && chosen <= scored + s.step as u64,
+            "{s:?}"
+        );
+        let (d, b, p) = (
+            s.mae_direct.unwrap(),
+            s.mae_bottom_up.unwrap(),
+            s.mae_planned.unwrap(),
+        );
+        assert!(s.mae_combined.is_some() && d.is_finite() && b.is_finite());
+        // Planning with the better source per step loses little to the worse one over
+        // the run, whatever the window chose at each moment.
+        assert!(p <= d.max(b) * 1.05, "{s:?}");
+    }
+}

@@ -99,6 +99,21 @@ impl Series {
             .filter(move |b| b.start >= since)
     }
 
+    /// Minute buckets complete at `now` (ended at least `grace` ms ago, the time late
+    /// samples are given) that start after `after`, oldest first: what the sidecar's
+    /// profiler hands the forecaster each tick, and what `prescale replay` hands the
+    /// same engine as it reads a log.
+    pub fn complete_minutes(
+        &self,
+        now: Millis,
+        grace: Millis,
+        after: Option<Millis>,
+    ) -> impl Iterator<Item = &Bucket> {
+        self.minutes.buckets.iter().filter(move |b| {
+            b.start + MINUTE_MS + grace <= now && after.is_none_or(|a| b.start > a)
+        })
+    }
+
     /// Restores minute buckets (e.g. from the store at startup), oldest first.
     pub fn restore_minutes(&mut self, rows: impl IntoIterator<Item = Bucket>) {
         for b in rows {
@@ -199,6 +214,29 @@ mod tests {
         assert!((b.total.demand(FINE_STEP_MS) - 0.5).abs() < 1e-9);
         assert!((b.total.rate(FINE_STEP_MS) - 10.0).abs() < 1e-9);
         assert_eq!(s.minutes().next().unwrap().by_signature[&1].requests, 100);
+    }
+
+    #[test]
+    fn complete_minutes_are_those_past_their_grace_and_not_yet_handed_over() {
+        let mut s = Series::new(6, 10);
+        for m in 0..4 {
+            s.add(m * MINUTE_MS + 5, 1, 1_000);
+        }
+        let starts = |now, after| {
+            s.complete_minutes(now, 2_000, after)
+                .map(|b| b.start)
+                .collect::<Vec<_>>()
+        };
+        // At 3 min + 1 s the third minute has ended but is still within its grace.
+        assert_eq!(starts(3 * MINUTE_MS + 1_000, None), vec![0, MINUTE_MS]);
+        assert_eq!(
+            starts(3 * MINUTE_MS + 2_000, None),
+            vec![0, MINUTE_MS, 2 * MINUTE_MS]
+        );
+        assert_eq!(
+            starts(3 * MINUTE_MS + 2_000, Some(MINUTE_MS)),
+            vec![2 * MINUTE_MS]
+        );
     }
 
     #[test]

@@ -358,12 +358,13 @@ fn feed_forecasts(
     now: Millis,
     time_scale: f64,
 ) {
-    for b in profile.series().minutes() {
-        let complete = b.start + MINUTE_MS + prescale_engine::MINUTE_GRACE_MS <= now;
-        if complete && sent_through.is_none_or(|s| b.start > s) {
-            forecasting.send(Update::Minute(b.clone()));
-            *sent_through = Some(b.start);
-        }
+    let after = *sent_through;
+    for b in profile
+        .series()
+        .complete_minutes(now, prescale_engine::MINUTE_GRACE_MS, after)
+    {
+        forecasting.send(Update::Minute(b.clone()));
+        *sent_through = Some(b.start);
     }
     let current = now - now % FINE_STEP_MS;
     let last = current.saturating_sub(FINE_STEP_MS);

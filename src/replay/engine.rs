@@ -13,6 +13,13 @@
 //! demand is measured inside to the floor. Demand is requests per second: a request counts
 //! one second of work, so the engine's busy concurrency reads as a rate and
 //! `capacity_per_replica` as requests per second per replica.
+//!
+//! A request log's minutes carry the profiler's per-signature split (the buckets the
+//! sidecar's profiler hands its forecaster, see `Trace::minutes`), each signature's
+//! work in the same unit, so the engine forecasts every signature and reconciles the
+//! total (direct, bottom-up, combined) as live. What no signature holds (requests
+//! before the first fit, and any the log's minute totals count beyond the buckets)
+//! is the engine's unclassified remainder. A count series feeds the total only.
 
 use super::pool::Sec;
 use super::shed::Tiers;
@@ -44,6 +51,9 @@ pub struct EngineSetup<'a> {
     pub resolution: Sec,
     /// Seconds from the start the input has no data for (`trace.gaps`).
     pub gaps: Vec<(Sec, Sec)>,
+    /// The profiler's minute buckets of a request log, oldest first (`Trace::minutes`;
+    /// empty for a count series).
+    pub signatures: &'a [Bucket],
     /// The tiers and their mix: the sheddable share the pre-shed level is for.
     pub tiers: Option<&'a Tiers>,
 }
@@ -57,8 +67,8 @@ pub struct DecisionRow {
 }
 
 /// The minute buckets of a trace: (trace ms at which it is handed over, Unix ms of its
-/// start, requests or None when mostly inside a gap).
-pub type Minute = (Sec, Millis, Option<f64>);
+/// start, the bucket or None when mostly inside a gap).
+pub type Minute = (Sec, Millis, Option<Bucket>);
 
 impl EngineSetup<'_> {
     pub fn engine(&self, headroom: f64) -> Engine {
@@ -101,14 +111,23 @@ impl EngineSetup<'_> {
                         .get(from as usize..to as usize)
                         .map_or(0.0, |w| w.iter().sum::<f64>())
                 });
-                (
-                    ((m + 1) * 60).saturating_sub(self.start_unix) * 1000 + MINUTE_GRACE_MS,
-                    m * MINUTE_MS,
-                    requests,
-                )
+                (m, requests)
             })
             // The sidecar has no bucket for a minute without requests.
-            .filter(|(_, _, requests)| *requests != Some(0.0))
+            .filter(|(_, requests)| *requests != Some(0.0))
+            .map(|(m, requests)| {
+                let start = m * MINUTE_MS;
+                let split = self
+                    .signatures
+                    .binary_search_by_key(&start, |b| b.start)
+                    .ok()
+                    .and_then(|i| self.signatures.get(i));
+                (
+                    ((m + 1) * 60).saturating_sub(self.start_unix) * 1000 + MINUTE_GRACE_MS,
+                    start,
+                    requests.map(|n| bucket(start, n, split)),
+                )
+            })
             .collect()
     }
 
@@ -141,15 +160,30 @@ impl EngineSetup<'_> {
     }
 }
 
-/// A minute's bucket: one second of work per request.
-pub fn bucket(start: Millis, requests: f64) -> Bucket {
+/// A minute's bucket: one second of work per request, for the total (`requests`) and
+/// for each signature of the profiler's bucket of that minute (`split`), if any.
+pub fn bucket(start: Millis, requests: f64, split: Option<&Bucket>) -> Bucket {
+    let by_signature = split.map_or_else(BTreeMap::new, |b| {
+        b.by_signature
+            .iter()
+            .map(|(sig, c)| (*sig, request_work(c.requests)))
+            .collect()
+    });
     Bucket {
         start,
         total: Cell {
             requests: requests.round() as u64,
             work_us: (requests * 1e6).round() as u64,
         },
-        by_signature: BTreeMap::new(),
+        by_signature,
+    }
+}
+
+/// `n` requests as replay's work: one second each (see the module doc).
+fn request_work(n: u64) -> Cell {
+    Cell {
+        requests: n,
+        work_us: n.saturating_mul(1_000_000),
     }
 }
 

@@ -8,10 +8,13 @@
 
 pub mod input;
 
+mod bridge;
+mod costs;
 pub(crate) mod engine;
 mod forecasts;
 mod output;
 pub(crate) mod pool;
+mod reconciled;
 mod report;
 pub(crate) mod shed;
 pub(crate) mod sim;
@@ -40,6 +43,8 @@ pub struct ReplayArgs {
     /// Columns of a per-request CSV or TSV: `ROLE=NAME` pairs (roles time, method,
     /// path, status, request_size, response_size, duration, source) or bare names
     /// taken as time, request size, response size, e.g. `TIMESTAMP,ContextTokens,GeneratedTokens`.
+    /// A `duration` column is also the CPU the cost model fits per signature, and
+    /// the sizes its network (see docs/replay.md, resource costs).
     #[arg(long)]
     pub columns: Option<String>,
     /// Output directory for summary.json, timeline.csv, decisions.csv,
@@ -140,6 +145,8 @@ pub struct Replay {
     pub sweep: Vec<output::SweepPoint>,
     pub read_seconds: f64,
     pub sim_seconds: f64,
+    /// Per-signature resource costs and the resource forecast's score (request logs).
+    pub costs: Option<costs::CostReport>,
 }
 
 pub const POLICIES: [&str; 4] = ["predictive", "hpa", "oracle", "static-peak"];
@@ -314,6 +321,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         demand: &demand,
         resolution,
         gaps: trace.gaps.iter().map(|g| (g.start, g.seconds)).collect(),
+        signatures: &trace.minutes,
         tiers: Some(&tiers),
     };
     let policies: Vec<(&'static str, sim::Run)> = POLICIES
@@ -325,6 +333,25 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
             )
         })
         .collect();
+    let mut costs = costs::evaluate(&setup, &trace);
+    if let (Some(c), Some((_, run))) = (
+        costs.as_mut(),
+        policies.iter().find(|(name, _)| *name == "predictive"),
+    ) {
+        let step = c.step_seconds.max(1);
+        c.bridge = c.cpu_seconds_per_request.and_then(|per_request| {
+            bridge::simulate(&bridge::BridgeInputs {
+                rows: &run.rows,
+                row_every: sync_period,
+                demand: &demand,
+                capacity,
+                cpu_seconds_per_request: per_request,
+                issued: &c.issued,
+                lead_steps: (setup.scaling.lead_time().as_secs().div_ceil(step) as usize).max(1),
+                start_ms: trace.start_unix * 1000,
+            })
+        });
+    }
     let sweep = if args.sweep {
         output::sweep(&world, &setup)
     } else {
@@ -363,6 +390,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
         read_seconds,
         sim_seconds: sim_started.elapsed().as_secs_f64(),
         forecasts,
+        costs,
     })
 }
 

@@ -79,6 +79,8 @@ pub fn write_all(dir: &Path, r: &Replay) -> Result<(), ReplayError> {
     write_timeline(&timeline, r).map_err(err(&timeline))?;
     let decisions = dir.join("decisions.csv");
     write_decisions(&decisions, r).map_err(err(&decisions))?;
+    let minutes = dir.join("signature_minutes.csv");
+    super::reconciled::write_minutes(&minutes, r).map_err(err(&minutes))?;
     let html = dir.join("report.html");
     std::fs::write(&html, report::render(r)).map_err(err(&html))?;
     let plots = dir.join("plots");
@@ -131,6 +133,7 @@ pub fn summary_json(r: &Replay) -> serde_json::Value {
             "horizons": f.summary,
             "fit_seconds": f.fit_seconds,
             "engine": engine_forecast(r),
+            "reconciliation": super::reconciled::json(r),
         },
         "inputs": {
             "file": r.stats_file(),
@@ -173,6 +176,7 @@ pub fn summary_json(r: &Replay) -> serde_json::Value {
             "lines_per_minute": requests_per_minute,
         },
         "sweep": r.sweep,
+        "costs": r.costs,
     })
 }
 
@@ -367,8 +371,12 @@ pub fn print_summary(dir: &Path, r: &Replay) {
             h.coverage
         );
     }
+    print!("{}", super::reconciled::table(r));
+    if let Some(c) = &r.costs {
+        print!("{}", super::costs::table(c));
+    }
     println!(
-        "read {:.1}s, simulated {:.1}s; wrote {}/{{summary.json,timeline.csv,decisions.csv,signatures.json,report.html,plots/}}",
+        "read {:.1}s, simulated {:.1}s; wrote {}/{{summary.json,timeline.csv,decisions.csv,signatures.json,signature_minutes.csv,report.html,plots/}}",
         r.read_seconds,
         r.sim_seconds,
         dir.display()

@@ -77,6 +77,28 @@ pub fn render(r: &Replay) -> String {
          (a fluid model of admission, see docs/replay.md).</p><pre>{}</pre>",
         escape(&super::output::shed_table(r))
     );
+    let reconciled = super::reconciled::table(r);
+    if !reconciled.is_empty() {
+        let _ = write!(
+            html,
+            "<h2>Total forecast: direct, bottom-up, combined</h2><p>The engine's \
+             reconciliation over the trace: the direct forecast of the total, the sum of the \
+             signatures' forecasts and the unclassified remainder's, their error-weighted \
+             combination, and what the decisions planned with (per horizon step, the source \
+             with the lowest recent error).</p><pre>{}</pre>",
+            escape(&reconciled)
+        );
+    }
+    if let Some(c) = &r.costs {
+        let _ = write!(
+            html,
+            "<h2>Resource costs and forecasts</h2><p>The sidecar's per-signature cost \
+             model on what the log implies (CPU: logged service time; network: request \
+             plus response bytes), the resource forecast scored against it, and what the \
+             resize bridge would have covered (see docs/replay.md).</p><pre>{}</pre>",
+            escape(&super::costs::table(c))
+        );
+    }
     for (_, title, plot) in PLOTS {
         let _ = write!(html, "<h2>{}</h2>", escape(title));
         html.push_str(&svg(r, plot));

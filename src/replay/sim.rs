@@ -86,6 +86,8 @@ pub struct Run {
     /// The engine's forecasts and their accuracy at the end, as the sidecar's
     /// `/v1/forecast` would show them (predictive policy only).
     pub forecast: Option<prescale_engine::ForecastView>,
+    /// The reconciliation's errors per source over the whole trace (predictive only).
+    pub reconcile: Option<prescale_engine::RunScores>,
 }
 
 /// Lead times are capped so one early step cannot dominate the mean.
@@ -216,11 +218,15 @@ impl World<'_> {
                 rows.push((desired, pool.ready()));
             }
         }
-        let (decisions, forecast) = match driver {
+        let (decisions, forecast, reconcile) = match driver {
             Driver::Predictive {
                 decisions, engine, ..
-            } => (decisions, Some(engine.view())),
-            _ => (Vec::new(), None),
+            } => (
+                decisions,
+                Some(engine.view()),
+                Some(engine.reconcile_scores()),
+            ),
+            _ => (Vec::new(), None, None),
         };
         o.shed_by_tier = ledger;
         let secs = n.max(1) as f64;
@@ -243,6 +249,7 @@ impl World<'_> {
             rows,
             decisions,
             forecast,
+            reconcile,
         }
     }
 }
@@ -349,9 +356,9 @@ impl<'a> Driver<'a> {
         } = self
         {
             // Minutes reach the engine as they end, as the profiler sends them.
-            while let Some((_, start, requests)) = minutes.next_if(|(due, _, _)| *due <= t * 1000) {
-                match requests {
-                    Some(n) => engine.add_minute(&eng::bucket(start, n), &mut ()),
+            while let Some((_, start, bucket)) = minutes.next_if(|(due, _, _)| *due <= t * 1000) {
+                match bucket {
+                    Some(b) => engine.add_minute(&b, &mut ()),
                     None => engine.add_unknown_minute(start),
                 };
             }

@@ -3,7 +3,8 @@
 
 use super::input::{Record, Request};
 use prescale_profiler::route::PathShape;
-use prescale_profiler::sample::{Arrival, Completion, InlinePath, Method, Sample};
+use prescale_profiler::sample::{Arrival, Completion, InlinePath, Method, Millis, Sample};
+use prescale_profiler::series::{Bucket, MINUTE_MS};
 use prescale_profiler::{Profile, ProfileView, ProfilerConfig};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -29,6 +30,28 @@ pub struct Trace {
     /// Requests whose service time came from the log rather than the model.
     pub timed_requests: u64,
     pub profile: Option<Profiled>,
+    /// A request log's minute buckets as the profiler keeps them (requests and
+    /// service time per signature, by the model in force when each request was
+    /// ingested), each taken once complete, exactly as the sidecar's profiler thread
+    /// hands them to its forecaster; oldest first. Empty for a count series.
+    pub minutes: Vec<Bucket>,
+    /// A request log's bytes and logged service time per minute (Unix ms of its
+    /// start): what the log implies the service used (see `costs.rs`).
+    pub usage: std::collections::BTreeMap<Millis, MinuteUse>,
+    /// Per signature (as assigned at ingest, as in the minute buckets): requests and
+    /// request plus response body bytes.
+    pub signature_bytes: std::collections::BTreeMap<u32, (u64, f64)>,
+}
+
+/// What one minute of a request log carried and logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MinuteUse {
+    pub requests: u64,
+    /// Request plus response body bytes (as the sidecar counts its network).
+    pub bytes: f64,
+    /// Requests with a logged service time, and the sum of those times (seconds).
+    pub timed_requests: u64,
+    pub timed_seconds: f64,
 }
 
 /// A span the input says nothing about: rows missing from an aggregated series (a
@@ -88,6 +111,8 @@ pub struct Builder {
     /// Silences of at least `MIN_SILENCE_SECONDS` (start, end) in unix seconds; judged
     /// against the log's rate at the end.
     silences: Vec<(f64, f64)>,
+    /// Start of the newest minute bucket taken from the profiler.
+    minutes_through: Option<Millis>,
 }
 
 impl Builder {
@@ -107,6 +132,9 @@ impl Builder {
                 timed_requests: 0,
                 profile: None,
                 gaps: Vec::new(),
+                minutes: Vec::new(),
+                usage: Default::default(),
+                signature_bytes: Default::default(),
             },
             profile: None,
             batch: Vec::with_capacity(BATCH),
@@ -118,6 +146,7 @@ impl Builder {
             covered_until: None,
             last_request: None,
             silences: Vec::new(),
+            minutes_through: None,
         }
     }
 
@@ -193,9 +222,15 @@ impl Builder {
     }
 
     fn profile_request(&mut self, r: &Request) {
+        let at = (r.ts * 1000.0) as u64;
+        let used = self.trace.usage.entry(at - at % MINUTE_MS).or_default();
+        used.requests += 1;
+        used.bytes += (r.bytes + r.request_bytes.unwrap_or(0)) as f64;
         let service = match r.duration.or(r.upstream_time) {
             Some(d) if d.is_finite() && d >= 0.0 => {
                 self.trace.timed_requests += 1;
+                used.timed_requests += 1;
+                used.timed_seconds += d;
                 d
             }
             _ => {
@@ -203,7 +238,6 @@ impl Builder {
                     + r.bytes as f64 / self.service.bytes_per_second.max(1.0)
             }
         };
-        let at = (r.ts * 1000.0) as u64;
         let sample = Sample {
             at,
             arrival: Arrival {
@@ -236,7 +270,12 @@ impl Builder {
         let profile = self
             .profile
             .get_or_insert_with(|| Profile::new(&ProfilerConfig::default(), 0x7072_6573));
-        profile.ingest(&self.batch);
+        let bytes = &mut self.trace.signature_bytes;
+        profile.ingest_each(&self.batch, |s, sig| {
+            let e = bytes.entry(sig).or_default();
+            e.0 += 1;
+            e.1 += (s.completion.request_bytes + s.completion.response_bytes) as f64;
+        });
         let model = profile.model();
         let start_ms = self.trace.start_unix * 1000;
         for s in &self.batch {
@@ -256,6 +295,12 @@ impl Builder {
         }
         let now = self.batch.last().map_or(0, |s| s.at);
         self.batch.clear();
+        take_minutes(
+            profile,
+            &mut self.trace.minutes,
+            &mut self.minutes_through,
+            now,
+        );
         // The live profiler re-fits on its interval; here the interval is scaled to
         // the trace so clustering cost stays bounded.
         // An attempt counts even when no model came of it (too few distinct samples, a
@@ -273,6 +318,13 @@ impl Builder {
         self.judge_silences();
         if let Some(p) = self.profile.take() {
             let now = (self.trace.start_unix + self.trace.arrivals.len() as u64) * 1000;
+            // The log has ended: every minute is complete.
+            take_minutes(
+                &p,
+                &mut self.trace.minutes,
+                &mut self.minutes_through,
+                Millis::MAX,
+            );
             let view = p.view(now);
             let width = self.mix.iter().map(Vec::len).max().unwrap_or(0);
             let ids: Vec<u32> = (0..width as u32).collect();
@@ -319,6 +371,21 @@ impl Builder {
             }
         }
         self.trace.gaps.sort_by_key(|g| g.start);
+    }
+}
+
+/// Moves the minutes complete at `now` (trace time: the newest request ingested) out
+/// of the profiler's series, as the sidecar's profiler thread sends them each tick.
+fn take_minutes(
+    profile: &Profile,
+    out: &mut Vec<Bucket>,
+    through: &mut Option<Millis>,
+    now: Millis,
+) {
+    let grace = prescale_engine::MINUTE_GRACE_MS;
+    for b in profile.series().complete_minutes(now, grace, *through) {
+        out.push(b.clone());
+        *through = Some(b.start);
     }
 }
 
@@ -436,6 +503,9 @@ mod tests {
             timed_requests: 0,
             profile: None,
             gaps: Vec::new(),
+            minutes: Vec::new(),
+            usage: Default::default(),
+            signature_bytes: Default::default(),
         };
         assert_eq!(t.demand(4), vec![1.0, 1.0, 1.0, 1.0, 0.5]);
     }
@@ -457,6 +527,19 @@ mod tests {
         assert!(!p.view.signatures.is_empty());
         let total: u32 = p.mix.iter().flatten().sum();
         assert_eq!(total, 3000);
+        // The profiler's minute buckets were all taken, once each, in order, and
+        // after the first fit they hold the requests per signature.
+        let minutes = &t.minutes;
+        assert!(minutes.windows(2).all(|w| w[0].start < w[1].start));
+        let requests: u64 = minutes.iter().map(|b| b.total.requests).sum();
+        assert_eq!(requests, 3000);
+        let classified: u64 = minutes
+            .iter()
+            .flat_map(|b| &b.by_signature)
+            .filter(|(sig, _)| **sig != prescale_profiler::series::UNCLASSIFIED)
+            .map(|(_, c)| c.requests)
+            .sum();
+        assert!(classified > 1500, "{classified} of 3000 classified");
     }
 
     #[test]

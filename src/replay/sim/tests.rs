@@ -16,6 +16,7 @@ fn engine<'a>(w: &World, demand: &'a [f64], period: usize) -> EngineSetup<'a> {
         demand,
         resolution: 1,
         gaps: Vec::new(),
+        signatures: &[],
         tiers: None,
     }
 }
@@ -193,8 +194,8 @@ fn the_engines_steps_start_on_the_traces_first_row() {
         "a trace off the Unix step grid"
     );
     let mut e = setup.engine(1.0);
-    for (_, start, requests) in setup.minutes().into_iter().take(5) {
-        e.add_minute(&eng::bucket(start, requests.expect("no gaps")), &mut ());
+    for (_, _, bucket) in setup.minutes().into_iter().take(5) {
+        e.add_minute(&bucket.expect("no gaps"), &mut ());
     }
     assert_eq!(e.last_fed(), Some(setup.start_unix * 1000));
 }
