@@ -7,9 +7,16 @@
 //! patch (answered with the whole Pod), GET an `apps/v1` Deployment, LIST
 //! `autoscaling.k8s.io/v1` VerticalPodAutoscalers (404 when the CRD is not installed,
 //! as the API server answers), `v1` Status bodies for errors; it records every request.
-//! It plays the kubelet too: a resize above the node's capacity gets the
-//! `PodResizePending` condition with reason `Infeasible` and the kubelet's message,
-//! and the container keeps its old allocation; a feasible one is allocated at once.
+//! GET a `v1` Node (`status.allocatable`) and LIST `v1` Pods with a `spec.nodeName`
+//! field selector (403 with RBAC's Status body where the test denies them), and
+//! refuses a memory limit decrease with 422 unless the memory `resizePolicy` is
+//! `RestartContainer`, as the 1.33 API server validates a resize.
+//! It plays the kubelet too, deciding a resize as the kubelet does from 1.33: a pod
+//! above the node's allocatable gets the `PodResizePending` condition with reason
+//! `Infeasible`, one that fits the node but not beside the other pods reason
+//! `Deferred` (re-tried at every read of the pod, as the kubelet retries), each with
+//! the kubelet's message, and the container keeps its old allocation; a feasible one
+//! is allocated at once.
 //! What only a real cluster has (admission, the kubelet's cgroup writes) is not
 //! exercised.
 //!
@@ -714,6 +721,7 @@ async fn the_nodes_room_caps_the_resize_and_is_read_once_per_refresh() {
     );
     // GET /v1/scale says why.
     let st = resize_status(&proxy);
+    eprintln!("GET /v1/scale resize: {st}");
     assert_eq!(st["node"]["name"], "node-a", "{st}");
     assert!(
         (st["node"]["room_cpu_cores"].as_f64().unwrap() - 0.115).abs() < 1e-9,
