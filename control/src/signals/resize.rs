@@ -110,6 +110,7 @@ pub struct PodView {
     pub memory_limit: Option<f64>,
     /// What the container has now (its status), when the kubelet reports it.
     pub allocated_cpu: Option<f64>,
+    pub allocated_memory: Option<f64>,
     /// Memory can be resized without restarting the container.
     pub memory_resizable: bool,
     pub pending: Option<Pending>,
@@ -140,7 +141,7 @@ struct Seen {
     /// `spec.replicas` and `status.readyReplicas` of the Deployment.
     replicas: Option<(u32, u32)>,
     /// A CPU the kubelet could not give, and when that was seen.
-    ceiling: Option<(u64, Instant)>,
+    ceiling: Option<(Ceiling, Instant)>,
     /// The last ask found pending, so each is logged and counted once.
     pending_noted: Option<(u64, bool)>,
     /// The VPA last found targeting the Deployment, so the refusal is logged once.
@@ -161,13 +162,41 @@ struct Seen {
     capped: Option<String>,
 }
 
+/// An ask the kubelet called `Infeasible`, in the resources it raised above what the
+/// container had: asking at least as much of each again is refused.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ceiling {
+    pub cpu_milli: Option<u64>,
+    pub memory: Option<u64>,
+}
+
+impl Ceiling {
+    /// Whether `t` asks at least the infeasible size in every resource it raised;
+    /// `memory` is what the spec keeps when `t` leaves memory alone.
+    fn refuses(&self, t: &Target, memory: Option<f64>) -> bool {
+        let memory = t.memory.or(memory.map(|m| m.round() as u64));
+        let cpu_ok = self.cpu_milli.is_none_or(|c| t.cpu_milli >= c);
+        let memory_ok = self.memory.is_none_or(|c| memory.is_some_and(|m| m >= c));
+        (self.cpu_milli.is_some() || self.memory.is_some()) && cpu_ok && memory_ok
+    }
+
+    fn describe(&self) -> String {
+        match (self.cpu_milli, self.memory) {
+            (Some(c), Some(m)) => format!("{c}m CPU with {m} bytes of memory"),
+            (Some(c), None) => format!("{c}m CPU"),
+            (None, Some(m)) => format!("{m} bytes of memory"),
+            (None, None) => "that size".into(),
+        }
+    }
+}
+
 /// What one attempt did.
 #[derive(Debug, PartialEq)]
 enum Applied {
     Patched { from: Option<f64> },
     Unchanged,
     Pending(Pending),
-    AboveCeiling(u64),
+    AboveCeiling(Ceiling),
     RefusedVpaOwned(String),
 }
 
@@ -364,9 +393,10 @@ impl Signal for ResizeSignal {
             Ok(Applied::Pending(Pending::Infeasible(why))) => {
                 return done(Outcome::Infeasible, Some(why))
             }
-            Ok(Applied::AboveCeiling(milli)) => {
+            Ok(Applied::AboveCeiling(c)) => {
                 let why = format!(
-                    "the kubelet called {milli}m Infeasible on this node; not asked again before signals.resize.infeasible_retry"
+                    "the kubelet called {} Infeasible on this node; not asked again before signals.resize.infeasible_retry",
+                    c.describe()
                 );
                 return done(Outcome::Infeasible, Some(why));
             }
@@ -497,9 +527,10 @@ impl ResizeSignal {
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((ceiling, at)) = seen.ceiling {
+                let memory = seen.pod.as_ref().and_then(|p| p.memory);
                 if at.elapsed() >= self.cfg.infeasible_retry {
                     seen.ceiling = None;
-                } else if t.cpu_milli >= ceiling {
+                } else if ceiling.refuses(t, memory) {
                     return Ok(Applied::AboveCeiling(ceiling));
                 }
             }
@@ -658,13 +689,15 @@ impl ResizeSignal {
             }
             Pending::Infeasible(why) => {
                 self.infeasible.increment(1);
-                seen.ceiling = Some((asked, Instant::now()));
                 let back = view.allocated_cpu.or(seen.base_cpu)?;
-                tracing::warn!(signal = "resize", pod = %self.pod, cpu_milli = asked, reason = %why,
-                    back_to_cpu = back, "the node cannot give this size (Infeasible): handing the ask back and not asking for it again before infeasible_retry");
-                (milli(back) != asked).then(|| Target {
+                let (ceiling, memory_back) = infeasible_ask(&view, back);
+                seen.ceiling = Some((ceiling, Instant::now()));
+                tracing::warn!(signal = "resize", pod = %self.pod, cpu_milli = asked, memory = view.memory,
+                    reason = %why, back_to_cpu = back, back_to_memory = memory_back,
+                    "the node cannot give this size (Infeasible): handing the ask back and not asking for it again before infeasible_retry");
+                (milli(back) != asked || memory_back.is_some()).then(|| Target {
                     cpu_milli: milli(back),
-                    memory: None,
+                    memory: memory_back,
                     reason: ResizeReason::AtLimit,
                 })
             }
@@ -814,6 +847,26 @@ impl ResizeSignal {
     }
 }
 
+/// What an `Infeasible` ask raised above what the container has (the ceiling), and
+/// the memory to hand back to when memory was raised (CPU goes back to `cpu_back`).
+/// A CPU the ask did not raise is no part of the ceiling: the node may still give it.
+fn infeasible_ask(view: &PodView, cpu_back: f64) -> (Ceiling, Option<u64>) {
+    let asked = view.cpu.map(milli);
+    let cpu_milli = asked.filter(|&a| a > milli(cpu_back));
+    let memory_back = match (view.memory, view.allocated_memory) {
+        (Some(spec), Some(had)) if view.memory_resizable && spec > had => Some(had.round() as u64),
+        _ => None,
+    };
+    let memory = memory_back.and(view.memory.map(|m| m.round() as u64));
+    // Neither raised (the verdict is about something else): the CPU asked is the ceiling.
+    let cpu_milli = if cpu_milli.is_none() && memory.is_none() {
+        asked
+    } else {
+        cpu_milli
+    };
+    (Ceiling { cpu_milli, memory }, memory_back)
+}
+
 /// While the kubelet defers the current ask (no room now; it retries by itself as room
 /// frees up), a larger ask cannot fit sooner: wait (the kubelet's message). A smaller
 /// one, in CPU or memory, may fit and is written.
@@ -882,6 +935,11 @@ pub fn view(pod: &Pod, container: &str) -> Option<PodView> {
         .and_then(|cs| cs.iter().find(|s| s.name == container))
         .and_then(|s| s.resources.as_ref())
         .and_then(|r| request(r, "cpu", cpu_cores));
+    let allocated_memory = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|s| s.name == container))
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| request(r, "memory", bytes));
     // Kubernetes ≥ 1.33: a `PodResizePending` condition; before: `status.resize`.
     let condition = status
         .and_then(|s| s.conditions.as_ref())
@@ -911,6 +969,7 @@ pub fn view(pod: &Pod, container: &str) -> Option<PodView> {
         cpu_limit: limit(&r, "cpu", cpu_cores),
         memory_limit: limit(&r, "memory", bytes),
         allocated_cpu,
+        allocated_memory,
         memory_resizable,
         pending,
         node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
@@ -1048,6 +1107,50 @@ mod tests {
             json!({"spec": {"containers": [{"name": "app", "resources": {
                 "requests": {"cpu": "750m"}}}]}})
         );
+    }
+
+    #[test]
+    fn an_infeasible_ask_is_handed_back_and_bounds_what_it_raised() {
+        let t = |cpu_milli, memory| Target {
+            cpu_milli,
+            memory,
+            reason: ResizeReason::Forecast,
+        };
+        // CPU raised 250m -> 500m, memory left alone: a CPU ceiling, nothing else.
+        let v = PodView {
+            cpu: Some(0.5),
+            memory: Some(1000.0),
+            allocated_memory: Some(1000.0),
+            memory_resizable: true,
+            ..PodView::default()
+        };
+        let (c, back) = infeasible_ask(&v, 0.25);
+        assert_eq!((c.cpu_milli, c.memory, back), (Some(500), None, None));
+        assert!(c.refuses(&t(500, None), v.memory));
+        assert!(c.refuses(&t(600, Some(2000)), v.memory));
+        assert!(!c.refuses(&t(400, None), v.memory));
+        // Memory raised 1000 -> 3000 with the CPU as allocated: memory is handed back
+        // and is the ceiling; more CPU with the memory it has is not refused.
+        let v = PodView {
+            cpu: Some(0.25),
+            memory: Some(3000.0),
+            ..v
+        };
+        let (c, back) = infeasible_ask(&v, 0.25);
+        assert_eq!(
+            (c.cpu_milli, c.memory, back),
+            (None, Some(3000), Some(1000))
+        );
+        assert!(c.refuses(&t(250, Some(3000)), Some(1000.0)));
+        assert!(!c.refuses(&t(400, None), Some(1000.0)));
+        assert!(!c.refuses(&t(400, Some(2000)), Some(1000.0)));
+        // Memory that needs a restart is not handed back in place.
+        let fixed = PodView {
+            memory_resizable: false,
+            ..v
+        };
+        let (c, back) = infeasible_ask(&fixed, 0.25);
+        assert_eq!((c.cpu_milli, c.memory, back), (Some(250), None, None));
     }
 
     #[test]
