@@ -11,12 +11,13 @@
 //!    Deployment in any mode but `Off` (it would resize or evict the pod after us);
 //! 2. GETs the pod: a size already asked for is not written again (`unchanged`, or
 //!    `deferred` / `infeasible` with the kubelet's reason);
-//! 3. never asks again, for `infeasible_retry`, for a CPU at or above one the kubelet
-//!    called `Infeasible` (the node cannot give it);
+//! 3. never asks again, for `infeasible_retry`, for at least an ask the kubelet
+//!    called `Infeasible` in every resource that ask raised (the node cannot give it);
 //! 4. PATCHes `pods/{pod}/resize` with a strategic merge patch of the container's
-//!    requests, scaling its limits by the same factor (so the QoS class, which a
-//!    resize may not change, stays). Memory only rises, and only where the
-//!    container's `resizePolicy` needs no restart.
+//!    requests, scaling its CPU limit by the same factor (so the QoS class, which a
+//!    resize may not change, stays). Memory only where the container's
+//!    `resizePolicy` needs no restart; its limit rises with its request and is never
+//!    lowered in place (the request alone goes down, where it is below the limit).
 //!
 //! The node's room (its `status.allocatable` less every other request on it, see
 //! [`super::node`]) is read with the pod, at most once per `node_refresh`, and the
