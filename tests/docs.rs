@@ -106,7 +106,7 @@ signals:
     headers: {{ Authorization: "Bearer x" }}
   keda: {{ address: "127.0.0.1:9091" }}
   kubernetes: {{ namespace: default, deployment: web, kubeconfig: kubeconfig }}
-  resize: {{ namespace: default, deployment: web, pod: web-1, kubeconfig: kubeconfig, min_memory: 1048576, max_memory: 2097152 }}
+  resize: {{ namespace: default, deployment: web, pod: web-1, kubeconfig: kubeconfig, min_memory: 1048576, max_memory: 2097152, node_capacity: true, node_refresh: 30s }}
 warm_start:
   prometheus_url: http://127.0.0.1:9090
   query: sum(rate(prescale_requests_total[1m]))

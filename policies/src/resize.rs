@@ -13,8 +13,11 @@
 //!   cannot cover all of it, the non-sheddable share is covered first and the plan
 //!   says so, so tier admission can shed the rest.
 //!
-//! Memory only ever rises in place. Never above what the node can still give.
-//! Increases apply at once; decreases wait
+//! Memory's request may go down in place only where its limit need not follow (the
+//! caller says so: a Guaranteed container's request is its limit, and Kubernetes 1.33
+//! refuses in-place memory limit decreases). Never above what the node can still
+//! give; the plan says when the node, not the forecast or `max`, set the size.
+//! Increases apply at once; decreases (of either resource) wait
 //! `cooldown` after the last change, and a change smaller than `min_change` (a share
 //! of the current request) is not worth a resize.
 
@@ -79,6 +82,8 @@ pub struct ResizeInput {
     /// What the node can still give this pod beyond its current requests, if known.
     pub node_free_cpu: Option<f64>,
     pub node_free_memory: Option<f64>,
+    /// The memory request may go down in place (its limit can stay where it is).
+    pub memory_can_shrink: bool,
 }
 
 /// Why the planned request is what it is (a fixed set: usable as a metric label).
@@ -106,6 +111,9 @@ pub struct ResizePlan {
     pub reason: ResizeReason,
     /// Whether this differs from the current requests (a resize to send).
     pub change: bool,
+    /// What the plan wanted before the node's free capacity cut it, when it did.
+    pub node_capped_cpu: Option<f64>,
+    pub node_capped_memory: Option<f64>,
 }
 
 /// Plans over time (remembers the last change for the cooldown).
@@ -189,35 +197,47 @@ impl Resizer {
             .map_or(f64::INFINITY, |free| input.current_cpu + free.max(0.0));
         let cap = cfg.max_cpu.min(node_cap);
 
-        let (mut cpu, mut reason) = match input.cpu_need.filter(|_| follows) {
-            None => (input.base_cpu, ResizeReason::Base),
+        // What the forecast asks for, before any cap.
+        let raw = match input.cpu_need.filter(|_| follows) {
+            None => input.base_cpu,
             Some(need) => {
                 let wanted = (need.max(0.0) / u).max(cfg.min_cpu);
                 // The bridge never hands out less than the pod's own request.
-                let wanted = if cfg.vertical {
+                if cfg.vertical {
                     wanted
                 } else {
                     wanted.max(input.base_cpu)
-                };
-                let why = if bridging {
-                    ResizeReason::Bridge
-                } else {
-                    ResizeReason::Forecast
-                };
-                if wanted <= cap {
-                    (wanted, why)
-                } else if bridging && input.protected_cpu.is_some_and(|p| p.max(0.0) / u > cap) {
-                    // Not even the non-sheddable share fits: the most there is.
-                    (cap, ResizeReason::AtLimit)
-                } else if bridging && input.protected_cpu.is_some() {
-                    (cap, ResizeReason::BridgeProtectedOnly)
-                } else {
-                    (cap, ResizeReason::AtLimit)
                 }
             }
         };
-        cpu = cpu.min(node_cap).max(0.0);
+        let (cpu, mut reason) = if input.cpu_need.filter(|_| follows).is_none() {
+            (raw, ResizeReason::Base)
+        } else {
+            let why = if bridging {
+                ResizeReason::Bridge
+            } else {
+                ResizeReason::Forecast
+            };
+            if raw <= cap {
+                (raw, why)
+            } else if bridging && input.protected_cpu.is_some_and(|p| p.max(0.0) / u > cap) {
+                // Not even the non-sheddable share fits: the most there is.
+                (cap, ResizeReason::AtLimit)
+            } else if bridging && input.protected_cpu.is_some() {
+                (cap, ResizeReason::BridgeProtectedOnly)
+            } else {
+                (cap, ResizeReason::AtLimit)
+            }
+        };
+        let mut cpu = cpu.min(node_cap).max(0.0);
+        if cpu + 1e-9 < raw && reason == ResizeReason::Base {
+            reason = ResizeReason::AtLimit;
+        }
+        // The node, not max_cpu, set the size: what max_cpu alone would have given.
+        let unbounded = raw.min(cfg.max_cpu);
+        let node_capped_cpu = (cpu + 1e-9 < unbounded).then_some(unbounded);
 
+        let mut node_capped_memory = None;
         let memory = match (cfg.min_memory, cfg.max_memory, input.current_memory) {
             (Some(lo), Some(hi), Some(current)) => {
                 let node = input
@@ -227,39 +247,60 @@ impl Resizer {
                     Some(need) => (need.max(0.0) / u).clamp(lo, hi),
                     None => input.base_memory.unwrap_or(current),
                 };
-                // Memory is raised, never lowered in place: taking memory back from a
-                // running process can OOM-kill it (a decrease needs a restart).
-                let wanted = wanted.max(current.min(hi));
+                // Lowering the memory request needs the limit to stay put (see
+                // `memory_can_shrink`); otherwise memory is only raised in place.
+                let wanted = if input.memory_can_shrink {
+                    wanted
+                } else {
+                    wanted.max(current.min(hi))
+                };
+                if wanted > node + 1e-9 {
+                    node_capped_memory = Some(wanted);
+                }
                 Some(wanted.min(node))
             }
             _ => input.current_memory,
         };
 
-        let differs = |new: f64, old: f64| (new - old).abs() > cfg.min_change * old.max(1e-9);
-        let cpu_moves = differs(cpu, input.current_cpu);
-        let mem_moves = match (memory, input.current_memory) {
-            (Some(new), Some(old)) => differs(new, old),
-            _ => false,
-        };
-        let decreasing = cpu < input.current_cpu
-            && !memory.zip(input.current_memory).is_some_and(|(n, o)| n > o);
+        // Inside the cooldown, neither resource goes down; increases apply at once.
         let cooling = self
             .last_change
             .is_some_and(|at| input.now.saturating_sub(at) < cfg.cooldown.as_millis() as Millis);
-        let change = (cpu_moves || mem_moves) && !(decreasing && cooling);
+        let mut held_cpu = cpu;
+        let mut held_memory = memory;
+        if cooling {
+            held_cpu = held_cpu.max(input.current_cpu);
+            if let (Some(m), Some(c)) = (held_memory, input.current_memory) {
+                held_memory = Some(m.max(c));
+            }
+        }
+        let differs = |new: f64, old: f64| (new - old).abs() > cfg.min_change * old.max(1e-9);
+        let cpu_moves = differs(held_cpu, input.current_cpu);
+        let mem_moves = match (held_memory, input.current_memory) {
+            (Some(new), Some(old)) => differs(new, old),
+            _ => false,
+        };
+        let change = cpu_moves || mem_moves;
         if !change {
             if (cpu - input.current_cpu).abs() > 1e-9 {
                 reason = ResizeReason::Hold;
             }
             cpu = input.current_cpu;
         } else {
+            cpu = held_cpu;
             self.last_change = Some(input.now);
         }
         ResizePlan {
             cpu,
-            memory: if change { memory } else { input.current_memory },
+            memory: if change {
+                held_memory
+            } else {
+                input.current_memory
+            },
             reason,
             change,
+            node_capped_cpu,
+            node_capped_memory,
         }
     }
 }

@@ -17,6 +17,7 @@ fn input(now_s: u64, need: Option<f64>) -> ResizeInput {
         ready_replicas: 2,
         node_free_cpu: None,
         node_free_memory: None,
+        memory_can_shrink: false,
     }
 }
 
@@ -158,12 +159,34 @@ fn never_above_what_the_node_can_give() {
         ..input(0, Some(2.0))
     });
     assert_eq!((p.cpu, p.reason), (1.5, ResizeReason::AtLimit));
+    // The plan says the node cut it, and from what (2 / 0.8).
+    assert_eq!(p.node_capped_cpu, Some(2.5));
     // A node with nothing left: no change at all.
     let p = Resizer::new(vertical()).plan(ResizeInput {
         node_free_cpu: Some(0.0),
         ..input(0, Some(2.0))
     });
     assert!(!p.change && p.cpu == 1.0, "{p:?}");
+    assert_eq!(p.node_capped_cpu, Some(2.5));
+    // max_cpu (4) binding before the node (10 free): not the node's doing.
+    let p = Resizer::new(vertical()).plan(ResizeInput {
+        node_free_cpu: Some(10.0),
+        ..input(0, Some(10.0))
+    });
+    assert_eq!((p.cpu, p.node_capped_cpu), (4.0, None));
+    // Memory: 1 GB wanted, the node has 100 MB beyond the 512 MB held.
+    let cfg = ResizeConfig {
+        min_memory: Some(256e6),
+        max_memory: Some(2e9),
+        ..vertical()
+    };
+    let p = Resizer::new(cfg).plan(ResizeInput {
+        memory_need: Some(800e6),
+        current_memory: Some(512e6),
+        node_free_memory: Some(100e6),
+        ..input(0, Some(0.8))
+    });
+    assert_eq!((p.memory, p.node_capped_memory), (Some(612e6), Some(1e9)));
 }
 
 #[test]
@@ -208,6 +231,46 @@ fn memory_rises_with_the_forecast_and_is_never_taken_back_below_use() {
     // Without memory bounds, memory is left alone.
     let p = Resizer::new(vertical()).plan(with_memory(800e6, 512e6));
     assert_eq!(p.memory, Some(512e6));
+}
+
+#[test]
+fn memory_goes_down_only_where_the_limit_may_stay_and_after_the_cooldown() {
+    let cfg = ResizeConfig {
+        min_memory: Some(256e6),
+        max_memory: Some(2e9),
+        ..vertical()
+    };
+    let shrinkable = |now: u64, need: f64, current: f64| ResizeInput {
+        memory_need: Some(need),
+        current_memory: Some(current),
+        base_memory: Some(512e6),
+        memory_can_shrink: true,
+        ..input(now, Some(0.8))
+    };
+    // The forecast falls to 400 MB (500 MB at 80 %) while 1 GB is held: the request
+    // goes down (the caller keeps the limit where it is).
+    let mut r = Resizer::new(cfg.clone());
+    let p = r.plan(shrinkable(0, 400e6, 1e9));
+    assert_eq!((p.memory, p.change), (Some(500e6), true));
+    // Right after a change, a decrease waits for the cooldown (60 s)...
+    let p = r.plan(shrinkable(10, 240e6, 500e6));
+    assert_eq!((p.memory, p.change), (Some(500e6), false));
+    // ...an increase does not...
+    let p = r.plan(shrinkable(20, 800e6, 500e6));
+    assert_eq!((p.memory, p.change), (Some(1e9), true));
+    // ...and a CPU increase inside it does not take memory down with it.
+    let p = r.plan(ResizeInput {
+        cpu_need: Some(2.0),
+        ..shrinkable(30, 240e6, 1e9)
+    });
+    assert_eq!((p.cpu, p.memory, p.change), (2.5, Some(1e9), true));
+    // After the cooldown it goes down to min_memory.
+    let p = r.plan(ResizeInput {
+        current_cpu: 2.5,
+        cpu_need: Some(2.0),
+        ..shrinkable(100, 100e6, 1e9)
+    });
+    assert_eq!((p.memory, p.change), (Some(256e6), true));
 }
 
 #[test]

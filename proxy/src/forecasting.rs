@@ -69,6 +69,10 @@ pub struct ScaleView {
     /// Replica start-up time learned from readiness (the `kubernetes` signal); filled
     /// in when read. With `scaling.learn_startup_time` the decision plans with it.
     pub learned_startup: Option<crate::signals::startup::LearnedStartup>,
+    /// The in-place resize (`signals.resize`): last plan, node room, reason; filled
+    /// in when read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize: Option<crate::signals::ResizeStatus>,
 }
 
 /// Shared with the admin API and the profiler thread.
@@ -169,6 +173,7 @@ impl Forecasting {
         let mut view = (**self.scale.load()).clone();
         view.last_signals = self.signals.recent();
         view.learned_startup = self.signals.learned_startup();
+        view.resize = self.signals.resize_status();
         view
     }
 
@@ -332,6 +337,7 @@ impl Driver {
             target_utilization: cfg.target_utilization,
             last_signals: Vec::new(),
             learned_startup: None,
+            resize: None,
         }));
         Some(intent)
     }

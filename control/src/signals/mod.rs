@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod client;
 pub mod keda;
 pub mod kube;
+pub mod node;
 pub mod resize;
 pub mod sender;
 pub mod webhook;
@@ -83,6 +84,10 @@ impl DecisionSink for Signals {
 
     fn learned_startup(&self) -> Option<startup::LearnedStartup> {
         self.kubernetes.as_ref().and_then(|k| k.signal().learned())
+    }
+
+    fn resize_status(&self) -> Option<prescale_proxy::signals::ResizeStatus> {
+        self.resize.as_ref().map(|r| r.signal().status())
     }
 
     fn recent(&self) -> Vec<SentSignal> {

@@ -11,12 +11,19 @@
 //!    Deployment in any mode but `Off` (it would resize or evict the pod after us);
 //! 2. GETs the pod: a size already asked for is not written again (`unchanged`, or
 //!    `deferred` / `infeasible` with the kubelet's reason);
-//! 3. never asks again, for `infeasible_retry`, for a CPU at or above one the kubelet
-//!    called `Infeasible` (the node cannot give it);
+//! 3. never asks again, for `infeasible_retry`, for at least an ask the kubelet
+//!    called `Infeasible` in every resource that ask raised (the node cannot give it);
 //! 4. PATCHes `pods/{pod}/resize` with a strategic merge patch of the container's
-//!    requests, scaling its limits by the same factor (so the QoS class, which a
-//!    resize may not change, stays). Memory only rises, and only where the
-//!    container's `resizePolicy` needs no restart.
+//!    requests, scaling its CPU limit by the same factor (so the QoS class, which a
+//!    resize may not change, stays). Memory only where the container's
+//!    `resizePolicy` needs no restart; its limit rises with its request and is never
+//!    lowered in place (the request alone goes down, where it is below the limit).
+//!
+//! The node's room (its `status.allocatable` less every other request on it, see
+//! [`super::node`]) is read with the pod, at most once per `node_refresh`, and the
+//! plan never asks for more: a plan the node cut is logged once, counted, and shown in
+//! `GET /v1/scale`. While the kubelet reports the current ask `Deferred`, no larger
+//! ask is written (it retries by itself; a smaller one may fit and is).
 //!
 //! When a poll finds the kubelet reporting the pod's current ask `Infeasible`
 //! (condition `PodResizePending`, or `status.resize` before Kubernetes 1.33), the ask
@@ -24,17 +31,19 @@
 //! pod never gets) and remembered as the ceiling above.
 
 use super::kube::{client, CallError};
+use super::node::{room, NodeRoom};
 use super::sender::{Attempt, Ended, OutcomeMetrics, Sender, Signal};
 use super::{Decision, Outcome};
 use crate::quantity::{bytes, cpu_cores};
 use ::kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use ::kube::Api;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use metrics::{Counter, Gauge};
-use prescale_policies::resize::{ResizeInput, ResizeReason, Resizer};
+use prescale_policies::resize::{ResizeInput, ResizePlan, ResizeReason, Resizer};
 use prescale_proxy::config::{ResizeSignalConfig, RetryPolicy};
+use prescale_proxy::signals::{now_ms, rfc3339, NodeStatus, ResizeStatus};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -48,6 +57,16 @@ pub const PLANNED_CPU: &str = "prescale_resize_planned_cpu_cores";
 pub const PLANNED_MEMORY: &str = "prescale_resize_planned_memory_bytes";
 /// `prescale_resize_pending_total{reason}`: asks the kubelet left pending.
 pub const PENDING: &str = "prescale_resize_pending_total";
+
+/// `prescale_resize_node_capped_total{resource}`: plans the node's room cut.
+pub const NODE_CAPPED: &str = "prescale_resize_node_capped_total";
+/// `prescale_resize_node_room_cpu_cores`: the most the app container may request on
+/// its node (allocatable less every other request), as last read.
+pub const NODE_ROOM_CPU: &str = "prescale_resize_node_room_cpu_cores";
+/// `prescale_resize_node_room_memory_bytes`: the same for memory.
+pub const NODE_ROOM_MEMORY: &str = "prescale_resize_node_room_memory_bytes";
+/// `prescale_resize_node_read_errors_total`: failed reads of the node or its pods.
+pub const NODE_READ_ERRORS: &str = "prescale_resize_node_read_errors_total";
 
 /// VPAs read at most (one page): the refusal is best effort beyond that.
 const VPA_PAGE: u32 = 500;
@@ -92,9 +111,25 @@ pub struct PodView {
     pub memory_limit: Option<f64>,
     /// What the container has now (its status), when the kubelet reports it.
     pub allocated_cpu: Option<f64>,
+    pub allocated_memory: Option<f64>,
     /// Memory can be resized without restarting the container.
     pub memory_resizable: bool,
     pub pending: Option<Pending>,
+    /// The node the pod runs on (`spec.nodeName`).
+    pub node_name: Option<String>,
+}
+
+impl PodView {
+    /// The memory request may go down in place with the limit left where it is: no
+    /// limit, or one above the request (a request equal to its limit, Guaranteed,
+    /// would need the limit lowered too, which Kubernetes 1.33 refuses in place and
+    /// 1.34+ does only when usage is below it).
+    pub fn memory_can_shrink(&self) -> bool {
+        match (self.memory, self.memory_limit) {
+            (Some(r), Some(l)) => r < l,
+            _ => true,
+        }
+    }
 }
 
 /// The last reads, which plans are made against.
@@ -107,7 +142,7 @@ struct Seen {
     /// `spec.replicas` and `status.readyReplicas` of the Deployment.
     replicas: Option<(u32, u32)>,
     /// A CPU the kubelet could not give, and when that was seen.
-    ceiling: Option<(u64, Instant)>,
+    ceiling: Option<(Ceiling, Instant)>,
     /// The last ask found pending, so each is logged and counted once.
     pending_noted: Option<(u64, bool)>,
     /// The VPA last found targeting the Deployment, so the refusal is logged once.
@@ -117,6 +152,43 @@ struct Seen {
     hand_back: Option<Target>,
     /// Reads are failing (logged once per outage).
     read_failing: bool,
+    /// The node's room as last read, and when (Unix ms).
+    node: Option<(NodeRoom, u64)>,
+    /// When the node was last read (or tried): at most once per `node_refresh`.
+    node_tried: Option<Instant>,
+    /// Why the node could not be read, while it cannot (logged once per outage).
+    node_error: Option<String>,
+    /// The last plan, and what the node cut from it (for `GET /v1/scale`).
+    last_plan: Option<ResizePlan>,
+    capped: Option<String>,
+}
+
+/// An ask the kubelet called `Infeasible`, in the resources it raised above what the
+/// container had: asking at least as much of each again is refused.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ceiling {
+    pub cpu_milli: Option<u64>,
+    pub memory: Option<u64>,
+}
+
+impl Ceiling {
+    /// Whether `t` asks at least the infeasible size in every resource it raised;
+    /// `memory` is what the spec keeps when `t` leaves memory alone.
+    fn refuses(&self, t: &Target, memory: Option<f64>) -> bool {
+        let memory = t.memory.or(memory.map(|m| m.round() as u64));
+        let cpu_ok = self.cpu_milli.is_none_or(|c| t.cpu_milli >= c);
+        let memory_ok = self.memory.is_none_or(|c| memory.is_some_and(|m| m >= c));
+        (self.cpu_milli.is_some() || self.memory.is_some()) && cpu_ok && memory_ok
+    }
+
+    fn describe(&self) -> String {
+        match (self.cpu_milli, self.memory) {
+            (Some(c), Some(m)) => format!("{c}m CPU with {m} bytes of memory"),
+            (Some(c), None) => format!("{c}m CPU"),
+            (None, Some(m)) => format!("{m} bytes of memory"),
+            (None, None) => "that size".into(),
+        }
+    }
 }
 
 /// What one attempt did.
@@ -125,13 +197,16 @@ enum Applied {
     Patched { from: Option<f64> },
     Unchanged,
     Pending(Pending),
-    AboveCeiling(u64),
+    AboveCeiling(Ceiling),
     RefusedVpaOwned(String),
 }
 
 /// The typed endpoints used.
 struct Apis {
     pods: Api<Pod>,
+    /// Cluster-wide: the node, and every pod on it.
+    nodes: Api<Node>,
+    all_pods: Api<Pod>,
     deployments: Api<Deployment>,
     vpas: Api<DynamicObject>,
 }
@@ -149,6 +224,11 @@ pub struct ResizeSignal {
     planned_memory: Gauge,
     infeasible: Counter,
     deferred: Counter,
+    capped_cpu: Counter,
+    capped_memory: Counter,
+    room_cpu: Gauge,
+    room_memory: Gauge,
+    node_errors: Counter,
 }
 
 /// Builds the client (a bad kubeconfig, or no pod name, is a startup error) and starts
@@ -169,6 +249,8 @@ pub fn spawn(cfg: &ResizeSignalConfig) -> std::io::Result<Arc<Resizing>> {
     let vpa = ApiResource::from_gvk_with_plural(&gvk, "verticalpodautoscalers");
     let apis = Apis {
         pods: Api::namespaced(client.clone(), &cfg.namespace),
+        nodes: Api::all(client.clone()),
+        all_pods: Api::all(client.clone()),
         deployments: Api::namespaced(client.clone(), &cfg.namespace),
         vpas: Api::namespaced_with(client, &cfg.namespace, &vpa),
     };
@@ -201,6 +283,30 @@ fn new(cfg: &ResizeSignalConfig, pod: String, apis: Option<Apis>) -> Resizing {
         &OUTCOMES,
         Some(::metrics::gauge!(prescale_proxy::metrics::SIGNAL_LAST_SUCCESS, "signal" => "resize")),
     );
+    ::metrics::describe_counter!(
+        NODE_CAPPED,
+        "Resize plans cut to what the node still has room for (allocatable less every other request), by resource."
+    );
+    ::metrics::describe_gauge!(
+        NODE_ROOM_CPU,
+        "Most CPU (cores) the app container may request on its node: allocatable less every other request, as last read."
+    );
+    ::metrics::describe_gauge!(
+        NODE_ROOM_MEMORY,
+        ::metrics::Unit::Bytes,
+        "Most memory the app container may request on its node: allocatable less every other request, as last read."
+    );
+    ::metrics::describe_counter!(
+        NODE_READ_ERRORS,
+        "Failed reads of the pod's node or of the pods on it (resizes are then not capped by the node)."
+    );
+    let capped = |resource: &'static str| {
+        let c = ::metrics::counter!(NODE_CAPPED, "resource" => resource);
+        c.increment(0);
+        c
+    };
+    let node_errors = ::metrics::counter!(NODE_READ_ERRORS);
+    node_errors.increment(0);
     let pending = |reason: &'static str| {
         let c = ::metrics::counter!(PENDING, "reason" => reason);
         c.increment(0);
@@ -218,6 +324,11 @@ fn new(cfg: &ResizeSignalConfig, pod: String, apis: Option<Apis>) -> Resizing {
         planned_memory: ::metrics::gauge!(PLANNED_MEMORY),
         infeasible: pending("infeasible"),
         deferred: pending("deferred"),
+        capped_cpu: capped("cpu"),
+        capped_memory: capped("memory"),
+        room_cpu: ::metrics::gauge!(NODE_ROOM_CPU),
+        room_memory: ::metrics::gauge!(NODE_ROOM_MEMORY),
+        node_errors,
     };
     Sender::new(signal, metrics)
 }
@@ -283,9 +394,10 @@ impl Signal for ResizeSignal {
             Ok(Applied::Pending(Pending::Infeasible(why))) => {
                 return done(Outcome::Infeasible, Some(why))
             }
-            Ok(Applied::AboveCeiling(milli)) => {
+            Ok(Applied::AboveCeiling(c)) => {
                 let why = format!(
-                    "the kubelet called {milli}m Infeasible on this node; not asked again before signals.resize.infeasible_retry"
+                    "the kubelet called {} Infeasible on this node; not asked again before signals.resize.infeasible_retry",
+                    c.describe()
                 );
                 return done(Outcome::Infeasible, Some(why));
             }
@@ -346,6 +458,7 @@ impl Signal for ResizeSignal {
         }
         if let Ok(pod) = pod {
             self.observe_pod(&pod);
+            self.read_node(apis).await;
         }
         // An Infeasible ask found here or by a delivery is handed back now.
         self.seen
@@ -371,6 +484,7 @@ impl ResizeSignal {
         };
         let (requested, ready) = seen.replicas.unwrap_or((0, 0));
         let memory = pod.memory.filter(|_| pod.memory_resizable);
+        let node = seen.node.as_ref().map(|(r, _)| r.clone());
         let input = ResizeInput {
             now: d.at,
             cpu_need: d.resources.cpu_cores,
@@ -382,8 +496,14 @@ impl ResizeSignal {
             base_memory: seen.base_memory.or(memory),
             requested_replicas: requested,
             ready_replicas: ready,
-            node_free_cpu: None,
-            node_free_memory: None,
+            // The planner caps at current + free: the room, exactly.
+            node_free_cpu: node.as_ref().map(|r| r.cpu_room() - cpu),
+            node_free_memory: node
+                .as_ref()
+                .filter(|r| r.allocatable_memory.is_finite())
+                .zip(memory)
+                .map(|(r, m)| r.memory_room() - m),
+            memory_can_shrink: pod.memory_can_shrink(),
         };
         let plan = self
             .resizer
@@ -394,6 +514,7 @@ impl ResizeSignal {
         if let Some(m) = plan.memory {
             self.planned_memory.set(m);
         }
+        self.note_capped(&mut seen, &plan, node.as_ref());
         tracing::debug!(signal = "resize", ?plan, ?input, "resize planned");
         plan.change.then(|| Target {
             cpu_milli: milli(plan.cpu),
@@ -407,9 +528,10 @@ impl ResizeSignal {
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((ceiling, at)) = seen.ceiling {
+                let memory = seen.pod.as_ref().and_then(|p| p.memory);
                 if at.elapsed() >= self.cfg.infeasible_retry {
                     seen.ceiling = None;
-                } else if t.cpu_milli >= ceiling {
+                } else if ceiling.refuses(t, memory) {
                     return Ok(Applied::AboveCeiling(ceiling));
                 }
             }
@@ -436,6 +558,9 @@ impl ResizeSignal {
                 Some(p) => Applied::Pending(p),
                 None => Applied::Unchanged,
             });
+        }
+        if let Some(why) = wait_for_deferred(&view, t) {
+            return Ok(Applied::Pending(Pending::Deferred(why)));
         }
         let params = PatchParams {
             field_manager: Some(self.cfg.field_manager.clone()),
@@ -565,16 +690,152 @@ impl ResizeSignal {
             }
             Pending::Infeasible(why) => {
                 self.infeasible.increment(1);
-                seen.ceiling = Some((asked, Instant::now()));
                 let back = view.allocated_cpu.or(seen.base_cpu)?;
-                tracing::warn!(signal = "resize", pod = %self.pod, cpu_milli = asked, reason = %why,
-                    back_to_cpu = back, "the node cannot give this size (Infeasible): handing the ask back and not asking for it again before infeasible_retry");
-                (milli(back) != asked).then(|| Target {
+                let (ceiling, memory_back) = infeasible_ask(&view, back);
+                seen.ceiling = Some((ceiling, Instant::now()));
+                tracing::warn!(signal = "resize", pod = %self.pod, cpu_milli = asked, memory = view.memory,
+                    reason = %why, back_to_cpu = back, back_to_memory = memory_back,
+                    "the node cannot give this size (Infeasible): handing the ask back and not asking for it again before infeasible_retry");
+                (milli(back) != asked || memory_back.is_some()).then(|| Target {
                     cpu_milli: milli(back),
-                    memory: None,
+                    memory: memory_back,
                     reason: ResizeReason::AtLimit,
                 })
             }
+        }
+    }
+
+    /// Reads the node and the pods on it, at most once per `node_refresh`, once the
+    /// pod (and so its node) is known.
+    async fn read_node(&self, apis: &Apis) {
+        if !self.cfg.node_capacity {
+            return;
+        }
+        let name = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen
+                .node_tried
+                .is_some_and(|t| t.elapsed() < self.cfg.node_refresh)
+            {
+                return;
+            }
+            let Some(name) = seen.pod.as_ref().and_then(|p| p.node_name.clone()) else {
+                return;
+            };
+            seen.node_tried = Some(Instant::now());
+            name
+        };
+        // Pods holding resources on the node, as `kubectl describe node` lists them.
+        let on_node = ListParams::default().fields(&format!(
+            "spec.nodeName={name},status.phase!=Succeeded,status.phase!=Failed"
+        ));
+        let read = match self.call(apis.nodes.get(&name)).await {
+            Err(e) => Err(format!("get node {name}: {e}")),
+            Ok(node) => match self.call(apis.all_pods.list(&on_node)).await {
+                Err(e) => Err(format!("list pods on node {name}: {e}")),
+                Ok(pods) => room(
+                    &node,
+                    &pods.items,
+                    &self.cfg.namespace,
+                    &self.pod,
+                    &self.cfg.container,
+                )
+                .ok_or_else(|| format!("node {name} reports no allocatable cpu")),
+            },
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match read {
+            Ok(r) => {
+                self.room_cpu.set(r.cpu_room());
+                if r.allocatable_memory.is_finite() {
+                    self.room_memory.set(r.memory_room());
+                }
+                if seen.node_error.take().is_some() {
+                    tracing::info!(signal = "resize", node = %r.node, "reading the node again: resizes are capped by its room");
+                }
+                tracing::debug!(signal = "resize", room = ?r, "node read");
+                seen.node = Some((r, now_ms()));
+            }
+            Err(e) => {
+                self.node_errors.increment(1);
+                if seen.node_error.is_none() {
+                    tracing::warn!(signal = "resize", error = %e,
+                        "reading the node's room failed (needs get on nodes and list on pods, see docs/kubernetes.md);                          resizes are not capped by the node until it can be read");
+                }
+                // A room that cannot be refreshed is not trusted: no cap rather than
+                // an old one (the kubelet's Infeasible verdict still bounds the ask).
+                seen.node = None;
+                seen.node_error = Some(e);
+            }
+        }
+    }
+
+    /// Counts and explains a plan the node cut; logs once per stretch of such plans.
+    fn note_capped(&self, seen: &mut Seen, plan: &ResizePlan, node: Option<&NodeRoom>) {
+        seen.last_plan = Some(*plan);
+        let mut why = Vec::new();
+        if let (Some(wanted), Some(r)) = (plan.node_capped_cpu, node) {
+            self.capped_cpu.increment(1);
+            why.push(format!(
+                "cpu: wanted {wanted:.3} cores, node {} has room for {:.3} (allocatable {:.3}, requested by the rest {:.3})",
+                r.node,
+                r.cpu_room(),
+                r.allocatable_cpu,
+                r.others_cpu
+            ));
+        }
+        if let (Some(wanted), Some(r)) = (plan.node_capped_memory, node) {
+            self.capped_memory.increment(1);
+            why.push(format!(
+                "memory: wanted {wanted:.0} bytes, node {} has room for {:.0} (allocatable {:.0}, requested by the rest {:.0})",
+                r.node,
+                r.memory_room(),
+                r.allocatable_memory,
+                r.others_memory
+            ));
+        }
+        let why = (!why.is_empty()).then(|| why.join("; "));
+        if let Some(w) = &why {
+            if seen.capped.is_none() {
+                tracing::info!(signal = "resize", pod = %self.pod, capped = %w,
+                    "the node has no room for the planned size: asking for what it can give");
+            }
+        }
+        seen.capped = why;
+    }
+
+    /// The last plan, the node's room and what bounded it, for `GET /v1/scale`.
+    pub fn status(&self) -> ResizeStatus {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let node = seen.node.as_ref().map(|(r, at)| NodeStatus {
+            name: r.node.clone(),
+            allocatable_cpu_cores: r.allocatable_cpu,
+            allocatable_memory_bytes: r.allocatable_memory,
+            others_cpu_cores: r.others_cpu,
+            others_memory_bytes: r.others_memory,
+            room_cpu_cores: r.cpu_room(),
+            room_memory_bytes: r.memory_room(),
+            pods: r.pods,
+            read_at: rfc3339(*at),
+        });
+        let reason = seen.last_plan.as_ref().and_then(|p| {
+            serde_json::to_value(p.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+        });
+        ResizeStatus {
+            planned_cpu_cores: seen.last_plan.map(|p| p.cpu),
+            planned_memory_bytes: seen.last_plan.and_then(|p| p.memory),
+            reason,
+            capped_by_node: seen.capped.clone(),
+            node,
+            node_error: seen.node_error.clone(),
+            pending: seen.pod.as_ref().and_then(|v| {
+                v.pending.as_ref().map(|p| match p {
+                    Pending::Infeasible(m) => format!("Infeasible: {m}"),
+                    Pending::Deferred(m) => format!("Deferred: {m}"),
+                })
+            }),
         }
     }
 
@@ -585,6 +846,40 @@ impl ResizeSignal {
     ) -> Result<T, CallError> {
         super::kube::call(self.cfg.timeout, fut).await
     }
+}
+
+/// What an `Infeasible` ask raised above what the container has (the ceiling), and
+/// the memory to hand back to when memory was raised (CPU goes back to `cpu_back`).
+/// A CPU the ask did not raise is no part of the ceiling: the node may still give it.
+fn infeasible_ask(view: &PodView, cpu_back: f64) -> (Ceiling, Option<u64>) {
+    let asked = view.cpu.map(milli);
+    let cpu_milli = asked.filter(|&a| a > milli(cpu_back));
+    let memory_back = match (view.memory, view.allocated_memory) {
+        (Some(spec), Some(had)) if view.memory_resizable && spec > had => Some(had.round() as u64),
+        _ => None,
+    };
+    let memory = memory_back.and(view.memory.map(|m| m.round() as u64));
+    // Neither raised (the verdict is about something else): the CPU asked is the ceiling.
+    let cpu_milli = if cpu_milli.is_none() && memory.is_none() {
+        asked
+    } else {
+        cpu_milli
+    };
+    (Ceiling { cpu_milli, memory }, memory_back)
+}
+
+/// While the kubelet defers the current ask (no room now; it retries by itself as room
+/// frees up), a larger ask cannot fit sooner: wait (the kubelet's message). A smaller
+/// one, in CPU or memory, may fit and is written.
+fn wait_for_deferred(view: &PodView, t: &Target) -> Option<String> {
+    let Some(Pending::Deferred(why)) = &view.pending else {
+        return None;
+    };
+    let larger_cpu = view.cpu.is_some_and(|c| t.cpu_milli >= milli(c));
+    let larger_memory = t
+        .memory
+        .is_none_or(|m| view.memory.is_none_or(|v| m as f64 >= v));
+    (larger_cpu && larger_memory).then(|| why.clone())
 }
 
 /// The strategic merge patch for the container: requests, and limits scaled by the
@@ -602,9 +897,15 @@ fn body(container: &str, view: &PodView, t: &Target) -> Value {
     }
     if let Some(m) = t.memory {
         requests.insert("memory".into(), json!(m.to_string()));
+        // A memory limit is raised with its request, never lowered in place: 1.33
+        // refuses that without a restart, and on 1.34+ it OOM-kills a container whose
+        // usage is above it (the kubelet's check is best effort). The request alone
+        // goes down: the scheduler and quota get the memory back.
         if let (Some(limit), Some(old)) = (view.memory_limit, view.memory) {
-            let scaled = (limit * m as f64 / old.max(1.0)).round() as u64;
-            limits.insert("memory".into(), json!(scaled.to_string()));
+            if m as f64 > old {
+                let scaled = (limit * m as f64 / old.max(1.0)).round() as u64;
+                limits.insert("memory".into(), json!(scaled.to_string()));
+            }
         }
     }
     let mut resources = serde_json::Map::new();
@@ -635,6 +936,11 @@ pub fn view(pod: &Pod, container: &str) -> Option<PodView> {
         .and_then(|cs| cs.iter().find(|s| s.name == container))
         .and_then(|s| s.resources.as_ref())
         .and_then(|r| request(r, "cpu", cpu_cores));
+    let allocated_memory = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|s| s.name == container))
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| request(r, "memory", bytes));
     // Kubernetes ≥ 1.33: a `PodResizePending` condition; before: `status.resize`.
     let condition = status
         .and_then(|s| s.conditions.as_ref())
@@ -664,8 +970,10 @@ pub fn view(pod: &Pod, container: &str) -> Option<PodView> {
         cpu_limit: limit(&r, "cpu", cpu_cores),
         memory_limit: limit(&r, "memory", bytes),
         allocated_cpu,
+        allocated_memory,
         memory_resizable,
         pending,
+        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
     })
 }
 
@@ -769,6 +1077,26 @@ mod tests {
                 "requests": {"cpu": "750m", "memory": "1500"},
                 "limits": {"cpu": "750m", "memory": "3000"}}}]}})
         );
+        // Memory down: the request alone goes down, the limit stays where it is (a
+        // limit decrease in place is refused by 1.33 and can OOM-kill on 1.34+).
+        let down = Target {
+            cpu_milli: 500,
+            memory: Some(600),
+            reason: ResizeReason::Forecast,
+        };
+        assert_eq!(
+            body("app", &v, &down),
+            json!({"spec": {"containers": [{"name": "app", "resources": {
+                "requests": {"cpu": "500m", "memory": "600"},
+                "limits": {"cpu": "500m"}}}]}})
+        );
+        assert!(v.memory_can_shrink());
+        // A request equal to its limit (Guaranteed) cannot go down alone.
+        let guaranteed = PodView {
+            memory_limit: Some(1000.0),
+            ..v.clone()
+        };
+        assert!(!guaranteed.memory_can_shrink());
         // No limits: none are added.
         let v = PodView {
             cpu: Some(0.5),
@@ -780,6 +1108,80 @@ mod tests {
             json!({"spec": {"containers": [{"name": "app", "resources": {
                 "requests": {"cpu": "750m"}}}]}})
         );
+    }
+
+    #[test]
+    fn an_infeasible_ask_is_handed_back_and_bounds_what_it_raised() {
+        let t = |cpu_milli, memory| Target {
+            cpu_milli,
+            memory,
+            reason: ResizeReason::Forecast,
+        };
+        // CPU raised 250m -> 500m, memory left alone: a CPU ceiling, nothing else.
+        let v = PodView {
+            cpu: Some(0.5),
+            memory: Some(1000.0),
+            allocated_memory: Some(1000.0),
+            memory_resizable: true,
+            ..PodView::default()
+        };
+        let (c, back) = infeasible_ask(&v, 0.25);
+        assert_eq!((c.cpu_milli, c.memory, back), (Some(500), None, None));
+        assert!(c.refuses(&t(500, None), v.memory));
+        assert!(c.refuses(&t(600, Some(2000)), v.memory));
+        assert!(!c.refuses(&t(400, None), v.memory));
+        // Memory raised 1000 -> 3000 with the CPU as allocated: memory is handed back
+        // and is the ceiling; more CPU with the memory it has is not refused.
+        let v = PodView {
+            cpu: Some(0.25),
+            memory: Some(3000.0),
+            ..v
+        };
+        let (c, back) = infeasible_ask(&v, 0.25);
+        assert_eq!(
+            (c.cpu_milli, c.memory, back),
+            (None, Some(3000), Some(1000))
+        );
+        assert!(c.refuses(&t(250, Some(3000)), Some(1000.0)));
+        assert!(!c.refuses(&t(400, None), Some(1000.0)));
+        assert!(!c.refuses(&t(400, Some(2000)), Some(1000.0)));
+        // Memory that needs a restart is not handed back in place.
+        let fixed = PodView {
+            memory_resizable: false,
+            ..v
+        };
+        let (c, back) = infeasible_ask(&fixed, 0.25);
+        assert_eq!((c.cpu_milli, c.memory, back), (Some(250), None, None));
+    }
+
+    #[test]
+    fn a_deferred_ask_is_not_written_over_by_a_larger_one() {
+        let v = PodView {
+            cpu: Some(0.3),
+            memory: Some(1000.0),
+            pending: Some(Pending::Deferred("no room".into())),
+            ..PodView::default()
+        };
+        let t = |cpu_milli, memory| Target {
+            cpu_milli,
+            memory,
+            reason: ResizeReason::Forecast,
+        };
+        // More CPU, the same or more memory: wait for the kubelet.
+        assert_eq!(
+            wait_for_deferred(&v, &t(400, None)).as_deref(),
+            Some("no room")
+        );
+        assert!(wait_for_deferred(&v, &t(400, Some(2000))).is_some());
+        // Less of either may fit: written.
+        assert_eq!(wait_for_deferred(&v, &t(200, None)), None);
+        assert_eq!(wait_for_deferred(&v, &t(400, Some(500))), None);
+        // Not deferred (allocated, or Infeasible, handled elsewhere): written.
+        let allocated = PodView {
+            pending: None,
+            ..v.clone()
+        };
+        assert_eq!(wait_for_deferred(&allocated, &t(400, None)), None);
     }
 
     #[test]

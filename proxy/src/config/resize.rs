@@ -55,6 +55,13 @@ pub struct ResizeSignalConfig {
     /// A size the kubelet called `Infeasible` is not asked for again for this long.
     #[serde(default = "default_infeasible_retry", with = "humantime_serde")]
     pub infeasible_retry: Duration,
+    /// Read the node's allocatable and the requests of the pods on it, and never ask
+    /// for more than is left (needs `get` on nodes and `list` on pods, cluster-wide).
+    #[serde(default = "default_true")]
+    pub node_capacity: bool,
+    /// How long one read of the node and its pods is used before the next.
+    #[serde(default = "default_node_refresh", with = "humantime_serde")]
+    pub node_refresh: Duration,
     /// Follow the forecast at any time (else only while bridging a scale-up).
     #[serde(default)]
     pub vertical: bool,
@@ -99,6 +106,9 @@ fn default_poll() -> Duration {
 }
 fn default_infeasible_retry() -> Duration {
     Duration::from_secs(600)
+}
+fn default_node_refresh() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_true() -> bool {
     true
@@ -177,6 +187,11 @@ impl ResizeSignalConfig {
                 "infeasible_retry",
                 "must be between 1s and 24h",
             ));
+        }
+        if self.node_refresh < Duration::from_secs(1)
+            || self.node_refresh > Duration::from_secs(600)
+        {
+            return Err(Invalid::new("node_refresh", "must be between 1s and 10m"));
         }
         self.plan()
             .validate()

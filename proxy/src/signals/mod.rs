@@ -86,6 +86,47 @@ pub trait DecisionSink: Send + Sync {
     fn recent(&self) -> Vec<SentSignal>;
     /// The replica start-up time learned from readiness, once observed.
     fn learned_startup(&self) -> Option<startup::LearnedStartup>;
+    /// The in-place resize's last plan and what bounded it (`signals.resize`).
+    fn resize_status(&self) -> Option<ResizeStatus> {
+        None
+    }
+}
+
+/// `signals.resize` as `GET /v1/scale` shows it: the last plan, the node's room, and
+/// why the plan is what it is.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ResizeStatus {
+    pub planned_cpu_cores: Option<f64>,
+    pub planned_memory_bytes: Option<f64>,
+    /// The planner's reason (`forecast`, `bridge`, `at_limit`, ...).
+    pub reason: Option<String>,
+    /// Set when the node's free capacity, not the forecast or `max_cpu`, set the
+    /// size: what was wanted and what the node had room for.
+    pub capped_by_node: Option<String>,
+    /// The node's room, as last read (None with `node_capacity: false`, or before the
+    /// first read).
+    pub node: Option<NodeStatus>,
+    /// Why the node could not be read, while it cannot.
+    pub node_error: Option<String>,
+    /// The kubelet's verdict on the current ask (`Deferred: ...`, `Infeasible: ...`).
+    pub pending: Option<String>,
+}
+
+/// One read of the node for `signals.resize`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct NodeStatus {
+    pub name: String,
+    pub allocatable_cpu_cores: f64,
+    pub allocatable_memory_bytes: f64,
+    /// Requested by the node's other pods and this pod's other containers.
+    pub others_cpu_cores: f64,
+    pub others_memory_bytes: f64,
+    /// The most the app container may request.
+    pub room_cpu_cores: f64,
+    pub room_memory_bytes: f64,
+    pub pods: usize,
+    /// When it was read (RFC 3339).
+    pub read_at: String,
 }
 
 /// No signals besides the metrics.
