@@ -91,6 +91,7 @@ pub fn simulate(i: &BridgeInputs<'_>) -> Option<BridgeReport> {
             ready_replicas: ready,
             node_free_cpu: None,
             node_free_memory: None,
+            memory_can_shrink: false,
         });
         current = plan.cpu;
         let pending = requested > ready;
