@@ -26,6 +26,7 @@
 //! members and the absolute profile are what took the NYC taxi ratio from 0.77 to 0.57
 //! and the 15-minute ELB ratio from 0.96 to 0.90.
 
+use super::ar::Ar;
 use super::model::ModelKind;
 
 /// Tuning of the bank that does not depend on the series (a method, not a fit).
@@ -53,6 +54,11 @@ const TREND: (f64, f64) = (0.02, 0.9);
 const SEASONAL_ALPHAS: [f64; 4] = [0.05, 0.2, 0.5, 1.0];
 /// Per-season learning rates of the seasonal profiles.
 const GAMMAS: [f64; 2] = [0.1, 0.3];
+/// Forgetting of the autoregressive members, in error memories
+/// (`BankConfig::memory`): a regression needs more rows than a score does.
+const AR_MEMORIES: f64 = 4.0;
+/// Their ridge prior (towards "the profile alone"), which fades as rows arrive.
+const AR_RIDGE: f64 = 1.0;
 /// Effective errors a member needs at a horizon before it can be chosen there.
 const MIN_WEIGHT: f64 = 20.0;
 /// Largest log-space value turned back (e^700 is near f64's limit).
@@ -211,6 +217,8 @@ struct Member {
     level: f64,
     slope: f64,
     started: bool,
+    /// An autoregression in place of the level (boxed: few members have one).
+    ar: Option<Box<Ar>>,
     /// Last `horizon` origins' forecasts (ring by origin index), for scoring.
     issued: Vec<f64>,
     /// Per horizon step: decayed sum of absolute errors and of weights.
@@ -237,6 +245,7 @@ impl Member {
             level: 0.0,
             slope: 0.0,
             started: false,
+            ar: None,
             issued: vec![f64::NAN; h * h],
             abs_err: vec![0.0; h],
             weight: vec![0.0; h],
@@ -246,6 +255,7 @@ impl Member {
 
     fn kind(&self) -> ModelKind {
         match self.profile {
+            _ if self.ar.is_some() => ModelKind::Ets,
             Some(_) => ModelKind::SeasonalEts,
             None if self.alpha >= 1.0
                 && self.trend.is_none()
@@ -311,6 +321,23 @@ impl Bank {
                     let space = (p.space, transform);
                     members.push(Member::new(space, alpha, None, Some((i, v)), h));
                 }
+            }
+        }
+        // One autoregression per space on the series itself and one per profile view
+        // on what the profile does not explain, forgetting over ~4 error memories.
+        let lambda = 1.0 - 1.0 / (AR_MEMORIES * config.memory.max(1) as f64);
+        let ar = |m: Member| Member {
+            ar: Some(Box::new(Ar::new(h, lambda, AR_RIDGE))),
+            ..m
+        };
+        for (space, &transform) in transforms.iter().enumerate() {
+            members.push(ar(Member::new((space, transform), 1.0, None, None, h)));
+        }
+        for (i, p) in profiles.iter().enumerate() {
+            let transform = transforms.get(p.space).copied().unwrap_or(Transform::Raw);
+            for v in 0..p.views.len() {
+                let space = (p.space, transform);
+                members.push(ar(Member::new(space, 1.0, None, Some((i, v)), h)));
             }
         }
         let decay = (-1.0 / config.memory.max(1) as f64).exp();
@@ -435,6 +462,11 @@ fn score_member(m: &mut Member, t: usize, h: usize, y: f64, decay: f64) {
 }
 
 fn update_member(m: &mut Member, x: f64) {
+    if let Some(ar) = m.ar.as_mut() {
+        ar.push(x);
+        m.started = true;
+        return;
+    }
     if !m.started {
         m.level = x;
         m.slope = 0.0;
@@ -461,7 +493,10 @@ fn forecast_member(m: &mut Member, season: Option<(&Profile, usize)>, t: usize, 
             Some(_) => f64::NAN,
             None => 0.0,
         };
-        let v = if m.started {
+        let v = if let Some(ar) = &m.ar {
+            ar.predict(step)
+                .map_or(f64::NAN, |d| m.transform.inverse(d + s))
+        } else if m.started {
             m.transform.inverse(m.level + damp * m.slope + s)
         } else {
             f64::NAN
