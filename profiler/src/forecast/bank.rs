@@ -553,10 +553,11 @@ impl Bank {
             .collect()
     }
 
-    /// Alpha and score of the best member at `step`.
+    /// Alpha and score of the best smoothing member at `step`.
     pub(crate) fn best(&self, step: usize) -> Option<(f64, f64)> {
         self.members
             .iter()
+            .filter(|m| m.ar.is_none())
             .filter_map(|m| Some((m.alpha, m.score(step)?)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
     }
