@@ -195,3 +195,43 @@ fn the_published_point_is_the_mean_of_the_best_members() {
         assert!(top.iter().any(|x| (x - top[0]).abs() > 1e-9));
     }
 }
+
+#[test]
+fn a_mean_reverting_series_is_forecast_as_well_as_by_its_true_model() {
+    // y = 100 + d, d_t = 0.7 d_(t-1) + e_t: the best one- and two-step forecasts are
+    // 100 + 0.7 d_t and 100 + 0.49 d_t. A smoothed level cannot express "a burst
+    // decays back"; the bank's autoregressive members can, so the published forecast
+    // must come close to the true model's error.
+    let mut state = 21;
+    let mut b = bank(vec![], 2, 5);
+    let mut d = 0.0;
+    let mut pending: Vec<(usize, [f64; 2], [f64; 2])> = Vec::new();
+    let (mut ours, mut oracle) = ([0.0; 2], [0.0; 2]);
+    for t in 0..6000 {
+        d = 0.7 * d + 10.0 * noise(&mut state);
+        let y = 100.0 + d;
+        for (origin, published, truth) in &pending {
+            let step = t - origin;
+            if t >= 2000 && (1..=2).contains(&step) {
+                ours[step - 1] += (y - published[step - 1]).abs();
+                oracle[step - 1] += (y - truth[step - 1]).abs();
+            }
+        }
+        pending.retain(|(origin, _, _)| t - origin < 2);
+        b.observe(y);
+        let (points, _) = b.forecast().expect("a forecast");
+        pending.push((
+            t,
+            [points[0], points[1]],
+            [100.0 + 0.7 * d, 100.0 + 0.49 * d],
+        ));
+    }
+    for step in 0..2 {
+        let ratio = ours[step] / oracle[step];
+        assert!(
+            ratio < 1.04,
+            "step {}: MAE {ratio:.3} x the true model's",
+            step + 1
+        );
+    }
+}

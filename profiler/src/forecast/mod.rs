@@ -12,10 +12,12 @@
 //! members with the lowest recent error is published. The errors of what was published
 //! calibrate the intervals (see [`conformal`]).
 
+mod ar;
 pub mod bank;
 pub mod conformal;
 pub mod eval;
 pub mod model;
+pub mod rls;
 
 pub use self::model::ModelKind;
 

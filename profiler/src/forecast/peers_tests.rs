@@ -89,6 +89,9 @@ struct Scored {
     /// Coverage of every forecast from the first peer origin on (thousands, not
     /// ~150: the calibration measured without the sampling noise of 150 origins).
     coverage_all: f64,
+    /// MASE of every forecast from the first peer origin on (each over its own
+    /// origin's scale): the accuracy measured without the noise of ~150 origins.
+    mase_all: f64,
     best_peer: String,
     best_peer_mase: f64,
     forecasts: usize,
@@ -156,6 +159,17 @@ fn score_against_peers(peer: &str, trace: &str) -> Option<BTreeMap<usize, Scored
             .filter(|r| (r.lower..=r.upper).contains(&r.actual))
             .count() as f64
             / all.len().max(1) as f64;
+        let mut scales: BTreeMap<usize, Option<f64>> = BTreeMap::new();
+        let scaled: Vec<f64> = all
+            .iter()
+            .filter_map(|r| {
+                let s = *scales
+                    .entry(r.origin)
+                    .or_insert_with(|| origin_scale(&y, r.origin, day));
+                Some((r.actual - r.point.max(0.0)).abs() / s?)
+            })
+            .collect();
+        let mase_all = scaled.iter().sum::<f64>() / scaled.len().max(1) as f64;
         let rows: Vec<_> = all
             .iter()
             .copied()
@@ -185,6 +199,7 @@ fn score_against_peers(peer: &str, trace: &str) -> Option<BTreeMap<usize, Scored
                 mase,
                 coverage,
                 coverage_all,
+                mase_all,
                 best_peer,
                 best_peer_mase,
                 forecasts: rows.len(),
@@ -213,8 +228,8 @@ fn assert_beats_the_best_peer(peer: &str, trace: &str) {
     for (h, s) in &scored {
         let ratio = s.mase / s.best_peer_mase;
         eprintln!(
-            "{peer} h={h}: prescale MASE {:.3} coverage {:.3} ({} forecasts), {:.3} at every origin; best peer {} {:.3}; ratio {ratio:.3}",
-            s.mase, s.coverage, s.forecasts, s.coverage_all, s.best_peer, s.best_peer_mase
+            "{peer} h={h}: prescale MASE {:.3} coverage {:.3} ({} forecasts), {:.3} at every origin (MASE {:.4}); best peer {} {:.3}; ratio {ratio:.3}",
+            s.mase, s.coverage, s.forecasts, s.coverage_all, s.mase_all, s.best_peer, s.best_peer_mase
         );
         assert!(
             s.forecasts >= 100,
