@@ -38,15 +38,21 @@ impl CpuUpstream {
             .spawn()
             .expect("spawn python3");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() || !pid_file.exists() {
+        // The pid file is created before its digits are written: wait until it parses.
+        let read_pid = || {
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+        };
+        let pid = loop {
+            if TcpStream::connect(addr).is_ok() {
+                if let Some(pid) = read_pid() {
+                    break pid;
+                }
+            }
             assert!(Instant::now() < deadline, "upstream did not start");
             std::thread::sleep(Duration::from_millis(20));
-        }
-        let pid = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        };
         Self {
             child,
             pid,
