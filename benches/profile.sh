@@ -10,6 +10,8 @@
 # Knobs: N=200000  PROTO=h1|h2c  PRESCALE=target/release/prescale  TOP=40  KEEP=0
 #        HYPER=target/release/examples/hyper_dataplane: profile the hyper + tower
 #        prototype instead (same config; HYPER_ARGS: its extra command-line options)
+#        CALLGRAPH=1: record call graphs (--call-graph dwarf) for `perf report -G` on the
+#        kept data (with KEEP=1); heavier, so the CPU per request it prints is higher
 # Needs perf (Debian: linux-perf), nginx, h2load, taskset. Loopback only; every process
 # started is stopped on exit.
 set -euo pipefail
@@ -89,7 +91,7 @@ taskset -c 0 timeout 60 h2load "${ARGS[@]}" -n $((N / 10)) "http://127.0.0.1:$PO
 
 ticks() { sed -E 's/^.*\) //' "/proc/$PS/stat" | awk '{ print $12 + $13 }'; }
 t0=$(ticks)
-perf record -e cpu-clock -F 2999 -p "$PS" -o "$WORK/perf.data" 2>"$WORK/perf.err" &
+perf record -e cpu-clock -F 2999 ${CALLGRAPH:+--call-graph dwarf,8192} -p "$PS" -o "$WORK/perf.data" 2>"$WORK/perf.err" &
 PERF=$!
 sleep 0.5
 OUT=$(taskset -c 0 timeout 120 h2load "${ARGS[@]}" -n "$N" "http://127.0.0.1:$PORT/")
@@ -121,6 +123,7 @@ awk '{
     else if (sym ~ /pingora_proxy/) c = "pingora-proxy"
     else if (sym ~ /pingora/) c = "pingora (other crates)"
     else if (sym ~ /tokio/) c = "tokio"
+    else if (sym ~ /ndarray|linfa/) c = "profiler thread: signature re-fit (linfa k-means, ndarray)"
     else if (sym ~ /hyper_dataplane|prescale|profiler|policies/) c = "prescale (proxy, profiler, policies)"
     else if (sym ~ /h2::/) c = "h2"
     else if (sym ~ /hyper_util|tower/) c = "hyper-util, tower"
@@ -128,9 +131,13 @@ awk '{
     else if (sym ~ /http::|httparse|pingora_http/) c = "http/httparse"
     else if (sym ~ /prescale|profiler|policies/) c = "prescale (proxy, profiler, policies)"
     else if (sym ~ /metrics/) c = "metrics"
+    else if (sym ~ /bytes::/) c = "bytes"
     else if (dso ~ /^libc[.-]/) c = "libc (other)"
     share[c] += pct
 } END { for (c in share) printf "  %6.2f%%  %s\n", share[c], c }' <<<"$REPORT" | sort -rn
+echo
+echo "share by thread"
+perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -8
 echo
 echo "top $TOP symbols (self time)"
 head -n "$TOP" <<<"$REPORT" | cut -c1-160

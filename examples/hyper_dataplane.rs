@@ -197,6 +197,15 @@ struct Done {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    // Logs as the prescale binary has them (stderr, `RUST_LOG`, default warn). A
+    // subscriber also matters for cost: without one, the `log` feature of `tracing`
+    // (turned on by kube-client) makes every span h2 opens per frame go to `Span::log`.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cfg = MeshConfig::load(&args.config)?;
     let inbound = cfg
         .listeners
