@@ -157,6 +157,8 @@ enum Upstream {
 
 /// Idle HTTP/1.1 connections to the upstream of one worker (one runtime). The lock is
 /// uncontended with current-thread workers; it is there so the service stays `Send`.
+/// Unlike the legacy client it never retries: a request sent on a pooled connection
+/// the upstream closes at that moment is answered 502 (a data plane would retry it).
 struct H1Pool {
     endpoint: &'static str,
     max_idle: usize,
