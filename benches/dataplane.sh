@@ -24,12 +24,14 @@
 #   RATE_SECS=5     measured seconds of the latency run (after 1 s of warm-up)
 #   PRESCALES="prescale=target/release/prescale"   space-separated name=binary pairs, e.g.
 #                   PRESCALES="after=target/release/prescale before=/tmp/prescale-before"
-#   HYPER=          name=binary of the hyper + tower data-path prototype
-#                   (examples/hyper_dataplane.rs; e.g.
+#   HYPER=          space-separated name=binary pairs of the hyper + tower data-path
+#                   prototype (examples/hyper_dataplane.rs; e.g.
 #                   HYPER=hyper=target/release/examples/hyper_dataplane), measured beside the
 #                   others with the same rewritten config (its inbound listener and cluster,
 #                   tiers and profiler); empty: not measured. It has no admin API: ready
-#                   when its listener answers.
+#                   when its listener answers. HYPER_ARGS_<name> (names made of letters,
+#                   digits and _) adds command-line options to that one, e.g.
+#                   HYPER="pool=$B legacy=$B" HYPER_ARGS_legacy="--upstream legacy".
 #   SKIP_BUILD=0    1: use the binaries as they are
 #   KEEP=0          1: keep the logs and configs
 #
@@ -101,12 +103,16 @@ for pair in $PRESCALES; do
     PS_NAMES+=("$name")
 done
 HY_NAMES=()
-if [[ -n $HYPER ]]; then
-    name=${HYPER%%=*}
-    BIN[$name]=${HYPER#*=}
+declare -A HY_ARGS
+for pair in $HYPER; do
+    name=${pair%%=*}
+    [[ $name =~ ^[A-Za-z0-9_]+$ ]] || { echo "HYPER name '$name': letters, digits and _ only" >&2; exit 2; }
+    BIN[$name]=${pair#*=}
     [[ -x ${BIN[$name]} ]] || { echo "missing hyper prototype binary ${BIN[$name]}" >&2; exit 1; }
+    var=HYPER_ARGS_$name
+    HY_ARGS[$name]=${!var:-}
     HY_NAMES+=("$name")
-fi
+done
 
 # --- ports and configs ----------------------------------------------------------------------
 
@@ -235,7 +241,8 @@ for name in "${PS_NAMES[@]}"; do
     wait_http "http://127.0.0.1:${PS_ADMIN[$name]}/ready" "$name" "${PID[$name]}" || { cat "$WORK/ps-$name/stderr" >&2; exit 1; }
 done
 for name in "${HY_NAMES[@]}"; do
-    start "$name" "$WORK/ps-$name/stderr" "${BIN[$name]}" --config "$WORK/ps-$name/prescale.yaml"
+    # shellcheck disable=SC2086
+    start "$name" "$WORK/ps-$name/stderr" "${BIN[$name]}" --config "$WORK/ps-$name/prescale.yaml" ${HY_ARGS[$name]}
     wait_http "http://127.0.0.1:${PS_PORT[$name]}/" "$name" "${PID[$name]}" || { cat "$WORK/ps-$name/stderr" >&2; exit 1; }
 done
 sleep 2
@@ -359,7 +366,7 @@ for name in "${PS_NAMES[@]}"; do
     echo "  $name: $("${BIN[$name]}" --version) (${BIN[$name]}), deploy/examples/sidecar.yaml, ports rewritten"
 done
 for name in "${HY_NAMES[@]}"; do
-    echo "  $name: hyper + tower prototype (${BIN[$name]}), the same config: tiers and profiler on"
+    echo "  $name: hyper + tower prototype (${BIN[$name]} ${HY_ARGS[$name]}), the same config: tiers and profiler on"
 done
 echo "  nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes 1, keepalive 128 to the upstream"
 echo "  haproxy:   $(haproxy -v | head -1 | awk '{ print $3 }'), nbthread 1, http-reuse always"

@@ -8,6 +8,10 @@
 #
 # Usage (from the repo root):   bash benches/profile.sh
 # Knobs: N=200000  PROTO=h1|h2c  PRESCALE=target/release/prescale  TOP=40  KEEP=0
+#        HYPER=target/release/examples/hyper_dataplane: profile the hyper + tower
+#        prototype instead (same config; HYPER_ARGS: its extra command-line options)
+#        CALLGRAPH=1: record call graphs (--call-graph dwarf) for `perf report -G` on the
+#        kept data (with KEEP=1); heavier, so the CPU per request it prints is higher
 # Needs perf (Debian: linux-perf), nginx, h2load, taskset. Loopback only; every process
 # started is stopped on exit.
 set -euo pipefail
@@ -17,11 +21,17 @@ N=${N:-200000}
 PROTO=${PROTO:-h1}
 TOP=${TOP:-40}
 PRESCALE=${PRESCALE:-target/release/prescale}
+HYPER=${HYPER:-}
+HYPER_ARGS=${HYPER_ARGS:-}
 if ((N < 1000 || N > 5000000)); then echo "N must be 1000..5000000" >&2; exit 2; fi
 for tool in perf nginx h2load curl taskset python3; do
     command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 2; }
 done
-[[ -x $PRESCALE ]] || { echo "missing $PRESCALE (cargo build --release --bin prescale)" >&2; exit 2; }
+if [[ -n $HYPER ]]; then
+    [[ -x $HYPER ]] || { echo "missing $HYPER (cargo build --release --example hyper_dataplane)" >&2; exit 2; }
+else
+    [[ -x $PRESCALE ]] || { echo "missing $PRESCALE (cargo build --release --bin prescale)" >&2; exit 2; }
+fi
 
 WORK=$(mktemp -d /tmp/prescale-profile.XXXXXX)
 PIDS=()
@@ -56,11 +66,18 @@ sed -e "s|127.0.0.1:9901|127.0.0.1:$ADMIN|" -e "s|127.0.0.1:4143|127.0.0.1:$PORT
 
 taskset -c 1 nginx -p "$WORK" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 &
 PIDS+=($!)
-taskset -c 1 env RUST_LOG=warn "$PRESCALE" run --config "$WORK/prescale.yaml" >"$WORK/prescale.out" 2>&1 &
+if [[ -n $HYPER ]]; then
+    # shellcheck disable=SC2086
+    taskset -c 1 "$HYPER" --config "$WORK/prescale.yaml" $HYPER_ARGS >"$WORK/prescale.out" 2>&1 &
+    READY="http://127.0.0.1:$PORT/"
+else
+    taskset -c 1 env RUST_LOG=warn "$PRESCALE" run --config "$WORK/prescale.yaml" >"$WORK/prescale.out" 2>&1 &
+    READY="http://127.0.0.1:$ADMIN/ready"
+fi
 PS=$!
 PIDS+=($PS)
 for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" && break
+    curl -sf -o /dev/null "$READY" && break
     sleep 0.1
 done
 curl -sf -o /dev/null "http://127.0.0.1:$PORT/" || { cat "$WORK/prescale.out" >&2; exit 1; }
@@ -74,7 +91,7 @@ taskset -c 0 timeout 60 h2load "${ARGS[@]}" -n $((N / 10)) "http://127.0.0.1:$PO
 
 ticks() { sed -E 's/^.*\) //' "/proc/$PS/stat" | awk '{ print $12 + $13 }'; }
 t0=$(ticks)
-perf record -e cpu-clock -F 2999 -p "$PS" -o "$WORK/perf.data" 2>"$WORK/perf.err" &
+perf record -e cpu-clock -F 2999 ${CALLGRAPH:+--call-graph dwarf,8192} -p "$PS" -o "$WORK/perf.data" 2>"$WORK/perf.err" &
 PERF=$!
 sleep 0.5
 OUT=$(taskset -c 0 timeout 120 h2load "${ARGS[@]}" -n "$N" "http://127.0.0.1:$PORT/")
@@ -83,7 +100,11 @@ wait "$PERF" 2>/dev/null || true
 t1=$(ticks)
 
 echo "prescale profile (benches/profile.sh): $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) cpus"
-echo "  binary:   $PRESCALE ($("$PRESCALE" --version)), deploy/examples/sidecar.yaml"
+if [[ -n $HYPER ]]; then
+    echo "  binary:   $HYPER $HYPER_ARGS (hyper + tower prototype), deploy/examples/sidecar.yaml"
+else
+    echo "  binary:   $PRESCALE ($("$PRESCALE" --version)), deploy/examples/sidecar.yaml"
+fi
 echo "  load:     h2load ${ARGS[*]} -n $N ($PROTO), $(grep -E '^status codes' <<<"$OUT")"
 echo "  record:   perf record -e cpu-clock -F 2999 -p <prescale>"
 awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$N" \
@@ -102,13 +123,21 @@ awk '{
     else if (sym ~ /pingora_proxy/) c = "pingora-proxy"
     else if (sym ~ /pingora/) c = "pingora (other crates)"
     else if (sym ~ /tokio/) c = "tokio"
+    else if (sym ~ /ndarray|linfa/) c = "profiler thread: signature re-fit (linfa k-means, ndarray)"
+    else if (sym ~ /hyper_dataplane|prescale|profiler|policies/) c = "prescale (proxy, profiler, policies)"
     else if (sym ~ /h2::/) c = "h2"
+    else if (sym ~ /hyper_util|tower/) c = "hyper-util, tower"
+    else if (sym ~ /hyper::/) c = "hyper"
     else if (sym ~ /http::|httparse|pingora_http/) c = "http/httparse"
     else if (sym ~ /prescale|profiler|policies/) c = "prescale (proxy, profiler, policies)"
     else if (sym ~ /metrics/) c = "metrics"
+    else if (sym ~ /bytes::/) c = "bytes"
     else if (dso ~ /^libc[.-]/) c = "libc (other)"
     share[c] += pct
 } END { for (c in share) printf "  %6.2f%%  %s\n", share[c], c }' <<<"$REPORT" | sort -rn
+echo
+echo "share by thread"
+perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -8
 echo
 echo "top $TOP symbols (self time)"
 head -n "$TOP" <<<"$REPORT" | cut -c1-160

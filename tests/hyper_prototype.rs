@@ -68,12 +68,41 @@ fn wait_listening(listen: SocketAddr, child: &mut KillOnDrop) {
     panic!("hyper_dataplane is not listening on {listen} after 10 s");
 }
 
+/// Established TCP connections to `port` on 127.0.0.1 seen from their client side (the
+/// prototype's upstream connections), from /proc/net/tcp.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hyper_prototype_forwards_h1_and_h2c_and_sheds_over_its_tier_limit() {
     if !require::tools("hyper_prototype", &["curl"]) {
         return;
     }
+    // The measured default (per-thread pool of hyper connections, current-thread
+    // runtime), the first prototype's legacy client, and the other runtime models.
+    for extra in [
+        &[][..],
+        &["--upstream", "legacy"][..],
+        &["--runtime", "multi", "--threads", "2"][..],
+        &["--threads", "2", "--reuseport"][..],
+    ] {
+        forwards_and_sheds(extra).await;
+    }
+}
+
+async fn forwards_and_sheds(extra: &'static [&'static str]) {
     let upstream = Upstream::start().await;
+    let up_port = upstream.addr.port();
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = dir.path().join("prescale.yaml");
@@ -85,6 +114,7 @@ async fn the_hyper_prototype_forwards_h1_and_h2c_and_sheds_over_its_tier_limit()
         Command::new(bin)
             .arg("--config")
             .arg(&cfg)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -93,6 +123,19 @@ async fn the_hyper_prototype_forwards_h1_and_h2c_and_sheds_over_its_tier_limit()
     tokio::task::spawn_blocking(move || {
         wait_listening(listen, &mut child);
         let url = format!("http://{listen}/echo?q=1");
+
+        // Sequential requests, each on a new client connection, share one upstream
+        // connection: it goes back to the pool when its response has been read.
+        for _ in 0..4 {
+            let (code, out) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &url]);
+            assert_eq!((code, out.as_str()), (0, "200"), "{extra:?}");
+        }
+        let conns = established_to(up_port);
+        // Two workers may each hold one.
+        assert!(
+            (1..=2).contains(&conns),
+            "{extra:?}: {conns} upstream connections after 4 sequential requests"
+        );
 
         // HTTP/1.1: the upstream's JSON description of the request comes back whole,
         // with the client's address appended to the forwarding chain.
