@@ -1,25 +1,15 @@
 //! `prescale replay` end to end: the real binary on the real traces in
 //! `testdata/traces/` (a missing one fails under `CI=true`), and on bad input.
 
+#[path = "support/replay_cli.rs"]
+mod replay_cli;
 #[path = "support/require.rs"]
 mod require;
 
+use replay_cli::replay;
+
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
-
-fn replay(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .arg("replay")
-        .arg("--input")
-        .arg(input)
-        .arg("--out")
-        .arg(out)
-        .arg("--quiet")
-        .args(extra)
-        .output()
-        .expect("run prescale replay")
-}
 
 /// Checks every output exists and summary.json is internally consistent.
 fn check_outputs(out: &Path) -> Value {

@@ -18,34 +18,10 @@ mod support;
 
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Instant;
+use support::replay_cli::{replay, summary};
 
 const APACHE: &str = "apache_access_semicomplete_2015-05-17_20.log";
-
-fn replay(input: &Path, out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .arg("replay")
-        .arg("--input")
-        .arg(input)
-        .arg("--out")
-        .arg(out)
-        .arg("--quiet")
-        .args(extra)
-        .output()
-        .expect("run prescale replay")
-}
-
-fn summary(run: &Output, out: &Path) -> Value {
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
-}
 
 fn signature<'a>(costs: &'a Value, route_prefix: &str) -> Vec<&'a Value> {
     costs["signatures"]

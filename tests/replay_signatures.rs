@@ -3,34 +3,20 @@
 //! the engine each signature's minutes, and the engine's reconciliation of the total
 //! (direct, bottom-up, combined) runs and is reported.
 
+#[path = "support/replay_cli.rs"]
+mod replay_cli;
 #[path = "support/require.rs"]
 mod require;
 
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 const APACHE: &str = "apache_access_semicomplete_2015-05-17_20.log";
 
+/// Replays `input` and returns its `summary.json`.
 fn replay(input: &Path, out: &Path, extra: &[&str]) -> Value {
-    let run = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .arg("replay")
-        .arg("--input")
-        .arg(input)
-        .arg("--out")
-        .arg(out)
-        .arg("--quiet")
-        .args(extra)
-        .output()
-        .expect("run prescale replay");
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+    replay_cli::summary(&replay_cli::replay(input, out, extra), out)
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod cpu_upstream;
 pub mod fake_kube;
 pub mod peers;
 pub mod raw;
+pub mod replay_cli;
 pub mod require;
 
 use bytes::Bytes;
