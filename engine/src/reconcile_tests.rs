@@ -385,23 +385,28 @@ fn a_source_issued_later_is_not_chosen_for_missing_the_early_errors() {
 
 #[test]
 fn equally_good_sources_do_not_switch_back_and_forth() {
-    // Direct and bottom-up err alike: no paired difference beats its noise, so the
-    // source in force stays (a switch on noise gains nothing and moves the band).
+    // Direct and bottom-up err alike (and the combination almost so): no paired
+    // difference beats its noise for long, so the source in force mostly stays (a
+    // switch on noise gains nothing and moves the band).
     let params = ForecastParams::for_step(60, 1);
     let step = 60_000;
-    let mut r = Reconciler::new(&params, step, 200);
+    let mut r = Reconciler::new(&params, step, 30);
     let mut noise = Noise(5);
     let mut switches = 0;
     let mut last = Source::Direct;
     for t in 0..2000u64 {
         let start = T0 + t * step;
         r.observe(start, Some(10.0), Some(0.0));
-        let d = [10.0 + (noise.next() - 0.5) * 4.0];
-        let b = [10.0 + (noise.next() - 0.5) * 4.0];
+        // A common error and a small one of each's own: their MAEs differ by noise.
+        let common = (noise.next() - 0.5) * 4.0;
+        let d = [10.0 + common + (noise.next() - 0.5) * 0.5];
+        let b = [10.0 + common + (noise.next() - 0.5) * 0.5];
         r.issue(start, &forecast(&d), [&forecast(&b)]);
         let now = r.latest().unwrap().choice.chosen[0];
         switches += usize::from(now != last);
         last = now;
     }
-    assert!(switches <= 4, "{switches} switches");
+    // The smallest window (30 errors) makes each MAE noisiest: a rule that follows the
+    // lowest MAE switches about every 8 steps here (246 times; the former rule).
+    assert!(switches <= 20, "{switches} switches in 2000 steps");
 }
