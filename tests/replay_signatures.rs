@@ -70,6 +70,14 @@ fn the_apache_log_is_forecast_per_signature_and_the_total_reconciled() {
             .map(|k| s["planned_with"][*k].as_u64().unwrap())
             .sum();
         assert!(planned >= scored("direct"), "{s}");
+        // The sources are scored on the same forecasts, and what was planned with is
+        // no worse than the direct forecast of the total on them (issue 15).
+        assert_eq!(scored("direct"), scored("bottom_up"), "{s}");
+        assert!(scored("all_forecasts") >= scored("direct"), "{s}");
+        let mae = |k: &str| s["mae"][k].as_f64().unwrap();
+        assert!(mae("planned") <= mae("direct") * (1.0 + 1e-9), "{s}");
+        let coverage = s["planned_coverage"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&coverage), "{s}");
         let mostly = s["mostly_planned_with"].as_str().unwrap();
         assert!(["direct", "bottom_up", "combined"].contains(&mostly), "{s}");
     }

@@ -8,10 +8,17 @@
 //! when the total mixes signatures with different daily shapes. Neither is known in
 //! advance, so both are issued at every step, scored on the steps they predicted over
 //! a bounded rolling window per horizon step (the same errors calibrate their
-//! intervals), and per horizon step the source with the lowest mean absolute error
-//! is planned with. The combination weights the two by inverse squared MAE
+//! intervals). The combination weights the two by inverse squared MAE
 //! (Bates–Granger); at any step its error is at most the larger of the two, so no
 //! choice among the three can do worse than the worse of direct and bottom-up.
+//!
+//! The choice compares sources only on the forecasts that issued all three (paired):
+//! the direct forecast is also scored before there are signatures, often on the
+//! worst steps of a trace, and an MAE over those against one over later steps picks
+//! whichever started later, not whichever is better. Per horizon step it keeps the
+//! source in force (direct at first) until another's paired MAE is lower by more
+//! than twice the standard error of the paired difference: noise does not switch it
+//! (hysteresis), a real difference does.
 //!
 //! The bottom-up sum covers all work: the signatures' forecasts plus a forecast of
 //! the unclassified remainder (total minus the signatures), so that it forecasts the
@@ -57,6 +64,80 @@ struct Issued {
     bottom_up: Option<Vec<f64>>,
     combined: Option<Vec<f64>>,
     planned: Vec<f64>,
+    /// The planned band, per horizon step.
+    planned_band: Vec<(f64, f64)>,
+}
+
+/// How many standard errors of the paired difference a source's MAE must be below
+/// the one in force's before it replaces it (≈ 97.7 % one-sided for independent
+/// errors; consecutive forecasts' errors are correlated, so it is looser than that).
+const SWITCH_SE: f64 = 2.0;
+
+/// Absolute errors of direct, bottom-up and the combination on the same forecasts,
+/// at one horizon step, over the last `window` forecasts that issued all three.
+#[derive(Clone, Debug, Default)]
+struct Paired {
+    errors: VecDeque<[f64; 3]>,
+    sum: [f64; 3],
+    /// Σ (|e_i| − |e_j|)² for the pairs (direct, bottom-up), (direct, combined),
+    /// (bottom-up, combined).
+    sum_sq: [f64; 3],
+}
+
+/// Index of the pair (i, j), i ≠ j, in [`Paired::sum_sq`].
+fn pair(i: usize, j: usize) -> usize {
+    match (i.min(j), i.max(j)) {
+        (0, 1) => 0,
+        (0, 2) => 1,
+        _ => 2,
+    }
+}
+
+impl Paired {
+    fn add(&mut self, e: [f64; 3], sign: f64) {
+        for (s, v) in self.sum.iter_mut().zip(e) {
+            *s += sign * v;
+        }
+        for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+            if let (Some(a), Some(b), Some(s)) =
+                (e.get(i), e.get(j), self.sum_sq.get_mut(pair(i, j)))
+            {
+                *s += sign * (a - b).powi(2);
+            }
+        }
+    }
+
+    /// Records one forecast's absolute errors, forgetting the oldest beyond `window`.
+    fn record(&mut self, e: [f64; 3], window: usize) {
+        self.errors.push_back(e);
+        self.add(e, 1.0);
+        while self.errors.len() > window {
+            if let Some(old) = self.errors.pop_front() {
+                self.add(old, -1.0);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// Mean absolute error of source `k` over the window.
+    fn mae(&self, k: usize) -> Option<f64> {
+        let n = self.len();
+        (n > 0).then(|| self.sum.get(k).copied().unwrap_or(0.0).max(0.0) / n as f64)
+    }
+
+    /// How much lower `to`'s MAE is than `from`'s over the window, and the standard
+    /// error of that mean difference.
+    fn gain(&self, from: usize, to: usize) -> Option<(f64, f64)> {
+        let n = self.len() as f64;
+        let (a, b) = (self.mae(from)?, self.mae(to)?);
+        let mean = a - b;
+        let sq = self.sum_sq.get(pair(from, to)).copied().unwrap_or(0.0) / n;
+        let var = (sq - mean * mean).max(0.0) * n / (n - 1.0).max(1.0);
+        Some((mean, (var / n).sqrt()))
+    }
 }
 
 /// Scores of one source, per horizon step (index 0 = step 1).
@@ -121,10 +202,17 @@ pub struct RunStepScore {
     pub mae_bottom_up: Option<f64>,
     pub mae_combined: Option<f64>,
     pub mae_planned: Option<f64>,
-    /// Steps each MAE is over.
+    /// Steps each MAE is over: the forecasts that issued all three sources (the same
+    /// forecasts for each, so the MAEs compare).
     pub scored_direct: u64,
     pub scored_bottom_up: u64,
     pub scored_combined: u64,
+    /// The direct forecast's MAE over every forecast scored (also those issued before
+    /// there were signatures), and how many.
+    pub mae_direct_all: Option<f64>,
+    pub scored_all: u64,
+    /// Share of the steps scored (all forecasts) inside the planned band.
+    pub planned_coverage: Option<f64>,
     /// Forecasts issued that planned with each source at this step.
     pub chosen_direct: u64,
     pub chosen_bottom_up: u64,
@@ -176,8 +264,15 @@ pub struct Reconciler {
     pending: VecDeque<Issued>,
     errors: [Calibration; 4],
     latest: Option<Reconciled>,
-    /// The same errors as `errors`, over the whole run.
+    /// Per horizon step (index 0 = step 1), the paired errors the choice reads.
+    paired: Vec<Paired>,
+    /// Per horizon step, the source in force.
+    current: Vec<Source>,
+    /// The same errors as `paired` (and the planned one's), over the whole run.
     run: [Running; 4],
+    /// The direct forecast's errors over every forecast, and the planned band's
+    /// hits (as an error of 1 when outside, 0 inside), over the whole run.
+    run_all: [Running; 2],
     /// Per horizon step, issues that planned with direct, bottom-up, combined.
     chosen: Vec<[u64; 3]>,
 }
@@ -202,7 +297,10 @@ impl Reconciler {
             pending: VecDeque::new(),
             errors: std::array::from_fn(|_| Calibration::new(h, window)),
             latest: None,
+            paired: vec![Paired::default(); h],
+            current: vec![Source::Direct; h],
             run: std::array::from_fn(|_| Running::new(h)),
+            run_all: std::array::from_fn(|_| Running::new(h)),
             chosen: vec![[0; 3]; h],
         }
     }
@@ -231,11 +329,25 @@ impl Reconciler {
                     err(issued.combined.as_ref()),
                     err(Some(&issued.planned)),
                 ];
-                for ((cal, run), e) in self.errors.iter_mut().zip(&mut self.run).zip(errors) {
+                for (cal, e) in self.errors.iter_mut().zip(errors) {
                     if let Some(e) = e {
                         cal.record(step, e);
+                    }
+                }
+                if let [Some(d), Some(b), Some(c), Some(p)] = errors {
+                    if let Some(paired) = self.paired.get_mut(i) {
+                        paired.record([d.abs(), b.abs(), c.abs()], self.window);
+                    }
+                    for (run, e) in self.run.iter_mut().zip([d, b, c, p]) {
                         run.record(step, e);
                     }
+                }
+                if let Some(d) = errors[DIRECT] {
+                    self.run_all[0].record(step, d);
+                }
+                if let Some((lo, hi)) = issued.planned_band.get(i) {
+                    let outside = !(*lo..=*hi).contains(&y);
+                    self.run_all[1].record(step, f64::from(u8::from(outside)));
                 }
             }
         }
@@ -288,12 +400,18 @@ impl Reconciler {
                 .map(|((d, b), w)| w * d + (1.0 - w) * b)
                 .collect::<Vec<f64>>()
         });
-        let chosen: Vec<Source> = (1..=h)
-            .map(|s| match bottom_up {
-                Some(_) => self.best(s),
-                None => Source::Direct,
-            })
-            .collect();
+        if bottom_up.is_some() {
+            for i in 0..h {
+                let next = self.switch(i);
+                if let Some(c) = self.current.get_mut(i) {
+                    *c = next;
+                }
+            }
+        }
+        let chosen: Vec<Source> = match bottom_up {
+            Some(_) => self.current.clone(),
+            None => vec![Source::Direct; h],
+        };
         for (counts, source) in self.chosen.iter_mut().zip(&chosen) {
             if let Some(c) = counts.get_mut(*source as usize) {
                 *c += 1;
@@ -307,7 +425,7 @@ impl Reconciler {
                 _ => (None, DIRECT),
             };
             if let Some(point) = point {
-                // Leaving the direct forecast needs enough errors (see `best`), so
+                // Leaving the direct forecast needs enough errors (see `switch`), so
                 // these offsets exist; the direct one keeps its own adaptive band.
                 *fp = self.band(kind, fp.step, *point).unwrap_or(*fp);
             }
@@ -329,6 +447,7 @@ impl Reconciler {
         self.pending.push_back(Issued {
             origin,
             planned: planned.points.iter().map(|p| p.point).collect(),
+            planned_band: planned.points.iter().map(|p| (p.lower, p.upper)).collect(),
             direct: direct_points,
             bottom_up,
             combined,
@@ -362,6 +481,7 @@ impl Reconciler {
     /// Every source's MAE per horizon step since start, and how often each was chosen.
     pub fn run_scores(&self) -> RunScores {
         let [d, b, c, p] = &self.run;
+        let [all, outside] = &self.run_all;
         RunScores {
             steps: (0..self.horizon)
                 .map(|i| {
@@ -376,6 +496,9 @@ impl Reconciler {
                         scored_direct: d.count(i),
                         scored_bottom_up: b.count(i),
                         scored_combined: c.count(i),
+                        mae_direct_all: all.mae(i),
+                        scored_all: all.count(i),
+                        planned_coverage: outside.mae(i).map(|o| 1.0 - o),
                         chosen_direct,
                         chosen_bottom_up,
                         chosen_combined,
@@ -400,21 +523,17 @@ impl Reconciler {
         }
     }
 
-    /// MAE of `kind` at `step` once it has enough errors to be trusted.
-    fn trusted_mae(&self, kind: usize, step: usize) -> Option<f64> {
-        let cal = self.errors.get(kind)?;
-        (cal.len(step) >= MIN_ERRORS)
-            .then(|| cal.mae(step))
-            .flatten()
-    }
-
     /// The direct forecast's weight in the combination at `step`: inverse squared MAE
-    /// (Bates–Granger), equal weights until both have enough errors.
+    /// over the paired errors (Bates–Granger), equal weights until there are enough.
     fn direct_weight(&self, step: usize) -> f64 {
-        match (
-            self.trusted_mae(DIRECT, step),
-            self.trusted_mae(BOTTOM_UP, step),
-        ) {
+        let Some(p) = step
+            .checked_sub(1)
+            .and_then(|i| self.paired.get(i))
+            .filter(|p| p.len() >= MIN_ERRORS)
+        else {
+            return 0.5;
+        };
+        match (p.mae(DIRECT), p.mae(BOTTOM_UP)) {
             (Some(d), Some(b)) => {
                 let (d, b) = (d.max(1e-12).powi(-2), b.max(1e-12).powi(-2));
                 d / (d + b)
@@ -423,20 +542,26 @@ impl Reconciler {
         }
     }
 
-    /// The source with the lowest trusted MAE at `step`; the direct one until another
-    /// has enough errors, and on ties.
-    fn best(&self, step: usize) -> Source {
-        let Some(mut best) = self.trusted_mae(DIRECT, step) else {
-            return Source::Direct;
+    /// The source to plan with at horizon index `i`: the one in force, unless another
+    /// has at least `MIN_ERRORS` paired errors and a paired MAE lower by more than
+    /// `SWITCH_SE` standard errors of the difference (then the one lower by most).
+    fn switch(&self, i: usize) -> Source {
+        let current = self.current.get(i).copied().unwrap_or(Source::Direct);
+        let Some(p) = self.paired.get(i).filter(|p| p.len() >= MIN_ERRORS) else {
+            return current;
         };
-        let mut source = Source::Direct;
-        for (kind, s) in [(BOTTOM_UP, Source::BottomUp), (COMBINED, Source::Combined)] {
-            if let Some(m) = self.trusted_mae(kind, step).filter(|m| *m < best) {
-                best = m;
-                source = s;
+        let mut best = (current, 0.0);
+        for s in Source::ALL {
+            if s == current {
+                continue;
+            }
+            if let Some((gain, se)) = p.gain(current as usize, s as usize) {
+                if gain > SWITCH_SE * se && gain > best.1 {
+                    best = (s, gain);
+                }
             }
         }
-        source
+        best.0
     }
 
     /// `point` at `step` with the interval of `kind`'s own errors at the level.

@@ -53,12 +53,15 @@ pub fn json(r: &Replay) -> serde_json::Value {
                     "bottom_up": s.mae_bottom_up,
                     "combined": s.mae_combined,
                     "planned": s.mae_planned,
+                    "direct_all_forecasts": s.mae_direct_all,
                 },
                 "scored": {
                     "direct": s.scored_direct,
                     "bottom_up": s.scored_bottom_up,
                     "combined": s.scored_combined,
+                    "all_forecasts": s.scored_all,
                 },
+                "planned_coverage": s.planned_coverage,
                 "planned_with": {
                     "direct": s.chosen_direct,
                     "bottom_up": s.chosen_bottom_up,
@@ -84,19 +87,21 @@ pub fn table(r: &Replay) -> String {
     };
     let signatures = view.series.keys().filter(|k| *k != "total").count();
     let mut out = format!(
-        "reconciled total ({signatures} signature series; MAE in req/s over the trace):\n{:>6} {:>10} {:>10} {:>10} {:>10}  {}\n",
-        "ahead", "direct", "bottom-up", "combined", "planned", "mostly planned with"
+        "reconciled total ({signatures} signature series; MAE in req/s over the forecasts that issued all three; coverage of the planned band over all):\n{:>6} {:>10} {:>10} {:>10} {:>10} {:>8}  {}\n",
+        "ahead", "direct", "bottom-up", "combined", "planned", "coverage", "mostly planned with"
     );
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     for s in &scores.steps {
         let _ = writeln!(
             out,
-            "{:>5}s {:>10} {:>10} {:>10} {:>10}  {} ({}/{}/{} direct/bottom-up/combined)",
+            "{:>5}s {:>10} {:>10} {:>10} {:>10} {:>8}  {} ({}/{}/{} direct/bottom-up/combined)",
             s.step as u64 * view.step_seconds,
             f(s.mae_direct),
             f(s.mae_bottom_up),
             f(s.mae_combined),
             f(s.mae_planned),
+            s.planned_coverage
+                .map_or("-".to_string(), |c| format!("{c:.3}")),
             mostly(s),
             s.chosen_direct,
             s.chosen_bottom_up,

@@ -85,7 +85,8 @@ pub fn render(r: &Replay) -> String {
              reconciliation over the trace: the direct forecast of the total, the sum of the \
              signatures' forecasts and the unclassified remainder's, their error-weighted \
              combination, and what the decisions planned with (per horizon step, the source \
-             with the lowest recent error).</p><pre>{}</pre>",
+             in force until another's error on the same forecasts is lower by more than its \
+             noise).</p><pre>{}</pre>",
             escape(&reconciled)
         );
     }
