@@ -99,6 +99,22 @@ impl Gram {
     }
 }
 
+impl Gram {
+    /// The inverse, column by column; None when singular (see [`Gram::solve`]).
+    /// O(n⁴) by repeated elimination, nothing for n ≤ 18.
+    pub fn inverse(&self) -> Option<Gram> {
+        let n = self.n;
+        let mut inv = Gram::zeros(n);
+        for j in 0..n {
+            let e: Vec<f64> = (0..n).map(|i| if i == j { 1.0 } else { 0.0 }).collect();
+            for (i, v) in self.solve(&e)?.into_iter().enumerate() {
+                inv.add(i, j, v);
+            }
+        }
+        Some(inv)
+    }
+}
+
 /// Non-negative least squares on the normal equations (`gram = XᵀX`, `xty = Xᵀy`):
 /// min ‖Xβ − y‖² subject to β ≥ 0, by Lawson and Hanson's active-set method. Columns
 /// that are all zero stay at zero.
