@@ -431,6 +431,18 @@ fn load(listen: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<us
     })
 }
 
+/// What every resize test starts from: python3 (a skip outside CI, a failure under
+/// `CI=true`), a temporary directory, and the CPU-burning upstream writing its pid file
+/// into it. The directory outlives the upstream (dropped after it).
+fn upstream(test: &str) -> Option<(tempfile::TempDir, CpuUpstream)> {
+    if !python_usable(test) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let up = CpuUpstream::start(dir.path());
+    Some((dir, up))
+}
+
 /// A sidecar in front of `up`, reading its usage from `/proc`, resizing through `api`.
 fn sidecar(api: &FakeApi, up: &CpuUpstream, dir: &Path) -> (Proxy, SocketAddr) {
     sidecar_with(api, up, dir, "    min_cpu: 0.05\n    max_cpu: 0.12\n")
@@ -488,11 +500,9 @@ fn resources_view(proxy: &Proxy) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forecast_cpu_resizes_the_app_container_in_place() {
-    if !python_usable("forecast_cpu_resizes_the_app_container_in_place") {
+    let Some((dir, up)) = upstream("forecast_cpu_resizes_the_app_container_in_place") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let up = CpuUpstream::start(dir.path());
+    };
     let api = FakeApi::start(Cluster::new(), TOKEN, NS).await;
     // Memory bounds are set, but the container's memory resizePolicy restarts it.
     let (proxy, listen) = sidecar_with(
@@ -564,11 +574,9 @@ async fn forecast_cpu_resizes_the_app_container_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vpa_targeting_the_deployment_makes_resize_refuse() {
-    if !python_usable("a_vpa_targeting_the_deployment_makes_resize_refuse") {
+    let Some((dir, up)) = upstream("a_vpa_targeting_the_deployment_makes_resize_refuse") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let up = CpuUpstream::start(dir.path());
+    };
     let mut c = Cluster::new();
     c.vpa_owns = true;
     let api = FakeApi::start(c, TOKEN, NS).await;
@@ -589,11 +597,9 @@ async fn a_vpa_targeting_the_deployment_makes_resize_refuse() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infeasible_size_is_handed_back_and_not_asked_again() {
-    if !python_usable("an_infeasible_size_is_handed_back_and_not_asked_again") {
+    let Some((dir, up)) = upstream("an_infeasible_size_is_handed_back_and_not_asked_again") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let up = CpuUpstream::start(dir.path());
+    };
     let mut c = Cluster::new();
     // The node cannot give the container more than 110m (160m allocatable, 50m for
     // the sidecar), and its room cannot be read (no RBAC for nodes): the kubelet's
@@ -668,11 +674,10 @@ fn count(api: &FakeApi, method: &str, path: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nodes_room_caps_the_resize_and_is_read_once_per_refresh() {
-    if !python_usable("the_nodes_room_caps_the_resize_and_is_read_once_per_refresh") {
+    let Some((dir, up)) = upstream("the_nodes_room_caps_the_resize_and_is_read_once_per_refresh")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let up = CpuUpstream::start(dir.path());
+    };
     let mut c = Cluster::new();
     // 1000m allocatable; a batch pod holds 835m and the sidecar 50m: 115m is all the
     // app container may request, below max_cpu (120m).
@@ -763,11 +768,10 @@ async fn the_nodes_room_caps_the_resize_and_is_read_once_per_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deferred_resize_is_left_to_the_kubelet_and_not_rewritten() {
-    if !python_usable("a_deferred_resize_is_left_to_the_kubelet_and_not_rewritten") {
+    let Some((dir, up)) = upstream("a_deferred_resize_is_left_to_the_kubelet_and_not_rewritten")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let up = CpuUpstream::start(dir.path());
+    };
     let mut c = Cluster::new();
     // A batch pod leaves room for no more than the 100m the app has (4000m allocatable,
     // 3850m taken, 50m the sidecar); the node's room cannot be read (no RBAC for
@@ -865,11 +869,11 @@ async fn a_deferred_resize_is_left_to_the_kubelet_and_not_rewritten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_is_resized_where_its_policy_allows_and_its_limit_never_lowered() {
-    if !python_usable("memory_is_resized_where_its_policy_allows_and_its_limit_never_lowered") {
+    let Some((dir, up)) =
+        upstream("memory_is_resized_where_its_policy_allows_and_its_limit_never_lowered")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let up = CpuUpstream::start(dir.path());
+    };
     let mut c = Cluster::new();
     // Memory resizes without a restart; the pod holds 160Mi (limit 320Mi), more than
     // the 100Mi the config allows (and than the template's request): the first plan,
