@@ -10,7 +10,8 @@
 #                            /proc/<pid>/stat, every process of the target);
 #   throughput             h2load, closed loop, N requests;
 #   p50 at a fixed rate    h2load --rps over 4 connections, per-request times from its
-#                          --log-file (send to end of response);
+#                          --log-file (send to end of response), and per thread of the
+#                          proxy: context switches and run time per request at that rate;
 #   context switches       per request, all threads of the proxy (/proc/<pid>/task/*/status);
 #   idle RSS               VmRSS of the proxy's processes after start and after the load;
 # then the ratios against nginx and haproxy. Rounds are interleaved (every target once per
@@ -22,6 +23,10 @@
 #   ROUNDS=2        interleaved rounds
 #   RATE=1000       fixed request rate for the latency run, requests/s (4 connections)
 #   RATE_SECS=5     measured seconds of the latency run (after 1 s of warm-up)
+#   LAT_CONNS=4     connections of the latency run, RATE / LAT_CONNS requests/s each.
+#                   h2load --rps sends each connection's due requests on a timer tick, so
+#                   with 4 the requests of the 4 connections arrive together and each
+#                   waits for the ones ahead of it; 1 takes that queueing out
 #   PRESCALES="prescale=target/release/prescale"   space-separated name=binary pairs, e.g.
 #                   PRESCALES="after=target/release/prescale before=/tmp/prescale-before"
 #   HYPER=          space-separated name=binary pairs of the hyper + tower data-path
@@ -46,6 +51,7 @@ N=${N:-100000}
 ROUNDS=${ROUNDS:-2}
 RATE=${RATE:-1000}
 RATE_SECS=${RATE_SECS:-5}
+LAT_CONNS=${LAT_CONNS:-4}
 INFLIGHT=64
 SKIP_BUILD=${SKIP_BUILD:-0}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -58,6 +64,7 @@ if ((N < 1000 || N > 2000000)); then echo "N must be 1000..2000000" >&2; exit 2;
 if ((ROUNDS < 1 || ROUNDS > 10)); then echo "ROUNDS must be 1..10" >&2; exit 2; fi
 if ((RATE < 4 || RATE > 20000)); then echo "RATE must be 4..20000" >&2; exit 2; fi
 if ((RATE_SECS < 1 || RATE_SECS > 60)); then echo "RATE_SECS must be 1..60" >&2; exit 2; fi
+if ((LAT_CONNS < 1 || LAT_CONNS > 64 || RATE % LAT_CONNS)); then echo "LAT_CONNS must be 1..64 and divide RATE" >&2; exit 2; fi
 
 for tool in nginx haproxy h2load curl ss taskset getconf awk timeout; do
     command -v "$tool" >/dev/null || {
@@ -267,6 +274,16 @@ ctx_switches() {
     for p in $(procs "$1"); do cat "/proc/$p/task/"*/status 2>/dev/null; done |
         awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'
 }
+thread_stats() { # pid: "tid comm voluntary involuntary run-ns" per thread (schedstat), sorted
+    local p t
+    for p in $(procs "$1"); do
+        for t in /proc/"$p"/task/*; do
+            printf '%s %s %s %s\n' "${t##*/}" "$(tr ' ' _ <"$t/comm" 2>/dev/null)" \
+                "$(awk '/^voluntary_ctxt/ { v = $2 } /^nonvoluntary_ctxt/ { n = $2 } END { print v + 0, n + 0 }' "$t/status" 2>/dev/null)" \
+                "$(cut -d' ' -f1 "$t/schedstat" 2>/dev/null)"
+        done
+    done | awk 'NF == 5' | sort
+}
 rss_mib() {
     local p
     for p in $(procs "$1"); do cat "/proc/$p/status" 2>/dev/null; done |
@@ -332,16 +349,32 @@ throughput() { # target proto round
     log "   $t $proto round $r: ${rps:-?} req/s, $(awk -v c=$((c1 - c0 + up1 - up0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", c / hz * 1e6 / n }') us CPU/req (proxy + upstream)"
 }
 
-latency() { # target proto: RATE requests/s over 4 connections, per-request log
+latency() { # target proto: RATE requests/s over LAT_CONNS connections, per-request log
     local t=$1 proto=$2 u args
     u=$(url "$t" "$proto")
-    args="-c 4 --rps $((RATE / 4))"
+    args="-c $LAT_CONNS --rps $((RATE / LAT_CONNS))"
     [[ $proto == h1 ]] && args="--h1 $args"
     # shellcheck disable=SC2086
     taskset -c "$GEN_CPU" timeout 60 h2load $args -n "$RATE" "$u" >/dev/null 2>&1 || true
-    local logf=$WORK/latency-$t-$proto.tsv
+    local logf=$WORK/latency-$t-$proto.tsv n=$((RATE * RATE_SECS)) pid=${PID[$t]:-${PID[up]}}
+    thread_stats "$pid" >"$WORK/threads0"
     # shellcheck disable=SC2086
-    taskset -c "$GEN_CPU" timeout 120 h2load $args -n $((RATE * RATE_SECS)) --log-file="$logf" "$u" >/dev/null 2>&1 || true
+    taskset -c "$GEN_CPU" timeout 120 h2load $args -n "$n" --log-file="$logf" "$u" >/dev/null 2>&1 || true
+    thread_stats "$pid" >"$WORK/threads1"
+    # per thread (the upstream's for direct): switches and run time per request at this rate
+    join "$WORK/threads0" "$WORK/threads1" | awk -v t="$t" -v p="$proto" -v n="$n" '{
+        v = ($7 - $3) / n; i = ($8 - $4) / n; c = ($9 - $5) / n / 1000
+        if (v + i >= 0.005 || c >= 0.05) printf "%s %s %s %.3f %.3f %.1f\n", t, p, $2, v, i, c }' >>"$WORK/threads.txt"
+    # h2load --rps sends each connection's due requests on a timer tick: a gap of more
+    # than 2 ms between request starts begins a new burst. Median latency by position.
+    sort -n "$logf" 2>/dev/null | awk '$2 >= 200 && $2 < 300 {
+            if (n == 0 || $1 - prev > 2000) { b++; pos = 0 } pos++; prev = $1; n++
+            print (pos > 5 ? 5 : pos), $3 } END { print 0, b + 0 }' | sort -k1,1n -k2,2n |
+        awk -v t="$t" -v p="$proto" '$1 == 0 { b = $2; next }
+            { v[$1, ++c[$1]] = $2 }
+            END { printf "%s %s %d", t, p, b
+                for (k = 1; k <= 5; k++) printf " %d:%s", c[k], c[k] ? v[k, int((c[k] + 1) / 2)] : "-"; print "" }' \
+        >>"$WORK/bursts.txt"
     # columns: start (us since epoch), status, microseconds to the end of the response
     local p50 p99 ok
     ok=$(awk '$2 >= 200 && $2 < 300' "$logf" 2>/dev/null | wc -l)
@@ -373,7 +406,7 @@ echo "  haproxy:   $(haproxy -v | head -1 | awk '{ print $3 }'), nbthread 1, htt
 echo "  upstream:  nginx, worker_processes 1, 'return 200' with a ${#BODY}-byte body"
 echo "  pinning:   generator on cpu $GEN_CPU; upstream and proxy on cpu $SUT_CPU (taskset)"
 echo "  load:      h2load -n $N, h1: $(h2load_args h1), h2c: $(h2load_args h2c) (after $((N / 10)) unmeasured)"
-echo "  latency:   h2load [--h1] -c 4 --rps $((RATE / 4)) -n $((RATE * RATE_SECS)) --log-file (after $RATE unmeasured)"
+echo "  latency:   h2load [--h1] -c $LAT_CONNS --rps $((RATE / LAT_CONNS)) -n $((RATE * RATE_SECS)) --log-file (after $RATE unmeasured)"
 echo "  CPU:       utime+stime from /proc/<pid>/stat, CLK_TCK=$CLK_TCK; rounds: $ROUNDS, interleaved"
 echo
 
@@ -447,6 +480,17 @@ for name in "${PS_NAMES[@]}"; do
         awk '/^prescale_requests_total/ && /listener="inbound"/ && /code_class="2xx"/ { s += $NF } END { print s + 0 }')
     echo "$name counted $n2xx 2xx requests on its inbound listener (its /metrics): the traffic went through it."
 done
+echo
+
+echo "at $RATE req/s: per thread of each proxy (the upstream's own for direct), per request:"
+echo "voluntary / involuntary context switches and run time (schedstat); threads under"
+echo "0.005 switches and 0.05 us a request left out"
+printf '  %-12s %-5s %-18s %9s %9s %9s\n' target proto thread vol/req invol/req "run us"
+awk '{ printf "  %-12s %-5s %-18s %9s %9s %9s\n", $1, $2, $3, $4, $5, $6 }' "$WORK/threads.txt"
+echo
+echo "at $RATE req/s: h2load --rps sends in bursts (a new one after a 2 ms gap); median latency"
+echo "(us) by a request's position in its burst, count:median (5+ = the 5th and later)"
+awk '{ printf "  %-12s %-5s %5d bursts  1) %-10s 2) %-10s 3) %-10s 4) %-10s 5+) %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }' "$WORK/bursts.txt"
 echo
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 <= 0 || a == "nan") print "n/a"; else printf "%.2f", a / b }'; }
