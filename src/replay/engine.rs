@@ -3,8 +3,11 @@
 //!
 //! Each minute of the trace goes to the engine once it has ended (plus the sidecar's
 //! `MINUTE_GRACE_MS`); a minute without requests is not sent (the sidecar has no
-//! bucket for it: the engine reads the missing step as zero demand), and a minute the
-//! input has no data for goes as unknown, never as zero demand. At each sync instant the
+//! bucket for it), and a minute the input has no data for goes as unknown, never as
+//! zero demand. Every second, after the minutes due, the engine is advanced to the
+//! trace's clock (`Engine::advance`, as the sidecar's forecaster on each `Now`): a
+//! step that has ended with no minute is closed then as zero demand, so forecasts go
+//! on through idle time as live. At each sync instant the
 //! engine decides on demand over the last complete 10 s, as the sidecar decides on its
 //! last 10 s bucket: replay's demand, the arrival rate averaged over `--resolution`
 //! (a sparse log's 10 s of arrivals is Poisson noise, where a busy sidecar's 10 s of
@@ -187,11 +190,16 @@ fn request_work(n: u64) -> Cell {
     }
 }
 
+/// Unix ms of trace second `t`: the engine's clock in replay.
+pub fn unix_ms(setup: &EngineSetup, t: Sec) -> Millis {
+    (setup.start_unix + t) * 1000
+}
+
 /// The engine's observation at trace second `t`, if a decision can be made then.
 pub fn observation(setup: &EngineSetup, t: Sec) -> Option<Observation> {
     let (measured, demand) = setup.demand_at(t)?;
     Some(Observation {
-        at: (setup.start_unix + t) * 1000,
+        at: unix_ms(setup, t),
         measured,
         demand,
         admission: Some(setup.admission(t)),
