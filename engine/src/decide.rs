@@ -119,11 +119,14 @@ impl Engine {
 
     /// Time has reached `now` (after every minute complete at `now` was fed): closes
     /// the pending step once nothing more can arrive for it (its end plus
-    /// `MINUTE_GRACE_MS`), and, once a step was fed, feeds every whole step since
-    /// that ended with no minute at all as zero demand, and forecasts. A step is
-    /// judged like any other; several at once (a process that stood still) are not.
-    /// Returns whether the forecasts were updated. Before any step was fed it does
-    /// nothing: with no traffic yet there is nothing to forecast.
+    /// `MINUTE_GRACE_MS`), and, once a minute of live traffic was fed, feeds every
+    /// whole step since the last one fed that ended with no minute at all as zero
+    /// demand, and forecasts. A step is judged like any other; several at once (a
+    /// process that stood still) are not. Returns whether the forecasts were
+    /// updated. Before live traffic no idle step is fed: with none yet there is
+    /// nothing to forecast, and a restored or warm-started forecast is kept until
+    /// the first minute says the service is being sent requests (it then fills the
+    /// steps between with zeros, as it always has).
     pub fn advance(&mut self, now: Millis, judge: &mut dyn StepJudge) -> bool {
         self.series.advance(now, judge)
     }
@@ -469,6 +472,27 @@ mod tests {
         assert_eq!(e.observed(SeriesKey::Total), None);
         assert!(e.view().series.is_empty());
         assert_eq!(e.view().origin, None);
+    }
+
+    #[test]
+    fn restored_history_is_not_worn_down_by_idle_steps_before_live_traffic() {
+        // Two hours restored from the store, then a restart into an hour without a
+        // request: a pod not yet receiving traffic looks the same as an idle one.
+        let rows: Vec<Bucket> = (0..120).map(|i| minute(i, 10.0)).collect();
+        let mut e = engine();
+        assert!(e.restore(&rows));
+        let (restored, origin) = next_point(&e);
+        for k in 0..60 {
+            e.advance(T0 + (121 + k) * MINUTE_MS + MINUTE_GRACE_MS, &mut ());
+        }
+        assert_eq!(next_point(&e), (restored, origin));
+        assert_eq!(e.observed(SeriesKey::Total), Some(120));
+        // The first live minute fills the steps between with zeros (as it always
+        // did); from then on idle steps close on the clock.
+        e.add_minute(&minute(181, 10.0), &mut ());
+        assert_eq!(e.observed(SeriesKey::Total), Some(182));
+        assert!(e.advance(T0 + 183 * MINUTE_MS + MINUTE_GRACE_MS, &mut ()));
+        assert_eq!(e.observed(SeriesKey::Total), Some(183));
     }
 
     #[test]

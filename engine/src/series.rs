@@ -71,6 +71,11 @@ pub(crate) struct Series {
     /// The step being accumulated: its start, demand per series, minutes unknown.
     pending_step: Option<(Millis, BTreeMap<SeriesKey, f64>, u64)>,
     pub(crate) last_fed: Option<Millis>,
+    /// A minute of live traffic was fed (not restored history, not a warm start):
+    /// from then on a step without any minute is idle, a known zero. Before it the
+    /// sidecar cannot tell idle from not yet receiving traffic (a pod that is not
+    /// ready), so a seeded or restored forecast is not worn down by zeros.
+    seen_traffic: bool,
     pub(crate) latest: BTreeMap<SeriesKey, (Forecast, f64)>,
     /// While replaying restored history, steps before this only train the models:
     /// forecasting (and scoring) every old step would cost a refit per hour of it.
@@ -107,6 +112,7 @@ impl Series {
             series: BTreeMap::new(),
             pending_step: None,
             last_fed: None,
+            seen_traffic: false,
             quiet_before: None,
             latest: BTreeMap::new(),
             replaying: false,
@@ -148,6 +154,7 @@ impl Series {
 
     /// Folds a minute into its forecast step; returns whether forecasts were updated.
     pub(crate) fn add_minute(&mut self, b: &Bucket, judge: &mut dyn StepJudge) -> bool {
+        self.seen_traffic |= !self.replaying;
         let (mut updated, step_start) = self.open_step(b.start, judge);
         let Some((_, acc, _)) = self.pending_step.as_mut() else {
             return updated;
@@ -185,10 +192,10 @@ impl Series {
     }
 
     /// Closes on the clock what can no longer receive a minute at `now`: the pending
-    /// step once its end plus the grace has passed, then, once a step was ever fed,
-    /// every whole step since that ended without a single minute, as zeros (an idle
-    /// service sends none: an idle step is a known zero, not a gap). Returns whether
-    /// forecasts were updated.
+    /// step once its end plus the grace has passed, then, once live traffic was fed,
+    /// every whole step since the last one fed that ended without a single minute, as
+    /// zeros (an idle service sends none: an idle step is a known zero, not a gap).
+    /// Returns whether forecasts were updated.
     ///
     /// The caller must have handed over every minute complete at `now` (end plus
     /// `MINUTE_GRACE_MS`) first: the sidecar's profiler sends them before its `Now`,
@@ -214,7 +221,7 @@ impl Series {
             return updated;
         };
         match self.last_fed {
-            Some(fed) if self.pending_step.is_none() && last_ended > fed => {
+            Some(fed) if self.seen_traffic && self.pending_step.is_none() && last_ended > fed => {
                 // An empty step: `close_step` feeds the steps before it as zeros
                 // (bounded by the history kept) and it as zero, then forecasts.
                 self.pending_step = Some((last_ended, BTreeMap::new(), 0));
