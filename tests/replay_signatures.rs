@@ -72,15 +72,13 @@ fn the_apache_log_is_forecast_per_signature_and_the_total_reconciled() {
             .sum();
         assert!(planned >= scored("direct"), "{s}");
         // The sources are scored on the same forecasts, and what was planned with is
-        // no worse than the worse of direct and bottom-up on them (the rule's bound).
-        // Not "no worse than direct": on this log's hours of zeros between single
-        // busy minutes the rule plans bottom-up on about 4 % of steps and loses
-        // there (issue 15, reported when idle steps began to be forecast).
+        // no worse than the direct forecast of the total on them (issue 15). On this
+        // log's hours of zeros between single busy minutes a small, steady gain of
+        // bottom-up once switched it, and the next bursts cost 22 % (`MIN_GAIN`).
         assert_eq!(scored("direct"), scored("bottom_up"), "{s}");
         assert!(scored("all_forecasts") >= scored("direct"), "{s}");
         let mae = |k: &str| s["mae"][k].as_f64().unwrap();
-        let worse = mae("direct").max(mae("bottom_up"));
-        assert!(mae("planned") <= worse * (1.0 + 1e-9), "{s}");
+        assert!(mae("planned") <= mae("direct") * (1.0 + 1e-9), "{s}");
         let coverage = s["planned_coverage"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&coverage), "{s}");
         let mostly = s["mostly_planned_with"].as_str().unwrap();
