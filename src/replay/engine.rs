@@ -44,7 +44,7 @@ pub struct EngineSetup<'a> {
     pub preshed: PreShedConfig,
     /// Seasonal periods in steps instead of daily and weekly (tests' short traces).
     pub periods: Option<Vec<usize>>,
-    /// Unix seconds of trace second 0.
+    /// Unix seconds of trace second 0 on the engine's clock (`engine_start_unix`).
     pub start_unix: u64,
     /// Requests per second of the trace.
     pub arrivals: &'a [f64],
@@ -72,6 +72,21 @@ pub struct DecisionRow {
 /// The minute buckets of a trace: (trace ms at which it is handed over, Unix ms of its
 /// start, the bucket or None when mostly inside a gap).
 pub type Minute = (Sec, Millis, Option<Bucket>);
+
+/// Unix seconds the engine's clock gives trace second 0. A count series' rows are the
+/// input's own intervals: its first row is put on the nearest minute (a shift of at
+/// most 30 s, the same for every row), so that each of the engine's minute buckets,
+/// 10 s readings and forecast steps lies inside one row, as a live sidecar's buckets
+/// hold the very seconds they count. On the recorded clock a series whose rows start
+/// at :42:53 has every minute straddle two rows, and replay would measure a blur of
+/// two rows that no live sidecar sees. A request log keeps its clock: its times are
+/// the requests' own, and the profiler cut its minute buckets on them.
+pub fn engine_start_unix(trace: &super::trace::Trace) -> u64 {
+    match trace.interval {
+        0 => trace.start_unix,
+        _ => (trace.start_unix + 30) / 60 * 60,
+    }
+}
 
 impl EngineSetup<'_> {
     pub fn engine(&self, headroom: f64) -> Engine {
