@@ -125,14 +125,19 @@ struct Agreement {
     forecast_driven: usize,
     ups: usize,
     downs: usize,
+    /// At each decision: its time and the origin `/v1/forecast` showed then.
+    origins: Vec<(u64, Option<u64>)>,
 }
 
 /// Feeds the sidecar's driver `minutes` (each handed over once it has ended, after the
 /// grace) and replay's demand readings, and requires every decision to equal replay's.
 fn drive_live(config: &str, replayed: &[Row], minutes: &[Bucket]) -> Agreement {
     let cfg = prescale_proxy::MeshConfig::parse(config, Path::new("mesh.yaml")).unwrap();
-    let (_shared, mut driver) =
+    let (shared, mut driver) =
         Forecasting::manual(cfg.profiler.forecast.clone(), cfg.policies.scaling.clone());
+    // The profiler has no bucket for a minute without requests: it never sends one.
+    let minutes: Vec<&Bucket> = minutes.iter().filter(|b| b.total.requests > 0).collect();
+    let mut origins = Vec::new();
     let mut fed = 0usize;
     let (mut forecast_driven, mut ups, mut downs) = (0, 0, 0);
     let mut last: Option<String> = None;
@@ -143,7 +148,7 @@ fn drive_live(config: &str, replayed: &[Row], minutes: &[Bucket]) -> Agreement {
             .get(fed)
             .filter(|b| b.start + MINUTE_MS + prescale_engine::MINUTE_GRACE_MS <= row.at)
         {
-            driver.update(Update::Minute(b.clone()));
+            driver.update(Update::Minute((*b).clone()));
             fed += 1;
         }
         // The reading spans at least the last complete 10 s (wider when replay's
@@ -161,6 +166,7 @@ fn drive_live(config: &str, replayed: &[Row], minutes: &[Bucket]) -> Agreement {
             measured: row.measured.clone(),
             demand: row.demand,
         });
+        origins.push((row.at, shared.forecast.load().origin));
         let intent = driver.sync().expect("a decision after a demand report");
         let d = intent.decision;
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
@@ -188,6 +194,7 @@ fn drive_live(config: &str, replayed: &[Row], minutes: &[Bucket]) -> Agreement {
         forecast_driven,
         ups,
         downs,
+        origins,
     }
 }
 
@@ -261,6 +268,98 @@ fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
     );
 }
 
+/// Inside the idle minutes `idle` (from their third on), the origin `/v1/forecast`
+/// showed at each decision (the start of the last step fed) was never more than two
+/// steps and the grace behind: idle steps were closed on the clock.
+fn assert_origin_keeps_up(live: &Agreement, idle: std::ops::Range<u64>) {
+    let (from, to) = (
+        (START + 60 * idle.start) * 1000,
+        (START + 60 * idle.end) * 1000,
+    );
+    let grace = prescale_engine::MINUTE_GRACE_MS;
+    let mut checked = 0;
+    for (at, origin) in &live.origins {
+        if (from + 2 * MINUTE_MS..to).contains(at) {
+            let origin = origin.unwrap_or_else(|| panic!("no forecast at {at}"));
+            assert!(
+                at - origin <= 2 * MINUTE_MS + grace,
+                "at {at} the forecast is from {origin}: {} s behind",
+                (at - origin) / 1000
+            );
+            checked += 1;
+        }
+    }
+    let expected = (idle.end - idle.start).saturating_sub(2) * 4;
+    assert!(
+        checked + 1 >= expected,
+        "{checked} decisions inside the idle time"
+    );
+}
+
+/// Minutes of the idle stretch in `with_idle`: no request at all.
+const IDLE: std::ops::Range<u64> = 240..270;
+
+/// `series()` over four hours, with half an hour of no traffic at all from 4:00.
+fn with_idle() -> Vec<u64> {
+    let mut counts = series();
+    counts.truncate(5 * 60);
+    for m in IDLE {
+        counts[m as usize] = 0;
+    }
+    counts
+}
+
+#[test]
+fn the_sidecar_driver_and_replay_agree_through_idle_time_and_forecast_it() {
+    // Idle minutes are not reported (the sidecar has no bucket for them, replay
+    // sends none): both close those steps on the clock, as zeros, at the same time.
+    let counts = with_idle();
+    let dir = tempfile::tempdir().unwrap();
+    let (replayed, summary) = replay_decisions(dir.path(), &counts);
+    let minutes: Vec<Bucket> = counts
+        .iter()
+        .enumerate()
+        .map(|(m, n)| Bucket {
+            start: START * 1000 + m as u64 * MINUTE_MS,
+            total: Cell {
+                requests: *n,
+                work_us: n * 1_000_000,
+            },
+            by_signature: BTreeMap::new(),
+        })
+        .collect();
+    let live = drive_live(CONFIG, &replayed, &minutes);
+    assert_same_total_forecast(&live.driver, &summary["forecast"]["engine"]);
+    // Through the idle half hour `/v1/forecast` kept up with the clock, and the
+    // forecast the decisions planned with fell towards zero.
+    assert_origin_keeps_up(&live, IDLE);
+    let (idle_from, idle_to) = (
+        (START + 60 * IDLE.start) * 1000,
+        (START + 60 * IDLE.end) * 1000,
+    );
+    let busy_before: f64 = replayed
+        .iter()
+        .filter(|r| (idle_from - 10 * MINUTE_MS..idle_from).contains(&r.at))
+        .map(|r| r.fields[0].parse::<f64>().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    let late_idle: Vec<f64> = replayed
+        .iter()
+        .filter(|r| (idle_to - 5 * MINUTE_MS..idle_to).contains(&r.at))
+        .map(|r| {
+            r.fields[0]
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("no forecast planned at {}", r.at))
+        })
+        .collect();
+    assert!(!late_idle.is_empty());
+    for point in &late_idle {
+        assert!(
+            *point < 0.25 * busy_before,
+            "after 25 idle minutes the forecast is {point} (busy: {busy_before})"
+        );
+    }
+}
+
 /// Requests per minute of two kinds of traffic with different shapes: API calls on
 /// the 40-minute cycle, image downloads on a 90-minute wave with a surge.
 fn two_kinds(m: u64) -> (u64, u64) {
@@ -288,12 +387,20 @@ fn clf_time(t: u64) -> String {
     )
 }
 
-/// A Common Log Format log of `two_kinds` traffic from START, requests spread evenly
-/// over each minute.
-fn two_kinds_log(minutes: u64) -> String {
+/// `two_kinds`, but nothing at all in the minutes `idle`.
+fn two_kinds_but(m: u64, idle: &std::ops::Range<u64>) -> (u64, u64) {
+    match idle.contains(&m) {
+        true => (0, 0),
+        false => two_kinds(m),
+    }
+}
+
+/// A Common Log Format log of `two_kinds` traffic from START (none in `idle`),
+/// requests spread evenly over each minute.
+fn two_kinds_log(minutes: u64, idle: &std::ops::Range<u64>) -> String {
     let mut log = String::new();
     for m in 0..minutes {
-        let (api, images) = two_kinds(m);
+        let (api, images) = two_kinds_but(m, idle);
         let n = api + images;
         for i in 0..n {
             let t = START + 60 * m + i * 60 / n;
@@ -316,14 +423,44 @@ fn two_kinds_log(minutes: u64) -> String {
     log
 }
 
+/// Minutes of the request log.
+const LOG_MINUTES: u64 = 5 * 60;
+
 #[test]
 fn the_sidecar_driver_and_replay_agree_on_a_request_log_forecast_per_signature() {
     // A request log: replay feeds the engine each signature's minutes, as the
     // profiler hands them to the live driver, so the reconciliation runs too.
-    const LOG_MINUTES: u64 = 5 * 60;
+    let live = agree_on_log(0..0);
+    assert!(
+        live.forecast_driven > 20,
+        "{} forecast-led",
+        live.forecast_driven
+    );
+    assert!(
+        live.ups >= 3 && live.downs >= 3,
+        "{} up, {} down",
+        live.ups,
+        live.downs
+    );
+}
+
+#[test]
+fn the_sidecar_driver_and_replay_agree_on_a_request_log_with_idle_minutes() {
+    // Eight minutes without a request (too short for replay to call the silence a
+    // gap): every signature's steps and the total's close on the clock as zeros,
+    // reconciled, the same way live and in replay.
+    const IDLE: std::ops::Range<u64> = 200..208;
+    let live = agree_on_log(IDLE);
+    assert_origin_keeps_up(&live, IDLE);
+}
+
+/// Replays a request log of `two_kinds` traffic (none in `idle`) and drives the live
+/// driver with the same minutes: every decision, the total's forecast and the
+/// reconciliation's scores must agree.
+fn agree_on_log(idle: std::ops::Range<u64>) -> Agreement {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("access.log");
-    std::fs::write(&input, two_kinds_log(LOG_MINUTES)).unwrap();
+    std::fs::write(&input, two_kinds_log(LOG_MINUTES, &idle)).unwrap();
     let config = CONFIG.replace("capacity_per_replica: 5", "capacity_per_replica: 0.1");
     let (replayed, summary) = replay_log(dir.path(), &input, &config);
     assert!(
@@ -348,7 +485,7 @@ fn the_sidecar_driver_and_replay_agree_on_a_request_log_forecast_per_signature()
     let minutes: Vec<Bucket> = (0..LOG_MINUTES)
         .map(|m| {
             let start = (START + 60 * m) * 1000;
-            let (api, images) = two_kinds(m);
+            let (api, images) = two_kinds_but(m, &idle);
             let by_signature = split.remove(&start).unwrap_or_default();
             // Every request of the minute is in the profiler's bucket of it.
             let n: u64 = by_signature.values().map(|c| c.requests).sum();
@@ -397,17 +534,7 @@ fn the_sidecar_driver_and_replay_agree_on_a_request_log_forecast_per_signature()
             );
         }
     }
-    assert!(
-        live.forecast_driven > 20,
-        "{} forecast-led",
-        live.forecast_driven
-    );
-    assert!(
-        live.ups >= 3 && live.downs >= 3,
-        "{} up, {} down",
-        live.ups,
-        live.downs
-    );
+    live
 }
 
 #[test]

@@ -57,10 +57,11 @@ fn the_apache_log_is_forecast_per_signature_and_the_total_reconciled() {
                 "{source}: {s}"
             );
         }
-        // The log holds one busy minute an hour (84 of them): every one of the
-        // steps after them was scored, by each source once it had signatures.
+        // The log holds one busy minute an hour (84 of them) over 83 hours; the idle
+        // steps between are closed on the clock as zeros, so every step is forecast
+        // and scored (4 980), by each source once it had signatures.
         let scored = |k: &str| s["scored"][k].as_u64().unwrap();
-        assert!(scored("direct") >= 50, "{s}");
+        assert!(scored("direct") >= 4_000, "{s}");
         assert!(
             scored("bottom_up") >= 50 && scored("combined") == scored("bottom_up"),
             "{s}"
@@ -71,7 +72,9 @@ fn the_apache_log_is_forecast_per_signature_and_the_total_reconciled() {
             .sum();
         assert!(planned >= scored("direct"), "{s}");
         // The sources are scored on the same forecasts, and what was planned with is
-        // no worse than the direct forecast of the total on them (issue 15).
+        // no worse than the direct forecast of the total on them (issue 15). On this
+        // log's hours of zeros between single busy minutes a small, steady gain of
+        // bottom-up once switched it, and the next bursts cost 22 % (`MIN_GAIN`).
         assert_eq!(scored("direct"), scored("bottom_up"), "{s}");
         assert!(scored("all_forecasts") >= scored("direct"), "{s}");
         let mae = |k: &str| s["mae"][k].as_f64().unwrap();

@@ -117,6 +117,20 @@ impl Engine {
         self.series.add_minute(b, judge)
     }
 
+    /// Time has reached `now` (after every minute complete at `now` was fed): closes
+    /// the pending step once nothing more can arrive for it (its end plus
+    /// `MINUTE_GRACE_MS`), and, once a minute of live traffic was fed, feeds every
+    /// whole step since the last one fed that ended with no minute at all as zero
+    /// demand, and forecasts. A step is judged like any other; several at once (a
+    /// process that stood still) are not. Returns whether the forecasts were
+    /// updated. Before live traffic no idle step is fed: with none yet there is
+    /// nothing to forecast, and a restored or warm-started forecast is kept until
+    /// the first minute says the service is being sent requests (it then fills the
+    /// steps between with zeros, as it always has).
+    pub fn advance(&mut self, now: Millis, judge: &mut dyn StepJudge) -> bool {
+        self.series.advance(now, judge)
+    }
+
     /// A minute the input says nothing about (replay's gaps): see `Series`.
     pub fn add_unknown_minute(&mut self, start: Millis) -> bool {
         self.series.add_unknown_minute(start, &mut ())
@@ -317,6 +331,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MINUTE_GRACE_MS;
     use prescale_profiler::series::{Cell, MINUTE_MS};
     use std::collections::BTreeMap;
 
@@ -368,6 +383,143 @@ mod tests {
         // Across the gap the level holds; after 30 zeros the forecast has fallen.
         assert!(g > 9.0, "gap: upper {g}");
         assert!(q < g, "zeros {q} vs gap {g}");
+    }
+
+    /// The point forecast one step ahead of the total, and the view's origin.
+    fn next_point(e: &Engine) -> (f64, Option<Millis>) {
+        let v = e.view();
+        let point = v.series["total"].points[0].point;
+        (point, v.origin)
+    }
+
+    #[test]
+    fn idle_steps_are_closed_on_the_clock_as_zeros_and_forecast() {
+        let mut e = engine();
+        for i in 0..120 {
+            e.add_minute(&minute(i, 10.0), &mut ());
+        }
+        let (busy, origin) = next_point(&e);
+        assert_eq!(origin, Some(T0 + 119 * MINUTE_MS));
+        assert!(busy > 9.0, "{busy}");
+        // Nothing arrives for ten minutes. Until a step's end plus the grace nothing
+        // moves: a minute of it may still be on its way.
+        let first_idle_end = T0 + 121 * MINUTE_MS;
+        assert!(!e.advance(first_idle_end + MINUTE_GRACE_MS - 1, &mut ()));
+        assert_eq!(e.observed(SeriesKey::Total), Some(120));
+        let mut points = vec![busy];
+        for k in 0..10 {
+            let now = first_idle_end + k * MINUTE_MS + MINUTE_GRACE_MS;
+            assert!(e.advance(now, &mut ()), "idle step {k} forecast");
+            // Asked again at the same instant: nothing more to close.
+            assert!(!e.advance(now + 1_000, &mut ()));
+            let (point, origin) = next_point(&e);
+            assert_eq!(origin, Some(T0 + (120 + k) * MINUTE_MS), "step {k}");
+            points.push(point);
+        }
+        assert_eq!(e.observed(SeriesKey::Total), Some(130));
+        let idle = *points.last().unwrap();
+        assert!(
+            idle < 0.5 * busy,
+            "ten zeros after two hours at 10: {points:?}"
+        );
+        assert!(points.windows(2).all(|w| w[1] <= w[0]), "{points:?}");
+        // Decisions plan with steps ahead of now, not with the last busy step's.
+        let i = e.decide(Observation {
+            at: first_idle_end + 10 * MINUTE_MS + MINUTE_GRACE_MS,
+            demand: 0.0,
+            ..Observation::default()
+        });
+        let f = i.forecast.expect("a forecast of the steps ahead");
+        assert!(f.point < 0.5 * busy, "{f:?}");
+    }
+
+    #[test]
+    fn a_step_closes_on_the_clock_exactly_when_its_end_and_the_grace_have_passed() {
+        // Five-minute steps: a step with traffic in its first two minutes only.
+        let fc = ForecastConfig {
+            step: Duration::from_secs(300),
+            ..ForecastConfig::default()
+        };
+        let mut e = Engine::new(fc, ScalingConfig::default()).with_grid_origin(T0);
+        for i in 0..12 {
+            e.add_minute(&minute(i, 4.0), &mut ());
+        }
+        let open = T0 + 10 * MINUTE_MS;
+        assert_eq!(e.last_fed(), Some(T0 + 5 * MINUTE_MS), "step 3 is open");
+        let end = open + 5 * MINUTE_MS;
+        assert!(!e.advance(end, &mut ()));
+        assert!(!e.advance(end + MINUTE_GRACE_MS - 1, &mut ()));
+        assert_eq!(e.last_fed(), Some(T0 + 5 * MINUTE_MS));
+        assert_eq!(e.observed(SeriesKey::Total), Some(2));
+        assert!(e.advance(end + MINUTE_GRACE_MS, &mut ()));
+        assert_eq!(e.last_fed(), Some(open));
+        assert_eq!(e.observed(SeriesKey::Total), Some(3));
+        // Two minutes of 4 in a five-minute step: its demand, not a zero.
+        let last = e.view().series["total"].last;
+        assert!((last - 1.6).abs() < 1e-9, "{last}");
+        // A minute of it arriving now is too late: already fed, dropped.
+        assert!(!e.add_minute(&minute(14, 4.0), &mut ()));
+        assert_eq!(e.observed(SeriesKey::Total), Some(3));
+    }
+
+    #[test]
+    fn nothing_is_fed_before_any_traffic() {
+        let mut e = engine();
+        for k in 0..100 {
+            assert!(!e.advance(T0 + k * 3_600_000, &mut ()));
+        }
+        assert_eq!(e.last_fed(), None);
+        assert_eq!(e.observed(SeriesKey::Total), None);
+        assert!(e.view().series.is_empty());
+        assert_eq!(e.view().origin, None);
+    }
+
+    #[test]
+    fn restored_history_is_not_worn_down_by_idle_steps_before_live_traffic() {
+        // Two hours restored from the store, then a restart into an hour without a
+        // request: a pod not yet receiving traffic looks the same as an idle one.
+        let rows: Vec<Bucket> = (0..120).map(|i| minute(i, 10.0)).collect();
+        let mut e = engine();
+        assert!(e.restore(&rows));
+        let (restored, origin) = next_point(&e);
+        for k in 0..60 {
+            e.advance(T0 + (121 + k) * MINUTE_MS + MINUTE_GRACE_MS, &mut ());
+        }
+        assert_eq!(next_point(&e), (restored, origin));
+        assert_eq!(e.observed(SeriesKey::Total), Some(120));
+        // The first live minute fills the steps between with zeros (as it always
+        // did); from then on idle steps close on the clock.
+        e.add_minute(&minute(181, 10.0), &mut ());
+        assert_eq!(e.observed(SeriesKey::Total), Some(182));
+        assert!(e.advance(T0 + 183 * MINUTE_MS + MINUTE_GRACE_MS, &mut ()));
+        assert_eq!(e.observed(SeriesKey::Total), Some(183));
+    }
+
+    #[test]
+    fn a_step_closed_on_the_clock_inside_a_gap_stays_a_gap() {
+        // Five-minute steps, an hour at 10; then a step whose first three minutes the
+        // input knows nothing about and whose last two had no requests.
+        let fc = ForecastConfig {
+            step: Duration::from_secs(300),
+            ..ForecastConfig::default()
+        };
+        let build = || Engine::new(fc.clone(), ScalingConfig::default()).with_grid_origin(T0);
+        let (mut gap, mut quiet) = (build(), build());
+        for i in 0..60 {
+            gap.add_minute(&minute(i, 10.0), &mut ());
+            quiet.add_minute(&minute(i, 10.0), &mut ());
+        }
+        for i in 60..63 {
+            gap.add_unknown_minute(T0 + i * MINUTE_MS);
+        }
+        let now = T0 + 65 * MINUTE_MS + MINUTE_GRACE_MS;
+        assert!(gap.advance(now, &mut ()));
+        assert!(quiet.advance(now, &mut ()));
+        assert_eq!(gap.last_fed(), quiet.last_fed());
+        let (g, q) = (next_point(&gap).0, next_point(&quiet).0);
+        // Across the gap the level holds; the quiet step was a zero.
+        assert!(g > 9.0, "gap: {g}");
+        assert!(q < g, "zero {q} vs gap {g}");
     }
 
     #[test]

@@ -137,13 +137,18 @@ fn a_total_mixing_a_random_walk_with_noise_is_forecast_bottom_up() {
             "step {}: bottom-up {b} not better than direct {d}",
             i + 1
         );
-        assert!(
-            *source == Source::BottomUp
-                || (*source == Source::Combined && r.direct_weight[i] < 0.5),
-            "step {}: {source:?} ({r:?})",
-            i + 1
-        );
+        // Where its gain is material the rule takes it; a gain of a few per cent
+        // (the far steps here) may leave direct in force (see `MIN_GAIN`).
+        if b < d * (1.0 - MIN_GAIN) {
+            assert!(
+                *source == Source::BottomUp
+                    || (*source == Source::Combined && r.direct_weight[i] < 0.5),
+                "step {}: {source:?} ({r:?})",
+                i + 1
+            );
+        }
     }
+    assert_eq!(r.chosen[0], Source::BottomUp, "{r:?}");
     assert_no_worse_than_the_worse(&r);
     // The planned band is bottom-up's own (or the combination's), not the direct one.
     let view = e.view();
@@ -409,4 +414,30 @@ fn equally_good_sources_do_not_switch_back_and_forth() {
     // The smallest window (30 errors) makes each MAE noisiest: a rule that follows the
     // lowest MAE switches about every 8 steps here (246 times; the former rule).
     assert!(switches <= 20, "{switches} switches in 2000 steps");
+}
+
+#[test]
+fn a_significant_but_small_gain_does_not_switch_a_material_one_does() {
+    // Bottom-up errs 2 % less than direct, steadily (tiny noise): far beyond two
+    // standard errors, but not worth leaving direct for (quiet traffic makes exactly
+    // such gains, and the burst after them can cost far more). Then it errs 10 % less:
+    // that switches.
+    let params = ForecastParams::for_step(60, 1);
+    let step = 60_000;
+    let mut r = Reconciler::new(&params, step, 100);
+    let mut noise = Noise(11);
+    let mut chosen = |r: &mut Reconciler, t: u64, bottom_up_error: f64| {
+        let start = T0 + t * step;
+        r.observe(start, Some(10.0), Some(0.0));
+        let d = [11.0 + (noise.next() - 0.5) * 0.002];
+        let b = [10.0 + bottom_up_error + (noise.next() - 0.5) * 0.002];
+        r.issue(start, &forecast(&d), [&forecast(&b)]);
+        r.latest().unwrap().choice.chosen[0]
+    };
+    for t in 0..400u64 {
+        let c = chosen(&mut r, t, 0.98);
+        assert_eq!(c, Source::Direct, "step {t}: switched on a 2 % gain");
+    }
+    let last = (400..800u64).map(|t| chosen(&mut r, t, 0.90)).last();
+    assert_ne!(last, Some(Source::Direct), "a 10 % gain did not switch");
 }

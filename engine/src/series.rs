@@ -4,7 +4,7 @@
 
 use crate::reconcile::Reconciler;
 use crate::view::{ForecastView, PointView, ReconciledView, SeriesForecast};
-use crate::Millis;
+use crate::{Millis, MINUTE_GRACE_MS};
 use prescale_policies::scale::ScalingConfig;
 use prescale_profiler::anomaly::{signature_subject, subject_signature, TOTAL};
 use prescale_profiler::forecast::{Forecast, ForecastParams, ForecastPoint, Forecaster};
@@ -71,6 +71,11 @@ pub(crate) struct Series {
     /// The step being accumulated: its start, demand per series, minutes unknown.
     pending_step: Option<(Millis, BTreeMap<SeriesKey, f64>, u64)>,
     pub(crate) last_fed: Option<Millis>,
+    /// A minute of live traffic was fed (not restored history, not a warm start):
+    /// from then on a step without any minute is idle, a known zero. Before it the
+    /// sidecar cannot tell idle from not yet receiving traffic (a pod that is not
+    /// ready), so a seeded or restored forecast is not worn down by zeros.
+    seen_traffic: bool,
     pub(crate) latest: BTreeMap<SeriesKey, (Forecast, f64)>,
     /// While replaying restored history, steps before this only train the models:
     /// forecasting (and scoring) every old step would cost a refit per hour of it.
@@ -107,6 +112,7 @@ impl Series {
             series: BTreeMap::new(),
             pending_step: None,
             last_fed: None,
+            seen_traffic: false,
             quiet_before: None,
             latest: BTreeMap::new(),
             replaying: false,
@@ -148,6 +154,7 @@ impl Series {
 
     /// Folds a minute into its forecast step; returns whether forecasts were updated.
     pub(crate) fn add_minute(&mut self, b: &Bucket, judge: &mut dyn StepJudge) -> bool {
+        self.seen_traffic |= !self.replaying;
         let (mut updated, step_start) = self.open_step(b.start, judge);
         let Some((_, acc, _)) = self.pending_step.as_mut() else {
             return updated;
@@ -179,10 +186,55 @@ impl Series {
         updated
     }
 
+    /// The start of the step holding `t` (on the grid in force).
+    fn step_of(&self, t: Millis) -> Millis {
+        t.saturating_sub((t + self.step_ms - self.grid_offset) % self.step_ms)
+    }
+
+    /// Closes on the clock what can no longer receive a minute at `now`: the pending
+    /// step once its end plus the grace has passed, then, once live traffic was fed,
+    /// every whole step since the last one fed that ended without a single minute, as
+    /// zeros (an idle service sends none: an idle step is a known zero, not a gap).
+    /// Returns whether forecasts were updated.
+    ///
+    /// The caller must have handed over every minute complete at `now` (end plus
+    /// `MINUTE_GRACE_MS`) first: the sidecar's profiler sends them before its `Now`,
+    /// replay feeds the minutes due before advancing, unknown minutes included, so a
+    /// step inside a gap is closed by what was fed about it (a gap), never as zeros.
+    /// A minute that arrives after its step was closed here is dropped by
+    /// `close_step` (already fed); only a bucket created after its minute was complete
+    /// can (a lone request that outlived the grace, stamped at arrival), and the
+    /// profiler never re-sends a minute either, so that is the grace's existing loss.
+    pub(crate) fn advance(&mut self, now: Millis, judge: &mut dyn StepJudge) -> bool {
+        let Some(settled) = now.checked_sub(MINUTE_GRACE_MS) else {
+            return false;
+        };
+        let mut updated = false;
+        if let Some((start, _, _)) = &self.pending_step {
+            if start + self.step_ms <= settled {
+                updated |= self.close_step(judge);
+            }
+        }
+        // The last whole step that ended by `settled`; a step still pending (a minute
+        // of it arrived, it has not ended) closes with its own zero fill.
+        let Some(last_ended) = self.step_of(settled).checked_sub(self.step_ms) else {
+            return updated;
+        };
+        match self.last_fed {
+            Some(fed) if self.seen_traffic && self.pending_step.is_none() && last_ended > fed => {
+                // An empty step: `close_step` feeds the steps before it as zeros
+                // (bounded by the history kept) and it as zero, then forecasts.
+                self.pending_step = Some((last_ended, BTreeMap::new(), 0));
+                updated |= self.close_step(judge);
+            }
+            _ => {}
+        }
+        updated
+    }
+
     /// Closes the pending step if `minute` starts another, and opens its step.
     fn open_step(&mut self, minute: Millis, judge: &mut dyn StepJudge) -> (bool, Millis) {
-        let step_start =
-            minute.saturating_sub((minute + self.step_ms - self.grid_offset) % self.step_ms);
+        let step_start = self.step_of(minute);
         let mut updated = false;
         if let Some((start, _, _)) = &self.pending_step {
             if *start != step_start {

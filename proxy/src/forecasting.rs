@@ -47,7 +47,8 @@ pub enum Update {
     /// store may hold two weeks (20 160 minutes), more than the channel holds.
     History(Vec<Bucket>),
     /// Total demand over the last complete 10 s bucket (`measured`), for the
-    /// reactive floor.
+    /// reactive floor. Sent after every minute complete at `at`: the engine closes
+    /// on the clock the steps no minute can reach any more (idle ones as zeros).
     Now {
         at: Millis,
         measured: Range<Millis>,
@@ -259,10 +260,13 @@ impl Driver {
                 demand,
             } => {
                 self.now_demand = Some((at, measured, demand));
-                match self.warm_start.take() {
+                let seeded = match self.warm_start.take() {
                     Some(source) => self.warm_start(source, at),
                     None => false,
-                }
+                };
+                // The profiler sent every minute complete at `at` before this: steps
+                // that can no longer receive one close now, idle ones as zeros.
+                seeded | self.engine.advance(at, &mut Judge(&self.anomalies))
             }
         };
         if updated {
@@ -515,6 +519,62 @@ mod tests {
         assert_eq!(st.observed(SeriesKey::Signature(1)), Some(signature_before));
         let fc = st.forecast_now(SeriesKey::Total).unwrap();
         assert!(fc.points[0].point > 40.0, "{fc:?}");
+    }
+
+    #[test]
+    fn idle_steps_closed_on_the_clock_are_judged_once_not_in_a_restart_loop() {
+        let anomalies = Anomalies::start(
+            &AnomalyConfig::default(),
+            &AnomaliesConfig::default(),
+            Vec::new(),
+            None,
+        );
+        let mut st = Engine::new(ForecastConfig::default(), ScalingConfig::default());
+        let mut judge = Judge(&anomalies);
+        let noise = |i: u64| ((i * 7919) % 100) as f64 / 100.0 - 0.5;
+        for i in 0..120 {
+            st.add_minute(&minute(i, 4.0 + noise(i)), &mut judge);
+        }
+        assert_eq!(anomalies.response().view.raised_total["rate"], 0);
+        // Then six hours without a request, the clock ticking every 10 s as the
+        // profiler's `Now` does.
+        let first = minute(120, 0.0).start;
+        let grace = prescale_engine::MINUTE_GRACE_MS;
+        let mut restarts = 0;
+        let mut observed = st.observed(SeriesKey::Total).unwrap();
+        // The sidecar's judge, counting the steps it is asked about.
+        struct Counted<'a>(Judge<'a>, usize);
+        impl StepJudge for Counted<'_> {
+            fn judge(
+                &mut self,
+                end: Millis,
+                subject: &str,
+                actual: f64,
+                expected: &ForecastPoint,
+            ) -> Vec<Refit> {
+                self.1 += 1;
+                self.0.judge(end, subject, actual, expected)
+            }
+        }
+        let mut judge = Counted(judge, 0);
+        for tick in 0..=6 * 360 {
+            st.advance(first + tick * 10_000 + grace, &mut judge);
+            let now = st.observed(SeriesKey::Total).unwrap();
+            restarts += usize::from(now < observed);
+            observed = now;
+        }
+        assert_eq!(st.last_fed(), Some(first + (6 * 60 - 1) * MINUTE_MS));
+        // The drop to zero is real: every idle step of both series (total, signature
+        // 1) is judged once calibrated, as a busy one would be; at most one anomaly
+        // of each kind and one restart per series come of the whole idle time.
+        assert!(judge.1 >= 2 * 300, "{} judgements", judge.1);
+        let v = anomalies.response().view;
+        assert!(v.raised_total.values().all(|n| *n <= 2), "{v:?}");
+        assert!(restarts <= 1, "{restarts} restarts of the total");
+        assert!(v.refits_requested <= 2, "{v:?}");
+        // And the forecast is what six hours of nothing say.
+        let fc = st.forecast_now(SeriesKey::Total).unwrap();
+        assert!(fc.points[0].point < 0.5, "{fc:?}");
     }
 
     #[test]

@@ -350,7 +350,9 @@ impl Profiling {
 }
 
 /// Sends minutes that are complete (with a little grace for late samples) and the
-/// demand of the last complete 10 s bucket.
+/// demand of the last complete 10 s bucket. In that order, on one channel: when the
+/// forecaster reads `Now { at }`, every minute complete at `at` is ahead of it, so it
+/// may close the steps before `at` on the clock (a minute with no bucket is idle).
 fn feed_forecasts(
     profile: &Profile,
     forecasting: &Forecasting,

@@ -158,6 +158,13 @@ pub fn evaluate(setup: &EngineSetup, trace: &Trace) -> Option<CostReport> {
                 issued.push(issue(&engine, &costs, z, start));
             }
         }
+        // And the clock when minute `m` is due, as the predictive run advances it: a
+        // step that ended without a minute closes as zero demand.
+        if engine.advance(m + MINUTE_MS + prescale_engine::MINUTE_GRACE_MS, &mut ())
+            && costs.io.is_some()
+        {
+            issued.push(issue(&engine, &costs, z, m));
+        }
         let step = per_step.entry(step_of(m)).or_default();
         if unknown.contains(&m) {
             step.3 = true;

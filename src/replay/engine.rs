@@ -3,8 +3,11 @@
 //!
 //! Each minute of the trace goes to the engine once it has ended (plus the sidecar's
 //! `MINUTE_GRACE_MS`); a minute without requests is not sent (the sidecar has no
-//! bucket for it: the engine reads the missing step as zero demand), and a minute the
-//! input has no data for goes as unknown, never as zero demand. At each sync instant the
+//! bucket for it), and a minute the input has no data for goes as unknown, never as
+//! zero demand. Every second, after the minutes due, the engine is advanced to the
+//! trace's clock (`Engine::advance`, as the sidecar's forecaster on each `Now`): a
+//! step that has ended with no minute is closed then as zero demand, so forecasts go
+//! on through idle time as live. At each sync instant the
 //! engine decides on demand over the last complete 10 s, as the sidecar decides on its
 //! last 10 s bucket: replay's demand, the arrival rate averaged over `--resolution`
 //! (a sparse log's 10 s of arrivals is Poisson noise, where a busy sidecar's 10 s of
@@ -41,7 +44,7 @@ pub struct EngineSetup<'a> {
     pub preshed: PreShedConfig,
     /// Seasonal periods in steps instead of daily and weekly (tests' short traces).
     pub periods: Option<Vec<usize>>,
-    /// Unix seconds of trace second 0.
+    /// Unix seconds of trace second 0 on the engine's clock (`engine_start_unix`).
     pub start_unix: u64,
     /// Requests per second of the trace.
     pub arrivals: &'a [f64],
@@ -69,6 +72,21 @@ pub struct DecisionRow {
 /// The minute buckets of a trace: (trace ms at which it is handed over, Unix ms of its
 /// start, the bucket or None when mostly inside a gap).
 pub type Minute = (Sec, Millis, Option<Bucket>);
+
+/// Unix seconds the engine's clock gives trace second 0. A count series' rows are the
+/// input's own intervals: its first row is put on the nearest minute (a shift of at
+/// most 30 s, the same for every row), so that each of the engine's minute buckets,
+/// 10 s readings and forecast steps lies inside one row, as a live sidecar's buckets
+/// hold the very seconds they count. On the recorded clock a series whose rows start
+/// at :42:53 has every minute straddle two rows, and replay would measure a blur of
+/// two rows that no live sidecar sees. A request log keeps its clock: its times are
+/// the requests' own, and the profiler cut its minute buckets on them.
+pub fn engine_start_unix(trace: &super::trace::Trace) -> u64 {
+    match trace.interval {
+        0 => trace.start_unix,
+        _ => (trace.start_unix + 30) / 60 * 60,
+    }
+}
 
 impl EngineSetup<'_> {
     pub fn engine(&self, headroom: f64) -> Engine {
@@ -187,11 +205,16 @@ fn request_work(n: u64) -> Cell {
     }
 }
 
+/// Unix ms of trace second `t`: the engine's clock in replay.
+pub fn unix_ms(setup: &EngineSetup, t: Sec) -> Millis {
+    (setup.start_unix + t) * 1000
+}
+
 /// The engine's observation at trace second `t`, if a decision can be made then.
 pub fn observation(setup: &EngineSetup, t: Sec) -> Option<Observation> {
     let (measured, demand) = setup.demand_at(t)?;
     Some(Observation {
-        at: (setup.start_unix + t) * 1000,
+        at: unix_ms(setup, t),
         measured,
         demand,
         admission: Some(setup.admission(t)),

@@ -316,7 +316,7 @@ pub fn simulate(args: &ReplayArgs) -> Result<Replay, ReplayError> {
             .map(|c| c.policies.admission.preshed.clone())
             .unwrap_or_default(),
         periods: None,
-        start_unix: trace.start_unix,
+        start_unix: engine::engine_start_unix(&trace),
         arrivals: &trace.arrivals,
         demand: &demand,
         resolution,

@@ -268,6 +268,10 @@ fn write_decisions(path: &Path, r: &Replay) -> std::io::Result<()> {
         .iter()
         .find(|(name, _)| *name == "predictive")
         .map_or(&[][..], |(_, run)| &run.decisions[..]);
+    // The engine's times (`at_ms`, `measured_*_ms`) back on the trace's own clock.
+    let back =
+        (r.trace.start_unix as i64 - super::engine::engine_start_unix(&r.trace) as i64) * 1000;
+    let back = |ms: u64| ms.saturating_add_signed(back);
     for row in decisions {
         let i = &row.intent;
         let d = &i.decision;
@@ -280,10 +284,10 @@ fn write_decisions(path: &Path, r: &Replay) -> std::io::Result<()> {
             w,
             "{},{},{},{},{},{},{},{},{},{},{},{},{}",
             format_time(r.trace.start_unix + row.t),
-            i.at,
+            back(i.at),
             i.current_demand,
-            i.measured.start,
-            i.measured.end,
+            back(i.measured.start),
+            back(i.measured.end),
             opt(i.forecast.map(|f| f.point)),
             opt(i.forecast.map(|f| f.upper)),
             i.forecast.is_some_and(|f| f.calibrated),

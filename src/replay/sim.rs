@@ -352,7 +352,10 @@ impl<'a> Driver<'a> {
 
     fn decide(&mut self, w: &World, t: Sec, pool: &Pool) -> Option<u32> {
         if let Driver::Predictive {
-            engine, minutes, ..
+            setup,
+            engine,
+            minutes,
+            ..
         } = self
         {
             // Minutes reach the engine as they end, as the profiler sends them.
@@ -362,6 +365,10 @@ impl<'a> Driver<'a> {
                     None => engine.add_unknown_minute(start),
                 };
             }
+            // Then the clock, as the sidecar's `Now` follows its minutes: every minute
+            // due by now was fed, a gap's unknown ones too, so a step closed here
+            // without one was idle (zero demand) and a gap stays a gap.
+            engine.advance(eng::unix_ms(setup, t), &mut ());
         }
         match self {
             Driver::Oracle(plan) => plan.get(t as usize).copied(),
