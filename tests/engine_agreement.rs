@@ -219,6 +219,23 @@ fn assert_same_total_forecast(driver: &prescale_proxy::forecasting::Driver, repl
     assert!(total.accuracy.coverage.is_some(), "{live_forecast}");
 }
 
+/// A count series' minutes as the sidecar's profiler hands them over: one second of
+/// work per request, no signatures.
+fn count_minutes(counts: &[u64]) -> Vec<Bucket> {
+    counts
+        .iter()
+        .enumerate()
+        .map(|(m, n)| Bucket {
+            start: START * 1000 + m as u64 * MINUTE_MS,
+            total: Cell {
+                requests: *n,
+                work_us: n * 1_000_000,
+            },
+            by_signature: BTreeMap::new(),
+        })
+        .collect()
+}
+
 #[test]
 fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
     let counts = series();
@@ -237,18 +254,7 @@ fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
         let rate = counts[minute] as f64 / 60.0;
         assert!((row.demand - rate).abs() < 1e-9, "{} vs {rate}", row.demand);
     }
-    let minutes: Vec<Bucket> = counts
-        .iter()
-        .enumerate()
-        .map(|(m, n)| Bucket {
-            start: START * 1000 + m as u64 * MINUTE_MS,
-            total: Cell {
-                requests: *n,
-                work_us: n * 1_000_000,
-            },
-            by_signature: BTreeMap::new(),
-        })
-        .collect();
+    let minutes = count_minutes(&counts);
     let live = drive_live(CONFIG, &replayed, &minutes);
     assert_same_total_forecast(&live.driver, &summary["forecast"]["engine"]);
     // A count series has no signatures: the total is forecast directly only.
@@ -316,18 +322,7 @@ fn the_sidecar_driver_and_replay_agree_through_idle_time_and_forecast_it() {
     let counts = with_idle();
     let dir = tempfile::tempdir().unwrap();
     let (replayed, summary) = replay_decisions(dir.path(), &counts);
-    let minutes: Vec<Bucket> = counts
-        .iter()
-        .enumerate()
-        .map(|(m, n)| Bucket {
-            start: START * 1000 + m as u64 * MINUTE_MS,
-            total: Cell {
-                requests: *n,
-                work_us: n * 1_000_000,
-            },
-            by_signature: BTreeMap::new(),
-        })
-        .collect();
+    let minutes = count_minutes(&counts);
     let live = drive_live(CONFIG, &replayed, &minutes);
     assert_same_total_forecast(&live.driver, &summary["forecast"]["engine"]);
     // Through the idle half hour `/v1/forecast` kept up with the clock, and the

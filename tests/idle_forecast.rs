@@ -13,9 +13,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{admin_get, free_port, Upstream};
+use support::{admin_get, free_port, Proxy, Upstream};
 
 /// Series seconds per wall second.
 const SCALE: u64 = 60;
@@ -25,55 +24,6 @@ const IDLE: Duration = Duration::from_secs(12);
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// The sidecar with `--time-scale`; killed when dropped.
-struct Sidecar {
-    child: Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Sidecar {
-    fn start(yaml: &str, admin: SocketAddr) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let log = dir.path().join("prescale.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-            .args(["run", "--time-scale", &SCALE.to_string(), "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn prescale");
-        let mut me = Self {
-            child,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while admin_get(admin, "/ready").map(|(s, _)| s) != Some(200) {
-            if let Ok(Some(status)) = me.child.try_wait() {
-                panic!("prescale exited early ({status}):\n{}", me.logs());
-            }
-            assert!(Instant::now() < deadline, "not ready:\n{}", me.logs());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        me
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `/v1/forecast`'s origin and the total's point forecast one step ahead.
@@ -93,9 +43,13 @@ async fn the_forecast_keeps_moving_through_idle_time() {
         "admin:\n  address: {admin}\nlisteners:\n  - {{name: inbound, direction: inbound, address: \"{listen}\", cluster: local}}\nclusters:\n  - {{name: local, endpoints: [\"{}\"]}}\nprofiler: {{tick: 100ms}}\n",
         upstream.addr
     );
-    let sidecar = tokio::task::spawn_blocking(move || Sidecar::start(&yaml, admin))
-        .await
-        .unwrap();
+    let options = ["--time-scale", &SCALE.to_string()].map(String::from);
+    let sidecar = tokio::task::spawn_blocking(move || {
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        Proxy::start_with(tempfile::tempdir().unwrap(), &yaml, admin, &options)
+    })
+    .await
+    .unwrap();
 
     // Traffic: four clients in a loop, each request held 20 ms by the upstream
     // (1.2 s of series time), bounded in time and count.

@@ -355,11 +355,23 @@ impl Proxy {
 
     /// Like `start`, in a dir the caller prepared (e.g. with certificates in it).
     pub fn start_in(dir: tempfile::TempDir, yaml: &str, admin: SocketAddr) -> Self {
+        Self::start_with(dir, yaml, admin, &[])
+    }
+
+    /// Like `start_in`, with more options for `prescale run` (e.g. `--time-scale`).
+    pub fn start_with(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        admin: SocketAddr,
+        options: &[&str],
+    ) -> Self {
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, yaml).unwrap();
         let log = dir.path().join("prescale.log");
         let child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-            .args(["run", "--config"])
+            .arg("run")
+            .args(options)
+            .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
