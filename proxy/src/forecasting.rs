@@ -470,15 +470,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_step_is_judged_against_the_forecast_before_it_and_a_shift_restarts_the_model() {
+    /// The sidecar's anomaly handling with its defaults, and an engine with its own.
+    fn judged_engine() -> (Arc<Anomalies>, Engine) {
         let anomalies = Anomalies::start(
             &AnomalyConfig::default(),
             &AnomaliesConfig::default(),
             Vec::new(),
             None,
         );
-        let mut st = Engine::new(ForecastConfig::default(), ScalingConfig::default());
+        let engine = Engine::new(ForecastConfig::default(), ScalingConfig::default());
+        (anomalies, engine)
+    }
+
+    #[test]
+    fn each_step_is_judged_against_the_forecast_before_it_and_a_shift_restarts_the_model() {
+        let (anomalies, mut st) = judged_engine();
         let mut judge = Judge(&anomalies);
         // Two hours of demand around 4 with white noise (calibrates the intervals).
         let noise = |i: u64| {
@@ -523,13 +529,7 @@ mod tests {
 
     #[test]
     fn idle_steps_closed_on_the_clock_are_judged_once_not_in_a_restart_loop() {
-        let anomalies = Anomalies::start(
-            &AnomalyConfig::default(),
-            &AnomaliesConfig::default(),
-            Vec::new(),
-            None,
-        );
-        let mut st = Engine::new(ForecastConfig::default(), ScalingConfig::default());
+        let (anomalies, mut st) = judged_engine();
         let mut judge = Judge(&anomalies);
         let noise = |i: u64| ((i * 7919) % 100) as f64 / 100.0 - 0.5;
         for i in 0..120 {
