@@ -129,6 +129,24 @@ struct Agreement {
     origins: Vec<(u64, Option<u64>)>,
 }
 
+impl Agreement {
+    /// The comparison covered more than `forecast_led` decisions the forecast led and
+    /// at least `moves` moves each way.
+    fn assert_exercised(&self, forecast_led: usize, moves: usize) {
+        assert!(
+            self.forecast_driven > forecast_led,
+            "{} forecast-led",
+            self.forecast_driven
+        );
+        assert!(
+            self.ups >= moves && self.downs >= moves,
+            "{} up, {} down",
+            self.ups,
+            self.downs
+        );
+    }
+}
+
 /// Feeds the sidecar's driver `minutes` (each handed over once it has ended, after the
 /// grace) and replay's demand readings, and requires every decision to equal replay's.
 fn drive_live(config: &str, replayed: &[Row], minutes: &[Bucket]) -> Agreement {
@@ -261,17 +279,7 @@ fn the_sidecar_driver_and_replay_make_the_same_forecasts_and_decisions() {
     let reconciliation = &summary["forecast"]["reconciliation"];
     assert_eq!(reconciliation["signature_series"], 0, "{reconciliation}");
     // The comparison covered forecast-led decisions and moves both ways.
-    assert!(
-        live.forecast_driven > 50,
-        "{} forecast-led",
-        live.forecast_driven
-    );
-    assert!(
-        live.ups >= 5 && live.downs >= 5,
-        "{} up, {} down",
-        live.ups,
-        live.downs
-    );
+    live.assert_exercised(50, 5);
 }
 
 /// Inside the idle minutes `idle` (from their third on), the origin `/v1/forecast`
@@ -426,17 +434,7 @@ fn the_sidecar_driver_and_replay_agree_on_a_request_log_forecast_per_signature()
     // A request log: replay feeds the engine each signature's minutes, as the
     // profiler hands them to the live driver, so the reconciliation runs too.
     let live = agree_on_log(0..0);
-    assert!(
-        live.forecast_driven > 20,
-        "{} forecast-led",
-        live.forecast_driven
-    );
-    assert!(
-        live.ups >= 3 && live.downs >= 3,
-        "{} up, {} down",
-        live.ups,
-        live.downs
-    );
+    live.assert_exercised(20, 3);
 }
 
 #[test]
