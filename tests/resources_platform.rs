@@ -296,13 +296,22 @@ async fn kubernetes_source_reads_pod_metrics_and_learns_the_costs() {
     assert_eq!(heavy["identified"], true, "{v}");
     let learned = heavy["cpu_seconds_per_request"].as_f64().unwrap();
     eprintln!("kubernetes source: heavy learned {learned} s/request");
+    // The signatures' routes and service times say whether a miss is the cost fit's
+    // or the signatures' (each kind's requests counted under the other).
+    let (_, signatures) = admin_get(proxy.admin, "/v1/signatures").expect("GET /v1/signatures");
     assert!(
         (LOW * HEAVY_COST..=HIGH * HEAVY_COST).contains(&learned),
-        "learned {learned} s: {v}"
+        "learned {learned} s: {v}\n{signatures}"
     );
     assert!(
         learned > light["cpu_seconds_per_request"].as_f64().unwrap_or(0.0),
         "{v}"
+    );
+    // Each kind's requests counted under its own signature: heavy's answers are 8 KiB.
+    let bytes = heavy["network_bytes_per_request"].as_f64().unwrap_or(0.0);
+    assert!(
+        (0.95 * 8192.0..=1.05 * 8192.0).contains(&bytes),
+        "{bytes} bytes a heavy request: {v}\n{signatures}"
     );
     // Every read was the pod's metrics, with the service account's token.
     let reads = seen.lock().unwrap().clone();
