@@ -577,6 +577,72 @@ mod tests {
         assert!(fc.points[0].point < 0.5, "{fc:?}");
     }
 
+    /// History as a Prometheus warm start loads it: `steps` steps of `demand`, the
+    /// last ending a minute before the first `Now`.
+    struct Steady {
+        steps: u64,
+        demand: f64,
+    }
+
+    impl WarmStart for Steady {
+        fn seed(
+            self: Box<Self>,
+            now: Millis,
+            step_ms: Millis,
+            make: &mut dyn FnMut() -> Forecaster,
+        ) -> Option<(Forecaster, Millis, f64)> {
+            let mut f = make();
+            for i in 0..self.steps {
+                f.observe(self.demand + if i % 2 == 0 { 0.2 } else { -0.2 });
+            }
+            let last_start = now - now % step_ms - 2 * step_ms;
+            Some((f, last_start, self.demand))
+        }
+    }
+
+    /// A warm-started sidecar that gets no traffic yet (a new pod not in the
+    /// endpoints, or the profiler off) keeps the seeded forecast through idle time;
+    /// the clock closes steps as zeros only once a live minute was fed.
+    #[test]
+    fn a_warm_started_forecast_is_not_worn_down_by_the_clock_before_live_traffic() {
+        let (shared, mut driver) =
+            Forecasting::manual(ForecastConfig::default(), ScalingConfig::default());
+        driver.warm_start = Some(Box::new(Steady {
+            steps: 240,
+            demand: 6.0,
+        }));
+        let first = minute(0, 0.0).start + MINUTE_MS / 2;
+        let now = |tick: u64| Update::Now {
+            at: first + tick * 10_000,
+            measured: 0..0,
+            demand: 0.0,
+        };
+        driver.update(now(0));
+        let seeded = (**shared.forecast.load()).clone();
+        let point = |v: &ForecastView| {
+            let v = serde_json::to_value(v).unwrap();
+            let origin = v["origin"].clone();
+            (v["series"]["total"]["points"][0]["point"].as_f64(), origin)
+        };
+        let (p0, origin0) = point(&seeded);
+        assert!(p0.is_some_and(|p| (p - 6.0).abs() < 1.0), "{p0:?}");
+        // Two idle hours of the profiler's 10 s clock: nothing moves.
+        for tick in 1..=720 {
+            driver.update(now(tick));
+        }
+        assert_eq!(point(&shared.forecast.load()), (p0, origin0.clone()));
+        // One live minute, then an idle hour: steps close as zeros and the forecast
+        // falls.
+        let live = (first + 720 * 10_000) / MINUTE_MS - minute(0, 0.0).start / MINUTE_MS;
+        driver.update(Update::Minute(minute(live, 6.0)));
+        for tick in 727..=1_086 {
+            driver.update(now(tick));
+        }
+        let (p1, origin1) = point(&shared.forecast.load());
+        assert_ne!(origin1, origin0);
+        assert!(p1.is_some_and(|p| p < 3.0), "{p1:?}");
+    }
+
     #[test]
     fn the_forecast_view_reports_the_direct_and_bottom_up_totals_and_the_choice() {
         let (shared, mut driver) =
