@@ -135,6 +135,7 @@ mod tests {
                 .map(|(id, x)| (*id, [*x; features::DIMS]))
                 .collect(),
             by_route: Default::default(),
+            settled: Default::default(),
         })
     }
 

@@ -18,6 +18,12 @@ use std::collections::HashMap;
 /// fell in that signature; otherwise its requests are classified by their features.
 const ROUTE_MAJORITY: f64 = 0.6;
 
+/// A route is settled (its finished requests assigned by route, not by features) when
+/// at least this share of its sampled requests fell in one signature: one kind, up to
+/// a rare outlier. A route whose requests split more (a cache hit and a miss) keeps
+/// per-request assignment.
+const SETTLED: f64 = 0.9;
+
 /// New centroids within this distance (in standard deviations) of an old one inherit
 /// its id.
 const MATCH_RADIUS: f64 = 1.5;
@@ -94,20 +100,30 @@ pub fn refit(samples: &[Sample], previous: &Model, params: &FitParams) -> Option
             *per_route.entry(route).or_default().entry(*id).or_default() += n;
         }
     }
-    let by_route = per_route
+    // Each route's main signature and the share of its requests that fell there.
+    let main: Vec<(u64, SignatureId, f64)> = per_route
         .into_iter()
         .filter_map(|(route, votes)| {
             let total: u32 = votes.values().sum();
             let (id, n) = votes.into_iter().max_by_key(|(_, n)| *n)?;
-            (f64::from(n) >= ROUTE_MAJORITY * f64::from(total)).then_some((route, id))
+            Some((route, id, f64::from(n) / f64::from(total.max(1))))
         })
         .collect();
+    let with_share = |least: f64| -> HashMap<u64, SignatureId> {
+        main.iter()
+            .filter(|(_, _, share)| *share >= least)
+            .map(|(route, id, _)| (*route, *id))
+            .collect()
+    };
+    let by_route = with_share(ROUTE_MAJORITY);
+    let settled = with_share(SETTLED);
 
     Some(Model {
         version: previous.version + 1,
         scaler,
         signatures: ids.into_iter().zip(clustering.centroids).collect(),
         by_route,
+        settled,
     })
 }
 

@@ -1,16 +1,10 @@
 //! The fitted signature model: what the data path reads (through an `ArcSwap`) to
 //! guess a request's signature before forwarding it.
 
-use super::features::{self, Scaler, Vector, ARRIVAL, DIMS};
+use super::features::{self, Scaler, Vector, ARRIVAL};
+use super::fit::distance2;
 use crate::sample::{Arrival, Sample};
 use std::collections::HashMap;
-
-/// The most one dimension adds to a squared distance, in standard deviations: beyond
-/// it a dimension says only "far". Service time moves with load (a queue, a delayed
-/// ACK) and a tight kind is then many deviations from its centroid on that dimension
-/// alone; uncapped, that one dimension outvotes the route, sizes and fanout that all
-/// say the request's kind, and the other kind's requests and costs absorb it.
-const FAR: f64 = 3.0;
 
 /// A signature's id: stable across re-fits while its centroid stays put.
 pub type SignatureId = u32;
@@ -26,6 +20,9 @@ pub struct Model {
     /// Route template hash → signature, for routes whose requests mostly fall in one
     /// signature. Bounded by the route table's cap.
     pub by_route: HashMap<u64, SignatureId>,
+    /// The routes of `by_route` whose requests all but rarely fell in that signature
+    /// (see `SETTLED`): a finished request of one is assigned by its route.
+    pub settled: HashMap<u64, SignatureId>,
 }
 
 // === impl Model ===
@@ -38,6 +35,7 @@ impl Model {
             scaler: Scaler::identity(),
             signatures: Vec::new(),
             by_route: HashMap::new(),
+            settled: HashMap::new(),
         }
     }
 
@@ -45,11 +43,20 @@ impl Model {
         self.signatures.is_empty()
     }
 
-    /// The signature of a finished request: nearest centroid on the full vector, each
-    /// dimension's share capped at [`FAR`].
+    /// The signature of a finished request: its route's when the route is settled,
+    /// else the nearest centroid on the full vector.
+    ///
+    /// Service time moves with load (a queue, a pause, a delayed ACK) and a kind whose
+    /// times were tight in the fitted sample is then many deviations from its centroid
+    /// on that one dimension: measured, a third of a light route's requests were
+    /// assigned to a heavy kind whose route, size and answer all differed, and carried
+    /// their costs there. A route that was one kind when fitted stays that kind.
     pub fn assign(&self, s: &Sample) -> Option<SignatureId> {
+        if let Some(id) = self.settled.get(&s.arrival.shape.template_hash) {
+            return Some(*id);
+        }
         let v = self.scaler.apply(&features::of_sample(s));
-        self.nearest(&v, &ALL)
+        self.nearest(&v, distance2)
     }
 
     /// The expected signature of an arriving request: its route's signature when the
@@ -60,7 +67,18 @@ impl Model {
             return Some(*id);
         }
         let v = self.scaler.apply(&features::of_arrival(a));
-        self.nearest(&v, &ARRIVAL)
+        self.nearest(&v, |x, c| {
+            ARRIVAL
+                .iter()
+                .map(|&d| {
+                    let (p, q) = (
+                        x.get(d).copied().unwrap_or(0.0),
+                        c.get(d).copied().unwrap_or(0.0),
+                    );
+                    (p - q).powi(2)
+                })
+                .sum()
+        })
     }
 
     pub fn centroid(&self, id: SignatureId) -> Option<Vector> {
@@ -70,28 +88,11 @@ impl Model {
             .map(|(_, c)| self.scaler.invert(c))
     }
 
-    /// The centroid nearest `v` on `dims`, by the capped distance; ties (every differing
-    /// dimension past [`FAR`]) go to the nearer one uncapped.
-    fn nearest(&self, v: &Vector, dims: &[usize]) -> Option<SignatureId> {
+    fn nearest(&self, v: &Vector, dist: impl Fn(&Vector, &Vector) -> f64) -> Option<SignatureId> {
         self.signatures
             .iter()
-            .map(|(id, c)| (distances(v, c, dims), *id))
-            .min_by(|(a, _), (b, _)| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)))
+            .map(|(id, c)| (dist(v, c), *id))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, id)| id)
     }
-}
-
-/// Every dimension, for a finished request.
-const ALL: [usize; DIMS] = [0, 1, 2, 3, 4, 5, 6, 7];
-
-/// Squared distance on `dims` with each dimension's share capped at `FAR`², and uncapped.
-fn distances(x: &Vector, c: &Vector, dims: &[usize]) -> (f64, f64) {
-    dims.iter().fold((0.0, 0.0), |(capped, raw), &d| {
-        let (p, q) = (
-            x.get(d).copied().unwrap_or(0.0),
-            c.get(d).copied().unwrap_or(0.0),
-        );
-        let d2 = (p - q).powi(2);
-        (capped + d2.min(FAR * FAR), raw + d2)
-    })
 }

@@ -193,7 +193,8 @@ fn request(path: &str, bytes: u64, us: u64) -> Sample {
 /// Service time is the one dimension that load moves (a queue, a delayed ACK): when
 /// both kinds' times are tight, a request of one kind that is unusually fast or slow
 /// is many standard deviations from its centroid on that dimension alone. It must not
-/// be assigned to the other kind when its route, size and answer all say its own.
+/// be assigned to the other kind when its route (settled: one kind when fitted), size
+/// and answer all say its own.
 #[test]
 fn an_unusual_service_time_alone_does_not_move_a_request_to_another_kind() {
     let mut rng = Xoshiro256Plus::seed_from_u64(3);
@@ -233,8 +234,9 @@ fn an_unusual_service_time_alone_does_not_move_a_request_to_another_kind() {
     }
 }
 
-/// The cap on one dimension's share does not blur kinds that differ only there: one
-/// route whose requests are cheap (2 ms) or expensive (20 ms) with the same sizes.
+/// A route whose requests are two kinds is not settled, and its requests are still
+/// told apart by their features: one route whose requests are cheap (2 ms) or
+/// expensive (20 ms) with the same sizes.
 #[test]
 fn kinds_that_differ_only_in_service_time_still_separate() {
     let mut rng = Xoshiro256Plus::seed_from_u64(4);
@@ -252,6 +254,7 @@ fn kinds_that_differ_only_in_service_time_still_separate() {
     p.max_k = 2;
     let model = refit(&samples, &Model::empty(), &p).unwrap();
     assert_eq!(model.signatures.len(), 2);
+    assert!(model.settled.is_empty(), "{:?}", model.settled);
     let cheap = model.assign(&request("/api/q", 500, 2_000));
     let dear = model.assign(&request("/api/q", 500, 20_000));
     assert_ne!(cheap, dear);
