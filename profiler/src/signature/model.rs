@@ -48,9 +48,9 @@ impl Model {
     ///
     /// Service time moves with load (a queue, a pause, a delayed ACK) and a kind whose
     /// times were tight in the fitted sample is then many deviations from its centroid
-    /// on that one dimension: measured, a third of a light route's requests were
-    /// assigned to a heavy kind whose route, size and answer all differed, and carried
-    /// their costs there. A route that was one kind when fitted stays that kind.
+    /// on that one dimension: measured, light requests made up ~45 % of a heavy
+    /// kind's signature whose route, size and answer all differed, and carried their
+    /// costs there. A route that was one kind when fitted stays that kind.
     pub fn assign(&self, s: &Sample) -> Option<SignatureId> {
         if let Some(id) = self.settled.get(&s.arrival.shape.template_hash) {
             return Some(*id);
