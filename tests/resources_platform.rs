@@ -291,14 +291,14 @@ async fn kubernetes_source_reads_pod_metrics_and_learns_the_costs() {
     assert!(v["samples"].as_u64().unwrap() >= 20, "{v}");
     assert_eq!(v["sample_errors"], 0, "{v}");
     assert_eq!(v["observed"]["memory_bytes"].as_f64(), Some(MEMORY), "{v}");
-    let heavy = signature(&v, "/reports/heavy").unwrap_or_else(|| panic!("{v}"));
-    let light = light_signature(&v, heavy).unwrap_or_else(|| panic!("{v}"));
-    assert_eq!(heavy["identified"], true, "{v}");
-    let learned = heavy["cpu_seconds_per_request"].as_f64().unwrap();
-    eprintln!("kubernetes source: heavy learned {learned} s/request");
     // The signatures' routes and service times say whether a miss is the cost fit's
     // or the signatures' (each kind's requests counted under the other).
     let (_, signatures) = admin_get(proxy.admin, "/v1/signatures").expect("GET /v1/signatures");
+    let heavy = signature(&v, "/reports/heavy").unwrap_or_else(|| panic!("{v}\n{signatures}"));
+    let light = light_signature(&v, heavy).unwrap_or_else(|| panic!("{v}\n{signatures}"));
+    assert_eq!(heavy["identified"], true, "{v}\n{signatures}");
+    let learned = heavy["cpu_seconds_per_request"].as_f64().unwrap();
+    eprintln!("kubernetes source: heavy learned {learned} s/request");
     assert!(
         (LOW * HEAVY_COST..=HIGH * HEAVY_COST).contains(&learned),
         "learned {learned} s: {v}\n{signatures}"
